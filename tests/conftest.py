@@ -1,0 +1,88 @@
+"""Fixtures that build small, messy image data sets on disk (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TRAIN_DIR, TRAIN_CSV = "ISBI2016_ISIC_Part3_Training_Data", "ISBI2016_ISIC_Part3_Training_GroundTruth.csv"
+TEST_DIR, TEST_CSV = "ISBI2016_ISIC_Part3_Test_Data", "ISBI2016_ISIC_Part3_Test_GroundTruth.csv"
+
+
+def lesion_array(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """A smooth (H, W, 3) uint8 test picture: a dark blob on a skin tone, different per seed."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
+    r = np.hypot(yy - cy, xx - cx) / (0.3 * min(height, width))
+    blob = np.clip(1.2 - r, 0, 1)[..., None]
+    skin = np.array([220, 170, 140]) * rng.uniform(0.85, 1.0)
+    lesion = np.array([90, 50, 30]) * rng.uniform(0.7, 1.3)
+    return (skin * (1 - blob) + lesion * blob).clip(0, 255).astype(np.uint8)
+
+
+def save_exif_rotated_jpeg(path: Path) -> None:
+    """A 40x20 JPEG, left half red and right half blue, tagged EXIF orientation 6 (rotate 90 CW)."""
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = (255, 0, 0)
+    arr[:, 20:] = (0, 0, 255)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(path, quality=95, exif=exif.tobytes())
+
+
+def save_truncated_jpeg(path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(lesion_array(99, 64, 64)).save(buf, format="JPEG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+
+
+def make_isic_layout(root: Path, n_train: int = 12, n_test: int = 6, *, messy: bool = True,
+                     header: bool = False) -> Path:
+    """An ISIC 2016 Part 3 folder: training CSV with word labels, test CSV with 0.0/1.0 floats.
+
+    With ``messy`` the training set also holds an over-sized JPEG, an EXIF-rotated JPEG, a
+    greyscale JPEG, a CMYK JPEG and (as ``.png``) an RGBA image.
+    """
+    (root / TRAIN_DIR).mkdir(parents=True)
+    (root / TEST_DIR).mkdir(parents=True)
+    rows = []
+    for i in range(n_train):
+        image_id = f"ISIC_{i:07d}"
+        label = "malignant" if i % 3 == 0 else "benign"
+        path = root / TRAIN_DIR / f"{image_id}.jpg"
+        img = Image.fromarray(lesion_array(i))
+        if messy and i == 0:
+            img = Image.fromarray(lesion_array(i, 900, 1200))  # over-sized
+        if messy and i == 1:
+            save_exif_rotated_jpeg(path)
+        elif messy and i == 2:
+            img.convert("L").save(path)
+        elif messy and i == 3:
+            img.convert("CMYK").save(path)
+        elif messy and i == 4:
+            path = path.with_suffix(".png")
+            rgba = img.convert("RGBA")
+            rgba.putalpha(128)
+            rgba.save(path)
+        else:
+            img.save(path, quality=90)
+        rows.append(f"{image_id},{label}")
+    (root / TRAIN_CSV).write_text(("image_id,melanoma\n" if header else "") + "\n".join(rows) + "\n")
+    rows = []
+    for i in range(n_test):
+        image_id = f"ISIC_{1000 + i:07d}"
+        Image.fromarray(lesion_array(1000 + i)).save(root / TEST_DIR / f"{image_id}.jpg")
+        rows.append(f"{image_id},{'1.0' if i % 2 else '0.0'}")
+    (root / TEST_CSV).write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def isic_root(tmp_path: Path) -> Path:
+    return make_isic_layout(tmp_path / "isic2016")

@@ -1,0 +1,57 @@
+"""Device choice, seeding and profiles."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from vqlesson.runtime import PROFILES, Profile, get_device, get_profile, seed_everything
+
+
+def test_device_follows_the_hardware_and_rejects_missing_devices(monkeypatch):
+    monkeypatch.delenv("VQLESSON_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert get_device().type == expected
+    assert get_device("cpu").type == "cpu"
+    monkeypatch.setenv("VQLESSON_DEVICE", "cpu")
+    assert get_device().type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            get_device("cuda")
+
+
+def test_seed_everything_makes_all_generators_repeat():
+    def draw():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    g1 = seed_everything(123)
+    a = draw() + (float(torch.rand(1, generator=g1)),)
+    g2 = seed_everything(123)
+    b = draw() + (float(torch.rand(1, generator=g2)),)
+    assert a == b
+    seed_everything(124)
+    assert draw() != a[:3]
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(-1)
+
+
+def test_profiles_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("VQLESSON_PROFILE", "cpu")
+    assert get_profile().name == "cpu"
+    assert get_profile("GPU").name == "gpu"  # an explicit name wins, case-insensitive
+    monkeypatch.delenv("VQLESSON_PROFILE")
+    assert get_profile().name == ("gpu" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("VQLESSON_PROFILE", "laptop")
+    with pytest.raises(ValueError, match=r"'laptop'.*VQLESSON_PROFILE.*ci, cpu, gpu"):
+        get_profile()
+
+
+def test_profiles_grow_from_ci_to_gpu():
+    ci, cpu, gpu = PROFILES["ci"], PROFILES["cpu"], PROFILES["gpu"]
+    assert ci.image_size < cpu.image_size < gpu.image_size
+    assert ci.epochs < cpu.epochs < gpu.epochs
+    assert ci.dataset_size < cpu.dataset_size
+    changed = cpu.with_overrides(epochs=1, batch_size=None)
+    assert isinstance(changed, Profile) and changed.epochs == 1 and changed.batch_size == cpu.batch_size

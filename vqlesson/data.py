@@ -1,0 +1,709 @@
+"""Datasets and loaders: ISIC 2016, any folder of images, and the offline synthetic lesions.
+
+- :class:`ISIC2016`: the ISBI 2016 challenge, Part 3 (lesion classification; Gutman et al. 2016,
+  arXiv:1605.01397, CC-0): 900 training and 379 test dermoscopy JPEGs with benign/malignant labels.
+  ``bash data_download.sh`` fetches it into ``data/isic2016``.
+- :class:`ImageFolderDataset`: every image below a folder, so students can bring their own.
+- :class:`~vqlesson.synthetic.SyntheticLesions`: procedural dermoscopy-like lesions; needs nothing
+  downloaded and is the default when ISIC 2016 is not on disk.
+- :func:`make_loaders`: train, validation and test loaders for any of them, sized by a profile.
+
+Every item is ``(image, label)``: image ``(3, S, S)`` float32 in [-1, 1], label int64
+(0 benign, 1 malignant; -1 for unlabelled folders). One range, end to end: the VQ-VAE's decoder
+ends in tanh and produces [-1, 1] too.
+
+Real files are decoded once: the first use resizes every image (centre crop to a square, then an
+antialiased resize to S x S) into a cache beside the data, keyed by the image size and rebuilt
+when the source files change. Cleaning rules for every file: EXIF orientation is applied;
+greyscale, RGBA, palette, 16-bit and CMYK images become RGB (transparency is composited on black,
+the colour of the dermoscope's surround); an unreadable or truncated file raises
+:class:`CorruptImageError` naming it, or with ``on_error="skip"`` is left out with one warning
+that counts and names the skipped files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .augment import AugmentConfig, build_transforms
+from .runtime import Profile, get_profile, worker_init_fn
+from .synthetic import SyntheticLesions
+
+__all__ = [
+    "CLASSES", "CorruptImageError", "DatasetNotFoundError", "ISIC2016", "ImageFolderDataset",
+    "SyntheticLesions", "Loaders", "make_loaders", "default_isic_root", "load_rgb",
+    "to_model_range", "to_unit_range",
+]
+
+LOGGER = logging.getLogger("vqlesson")
+CLASSES = ("benign", "malignant")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+CACHE_DIRNAME = ".vqlesson_cache"
+CACHE_FORMAT = 1
+DATA_DIR_ENV = "VQLESSON_DATA_DIR"
+SYNTHETIC_GPU_SIZE = 4000  # synthetic training images when the profile says "all" (gpu)
+
+ISIC_FILES = {
+    "train": ("ISBI2016_ISIC_Part3_Training_Data", "ISBI2016_ISIC_Part3_Training_GroundTruth.csv"),
+    "test": ("ISBI2016_ISIC_Part3_Test_Data", "ISBI2016_ISIC_Part3_Test_GroundTruth.csv"),
+}
+
+
+class CorruptImageError(ValueError):
+    """An image file that cannot be decoded (unreadable, truncated or not an image)."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder that is missing or holds no data."""
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers: ranges, decoding, cleaning
+# --------------------------------------------------------------------------------------------
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """``[0, 1] -> [-1, 1]`` (clamped first), the range every model of the course uses."""
+    return x.clamp(0.0, 1.0) * 2.0 - 1.0
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """``[-1, 1] -> [0, 1]`` (clamped), for plotting and for PSNR/SSIM."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB. Alpha is composited on black; 16/32-bit greys are rescaled."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_rgb(path: str | os.PathLike, size: int | None = None) -> Image.Image:
+    """Decode one image file into a cleaned RGB PIL image.
+
+    Args:
+        path: an image file (JPEG, PNG, BMP, ...).
+        size: when given, the image is centre-cropped to a square and resized (antialiased) to
+            ``size x size`` pixels; large JPEGs are decoded at reduced scale first (much faster).
+
+    Returns:
+        A PIL image in mode ``"RGB"``, EXIF orientation applied.
+
+    Raises:
+        CorruptImageError: the file cannot be decoded or is truncated (the message names it).
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            if size is not None and img.format == "JPEG":
+                img.draft("RGB", (size, size))  # DCT-domain downscale, keeps both sides >= size
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            if size is not None:
+                img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
+            return img
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise CorruptImageError(
+            f"cannot read image {path}: {err}. Replace or delete the file (re-run "
+            f"data_download.sh for ISIC 2016), or pass on_error='skip' to leave it out."
+        ) from err
+
+
+def _image_to_uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8 tensor."""
+    arr = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
+
+
+def _raw_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header, after EXIF orientation; (0, 0) if unreadable."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+            return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return (0, 0)
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+def _check_image_size(image_size: int) -> None:
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an int >= 8 (pixels), got {image_size!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# The resize cache
+# --------------------------------------------------------------------------------------------
+def _fingerprint(files: Sequence[Path], extra: bytes = b"") -> str:
+    """A hash of every file's path, size and modification time (cheap: no reading)."""
+    digest = hashlib.sha256(extra)
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_file(root: Path, name: str, image_size: int) -> Path:
+    """``ROOT/.vqlesson_cache/NAME_Spx.pt``, or a user cache folder if ROOT is read-only."""
+    local = root / CACHE_DIRNAME
+    try:
+        local.mkdir(exist_ok=True)
+        if os.access(local, os.W_OK):
+            return local / f"{name}_{image_size}px.pt"
+    except OSError:
+        pass
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    fallback = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vqlesson" / key
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback / f"{name}_{image_size}px.pt"
+
+
+def _decode_all(
+    files: Sequence[Path], image_size: int, on_error: str, desc: str
+) -> tuple[torch.Tensor, list[int], list[str], list[tuple[int, int]]]:
+    """Decode and resize every file in parallel threads (PIL releases the GIL while decoding).
+
+    Returns (images (N_ok, 3, S, S) uint8, indices of the files kept, names skipped, raw sizes).
+    """
+    def work(path: Path):
+        try:
+            return _image_to_uint8_tensor(load_rgb(path, image_size)), None
+        except CorruptImageError as err:
+            if on_error == "raise":
+                raise
+            return None, err
+
+    images, kept, skipped = [], [], []
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(work, files)
+        for i, (tensor, err) in enumerate(
+            tqdm(results, total=len(files), desc=desc, unit="img", leave=False)
+        ):
+            if tensor is None:
+                skipped.append(files[i].name)
+            else:
+                images.append(tensor)
+                kept.append(i)
+    raw_sizes = [_raw_size(files[i]) for i in kept]
+    stacked = (
+        torch.stack(images) if images else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
+    )
+    return stacked, kept, skipped, raw_sizes
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cached_images(
+    root: Path, name: str, files: Sequence[Path], image_size: int, on_error: str, extra: bytes = b""
+) -> dict:
+    """The resized images of ``files``, from the cache when it is current, else built and stored.
+
+    Returns a dict with ``images`` (N, 3, S, S) uint8, ``kept`` (indices into ``files``),
+    ``skipped`` (file names) and ``raw_sizes`` ((width, height) per kept file).
+    """
+    fingerprint = _fingerprint(files, extra)
+    path = _cache_file(root, name, image_size)
+    if path.exists():
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if (
+                cached.get("format") == CACHE_FORMAT
+                and cached.get("fingerprint") == fingerprint
+                and cached.get("on_error") == on_error
+            ):
+                return cached
+        except Exception:  # noqa: BLE001 - an unreadable cache is simply rebuilt
+            pass
+    images, kept, skipped, raw_sizes = _decode_all(
+        files, image_size, on_error, desc=f"Resizing {name} to {image_size} px (once, cached)"
+    )
+    cached = {
+        "format": CACHE_FORMAT, "fingerprint": fingerprint, "on_error": on_error,
+        "images": images, "kept": kept, "skipped": skipped, "raw_sizes": raw_sizes,
+    }
+    try:
+        _atomic_torch_save(cached, path)
+    except OSError as err:
+        warnings.warn(f"could not write the image cache {path}: {err}; images will be decoded again "
+                      "next time", stacklevel=3)
+    return cached
+
+
+def _warn_skipped(skipped: Sequence[str], where: Path) -> None:
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image(s) in {where}: {shown}", stacklevel=3
+        )
+
+
+def _make_item(image: torch.Tensor, label: torch.Tensor, transform: Callable | None):
+    """(3, S, S) uint8 -> float [0, 1] -> transform -> float [-1, 1]; returns (image, label)."""
+    x = image.float() / 255.0  # (3, S, S) in [0, 1]
+    if transform is not None:
+        x = transform(x)
+    return to_model_range(x), label
+
+
+class _CachedImageDataset(Dataset):
+    """Datasets whose resized images sit in memory as one uint8 tensor."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    labels: torch.Tensor  # (N,) int64
+    transform: Callable | None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
+        return _make_item(self.images[index], self.labels[index], self.transform)
+
+
+# --------------------------------------------------------------------------------------------
+# ISIC 2016
+# --------------------------------------------------------------------------------------------
+def _parse_label(value: str, csv_path: Path, line: int) -> int:
+    text = value.strip().lower()
+    if text in CLASSES:
+        return CLASSES.index(text)
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number in (0.0, 1.0):
+        return int(number)
+    raise ValueError(
+        f"{csv_path}, line {line}: label {value!r} is not benign/malignant or 0/1. Check the file "
+        "or re-run data_download.sh."
+    )
+
+
+def read_isic_labels(csv_path: Path) -> list[tuple[str, int]]:
+    """Rows ``(image_id, label)`` of an ISIC 2016 Part 3 ground-truth CSV.
+
+    Accepts word labels (``benign``/``malignant``), integers and floats (``0``, ``1.0``), and an
+    optional header row. Raises ValueError naming the file and line for anything else.
+    """
+    rows: list[tuple[str, int]] = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        for line, row in enumerate(csv.reader(fh), start=1):
+            if not row or not row[0].strip():
+                continue
+            if len(row) < 2:
+                raise ValueError(f"{csv_path}, line {line}: expected 'image_id,label', got {row!r}")
+            try:
+                label = _parse_label(row[1], csv_path, line)
+            except ValueError:
+                if line == 1 and not rows:
+                    continue  # a header row such as "image_id,melanoma"
+                raise
+            rows.append((row[0].strip(), label))
+    return rows
+
+
+def default_isic_root() -> Path:
+    """Where ISIC 2016 is looked for: ``$VQLESSON_DATA_DIR/isic2016``, else the first of
+    ``./data/isic2016`` and ``../data/isic2016`` that exists (notebooks run from ``notebooks/``),
+    else ``./data/isic2016``."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser() / "isic2016"
+    for candidate in (Path("data/isic2016"), Path("../data/isic2016")):
+        if candidate.is_dir():
+            return candidate
+    return Path("data/isic2016")
+
+
+def _not_found(root: Path, what: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"ISIC 2016 not found in {root}: {what}. Run `bash data_download.sh {root}` from the "
+        "repository root to download it (about 830 MB, CC-0), or use the offline synthetic set, "
+        "which needs no download: SyntheticLesions(n, image_size) or "
+        "make_loaders(source='synthetic')."
+    )
+
+
+def isic_available(root: str | os.PathLike | None = None) -> bool:
+    """True when both ISIC 2016 image folders and CSVs are present under ``root``."""
+    root = Path(root) if root is not None else default_isic_root()
+    return all(
+        (root / folder).is_dir() and any((root / folder).iterdir()) and (root / csv_name).is_file()
+        for folder, csv_name in ISIC_FILES.values()
+    )
+
+
+def _stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list, list]:
+    """Indices (train, val): ``val_fraction`` of each class, drawn with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    train_idx, val_idx = [], []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        rng.shuffle(members)
+        n_val = int(round(len(members) * val_fraction))
+        val_idx.extend(members[:n_val].tolist())
+        train_idx.extend(members[n_val:].tolist())
+    return sorted(train_idx), sorted(val_idx)
+
+
+class ISIC2016(_CachedImageDataset):
+    """ISBI 2016 challenge, Part 3: 900 training and 379 test dermoscopy images (Gutman et al. 2016).
+
+    The validation split is carved from the 900 training images: ``val_fraction`` (default 10 %,
+    i.e. 90 images) of each class, drawn with ``numpy.random.default_rng(split_seed)``,
+    ``split_seed=2016`` by default, so ``split="train"`` holds the other 810 (about 654 benign,
+    156 malignant). ``val_fraction=0`` makes ``"train"`` the whole training set.
+
+    Args:
+        root: the folder ``data_download.sh`` filled (default :func:`default_isic_root`).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        image_size: side S in pixels of the square images (centre crop, then resize).
+        transform: applied to each image as ``(3, S, S)`` float in [0, 1], before the mapping
+            to [-1, 1] (e.g. :func:`vqlesson.augment.build_transforms`).
+        on_error: ``"raise"`` (default) or ``"skip"`` unreadable files, with one warning.
+        val_fraction, split_seed: the validation split, see above.
+
+    Items:
+        ``(image, label)``: image (3, S, S) float32 in [-1, 1]; label int64, 0 benign,
+        1 malignant. ``labels`` holds all labels (N,) int64; ``image_ids`` the ISIC ids.
+
+    Raises:
+        DatasetNotFoundError: ``root`` is missing, empty or lacks a file (says how to get it).
+        CorruptImageError: an unreadable image (with ``on_error="raise"``).
+        ValueError: a bad CSV row, a CSV row without its image, or a bad argument.
+    """
+
+    classes = CLASSES
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        split: str = "train",
+        image_size: int = 64,
+        transform: Callable | None = None,
+        on_error: str = "raise",
+        val_fraction: float = 0.1,
+        split_seed: int = 2016,
+    ) -> None:
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        _check_image_size(image_size)
+        _check_on_error(on_error)
+        self.root = Path(root) if root is not None else default_isic_root()
+        self.split, self.image_size, self.transform = split, image_size, transform
+        if not self.root.is_dir() or not any(self.root.iterdir()):
+            raise _not_found(self.root, "the folder is missing or empty")
+
+        folder_name, csv_name = ISIC_FILES["test" if split == "test" else "train"]
+        folder, csv_path = self.root / folder_name, self.root / csv_name
+        if not folder.is_dir():
+            raise _not_found(self.root, f"the image folder {folder_name}/ is missing")
+        if not csv_path.is_file():
+            raise _not_found(self.root, f"the label file {csv_name} is missing")
+        rows = read_isic_labels(csv_path)
+        if not rows:
+            raise _not_found(self.root, f"{csv_name} holds no rows")
+
+        files, labels, ids, missing = [], [], [], []
+        for image_id, label in rows:
+            path = next(
+                (folder / f"{image_id}{ext}" for ext in (".jpg", ".jpeg", ".JPG", ".png")
+                 if (folder / f"{image_id}{ext}").is_file()),
+                None,
+            )
+            if path is None:
+                missing.append(image_id)
+                continue
+            files.append(path)
+            labels.append(label)
+            ids.append(image_id)
+        if missing and on_error == "raise":
+            raise ValueError(
+                f"{len(missing)} image(s) listed in {csv_path} are missing from {folder}: "
+                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. Re-run "
+                "data_download.sh, or pass on_error='skip'."
+            )
+
+        cached = _cached_images(
+            self.root, folder_name, files, image_size, on_error, extra=csv_path.read_bytes()
+        )
+        _warn_skipped(list(cached["skipped"]) + missing, folder)
+        kept = list(cached["kept"])
+        all_labels = [labels[i] for i in kept]
+        self.raw_sizes = list(cached["raw_sizes"])
+        if split == "test":
+            chosen = list(range(len(kept)))
+        else:
+            train_idx, val_idx = _stratified_split(all_labels, val_fraction, split_seed)
+            chosen = train_idx if split == "train" else val_idx
+        self.images = cached["images"][chosen]  # (N, 3, S, S) uint8
+        self.labels = torch.tensor([all_labels[i] for i in chosen], dtype=torch.int64)
+        self.image_ids = [ids[kept[i]] for i in chosen]
+        self.raw_sizes = [self.raw_sizes[i] for i in chosen]
+
+    def __repr__(self) -> str:
+        malignant = float(self.labels.float().mean()) if len(self) else 0.0
+        return (f"ISIC2016(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
+                f"image_size={self.image_size}, malignant={malignant:.1%})")
+
+
+# --------------------------------------------------------------------------------------------
+# Any folder of images
+# --------------------------------------------------------------------------------------------
+class ImageFolderDataset(_CachedImageDataset):
+    """Every image below ``root`` (jpg, jpeg, png, bmp; recursive), cleaned like ISIC 2016.
+
+    When every image lies in a sub-folder, labels come from the first-level sub-folder names
+    (sorted; ``classes`` lists them, e.g. ``("benign", "malignant")``); otherwise every label
+    is -1 and ``classes`` is empty.
+
+    Args:
+        root: the folder.
+        image_size: side S in pixels (centre crop to a square, then resize).
+        transform: applied to each (3, S, S) float image in [0, 1] before the mapping to [-1, 1].
+        on_error: ``"raise"`` or ``"skip"`` unreadable files.
+
+    Items: ``(image (3, S, S) float32 in [-1, 1], label int64)``.
+
+    Raises:
+        DatasetNotFoundError: the folder is missing or holds no image.
+        CorruptImageError: an unreadable image (with ``on_error="raise"``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int = 64,
+        transform: Callable | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        _check_image_size(image_size)
+        _check_on_error(on_error)
+        self.root, self.image_size, self.transform = Path(root), image_size, transform
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(
+                f"image folder {self.root} does not exist; give a folder that holds .jpg/.jpeg/"
+                ".png/.bmp files (sub-folders are searched), or use SyntheticLesions."
+            )
+        files = sorted(
+            p for p in self.root.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            and CACHE_DIRNAME not in p.parts and not any(part.startswith(".") for part in
+                                                          p.relative_to(self.root).parts)
+        )
+        if not files:
+            raise DatasetNotFoundError(
+                f"no images (.jpg, .jpeg, .png, .bmp) found below {self.root}; put your images "
+                "there (one sub-folder per class for labels), or use SyntheticLesions."
+            )
+        relative = [p.relative_to(self.root) for p in files]
+        labelled = all(len(r.parts) > 1 for r in relative)
+        self.classes = tuple(sorted({r.parts[0] for r in relative})) if labelled else ()
+        labels = [self.classes.index(r.parts[0]) if labelled else -1 for r in relative]
+
+        cached = _cached_images(self.root, "folder", files, image_size, on_error)
+        _warn_skipped(cached["skipped"], self.root)
+        kept = list(cached["kept"])
+        self.images = cached["images"]
+        self.labels = torch.tensor([labels[i] for i in kept], dtype=torch.int64)
+        self.files = [files[i] for i in kept]
+        self.raw_sizes = list(cached["raw_sizes"])
+
+    def __repr__(self) -> str:
+        return (f"ImageFolderDataset(root={str(self.root)!r}, n={len(self)}, "
+                f"image_size={self.image_size}, classes={self.classes})")
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders
+# --------------------------------------------------------------------------------------------
+class Loaders(NamedTuple):
+    """What :func:`make_loaders` returns. ``source`` is ``"isic2016"``, ``"synthetic"`` or
+    ``"folder"``; ``description`` says in words which data was chosen and why."""
+
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    source: str
+    description: str
+    classes: tuple[str, ...]
+
+
+class _WithTransform(Dataset):
+    """A view of a cached dataset (or subset) with its own transform."""
+
+    def __init__(self, base: _CachedImageDataset, indices: Sequence[int], transform):
+        self.base, self.indices, self.transform = base, list(indices), transform
+        self.labels = base.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        i = self.indices[index]
+        return _make_item(self.base.images[i], self.base.labels[i], self.transform)
+
+
+def _folder_splits(dataset: ImageFolderDataset, seed: int) -> tuple[list, list, list]:
+    """80 / 10 / 10 % of a folder, stratified when labelled, fixed seed."""
+    rest, test = _stratified_split(dataset.labels.tolist(), 0.1, seed)
+    rest_labels = dataset.labels[rest].tolist()
+    train_i, val_i = _stratified_split(rest_labels, 1 / 9, seed + 1)
+    return [rest[i] for i in train_i], [rest[i] for i in val_i], test
+
+
+def make_loaders(
+    source: str = "auto",
+    root: str | os.PathLike | None = None,
+    profile: Profile | str | None = None,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    dataset_size: int | None = None,
+    augment: AugmentConfig | bool | None = True,
+    num_workers: int | None = None,
+    seed: int = 0,
+    on_error: str = "raise",
+) -> Loaders:
+    """Train, validation and test loaders for one data source.
+
+    Args:
+        source: ``"auto"`` (ISIC 2016 when it is on disk, else the synthetic set),
+            ``"isic2016"``, ``"synthetic"``, or ``"folder:PATH"`` (a folder of images).
+        root: ISIC 2016 folder (default :func:`default_isic_root`).
+        profile: a :class:`~vqlesson.runtime.Profile` or its name; default ``$VQLESSON_PROFILE``.
+        image_size, batch_size, dataset_size: override the profile's values. ``dataset_size``
+            is the number of synthetic training images, or a cap on real training images.
+        augment: ``True`` for the dermoscopy defaults of :class:`AugmentConfig`, an
+            ``AugmentConfig``, or ``False``/``None`` for none. Only the training split is augmented.
+        num_workers: ``DataLoader`` workers (default: the profile's).
+        seed: seeds the synthetic sets, the folder split and the training shuffle.
+        on_error: ``"raise"`` or ``"skip"`` unreadable image files.
+
+    Returns:
+        :class:`Loaders` ``(train, val, test, source, description, classes)``; batches are
+        ``(images (B, 3, S, S) float32 in [-1, 1], labels (B,) int64)``.
+
+    Splits: ISIC 2016 uses its 379 test images and a stratified 10 % validation split of the
+    training set (``split_seed=2016``); a folder is split 80/10/10 with ``seed``; the synthetic
+    set draws train, validation and test from disjoint seeds (``seed``, ``seed + 1``,
+    ``seed + 2``), with validation and test each a fifth of the training size (at least 16).
+    """
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    size = image_size or prof.image_size
+    batch = batch_size or prof.batch_size
+    n_train = dataset_size if dataset_size is not None else prof.dataset_size
+    workers = prof.num_workers if num_workers is None else num_workers
+    if isinstance(augment, AugmentConfig):
+        aug_config = augment
+    else:
+        aug_config = AugmentConfig() if augment else None
+    train_transform = build_transforms(aug_config, size)
+
+    kind = source.split(":", 1)[0] if isinstance(source, str) else None
+    if kind not in ("auto", "isic2016", "synthetic", "folder"):
+        raise ValueError(
+            f"unknown data source {source!r}; use 'auto', 'isic2016', 'synthetic' or 'folder:PATH'."
+        )
+    isic_root = Path(root) if root is not None else default_isic_root()
+    if kind == "auto":
+        if isic_available(isic_root):
+            kind, why = "isic2016", f"ISIC 2016 found in {isic_root}"
+        else:
+            kind, why = "synthetic", (f"ISIC 2016 not found in {isic_root} (run data_download.sh "
+                                      "to get it); using the offline synthetic lesions")
+    else:
+        why = f"source={source!r}"
+
+    if kind == "synthetic":
+        n = n_train if n_train is not None else SYNTHETIC_GPU_SIZE
+        n_eval = max(16, n // 5)
+        train = SyntheticLesions(n, size, seed=seed, transform=train_transform)
+        val = SyntheticLesions(n_eval, size, seed=seed + 1)
+        test = SyntheticLesions(n_eval, size, seed=seed + 2)
+        classes = tuple(train.classes)
+    elif kind == "isic2016":
+        train_base = ISIC2016(isic_root, "train", size, on_error=on_error)
+        val = ISIC2016(isic_root, "val", size, on_error=on_error)
+        test = ISIC2016(isic_root, "test", size, on_error=on_error)
+        indices = np.arange(len(train_base))
+        if n_train is not None and n_train < len(train_base):
+            indices = np.sort(np.random.default_rng(seed).permutation(len(train_base))[:n_train])
+        train = _WithTransform(train_base, indices.tolist(), train_transform)
+        classes = CLASSES
+    else:
+        folder = source.split(":", 1)[1] if ":" in source else ""
+        if not folder:
+            raise ValueError("source 'folder:PATH' needs a path, e.g. 'folder:data/my_images'")
+        base = ImageFolderDataset(folder, size, on_error=on_error)
+        train_i, val_i, test_i = _folder_splits(base, seed)
+        if n_train is not None:
+            train_i = train_i[:n_train]
+        train = _WithTransform(base, train_i, train_transform)
+        val, test = _WithTransform(base, val_i, None), _WithTransform(base, test_i, None)
+        classes = base.classes
+        why = f"images from {folder}"
+
+    generator = torch.Generator().manual_seed(seed)
+    common = dict(
+        batch_size=batch, num_workers=workers, worker_init_fn=worker_init_fn,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+    )
+    loaders = Loaders(
+        train=DataLoader(train, shuffle=True, drop_last=len(train) > batch, generator=generator,
+                         **common),
+        val=DataLoader(val, shuffle=False, **common),
+        test=DataLoader(test, shuffle=False, **common),
+        source=kind,
+        description=(f"{kind}: {len(train)} train / {len(val)} val / {len(test)} test images at "
+                     f"{size} px, batch {batch} ({why})"),
+        classes=classes,
+    )
+    LOGGER.info("data: %s", loaders.description)
+    return loaders

@@ -1,0 +1,481 @@
+"""Vector quantisation: the discrete bottleneck of the VQ-VAE.
+
+Implements van den Oord, Vinyals & Kavukcuoglu (2017), *Neural Discrete Representation Learning*:
+
+- §3.1 (eq. 1-2): each encoder output vector ``z_e`` is replaced by its nearest code ``e_k`` in a
+  codebook of ``codebook_size`` (K) vectors of size ``code_dim`` (D).
+- §3.2 (eq. 3): the straight-through gradient (the decoder's gradient with respect to ``z_q`` is
+  copied onto ``z_e``) and the loss ``||sg[z_e] - e||² + beta ||z_e - sg[e]||²`` (codebook term
+  plus ``beta`` times the commitment term; ``sg`` is stop-gradient).
+- Appendix A.1: the codebook learnt by exponential moving averages (EMA) of the encoder outputs
+  assigned to each code, with Laplace smoothing of the cluster sizes, instead of the codebook term.
+
+Two practical additions that are not in the paper, both against *codebook collapse* (few codes in
+use): k-means initialisation of the codebook on the first training batch (Łańcucki et al. 2020,
+*Robust Training of Vector Quantized Bottleneck Models*) and restarting codes that have been unused
+for a number of steps with encoder outputs from the current batch (Dhariwal et al. 2020, *Jukebox*).
+
+All quantiser maths runs in float32, also under ``torch.autocast``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+INIT_METHODS = ("kmeans", "random")
+# Noise added to data vectors copied into the codebook (k-means resampling, dead-code restarts),
+# relative to the per-dimension standard deviation of the batch. Small: it only breaks ties.
+JITTER = 1e-3
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+def squared_distances(x: Tensor, codes: Tensor) -> Tensor:
+    """Squared Euclidean distances between rows, by the expansion ``||x||² - 2 x·e + ||e||²``.
+
+    One matrix product (``torch.addmm``), no loop over codes.
+
+    Args:
+        x: (N, D) float.
+        codes: (K, D) float, same dtype and device as ``x``.
+
+    Returns:
+        (N, K) float, ``out[n, k] = ||x_n - codes_k||²`` (may be slightly negative by rounding).
+    """
+    x_sq = x.pow(2).sum(dim=1, keepdim=True)  # (N, 1)
+    codes_sq = codes.pow(2).sum(dim=1)  # (K,)
+    return torch.addmm(codes_sq, x, codes.t(), beta=1.0, alpha=-2.0).add_(x_sq)  # (N, K)
+
+
+def perplexity_from_counts(counts: Tensor) -> Tensor:
+    """``exp(-sum_k p_k log p_k)`` with ``p = counts / counts.sum()``: the effective number of codes.
+
+    Args:
+        counts: (K,) non-negative float or int, how often each code was used.
+
+    Returns:
+        Scalar float tensor in ``[1, K]``: 1 when one code is used, K when all are used equally;
+        1 when ``counts`` is all zero.
+    """
+    counts = counts.double()
+    p = counts / counts.sum().clamp(min=1.0)  # (K,)
+    entropy = -torch.special.xlogy(p, p).sum()
+    return entropy.exp().float()
+
+
+def _jitter(vectors: Tensor, reference: Tensor, scale: float = JITTER) -> Tensor:
+    """``vectors`` (M, D) plus Gaussian noise of std ``scale`` x the per-dimension std of
+    ``reference`` (N, D). Returns (M, D), same dtype."""
+    if reference.shape[0] < 2:
+        return vectors.clone()
+    std = reference.std(dim=0, keepdim=True)  # (1, D)
+    return vectors + torch.randn_like(vectors) * std * scale
+
+
+def _kmeans_plus_plus(x: Tensor, k: int) -> Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): k rows of ``x`` (N, D), each next one drawn
+    with probability proportional to its squared distance to the nearest row already drawn.
+
+    Returns (k, D). Loops over the k seeds (each step is vectorised over N); it runs once.
+    """
+    n = x.shape[0]
+    centroids = x.new_empty(k, x.shape[1])  # (k, D)
+    first = torch.randint(n, (1,), device=x.device)
+    centroids[0] = x[first[0]]
+    min_d2 = squared_distances(x, centroids[:1]).squeeze(1).clamp_(min=0.0)  # (N,)
+    for i in range(1, k):
+        # All points already coincide with a seed: fall back to a uniform draw.
+        weights = torch.where(min_d2.sum() > 0, min_d2, torch.ones_like(min_d2))  # (N,)
+        pick = torch.multinomial(weights, 1)  # (1,)
+        centroids[i] = x[pick[0]]
+        d2 = squared_distances(x, centroids[i : i + 1]).squeeze(1).clamp_(min=0.0)  # (N,)
+        min_d2 = torch.minimum(min_d2, d2)
+    return centroids
+
+
+def kmeans(x: Tensor, k: int, iters: int) -> tuple[Tensor, Tensor]:
+    """k-means: k-means++ seeding, then ``iters`` vectorised Lloyd iterations.
+
+    Args:
+        x: (N, D) float32 data vectors, N >= 1. When N < k they are first resampled with
+            replacement to k vectors, plus a little noise, so that every centroid has a point.
+        k: number of centroids (>= 1).
+        iters: Lloyd iterations (>= 0; 0 leaves the k-means++ seeds, which are data points).
+
+    Returns:
+        ``(centroids, counts)``: (k, D) float32 centroids and (k,) float32 number of (resampled)
+        vectors assigned to each. A centroid that loses all its points keeps its position.
+    """
+    if x.shape[0] == 0:
+        raise ValueError("kmeans needs at least one data vector; got an empty (0, D) tensor.")
+    if x.shape[0] < k:
+        resample = torch.randint(x.shape[0], (k,), device=x.device)  # (k,)
+        x = _jitter(x[resample], reference=x)  # (k, D)
+    centroids = _kmeans_plus_plus(x, k)  # (k, D)
+    for _ in range(iters):
+        assign = squared_distances(x, centroids).argmin(dim=1)  # (N,)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)  # (k,)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)  # (k, D)
+        means = sums / counts.clamp(min=1.0).unsqueeze(1)  # (k, D)
+        centroids = torch.where(counts.unsqueeze(1) > 0, means, centroids)  # (k, D)
+    assign = squared_distances(x, centroids).argmin(dim=1)  # (N,)
+    counts = torch.bincount(assign, minlength=k).to(x.dtype)  # (k,)
+    return centroids, counts
+
+
+# --------------------------------------------------------------------------------------------
+# The quantiser
+# --------------------------------------------------------------------------------------------
+class VQOutput(NamedTuple):
+    """What :class:`VectorQuantizer` returns.
+
+    Attributes:
+        z_q: (B, D, H, W) quantised latents in ``z_e``'s dtype; the forward value is the nearest
+            code, the gradient is straight-through: ``z_e + (e - z_e).detach()``.
+        indices: (B, H, W) int64 in ``[0, K)``, the index of the nearest code.
+        loss: scalar float32, ``codebook + beta * commitment`` (both mean squared errors); with
+            ``ema=True`` only ``beta * commitment`` (the codebook is learnt by EMA).
+        perplexity: scalar float32 in ``[1, K]``, ``exp(entropy)`` of this batch's code usage.
+    """
+
+    z_q: Tensor
+    indices: Tensor
+    loss: Tensor
+    perplexity: Tensor
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour vector quantiser with a codebook of K vectors of size D.
+
+    Args:
+        codebook_size: K, the number of codes (>= 1).
+        code_dim: D, the size of each code = the channels of ``z_e`` (>= 1).
+        beta: weight of the commitment loss ``||z_e - sg[e]||²`` (paper: 0.25), >= 0.
+        ema: learn the codebook by exponential moving averages (appendix A.1; the codebook is then
+            a buffer without gradient) instead of the codebook loss (an ``nn.Parameter``).
+        decay: EMA decay gamma in ``[0, 1)`` (paper: 0.99). Used only when ``ema``.
+        eps: Laplace smoothing of the EMA cluster sizes, > 0. Used only when ``ema``.
+        init: ``"kmeans"``: on the first training forward, run k-means on the batch's encoder
+            outputs and use the centroids as codes. ``"random"``: uniform in ``±1/K`` (the
+            reference code's init), no data init; this risks codebook collapse.
+        restart_dead_after: a code unused for this many consecutive training steps is replaced by
+            a random encoder output of the current batch; ``None`` disables restarts.
+        kmeans_iters: Lloyd iterations of the k-means init (>= 0).
+
+    Buffers (all in ``state_dict``):
+        ``embedding`` (K, D) (a parameter when ``ema=False``), ``ema_cluster_size`` (K,) and
+        ``ema_embed_sum`` (K, D) when ``ema``, ``initialized`` bool, ``steps_since_used`` (K,)
+        int64, ``usage_counts`` (K,) float64 (code usage summed over all forwards since
+        :meth:`reset_usage`, in training and eval).
+
+    Attributes:
+        last_restarts: number of codes restarted by the last training forward.
+
+    Raises:
+        ValueError: an argument out of range, or ``init`` not one of ``"kmeans"``, ``"random"``.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        code_dim: int,
+        beta: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        init: str = "kmeans",
+        restart_dead_after: int | None = 100,
+        kmeans_iters: int = 10,
+    ) -> None:
+        super().__init__()
+        if not isinstance(codebook_size, int) or codebook_size < 1:
+            raise ValueError(f"codebook_size must be an int >= 1, got {codebook_size!r}")
+        if not isinstance(code_dim, int) or code_dim < 1:
+            raise ValueError(f"code_dim must be an int >= 1, got {code_dim!r}")
+        if beta < 0:
+            raise ValueError(f"beta (commitment weight) must be >= 0, got {beta!r}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay!r} (the paper uses 0.99)")
+        if eps <= 0:
+            raise ValueError(f"eps (Laplace smoothing) must be > 0, got {eps!r}")
+        if init not in INIT_METHODS:
+            raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
+        if restart_dead_after is not None and (
+            not isinstance(restart_dead_after, int) or restart_dead_after < 1
+        ):
+            raise ValueError(
+                f"restart_dead_after must be an int >= 1 or None (no restarts), "
+                f"got {restart_dead_after!r}"
+            )
+        if not isinstance(kmeans_iters, int) or kmeans_iters < 0:
+            raise ValueError(f"kmeans_iters must be an int >= 0, got {kmeans_iters!r}")
+
+        self.codebook_size = codebook_size
+        self.code_dim = code_dim
+        self.beta = float(beta)
+        self.ema = bool(ema)
+        self.decay = float(decay)
+        self.eps = float(eps)
+        self.init = init
+        self.restart_dead_after = restart_dead_after
+        self.kmeans_iters = kmeans_iters
+        self.last_restarts = 0
+
+        bound = 1.0 / codebook_size
+        initial = torch.empty(codebook_size, code_dim).uniform_(-bound, bound)  # (K, D)
+        if self.ema:
+            self.register_buffer("embedding", initial)
+            self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
+            self.register_buffer("ema_embed_sum", initial.clone())
+        else:
+            self.embedding = nn.Parameter(initial)
+        self.register_buffer("initialized", torch.tensor(init == "random"))
+        self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.int64))
+        self.register_buffer("usage_counts", torch.zeros(codebook_size, dtype=torch.float64))
+
+    # ---- public API -------------------------------------------------------------------------
+    @property
+    def codebook(self) -> Tensor:
+        """(K, D) the current code vectors (the ``nn.Parameter`` itself when ``ema=False``)."""
+        return self.embedding
+
+    def forward(self, z_e: Tensor) -> VQOutput:
+        """Quantise encoder outputs.
+
+        In training mode this also initialises the codebook on the first call (``init="kmeans"``),
+        updates it by EMA (``ema=True``) and restarts dead codes. Every call adds this batch's
+        code usage to ``usage_counts``.
+
+        Args:
+            z_e: (B, D, H, W) float encoder outputs, D = ``code_dim``; any float dtype.
+
+        Returns:
+            :class:`VQOutput` (z_q in ``z_e``'s dtype; loss and perplexity float32 scalars).
+
+        Raises:
+            TypeError: ``z_e`` is not a floating-point tensor.
+            ValueError: ``z_e`` is not (B, D, H, W) with D = ``code_dim``.
+        """
+        self._check_latents(z_e)
+        with torch.autocast(device_type=z_e.device.type, enabled=False):
+            z = z_e.float()  # (B, D, H, W)
+            b, d, h, w = z.shape
+            flat_z = z.permute(0, 2, 3, 1).reshape(-1, d)  # (B·H·W, D)
+            if self.training and not bool(self.initialized):
+                self._initialize(flat_z.detach())
+
+            codebook = self.codebook.float()  # (K, D)
+            with torch.no_grad():
+                flat_indices = squared_distances(flat_z, codebook).argmin(dim=1)  # (B·H·W,)
+                counts = torch.bincount(flat_indices, minlength=self.codebook_size).float()  # (K,)
+            flat_e = F.embedding(flat_indices, codebook)  # (B·H·W, D)
+            e = flat_e.view(b, h, w, d).permute(0, 3, 1, 2)  # (B, D, H, W)
+
+            commitment = F.mse_loss(z, e.detach())
+            if self.ema:
+                loss = self.beta * commitment
+            else:
+                loss = F.mse_loss(e, z.detach()) + self.beta * commitment
+            z_q = z + (e - z).detach()  # (B, D, H, W): value e, gradient straight through to z_e
+
+            with torch.no_grad():
+                perplexity = perplexity_from_counts(counts)
+                self.usage_counts += counts.to(self.usage_counts.dtype)
+                if self.training:
+                    if self.ema:
+                        sums = torch.zeros_like(codebook).index_add_(
+                            0, flat_indices, flat_z.detach()
+                        )  # (K, D)
+                        self._ema_update(counts, sums)
+                    self.last_restarts = self._restart_dead_codes(flat_z.detach(), counts)
+
+        indices = flat_indices.view(b, h, w)  # (B, H, W)
+        return VQOutput(z_q.to(z_e.dtype), indices, loss, perplexity)
+
+    @torch.no_grad()
+    def nearest_indices(self, z_e: Tensor) -> Tensor:
+        """Indices of the nearest codes, without changing any state (no init, EMA or usage).
+
+        Args:
+            z_e: (B, D, H, W) float, D = ``code_dim``.
+
+        Returns:
+            (B, H, W) int64 in ``[0, K)``.
+
+        Raises:
+            TypeError, ValueError: as :meth:`forward`.
+        """
+        self._check_latents(z_e)
+        with torch.autocast(device_type=z_e.device.type, enabled=False):
+            b, d, h, w = z_e.shape
+            flat_z = z_e.float().permute(0, 2, 3, 1).reshape(-1, d)  # (B·H·W, D)
+            flat_indices = squared_distances(flat_z, self.codebook.float()).argmin(dim=1)
+        return flat_indices.view(b, h, w)  # (B, H, W)
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        """Code vectors for given indices (the decoder's input when sampling from a prior).
+
+        Args:
+            indices: (B, H, W) integer tensor with values in ``[0, K)``.
+
+        Returns:
+            (B, D, H, W) float, in the codebook's dtype.
+
+        Raises:
+            TypeError: ``indices`` is not an integer tensor.
+            ValueError: ``indices`` is not 3-D or has values outside ``[0, K)``.
+        """
+        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex():
+            raise TypeError(
+                f"indices must be an integer tensor (int64), got "
+                f"{indices.dtype if isinstance(indices, Tensor) else type(indices).__name__}"
+            )
+        if indices.dim() != 3:
+            raise ValueError(
+                f"indices must have shape (B, H, W), got shape {tuple(indices.shape)}"
+            )
+        if indices.numel() > 0:
+            low, high = int(indices.min()), int(indices.max())
+            if low < 0 or high >= self.codebook_size:
+                raise ValueError(
+                    f"indices must lie in [0, {self.codebook_size}) (codebook_size), "
+                    f"got values in [{low}, {high}]"
+                )
+        e = F.embedding(indices.long(), self.codebook)  # (B, H, W, D)
+        return e.permute(0, 3, 1, 2).contiguous()  # (B, D, H, W)
+
+    @torch.no_grad()
+    def set_codebook(self, vectors: Tensor, cluster_sizes: Tensor | None = None) -> None:
+        """Overwrite the codebook (and the EMA statistics) and mark it initialised.
+
+        Args:
+            vectors: (K, D) float, the new codes.
+            cluster_sizes: (K,) positive float, the EMA cluster sizes to start from (``ema=True``
+                only; default ones); the EMA sums become ``vectors * cluster_sizes``.
+
+        Raises:
+            ValueError: wrong shapes, or non-positive cluster sizes.
+        """
+        expected = (self.codebook_size, self.code_dim)
+        if tuple(vectors.shape) != expected:
+            raise ValueError(
+                f"vectors must have shape (K, D) = {expected}, got {tuple(vectors.shape)}"
+            )
+        self.embedding.copy_(vectors)
+        if self.ema:
+            if cluster_sizes is None:
+                cluster_sizes = torch.ones(self.codebook_size, device=vectors.device)
+            if tuple(cluster_sizes.shape) != (self.codebook_size,):
+                raise ValueError(
+                    f"cluster_sizes must have shape (K,) = ({self.codebook_size},), "
+                    f"got {tuple(cluster_sizes.shape)}"
+                )
+            if bool((cluster_sizes <= 0).any()):
+                raise ValueError("cluster_sizes must all be > 0")
+            sizes = cluster_sizes.to(self.ema_cluster_size)  # (K,)
+            self.ema_cluster_size.copy_(sizes)
+            self.ema_embed_sum.copy_(vectors.to(self.ema_embed_sum) * sizes.unsqueeze(1))
+        self.steps_since_used.zero_()
+        self.initialized.fill_(True)
+
+    def reset_usage(self) -> None:
+        """Zero ``usage_counts`` (call at the start of an epoch)."""
+        self.usage_counts.zero_()
+
+    def epoch_perplexity(self) -> float:
+        """Perplexity of the code usage accumulated since :meth:`reset_usage`, in ``[1, K]``.
+
+        1.0 when nothing has been counted yet.
+        """
+        return float(perplexity_from_counts(self.usage_counts))
+
+    def active_fraction(self) -> float:
+        """Fraction in ``[0, 1]`` of codes used at least once since :meth:`reset_usage`."""
+        return float((self.usage_counts > 0).double().mean())
+
+    def extra_repr(self) -> str:
+        return (
+            f"codebook_size={self.codebook_size}, code_dim={self.code_dim}, beta={self.beta}, "
+            f"ema={self.ema}, decay={self.decay}, init={self.init!r}, "
+            f"restart_dead_after={self.restart_dead_after}"
+        )
+
+    # ---- internals --------------------------------------------------------------------------
+    def _check_latents(self, z_e: Tensor) -> None:
+        if not isinstance(z_e, Tensor):
+            raise TypeError(f"z_e must be a torch.Tensor, got {type(z_e).__name__}")
+        if not z_e.is_floating_point():
+            raise TypeError(f"z_e must be a floating-point tensor, got dtype {z_e.dtype}")
+        if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:
+            raise ValueError(
+                f"z_e must have shape (B, D, H, W) with D = code_dim = {self.code_dim}; "
+                f"got shape {tuple(z_e.shape)}"
+            )
+
+    @torch.no_grad()
+    def _initialize(self, flat_z: Tensor) -> None:
+        """Data-dependent init on the first training batch. flat_z: (N, D) float32."""
+        if self.init == "kmeans":
+            centroids, counts = kmeans(flat_z, self.codebook_size, self.kmeans_iters)
+            # Start the EMA as if it had seen this batch: sizes on the scale of per-batch counts.
+            self.set_codebook(centroids, counts.clamp(min=1.0))
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, counts: Tensor, sums: Tensor) -> None:
+        """One EMA step of the codebook (appendix A.1), from this step's assignment statistics.
+
+        ``N_i <- decay N_i + (1 - decay) n_i``, ``m_i <- decay m_i + (1 - decay) sum of z assigned
+        to i``, then ``e_i = m_i / N~_i`` with the Laplace-smoothed size
+        ``N~_i = (N_i + eps) / (n + K eps) * n`` and ``n = sum_i N_i``.
+
+        Args:
+            counts: (K,) float32, vectors assigned to each code in this step (n_i).
+            sums: (K, D) float32, the sum of the vectors assigned to each code.
+        """
+        self.ema_cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
+        self.ema_embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
+        n = self.ema_cluster_size.sum()
+        smoothed = (self.ema_cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
+        self.embedding.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))  # (K, D)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, flat_z: Tensor, counts: Tensor) -> int:
+        """Track unused codes and replace those unused for ``restart_dead_after`` steps.
+
+        Used codes (``counts > 0``) reset their ``steps_since_used`` to 0, the others add 1.
+        Codes that reach ``restart_dead_after`` become random vectors of ``flat_z`` (plus a little
+        noise); their counter and (with EMA) their statistics are reset (size 1, sum = the vector).
+
+        Args:
+            flat_z: (N, D) float32 encoder outputs of this step.
+            counts: (K,) float32, how many of them each code was assigned.
+
+        Returns:
+            The number of codes restarted.
+        """
+        if self.restart_dead_after is None:
+            return 0
+        self.steps_since_used.add_(1).masked_fill_(counts > 0, 0)
+        dead = self.steps_since_used >= self.restart_dead_after  # (K,) bool
+        num_dead = int(dead.sum())
+        if num_dead == 0 or flat_z.shape[0] == 0:
+            return 0
+        dead_idx = dead.nonzero().squeeze(1)  # (num_dead,)
+        n = flat_z.shape[0]
+        if num_dead <= n:
+            pick = torch.randperm(n, device=flat_z.device)[:num_dead]  # (num_dead,) distinct
+        else:
+            pick = torch.randint(n, (num_dead,), device=flat_z.device)  # (num_dead,)
+        new = _jitter(flat_z[pick], reference=flat_z)  # (num_dead, D)
+        self.embedding.index_copy_(0, dead_idx, new.to(self.embedding.dtype))
+        if self.ema:
+            self.ema_cluster_size.index_fill_(0, dead_idx, 1.0)
+            self.ema_embed_sum.index_copy_(0, dead_idx, new.to(self.ema_embed_sum.dtype))
+        self.steps_since_used.index_fill_(0, dead_idx, 0)
+        return num_dead

@@ -1,0 +1,154 @@
+"""Device selection, seeding and the course's size profiles.
+
+One place decides how big everything is. A *profile* is a small dataclass of image size, dataset
+size, batch size and epochs; the notebooks, the CLI and the tests all read it from here:
+
+- ``ci``: seconds, for the test suite and nbval (tiny images, a few dozen of them, one epoch).
+- ``cpu``: minutes on a laptop, still meaningful (64 px).
+- ``gpu``: the real course run on one GPU (128 px, the whole of ISIC 2016).
+
+The profile is chosen by the ``VQLESSON_PROFILE`` environment variable; when it is unset the
+default is ``gpu`` if CUDA is present, else ``cpu``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+PROFILE_ENV = "VQLESSON_PROFILE"
+DEVICE_ENV = "VQLESSON_DEVICE"
+
+
+# --------------------------------------------------------------------------------------------
+# Device and seeds
+# --------------------------------------------------------------------------------------------
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to compute on: CUDA, else Apple MPS, else CPU.
+
+    Args:
+        prefer: force a device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``). When ``None`` the
+            ``VQLESSON_DEVICE`` environment variable is read, then the hardware is probed.
+
+    Raises:
+        ValueError: a forced device that this machine does not have (the message says which
+            devices are available).
+    """
+    choice = prefer if prefer is not None else os.environ.get(DEVICE_ENV) or None
+    if choice is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(choice)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {choice!r} was asked for (argument or ${DEVICE_ENV}) but CUDA is not available "
+            f"here; use 'cpu'{' or mps' if _mps_available() else ''} or unset {DEVICE_ENV}."
+        )
+    if device.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"device {choice!r} was asked for but Apple MPS is not available here; use 'cpu'."
+        )
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's ``random``, NumPy and PyTorch (all devices) for a reproducible run.
+
+    Returns a CPU ``torch.Generator`` seeded with ``seed``, for data loaders and samplers.
+    Bit-exact reproducibility on a GPU additionally needs deterministic kernels, which cost speed;
+    the course does not force them.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """``DataLoader`` worker initialiser: derives each worker's NumPy/``random`` seed from torch's."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Profile:
+    """The sizes of one course run.
+
+    Attributes:
+        name: ``"ci"``, ``"cpu"`` or ``"gpu"``.
+        image_size: side of the square images in pixels.
+        dataset_size: number of synthetic training images; for real data, a cap on the number of
+            training images used (``None``: all of them).
+        batch_size: mini-batch size for every model.
+        epochs: training epochs of the VQ-VAE / VQ-VAE-2.
+        prior_epochs: training epochs of the PixelCNN prior.
+        num_workers: ``DataLoader`` worker processes.
+    """
+
+    name: str
+    image_size: int
+    dataset_size: int | None
+    batch_size: int
+    epochs: int
+    prior_epochs: int
+    num_workers: int = 0
+
+    def with_overrides(self, **changes) -> "Profile":
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile("ci", image_size=32, dataset_size=64, batch_size=16, epochs=1, prior_epochs=1),
+    "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=8, prior_epochs=10),
+    "gpu": Profile(
+        "gpu", image_size=128, dataset_size=None, batch_size=64, epochs=60, prior_epochs=60,
+        num_workers=4,
+    ),
+}
+
+
+def default_profile_name() -> str:
+    """``gpu`` when CUDA is present, else ``cpu``."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile named ``name``, else ``$VQLESSON_PROFILE``, else :func:`default_profile_name`.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones and says where the bad
+            name came from).
+    """
+    source = "argument"
+    if name is None:
+        name = os.environ.get(PROFILE_ENV) or None
+        source = f"${PROFILE_ENV}"
+    if name is None:
+        name = default_profile_name()
+    key = name.strip().lower()
+    if key not in PROFILES:
+        raise ValueError(
+            f"unknown profile {name!r} (from the {source}); choose one of {', '.join(PROFILES)}."
+        )
+    return PROFILES[key]

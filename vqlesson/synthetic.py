@@ -1,0 +1,619 @@
+"""Procedural dermoscopy-like lesions: the course's offline data set (nothing to download).
+
+The course trains a VQ-VAE (van den Oord et al. 2017), a VQ-VAE-2 (Razavi et al. 2019) and
+Gated PixelCNN priors (van den Oord et al. 2016) on dermoscopy images (ISIC 2016). For CI and
+laptops without the real data, :class:`SyntheticLesions` draws images that look like dermoscopy
+and carry a benign/malignant label derived the way a dermatologist scores a lesion, so that the
+notebooks can still talk about codebooks, reconstructions and class-conditional priors.
+
+How one image is drawn (all vectorised on a coordinate grid in ``[-1, 1]^2``, no pixel loops):
+
+1. **Skin**: a skin tone (light to tan, varied per item) modulated by low-frequency noise, red
+   erythema blotches and a little grain.
+2. **Lesion**: a star-shaped outline ``r(theta) = R * (1 + sum_k a_k cos(k theta + phi_k))``,
+   ``k = 1..10``, off-centre; the edge is a smooth step of the (radial) signed distance, so it is
+   anti-aliased and its softness is a parameter. Inside, 1 to 6 dermoscopic colours (light brown,
+   dark brown, black, blue-grey, red, white) are blended in patches with a radial preference, over
+   an optional pigment network (a warped lattice, faded out where it would alias), plus dots and
+   globules.
+3. **Hair** (with probability ``hair_probability``): thin dark circular arcs.
+4. **Dermoscope**: black outside a slightly off-centre circle with a soft edge, and lens fall-off.
+
+The label follows the dermoscopic ABCD rule (Stolz et al. 1994; Nachbar et al. 1994) and is
+computed from the generator's parameters, never from pixels:
+
+- ``asymmetry`` A in [0, 2]: for each principal axis of the outline (through its centroid), the
+  fraction of the lesion area without a mirror partner, ``|M xor mirror(M)| / (2 |M|)``, ramped
+  from 0 at ``0.04`` to 1 at ``0.16``; the two axes are added (Stolz scores 0, 1 or 2 axes).
+- ``border`` B in [0, 8]: for each of the 8 octants around the lesion centre, the RMS of the
+  high-frequency (``k >= 3``) part of ``d ln r / d theta`` ramped from 0 at ``0.15`` to 1 at
+  ``0.6``; the octants are added (Stolz counts octants with an abrupt border).
+- ``colour`` C in {1, ..., 6}: the number of dermoscopic colours in the lesion's palette.
+- ``diameter`` D in [1, 5]: the equivalent diameter ``2 sqrt(area / pi)`` as a fraction of the
+  field width, mapped linearly from 1 at ``0.25`` to 5 at ``0.75``. *Variant*: in Stolz's
+  dermoscopic rule D is the number of differential structures; here it is the diameter of the
+  clinical ABCD rule, put on the same 1–5 range so that the weights still apply.
+
+The score is the Total Dermoscopy Score ``TDS = 1.3 A + 0.1 B + 0.5 C + 0.5 D`` and an item is
+malignant when ``TDS > 5.45`` (Stolz's threshold for "suspicious of melanoma"). A latent
+*atypia* ``z ~ U(0, 1)`` drives all four features (plus independent noise per feature), so the
+features are correlated as in real lesions and the classes differ visibly (malignant lesions are
+larger, more irregular, more variegated, have sharper edges, more dots and atypical networks).
+Measured malignant fraction: 0.498 over 1000 items (seed 0); 0.49–0.52 for seeds 1–5.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+# --------------------------------------------------------------------------------------------
+# Constants: colours, ABCD scoring, parameter ranges
+# --------------------------------------------------------------------------------------------
+#: The six dermoscopic colours of the ABCD rule, RGB in [0, 1].
+COLOUR_NAMES = ("light brown", "dark brown", "black", "blue-grey", "red", "white")
+COLOUR_RGB = np.array(
+    [
+        [0.68, 0.45, 0.30],  # light brown
+        [0.40, 0.24, 0.15],  # dark brown
+        [0.13, 0.09, 0.08],  # black
+        [0.40, 0.44, 0.54],  # blue-grey
+        [0.74, 0.33, 0.31],  # red
+        [0.88, 0.84, 0.82],  # white
+    ]
+)  # (6, 3)
+#: How much each colour prefers the lesion centre (+) or periphery (-).
+COLOUR_RADIAL_PREFERENCE = np.array([-0.6, 0.5, 0.7, 0.4, -0.4, 0.2])  # (6,)
+#: Relative chance of each extra colour in a palette, for a benign-looking (z=0) and a
+#: malignant-looking (z=1) lesion; interpolated in z.
+COLOUR_WEIGHTS_TYPICAL = np.array([3.0, 3.0, 0.8, 0.4, 0.8, 0.4])  # (6,)
+COLOUR_WEIGHTS_ATYPICAL = np.array([1.5, 2.5, 2.0, 2.0, 1.2, 1.2])  # (6,)
+#: Skin tones from light to tan, RGB in [0, 1] (dermoscopy light makes skin pink-orange).
+SKIN_TONES = np.array([[0.95, 0.78, 0.71], [0.88, 0.64, 0.53], [0.76, 0.53, 0.41]])  # (3, 3)
+HAIR_RGB = np.array([0.12, 0.08, 0.06])  # (3,)
+
+NUM_HARMONICS = 10  # k = 1..10 in r(theta)
+MAX_HARMONIC_SUM = 0.75  # sum_k |a_k| <= this keeps r(theta) > 0 and the outline star-shaped
+MAX_DOTS = 40
+MAX_HAIRS = 8
+
+TDS_WEIGHTS = (1.3, 0.1, 0.5, 0.5)  # A, B, C, D (Stolz et al. 1994)
+TDS_THRESHOLD = 5.45  # TDS above this: malignant
+ASYMMETRY_RAMP = (0.04, 0.16)  # per-axis unmatched area fraction -> 0..1
+BORDER_RAMP = (0.15, 0.6)  # per-octant RMS of high-frequency d ln r / d theta -> 0..1
+DIAMETER_RAMP = (0.25, 0.75)  # equivalent diameter / field width -> D from 1 to 5
+FEATURE_GRID = 48  # grid side for the asymmetry masks (in units of the lesion radius)
+FEATURE_ANGLES = 256  # samples of r(theta) for the outline geometry
+FEATURE_CHUNK = 256  # items per vectorised chunk when computing features
+
+# Noise fields: number of control points per side (more = finer texture).
+NOISE_NODES = (4, 6, 7, 9, 12, 16)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers: grids, noise, smooth steps
+# --------------------------------------------------------------------------------------------
+def _noise_basis(size: int, nodes: int) -> np.ndarray:
+    """Gaussian interpolation weights ``(size, nodes)`` whose rows have unit L2 norm.
+
+    ``W @ G @ W.T`` for ``G ~ N(0, 1)^(nodes x nodes)`` is then smooth noise with unit variance at
+    every pixel (the variance of a weighted sum of independent normals is the sum of squared
+    weights).
+    """
+    coords = (np.arange(size) + 0.5) / size * 2.0 - 1.0  # (size,) pixel centres in [-1, 1]
+    centres = np.linspace(-1.25, 1.25, nodes)  # (nodes,)
+    spacing = centres[1] - centres[0]
+    weights = np.exp(-0.5 * ((coords[:, None] - centres[None, :]) / spacing) ** 2)
+    weights /= np.sqrt((weights**2).sum(axis=1, keepdims=True))
+    return weights.astype(np.float32)
+
+
+def _smoothstep(edge0: float | np.ndarray, edge1: float | np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Hermite smooth step: 0 at ``edge0``, 1 at ``edge1`` (either order), C1 in between."""
+    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Linear ramp clipped to [0, 1]: 0 at ``lo``, 1 at ``hi``."""
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _wrap_angle(a: np.ndarray) -> np.ndarray:
+    """Angles wrapped to [-pi, pi)."""
+    return (a + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def _to_builtin(value: Any) -> Any:
+    """NumPy scalars/arrays (also inside lists/dicts) -> Python floats/ints/lists (copies)."""
+    if isinstance(value, dict):
+        return {k: _to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_builtin(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# ABCD features from the generator parameters (vectorised over items)
+# --------------------------------------------------------------------------------------------
+def total_dermoscopy_score(
+    asymmetry: np.ndarray | torch.Tensor,
+    border: np.ndarray | torch.Tensor,
+    colour: np.ndarray | torch.Tensor,
+    diameter: np.ndarray | torch.Tensor,
+) -> np.ndarray | torch.Tensor:
+    """``TDS = 1.3 A + 0.1 B + 0.5 C + 0.5 D`` (Stolz et al. 1994), elementwise.
+
+    Args: A in [0, 2], B in [0, 8], C in [1, 6], D in [1, 5] (any matching shapes). Returns the
+    score in [1, 8.9]; above :data:`TDS_THRESHOLD` (5.45) a lesion counts as malignant.
+    """
+    wa, wb, wc, wd = TDS_WEIGHTS
+    return wa * asymmetry + wb * border + wc * colour + wd * diameter
+
+
+def _outline_profile(amplitudes: np.ndarray, phases: np.ndarray, theta: np.ndarray) -> tuple:
+    """``r(theta) / R`` and ``d r / d theta / R`` for each item.
+
+    amplitudes, phases: (n, K) -> two arrays (n, M) for theta: (M,) in radians.
+    """
+    k = np.arange(1, amplitudes.shape[1] + 1, dtype=np.float64)  # (K,)
+    arg = k[None, :, None] * theta[None, None, :] + phases[:, :, None]  # (n, K, M)
+    r = 1.0 + np.einsum("nk,nkm->nm", amplitudes, np.cos(arg))  # (n, M)
+    dr = -np.einsum("nk,nkm->nm", amplitudes * k[None, :], np.sin(arg))  # (n, M)
+    return r, dr
+
+
+def _polygon_moments(r: np.ndarray, theta: np.ndarray) -> tuple:
+    """Area, centroid and central second moments of the polygon with vertices r(theta).
+
+    r: (n, M), theta: (M,) -> area (n,), centroid (n, 2), covariance (n, 2, 2) (per unit area).
+    """
+    x = r * np.cos(theta)[None, :]  # (n, M)
+    y = r * np.sin(theta)[None, :]  # (n, M)
+    x1, y1 = np.roll(x, -1, axis=1), np.roll(y, -1, axis=1)  # next vertex, (n, M)
+    cross = x * y1 - x1 * y  # (n, M)
+    area = 0.5 * cross.sum(axis=1)  # (n,)
+    cx = ((x + x1) * cross).sum(axis=1) / (6.0 * area)
+    cy = ((y + y1) * cross).sum(axis=1) / (6.0 * area)
+    ixx = ((x * x + x * x1 + x1 * x1) * cross).sum(axis=1) / 12.0
+    iyy = ((y * y + y * y1 + y1 * y1) * cross).sum(axis=1) / 12.0
+    ixy = ((x * y1 + 2 * x * y + 2 * x1 * y1 + x1 * y) * cross).sum(axis=1) / 24.0
+    cov = np.empty((r.shape[0], 2, 2))
+    cov[:, 0, 0] = ixx / area - cx * cx
+    cov[:, 1, 1] = iyy / area - cy * cy
+    cov[:, 0, 1] = cov[:, 1, 0] = ixy / area - cx * cy
+    return area, np.stack([cx, cy], axis=1), cov
+
+
+def _inside(r_table: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Whether points lie inside the outlines; r(theta) looked up (linear) in ``r_table``.
+
+    r_table: (n, M) samples of r at theta = 2 pi m / M; px, py: (n, P) -> bool (n, P).
+    """
+    m = r_table.shape[1]
+    pos = (np.arctan2(py, px) % (2.0 * np.pi)) * (m / (2.0 * np.pi))  # (n, P) in [0, M)
+    lo = np.floor(pos).astype(np.int64) % m
+    frac = pos - np.floor(pos)
+    r_lo = np.take_along_axis(r_table, lo, axis=1)
+    r_hi = np.take_along_axis(r_table, (lo + 1) % m, axis=1)
+    return np.hypot(px, py) < r_lo + frac * (r_hi - r_lo)
+
+
+def _abcd_features(
+    amplitudes: np.ndarray, phases: np.ndarray, radius: np.ndarray, n_colours: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The four ABCD features and the TDS from the outline parameters (see the module docstring).
+
+    amplitudes, phases: (n, K); radius: (n,) lesion radius R in field half-widths; n_colours:
+    (n,) -> dict of float64 arrays (n,) named asymmetry, border, colour, diameter, score.
+    """
+    n = amplitudes.shape[0]
+    theta = np.arange(FEATURE_ANGLES) * (2.0 * np.pi / FEATURE_ANGLES)  # (M,)
+    extent = 1.0 + MAX_HARMONIC_SUM + 0.1
+    axis = (np.arange(FEATURE_GRID) + 0.5) / FEATURE_GRID * 2.0 * extent - extent  # (G,)
+    gx, gy = np.meshgrid(axis, axis)  # (G, G) each
+    gx, gy = gx.reshape(1, -1), gy.reshape(1, -1)  # (1, G*G)
+    asym = np.empty(n)
+    border = np.empty(n)
+    area = np.empty(n)
+    octant = (np.arange(FEATURE_ANGLES) * 8) // FEATURE_ANGLES  # (M,) octant of each angle
+    for start in range(0, n, FEATURE_CHUNK):
+        sl = slice(start, min(start + FEATURE_CHUNK, n))
+        r, dr = _outline_profile(amplitudes[sl], phases[sl], theta)  # (c, M) each
+        a, centroid, cov = _polygon_moments(r, theta)
+        area[sl] = a
+        # Asymmetry: reflect the grid about each principal axis through the centroid.
+        _, vecs = np.linalg.eigh(cov)  # (c, 2, 2), columns = axes (minor, major)
+        inside = _inside(r, np.broadcast_to(gx, (r.shape[0], gx.shape[1])), gy + 0 * r[:, :1])
+        count = inside.sum(axis=1)  # (c,) lesion area in grid cells
+        total = np.zeros(r.shape[0])
+        for j in range(2):
+            u = vecs[:, :, j]  # (c, 2) unit axis direction
+            dx = gx - centroid[:, :1]  # (c, G*G)
+            dy = gy - centroid[:, 1:]
+            along = dx * u[:, :1] + dy * u[:, 1:]  # (c, G*G)
+            qx = centroid[:, :1] + 2.0 * along * u[:, :1] - dx  # mirror image of each point
+            qy = centroid[:, 1:] + 2.0 * along * u[:, 1:] - dy
+            mirrored = _inside(r, qx, qy)
+            unmatched = (inside != mirrored).sum(axis=1) / (2.0 * np.maximum(count, 1))
+            total += _ramp(unmatched, *ASYMMETRY_RAMP)
+        asym[sl] = total
+        # Border: high-frequency (k >= 3) part of d ln r / d theta, RMS per octant.
+        low_amp = amplitudes[sl].copy()
+        low_amp[:, 2:] = 0.0
+        _, dr_low = _outline_profile(low_amp, phases[sl], theta)
+        hf = (dr - dr_low) / r  # (c, M)
+        rms = np.sqrt(np.stack([(hf[:, octant == o] ** 2).mean(axis=1) for o in range(8)], 1))
+        border[sl] = _ramp(rms, *BORDER_RAMP).sum(axis=1)  # (c,)
+    equivalent_diameter = 2.0 * radius * np.sqrt(area / np.pi)  # field half-widths
+    diameter = 1.0 + 4.0 * _ramp(equivalent_diameter / 2.0, *DIAMETER_RAMP)
+    colour = n_colours.astype(np.float64)
+    score = total_dermoscopy_score(asym, border, colour, diameter)
+    return {"asymmetry": asym, "border": border, "colour": colour, "diameter": diameter,
+            "score": score}
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks: sampling the parameters of one item, rendering one item
+# --------------------------------------------------------------------------------------------
+def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
+                   hair_probability: float) -> dict[str, Any]:
+    """All generator parameters of one item (NumPy values; see :meth:`SyntheticLesions.params`)."""
+    z = rng.random()  # latent atypia: 0 = banal naevus, 1 = florid melanoma
+
+    def driver() -> float:  # per-feature atypia: z plus independent noise
+        return float(np.clip(z + 0.2 * rng.standard_normal(), 0.0, 1.0))
+
+    z_asym, z_border, z_colour, z_size, z_struct = (driver() for _ in range(5))
+    p: dict[str, Any] = {"atypia": z, "atypia_asymmetry": z_asym, "atypia_border": z_border,
+                         "atypia_colour": z_colour, "atypia_size": z_size,
+                         "atypia_structures": z_struct}
+    # Skin and dermoscope.
+    tone = rng.beta(2.0, 2.0) * (len(SKIN_TONES) - 1)
+    lo = min(int(tone), len(SKIN_TONES) - 2)
+    skin = SKIN_TONES[lo] + (tone - lo) * (SKIN_TONES[lo + 1] - SKIN_TONES[lo])
+    p["skin_rgb"] = np.clip(skin + rng.normal(0.0, 0.02, 3), 0.0, 1.0)
+    p["brightness"] = rng.uniform(0.85, 1.05)
+    p["erythema"] = rng.uniform(0.0, 0.08)
+    p["vignette_center"] = rng.uniform(-0.05, 0.05, 2)
+    p["vignette_radius"] = rng.uniform(0.95, 1.2)
+    p["vignette_softness"] = rng.uniform(0.02, 0.08)
+    p["vignette_falloff"] = rng.uniform(0.1, 0.35)
+    # Outline.
+    angle, offset = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(0.03, 0.2)
+    p["lesion_center"] = offset * np.array([np.cos(angle), np.sin(angle)])
+    p["lesion_radius"] = rng.uniform(0.17, 0.32) + 0.2 * z_size
+    k = np.arange(1, NUM_HARMONICS + 1)
+    size = 0.02 + 0.28 * z_asym  # overall harmonic amplitude
+    slope = 1.8 - 1.1 * z_border  # spectral slope: flatter = more high-frequency border energy
+    amps = size * k ** (-slope) * rng.uniform(0.3, 1.7, NUM_HARMONICS)
+    amps[1] += rng.uniform(0.0, 0.18)  # k = 2: an oval, still mirror-symmetric
+    amps *= min(1.0, MAX_HARMONIC_SUM / amps.sum())
+    p["harmonic_amplitudes"] = amps
+    p["harmonic_phases"] = rng.uniform(0.0, 2.0 * np.pi, NUM_HARMONICS)
+    p["edge_softness"] = rng.uniform(0.05, 0.2) * (1.0 - 0.75 * z_border)  # in units of R
+    p["edge_roughness"] = 0.01 + 0.05 * z_border  # small-scale noise on the outline, units of R
+    # Colours: 1..6, the first is light or dark brown.
+    n_colours = 1 + rng.binomial(5, 0.04 + 0.8 * z_colour**1.3)
+    first = int(rng.integers(0, 2))
+    weights = (1 - z_colour) * COLOUR_WEIGHTS_TYPICAL + z_colour * COLOUR_WEIGHTS_ATYPICAL
+    weights[first] = 0.0
+    extra = rng.choice(6, size=n_colours - 1, replace=False, p=weights / weights.sum())
+    palette = np.concatenate([[first], extra]).astype(np.int64)
+    p["palette"] = palette
+    p["colour_names"] = [COLOUR_NAMES[c] for c in palette]
+    strength = rng.uniform(-0.4, 0.4, n_colours)
+    strength[0] += 0.6  # the base colour dominates
+    p["colour_strengths"] = strength
+    p["pigment_density"] = rng.uniform(0.6, 0.95)
+    # Pigment network (typical: regular, fading at the periphery; atypical: thick, broken).
+    p["network"] = bool(rng.random() < 0.7)
+    p["network_period"] = rng.uniform(0.05, 0.09)
+    p["network_angle"] = rng.uniform(0.0, np.pi)
+    p["network_contrast"] = rng.uniform(0.25, 0.5)
+    p["network_atypia"] = z_struct
+    # Dots and globules, in lesion polar coordinates (angle, fraction of r(theta)).
+    n_dots = int(min(MAX_DOTS, rng.poisson(1.0 + 18.0 * z_struct**1.5)))
+    reach = 0.5 + 0.45 * z_struct  # atypical: dots out to the periphery
+    p["dots_angle"] = rng.uniform(0.0, 2.0 * np.pi, n_dots)
+    p["dots_fraction"] = reach * np.sqrt(rng.random(n_dots))
+    p["dots_radius"] = rng.uniform(0.008, 0.02, n_dots) * (1.0 + 0.8 * rng.random(n_dots) * z_struct)
+    p["dots_colour"] = rng.choice([1, 2, 3], size=n_dots, p=[0.6, 0.3, 0.1]).astype(np.int64)
+    # Hair: its own stream, so hair_probability changes nothing else.
+    hairs = []
+    if hair_rng.random() < hair_probability:
+        for _ in range(1 + min(MAX_HAIRS - 1, int(hair_rng.geometric(0.3)) - 1)):
+            hairs.append({
+                "point": hair_rng.uniform(-0.85, 0.85, 2),
+                "direction": hair_rng.uniform(0.0, 2.0 * np.pi),
+                "curvature_radius": hair_rng.uniform(0.6, 4.0) * hair_rng.choice([-1.0, 1.0]),
+                "length": hair_rng.uniform(0.5, 2.0),
+                "width": hair_rng.uniform(0.006, 0.016),
+                "darkness": hair_rng.uniform(0.6, 0.95),
+            })
+    p["hairs"] = hairs
+    return p
+
+
+class _Canvas:
+    """Pixel grid and noise bases for one image size (built once per data set)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pixel = 2.0 / size  # width of one pixel in field coordinates
+        coords = ((np.arange(size) + 0.5) / size * 2.0 - 1.0).astype(np.float32)  # (S,)
+        self.x = np.broadcast_to(coords[None, :], (size, size))  # (S, S) column coordinate
+        self.y = np.broadcast_to(coords[:, None], (size, size))  # (S, S) row coordinate
+        self.bases = {nodes: _noise_basis(size, nodes) for nodes in NOISE_NODES}
+
+    def noise(self, rng: np.random.Generator, nodes: int) -> np.ndarray:
+        """Smooth noise (S, S) float32, zero mean, unit variance, ``nodes`` control points a side."""
+        basis = self.bases[nodes]  # (S, nodes)
+        g = rng.standard_normal((nodes, nodes)).astype(np.float32)
+        return basis @ g @ basis.T
+
+
+def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.ndarray:
+    """Draw one item from its parameters ``p``: (3, S, S) float32 in [0, 1].
+
+    ``rng`` supplies only the textures (noise fields), so the geometry is fully in ``p``.
+    """
+    x, y, px, size = canvas.x, canvas.y, canvas.pixel, canvas.size
+    # --- Skin: tone x low-frequency shading, erythema, later grain.
+    shade = 1.0 + 0.05 * canvas.noise(rng, 4) + 0.025 * canvas.noise(rng, 9)  # (S, S)
+    image = p["skin_rgb"].astype(np.float32)[:, None, None] * shade[None]  # (3, S, S)
+    ery = p["erythema"] * np.clip(canvas.noise(rng, 6), 0.0, None)  # (S, S)
+    image += np.array([0.6, -0.6, -0.4], np.float32)[:, None, None] * ery[None]
+
+    # --- Lesion outline: r(theta) via powers of e^{i theta} (no per-harmonic trig).
+    cx, cy = p["lesion_center"]
+    radius = p["lesion_radius"]
+    dx, dy = x - np.float32(cx), y - np.float32(cy)
+    rho = np.hypot(dx, dy)  # (S, S)
+    unit = (dx + 1j * dy) / np.maximum(rho, 1e-6)  # e^{i theta}, (S, S) complex
+    power = np.ones_like(unit)
+    profile = np.ones((size, size), np.float32)
+    for a, phi in zip(p["harmonic_amplitudes"], p["harmonic_phases"]):
+        power = power * unit  # e^{i k theta}
+        profile += np.float32(a) * (power * np.exp(1j * phi)).real.astype(np.float32)
+    profile *= 1.0 + p["edge_roughness"] * canvas.noise(rng, 16)
+    r_theta = radius * profile  # (S, S) outline radius in this direction
+    signed = rho - r_theta  # radial signed distance, < 0 inside
+    width = max(p["edge_softness"] * radius, 0.75 * px)
+    mask = _smoothstep(width, -width, signed)  # (S, S) in [0, 1]
+    frac = np.clip(rho / np.maximum(r_theta, 1e-6), 0.0, 1.5)  # 0 centre, 1 outline
+
+    # --- Colours in patches with a radial preference (softmax over the palette).
+    palette = p["palette"]
+    logits = np.stack([
+        2.5 * (canvas.noise(rng, 7) + s + COLOUR_RADIAL_PREFERENCE[c] * (1.0 - 2.0 * frac))
+        for c, s in zip(palette, p["colour_strengths"])
+    ])  # (C, S, S)
+    logits -= logits.max(axis=0, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=0, keepdims=True)
+    lesion = np.einsum("cij,cd->dij", weights, COLOUR_RGB[palette].astype(np.float32))  # (3,S,S)
+
+    # --- Pigment network: a warped lattice of dark lines, faded out where it would alias.
+    period = p["network_period"]
+    visibility = float(np.clip((period / px - 2.5) / 3.0, 0.0, 1.0))
+    if p["network"] and visibility > 0.0:
+        atyp = p["network_atypia"]
+        ca, sa = math.cos(p["network_angle"]), math.sin(p["network_angle"])
+        warp = 0.8 + 1.5 * atyp
+        u = (x * ca + y * sa) * (2 * np.pi / period) + warp * canvas.noise(rng, 12)
+        v = (-x * sa + y * ca) * (2 * np.pi / period) + warp * canvas.noise(rng, 12)
+        eps = 0.25 + 0.5 * atyp  # line thickness
+        lines = 1.0 - (1.0 - np.exp(-(1.0 + np.cos(u)) / eps)) * (1.0 - np.exp(-(1.0 + np.cos(v)) / eps))
+        if atyp > 0.4:  # broken network
+            lines *= _smoothstep(-0.3, 0.3, canvas.noise(rng, 9) + 1.2 - 1.5 * atyp)
+        fade = _smoothstep(1.0, 0.5 - 0.4 * atyp, frac)  # typical: fades at the periphery
+        lesion *= 1.0 - (visibility * p["network_contrast"] * lines * fade)[None]
+
+    # --- Composite the lesion over the skin.
+    density = p["pigment_density"] * (1.0 - 0.25 * frac**2) * (1.0 + 0.1 * canvas.noise(rng, 9))
+    alpha = np.clip(mask * density, 0.0, 1.0)[None]  # (1, S, S)
+    image = image * (1.0 - alpha) + lesion * alpha
+
+    # --- Dots and globules: Gaussian blobs drawn in small windows.
+    for ang, f, rad, col in zip(p["dots_angle"], p["dots_fraction"], p["dots_radius"],
+                                p["dots_colour"]):
+        prof = 1.0 + sum(a * math.cos((k + 1) * ang + phi) for k, (a, phi) in
+                         enumerate(zip(p["harmonic_amplitudes"], p["harmonic_phases"])))
+        dist = f * radius * prof
+        ox, oy = cx + dist * math.cos(ang), cy + dist * math.sin(ang)
+        sigma = max(rad, 0.5 * px)
+        half = 3.0 * sigma
+        c0 = max(0, int((ox - half + 1.0) / px))
+        c1 = min(size, int((ox + half + 1.0) / px) + 1)
+        r0 = max(0, int((oy - half + 1.0) / px))
+        r1 = min(size, int((oy + half + 1.0) / px) + 1)
+        if c0 >= c1 or r0 >= r1:
+            continue
+        d2 = (x[r0:r1, c0:c1] - ox) ** 2 + (y[r0:r1, c0:c1] - oy) ** 2
+        blob = 0.85 * np.exp(-d2 / (2.0 * sigma**2)) * min(1.0, rad / (0.5 * px))
+        patch = image[:, r0:r1, c0:c1]
+        image[:, r0:r1, c0:c1] = patch * (1 - blob) + COLOUR_RGB[col].astype(np.float32)[:, None, None] * blob
+
+    # --- Hair: circular arcs, anti-aliased by coverage.
+    for hair in p["hairs"]:
+        hx, hy = hair["point"]
+        d, rc = hair["direction"], hair["curvature_radius"]
+        ccx, ccy = hx - rc * math.sin(d), hy + rc * math.cos(d)  # centre of curvature
+        rc_abs = abs(rc)
+        mid = math.atan2(hy - ccy, hx - ccx)
+        ddx, ddy = x - np.float32(ccx), y - np.float32(ccy)
+        off = np.abs(np.hypot(ddx, ddy) - rc_abs)  # distance to the circle
+        along = np.abs(_wrap_angle(np.arctan2(ddy, ddx) - mid)) * rc_abs  # arc length from mid
+        half_len = 0.5 * hair["length"]
+        taper = np.sqrt(np.clip((half_len - along) / (0.15 * hair["length"]), 0.0, 1.0))
+        half_w = max(0.5 * hair["width"], 0.5 * px)
+        coverage = np.clip((half_w - off) / px + 0.5, 0.0, 1.0)
+        a_h = hair["darkness"] * min(1.0, hair["width"] / px) * coverage * taper
+        image = image * (1.0 - a_h[None]) + HAIR_RGB.astype(np.float32)[:, None, None] * a_h[None]
+
+    # --- Dermoscope: lens fall-off, black outside the field stop, grain.
+    vx, vy = p["vignette_center"]
+    vr = np.hypot(x - np.float32(vx), y - np.float32(vy))
+    vrad, vsoft = p["vignette_radius"], p["vignette_softness"]
+    scope = _smoothstep(vrad, vrad - vsoft, vr) * (1.0 - p["vignette_falloff"] * (vr / vrad) ** 2)
+    image *= (p["brightness"] * scope)[None]
+    image += 0.01 * rng.standard_normal((1, size, size), dtype=np.float32) * scope[None]
+    return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Main API
+# --------------------------------------------------------------------------------------------
+class SyntheticLesions(Dataset):
+    """Procedural dermoscopy-like images with ABCD-rule benign/malignant labels.
+
+    ``dataset[i] -> (image, label)``: image ``(3, S, S)`` float32 in ``[-1, 1]``, label int64
+    scalar tensor (0 benign, 1 malignant), ``S = image_size``. Item ``i`` depends only on
+    ``(seed, i)`` (NumPy generators seeded with ``[seed, i, stream]``), so any access order and any
+    number of ``DataLoader`` workers give identical images. Labels and features are computed once,
+    at construction, from the generator parameters (no rendering); about half the items are
+    malignant (measured 49.8 % over 1000 items with seed 0, 49–52 % for seeds 1–5). See the module
+    docstring for how the images are drawn and how the ABCD features and the TDS are defined.
+
+    Transform contract: ``transform`` receives the image as a float32 tensor ``(3, S, S)`` in
+    ``[0, 1]`` (what ``torchvision.transforms.v2`` colour transforms such as ``ColorJitter``
+    expect) and must return a float tensor (any shape it likes, e.g. after a crop); the result is
+    clamped to ``[0, 1]`` and then mapped to ``[-1, 1]`` by ``x * 2 - 1``.
+
+    Args:
+        n: number of items, >= 1.
+        image_size: side S of the square images in pixels, >= 16 (32, 64, 128, 256 are typical).
+        seed: non-negative int; the whole data set is a function of it.
+        transform: optional callable on the ``[0, 1]`` image tensor (see above).
+        hair_probability: chance in [0, 1] that an item has hair (1 to 8 strands); hair is drawn
+            from its own random stream, so changing it leaves everything else (labels included)
+            unchanged.
+
+    Attributes:
+        features: dict of float32 tensors ``(n,)``: ``asymmetry`` in [0, 2], ``border`` in
+            [0, 8], ``colour`` in {1..6}, ``diameter`` in [1, 5], ``score`` (the TDS).
+        labels: int64 tensor ``(n,)``, ``score > threshold``.
+        threshold: the TDS threshold (5.45).
+        classes: ``("benign", "malignant")``.
+
+    Raises:
+        ValueError: ``n < 1``, ``image_size < 16``, a negative ``seed`` or ``hair_probability``
+            outside [0, 1].
+        TypeError: a non-integer ``n``/``image_size``/``seed`` or a ``transform`` that is not
+            callable.
+    """
+
+    classes = ("benign", "malignant")
+    threshold = TDS_THRESHOLD
+
+    def __init__(
+        self,
+        n: int,
+        image_size: int = 64,
+        seed: int = 0,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        hair_probability: float = 0.35,
+    ) -> None:
+        for name, value in (("n", n), ("image_size", image_size), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+        if n < 1:
+            raise ValueError(f"n must be >= 1 (the number of items), got {n}")
+        if image_size < 16:
+            raise ValueError(f"image_size must be >= 16 pixels, got {image_size}; use e.g. 32 or 64")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
+        try:
+            hair_probability = float(hair_probability)
+        except (TypeError, ValueError):
+            raise TypeError(f"hair_probability must be a number in [0, 1], got {hair_probability!r}")
+        if not 0.0 <= hair_probability <= 1.0:
+            raise ValueError(f"hair_probability must be in [0, 1], got {hair_probability}")
+        self.n = int(n)
+        self.image_size = int(image_size)
+        self.seed = int(seed)
+        self.transform = transform
+        self.hair_probability = hair_probability
+        self._canvas = _Canvas(self.image_size)
+        self._params = [
+            _sample_params(self._rng(i, 0), self._rng(i, 1), hair_probability)
+            for i in range(self.n)
+        ]
+        feats = _abcd_features(
+            np.stack([p["harmonic_amplitudes"] for p in self._params]),  # (n, K)
+            np.stack([p["harmonic_phases"] for p in self._params]),  # (n, K)
+            np.array([p["lesion_radius"] for p in self._params]),  # (n,)
+            np.array([len(p["palette"]) for p in self._params]),  # (n,)
+        )
+        self.features = {k: torch.from_numpy(v.astype(np.float32)) for k, v in feats.items()}
+        self.labels = torch.from_numpy((feats["score"] > self.threshold).astype(np.int64))
+
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        """Generator for one item; stream 0: parameters, 1: hair, 2: textures."""
+        return np.random.default_rng([self.seed, index, stream])
+
+    def _index(self, index: Any) -> int:
+        try:
+            i = operator.index(index)
+        except TypeError:
+            raise TypeError(f"index must be an int, got {type(index).__name__}") from None
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for SyntheticLesions of length {self.n}")
+        return i % self.n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image (3, S, S) float32 in [-1, 1], label () int64)``; negative indices count back."""
+        i = self._index(index)
+        image = torch.from_numpy(_render(self._params[i], self._canvas, self._rng(i, 2)))
+        if self.transform is not None:
+            image = self.transform(image)
+            if not isinstance(image, torch.Tensor):
+                raise TypeError(
+                    f"transform must return a torch.Tensor, got {type(image).__name__}; "
+                    "it receives and should return a float image tensor in [0, 1]"
+                )
+        image = image.float().clamp(0.0, 1.0) * 2.0 - 1.0
+        return image, self.labels[i].clone()
+
+    def params(self, index: int) -> dict[str, Any]:
+        """The generator parameters of item ``index`` as plain Python values (a fresh copy).
+
+        Keys: ``atypia`` (latent z in [0, 1]) and its per-feature versions ``atypia_*``;
+        ``skin_rgb``, ``brightness``, ``erythema``; ``vignette_center`` / ``_radius`` /
+        ``_softness`` / ``_falloff`` (field coordinates, the image spans [-1, 1]);
+        ``lesion_center``, ``lesion_radius`` R, ``harmonic_amplitudes`` a_k and
+        ``harmonic_phases`` phi_k (k = 1..10, radians), ``edge_softness`` and ``edge_roughness``
+        (units of R); ``palette`` (indices into :data:`COLOUR_NAMES`), ``colour_names``,
+        ``colour_strengths``, ``pigment_density``; ``network`` (bool) and ``network_period`` /
+        ``_angle`` / ``_contrast`` / ``_atypia``; ``dots_angle`` / ``_fraction`` / ``_radius`` /
+        ``_colour``; ``hairs`` (list of dicts); and the item's ``label`` and ABCD ``features``.
+        """
+        i = self._index(index)
+        out = _to_builtin(self._params[i])
+        out["label"] = int(self.labels[i])
+        out["features"] = {k: float(v[i]) for k, v in self.features.items()}
+        return out
+
+    @property
+    def malignant_fraction(self) -> float:
+        """Fraction of items labelled malignant."""
+        return float(self.labels.float().mean())
+
+    def __repr__(self) -> str:
+        return (f"SyntheticLesions(n={self.n}, image_size={self.image_size}, seed={self.seed}, "
+                f"malignant_fraction={self.malignant_fraction:.3f})")

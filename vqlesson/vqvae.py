@@ -1,0 +1,563 @@
+"""The VQ-VAE and a continuous (Gaussian) VAE baseline with the same encoder and decoder.
+
+Implements the image model of van den Oord, Vinyals & Kavukcuoglu (2017), *Neural Discrete
+Representation Learning*, §4.1: an encoder of strided 4x4 convolutions (stride 2) followed by a
+3x3 convolution and two residual blocks (ReLU, 3x3 conv, ReLU, 1x1 conv), a 1x1 convolution to the
+code dimension, the vector quantiser (§3, :mod:`vqlesson.quantize`), and a decoder that mirrors the
+encoder with transposed 4x4 convolutions. The paper downsamples 128 px images by 4 (two strided
+convolutions, 32x32 latents); here the factor is 4 or 8.
+
+Images are float in ``[-1, 1]`` on the way in and, through a final ``tanh``, on the way out, so
+the reconstruction error compares like with like.
+
+The Gaussian VAE (Kingma & Welling 2014, *Auto-Encoding Variational Bayes*) is the course's
+continuous baseline: same :class:`Encoder` / :class:`Decoder`, a spatial Gaussian latent and the
+reparameterisation trick instead of the quantiser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqlesson.quantize import INIT_METHODS, VectorQuantizer
+
+ENCODER_FACTORS = (2, 4, 8)  # downsampling factors the Encoder/Decoder blocks support
+VQVAE_FACTORS = (4, 8)  # downsampling factors of the VQ-VAE / VAE models
+LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the VAE's log-variance, keeps exp() finite
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+def _num_halvings(downsample: int) -> int:
+    if downsample not in ENCODER_FACTORS:
+        raise ValueError(f"downsample must be one of {ENCODER_FACTORS}, got {downsample!r}")
+    return downsample.bit_length() - 1  # 2 -> 1, 4 -> 2, 8 -> 3
+
+
+def nearby_valid_sizes(size: int, downsample: int) -> list[int]:
+    """Multiples of ``downsample`` closest to ``size`` (one below, one above; positive only)."""
+    below = (size // downsample) * downsample
+    return [s for s in (below, below + downsample) if s > 0]
+
+
+def check_images(x: Tensor, in_channels: int, downsample: int, name: str = "x") -> None:
+    """Validate an image batch for an encoder.
+
+    Args:
+        x: expected (B, in_channels, H, W) float with H and W divisible by ``downsample``.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
+        ValueError: wrong number of dimensions or channels, or a side not divisible by
+            ``downsample`` (the message lists the nearest valid sizes).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a float tensor in [-1, 1], got dtype {x.dtype} "
+            f"(convert uint8 images with x.float() / 127.5 - 1)"
+        )
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"{name} must have shape (B, {in_channels}, H, W) (in_channels = {in_channels}); "
+            f"got shape {tuple(x.shape)}"
+        )
+    for side_name, side in (("height", x.shape[2]), ("width", x.shape[3])):
+        if side % downsample != 0:
+            raise ValueError(
+                f"{name} {side_name} {side} is not divisible by the downsampling factor "
+                f"{downsample}; resize or crop to a multiple of {downsample}, e.g. "
+                f"{' or '.join(str(s) for s in nearby_valid_sizes(side, downsample))}"
+            )
+
+
+def _check_common_config(config: "VQVAEConfig | VAEConfig") -> None:
+    for field_name in (
+        "image_size", "in_channels", "hidden_channels", "residual_channels",
+    ):
+        value = getattr(config, field_name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field_name} must be an int >= 1, got {value!r}")
+    if not isinstance(config.num_residual_blocks, int) or config.num_residual_blocks < 0:
+        raise ValueError(
+            f"num_residual_blocks must be an int >= 0, got {config.num_residual_blocks!r}"
+        )
+    if config.downsample not in VQVAE_FACTORS:
+        raise ValueError(f"downsample must be one of {VQVAE_FACTORS}, got {config.downsample!r}")
+    if config.image_size % config.downsample != 0:
+        raise ValueError(
+            f"image_size {config.image_size} is not divisible by downsample "
+            f"{config.downsample}; use e.g. "
+            f"{' or '.join(str(s) for s in nearby_valid_sizes(config.image_size, config.downsample))}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------------
+class ResidualBlock(nn.Module):
+    """``x + conv1x1(relu(conv3x3(relu(x))))``; (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, channels: int, residual_channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, residual_channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(residual_channels, channels, kernel_size=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class ResidualStack(nn.Module):
+    """``num_blocks`` :class:`ResidualBlock` s, then a ReLU; (B, C, H, W) -> (B, C, H, W) >= 0.
+
+    Args:
+        channels: C, the channels in and out.
+        residual_channels: channels inside each block (the 3x3 conv's output).
+        num_blocks: number of blocks (>= 0; 0 is a plain ReLU).
+    """
+
+    def __init__(self, channels: int, residual_channels: int, num_blocks: int) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(
+            *[ResidualBlock(channels, residual_channels) for _ in range(num_blocks)]
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.blocks(x))
+
+
+class Encoder(nn.Module):
+    """Strided 4x4 convolutions, a 3x3 convolution, a residual stack (§4.1).
+
+    Maps (B, in_channels, H, W) -> (B, hidden_channels, H/f, W/f), f = ``downsample``, with
+    log2(f) stride-2 4x4 convolutions (each followed by ReLU). The first of several goes to
+    ``hidden_channels // 2`` channels, the rest to ``hidden_channels``. The output is >= 0 (the
+    residual stack ends in a ReLU); a model adds its own 1x1 projection.
+
+    Args:
+        in_channels: image (or feature) channels in.
+        hidden_channels: channels of the feature maps.
+        residual_channels: channels inside each residual block.
+        num_residual_blocks: number of residual blocks.
+        downsample: f, one of 2, 4, 8.
+
+    Raises:
+        ValueError: ``downsample`` not in (2, 4, 8); in forward, ``x`` not (B, in_channels, H, W)
+            with H, W divisible by f.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        residual_channels: int,
+        num_residual_blocks: int,
+        downsample: int = 4,
+    ) -> None:
+        super().__init__()
+        halvings = _num_halvings(downsample)
+        self.in_channels = in_channels
+        self.downsample = downsample
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i in range(halvings):
+            out = hidden_channels // 2 if (i == 0 and halvings > 1) else hidden_channels
+            layers += [nn.Conv2d(channels, out, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+            channels = out
+        layers.append(nn.Conv2d(channels, hidden_channels, kernel_size=3, padding=1))
+        layers.append(ResidualStack(hidden_channels, residual_channels, num_residual_blocks))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_images(x, self.in_channels, self.downsample)
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """Mirror of :class:`Encoder`: a 3x3 convolution, a residual stack, transposed 4x4 stride-2
+    convolutions.
+
+    Maps (B, in_channels, h, w) -> (B, out_channels, h*f, w*f), f = ``downsample``. The output is
+    unbounded (no final activation): the VQ-VAE and VAE apply ``tanh`` for images in [-1, 1].
+
+    Args:
+        in_channels: latent channels in (``code_dim`` for the VQ-VAE).
+        out_channels: channels out (3 for RGB images).
+        hidden_channels, residual_channels, num_residual_blocks: as for :class:`Encoder`.
+        downsample: f, one of 2, 4, 8 (the upsampling factor).
+
+    Raises:
+        ValueError: ``downsample`` not in (2, 4, 8).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: int,
+        residual_channels: int,
+        num_residual_blocks: int,
+        downsample: int = 4,
+    ) -> None:
+        super().__init__()
+        halvings = _num_halvings(downsample)
+        self.downsample = downsample
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),
+            ResidualStack(hidden_channels, residual_channels, num_residual_blocks),
+        ]
+        channels = hidden_channels
+        for i in range(halvings):
+            last = i == halvings - 1
+            if last:
+                out = out_channels
+            elif i == halvings - 2:
+                out = hidden_channels // 2
+            else:
+                out = hidden_channels
+            layers.append(nn.ConvTranspose2d(channels, out, kernel_size=4, stride=2, padding=1))
+            if not last:
+                layers.append(nn.ReLU())
+            channels = out
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+# --------------------------------------------------------------------------------------------
+# VQ-VAE
+# --------------------------------------------------------------------------------------------
+@dataclass
+class VQVAEConfig:
+    """Hyperparameters of :class:`VQVAE` (defaults: the paper's §4.1 model at a course size).
+
+    Attributes:
+        image_size: side of the square training images in pixels (a multiple of ``downsample``).
+        in_channels: image channels (3 for RGB).
+        hidden_channels: channels of the encoder/decoder feature maps (paper: 256).
+        residual_channels: channels inside the residual blocks (paper: 32).
+        num_residual_blocks: residual blocks in the encoder and in the decoder (paper: 2).
+        downsample: spatial factor f from image to latent grid, 4 or 8.
+        codebook_size: K, number of codes (paper: 512).
+        code_dim: D, size of a code (the reference implementation uses 64).
+        beta: commitment weight (paper: 0.25).
+        ema: learn the codebook by EMA (appendix A.1) instead of the codebook loss.
+        decay: EMA decay (paper: 0.99).
+        eps: Laplace smoothing of the EMA cluster sizes.
+        init: codebook init, ``"kmeans"`` (on the first batch) or ``"random"``.
+        restart_dead_after: steps unused before a code is restarted; ``None``: never.
+
+    Raises:
+        ValueError: a field out of range (checked on construction).
+    """
+
+    image_size: int = 64
+    in_channels: int = 3
+    hidden_channels: int = 128
+    residual_channels: int = 32
+    num_residual_blocks: int = 2
+    downsample: int = 4
+    codebook_size: int = 512
+    code_dim: int = 64
+    beta: float = 0.25
+    ema: bool = True
+    decay: float = 0.99
+    eps: float = 1e-5
+    init: str = "kmeans"
+    restart_dead_after: int | None = 100
+
+    def __post_init__(self) -> None:
+        _check_common_config(self)
+        if self.init not in INIT_METHODS:
+            raise ValueError(f"init must be one of {INIT_METHODS}, got {self.init!r}")
+
+    def latent_size(self) -> int:
+        """Side of the latent grid: ``image_size // downsample``."""
+        return self.image_size // self.downsample
+
+
+class VQVAEOutput(NamedTuple):
+    """What :meth:`VQVAE.forward` returns.
+
+    Attributes:
+        x_hat: (B, C, H, W) reconstruction, float in [-1, 1].
+        indices: (B, H/f, W/f) int64 code indices in [0, K).
+        loss: scalar, ``recon_loss + vq_loss`` (minimise this).
+        recon_loss: scalar, mean squared error between x and x_hat (both in [-1, 1]).
+        vq_loss: scalar, the quantiser's loss (codebook + beta * commitment, or beta *
+            commitment with EMA).
+        perplexity: scalar, the batch's code-usage perplexity in [1, K].
+    """
+
+    x_hat: Tensor
+    indices: Tensor
+    loss: Tensor
+    recon_loss: Tensor
+    vq_loss: Tensor
+    perplexity: Tensor
+
+
+class VQVAE(nn.Module):
+    """VQ-VAE (van den Oord et al. 2017): encoder -> 1x1 conv to D -> quantiser -> decoder -> tanh.
+
+    ``x`` (B, C, H, W) float in [-1, 1], H and W multiples of f = ``config.downsample`` (any such
+    size works, not only ``config.image_size``); latents (B, D, H/f, W/f); codes (B, H/f, W/f).
+    """
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        if not isinstance(config, VQVAEConfig):
+            raise TypeError(f"config must be a VQVAEConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        self.encoder = Encoder(
+            c.in_channels, c.hidden_channels, c.residual_channels, c.num_residual_blocks,
+            c.downsample,
+        )
+        self.pre_quant = nn.Conv2d(c.hidden_channels, c.code_dim, kernel_size=1)
+        self.quantizer = VectorQuantizer(
+            c.codebook_size, c.code_dim, beta=c.beta, ema=c.ema, decay=c.decay, eps=c.eps,
+            init=c.init, restart_dead_after=c.restart_dead_after,
+        )
+        self.decoder = Decoder(
+            c.code_dim, c.in_channels, c.hidden_channels, c.residual_channels,
+            c.num_residual_blocks, c.downsample,
+        )
+
+    def encode_latents(self, x: Tensor) -> Tensor:
+        """Continuous encoder output before quantisation.
+
+        ``x`` (B, C, H, W) float in [-1, 1] -> ``z_e`` (B, D, H/f, W/f) float.
+        """
+        return self.pre_quant(self.encoder(x))
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Images to code indices, changing no state (no EMA update, no usage count).
+
+        Args:
+            x: (B, C, H, W) float in [-1, 1], H and W multiples of ``config.downsample``.
+
+        Returns:
+            (B, H/f, W/f) int64 in [0, K).
+
+        Raises:
+            TypeError, ValueError: bad ``x`` (see :func:`check_images`).
+        """
+        return self.quantizer.nearest_indices(self.encode_latents(x))
+
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """Code indices to images.
+
+        Args:
+            indices: (B, h, w) int64 in [0, K).
+
+        Returns:
+            (B, C, h*f, w*f) float in [-1, 1].
+
+        Raises:
+            TypeError, ValueError: see :meth:`VectorQuantizer.lookup`.
+        """
+        return torch.tanh(self.decoder(self.quantizer.lookup(indices)))
+
+    def forward(self, x: Tensor) -> VQVAEOutput:
+        """Reconstruct ``x`` through the discrete bottleneck.
+
+        Args:
+            x: (B, C, H, W) float in [-1, 1], H and W multiples of ``config.downsample``.
+
+        Returns:
+            :class:`VQVAEOutput`.
+
+        Raises:
+            TypeError, ValueError: bad ``x`` (see :func:`check_images`).
+        """
+        vq = self.quantizer(self.encode_latents(x))
+        x_hat = torch.tanh(self.decoder(vq.z_q))  # (B, C, H, W) in [-1, 1]
+        recon_loss = F.mse_loss(x_hat.float(), x.float())
+        return VQVAEOutput(
+            x_hat=x_hat,
+            indices=vq.indices,
+            loss=recon_loss + vq.loss,
+            recon_loss=recon_loss,
+            vq_loss=vq.loss,
+            perplexity=vq.perplexity,
+        )
+
+    def latent_shape(self, image_size: int | None = None) -> tuple[int, int]:
+        """(h, w) of the code grid for square images of side ``image_size`` (default: config's).
+
+        Raises:
+            ValueError: ``image_size`` not a positive multiple of ``config.downsample``.
+        """
+        size = self.config.image_size if image_size is None else image_size
+        f = self.config.downsample
+        if not isinstance(size, int) or size < 1 or size % f != 0:
+            raise ValueError(
+                f"image_size {size!r} is not a positive multiple of the downsampling factor {f}; "
+                f"use e.g. {' or '.join(str(s) for s in nearby_valid_sizes(max(int(size), 1), f))}"
+            )
+        return size // f, size // f
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian VAE baseline
+# --------------------------------------------------------------------------------------------
+@dataclass
+class VAEConfig:
+    """Hyperparameters of :class:`VAE`; encoder/decoder fields as in :class:`VQVAEConfig`.
+
+    Attributes:
+        latent_channels: channels of the spatial Gaussian latent (B, latent_channels, H/f, W/f).
+        kl_weight: weight of the KL term (1.0: the ELBO for a Gaussian decoder of variance 1/2,
+            see :class:`VAE`).
+
+    Raises:
+        ValueError: a field out of range (checked on construction).
+    """
+
+    image_size: int = 64
+    in_channels: int = 3
+    hidden_channels: int = 128
+    residual_channels: int = 32
+    num_residual_blocks: int = 2
+    downsample: int = 4
+    latent_channels: int = 64
+    kl_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_common_config(self)
+        if not isinstance(self.latent_channels, int) or self.latent_channels < 1:
+            raise ValueError(f"latent_channels must be an int >= 1, got {self.latent_channels!r}")
+        if self.kl_weight < 0:
+            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight!r}")
+
+    def latent_size(self) -> int:
+        """Side of the latent grid: ``image_size // downsample``."""
+        return self.image_size // self.downsample
+
+
+class VAEOutput(NamedTuple):
+    """What :meth:`VAE.forward` returns.
+
+    Attributes:
+        x_hat: (B, C, H, W) reconstruction from a sampled latent, float in [-1, 1].
+        mu: (B, L, H/f, W/f) posterior mean.
+        logvar: (B, L, H/f, W/f) posterior log-variance (clamped to ``LOGVAR_RANGE``).
+        loss: scalar, ``recon_loss + kl_weight * kl_loss``.
+        recon_loss: scalar, mean squared error per image element (as the VQ-VAE's).
+        kl_loss: scalar >= 0, KL(q(z|x) || N(0, I)) in nats per image element (see :class:`VAE`).
+    """
+
+    x_hat: Tensor
+    mu: Tensor
+    logvar: Tensor
+    loss: Tensor
+    recon_loss: Tensor
+    kl_loss: Tensor
+
+
+class VAE(nn.Module):
+    """Gaussian VAE with the VQ-VAE's encoder and decoder, the course's continuous baseline.
+
+    ``q(z|x) = N(mu, diag(exp(logvar)))`` over a spatial latent (B, L, H/f, W/f), prior N(0, I),
+    a sample by reparameterisation ``z = mu + exp(logvar / 2) * eps``.
+
+    Loss scaling: with a Gaussian decoder of variance sigma², the negative ELBO of one image is
+    ``sum_pixels (x - x_hat)² / (2 sigma²) + KL`` (+ a constant). Dividing by the number of image
+    elements P = C·H·W gives ``mse / (2 sigma²) + KL / P``. So ``recon_loss`` is the MSE averaged
+    over all image elements (like the VQ-VAE's) and ``kl_loss`` is the KL *summed* over the
+    latent elements of an image, averaged over the batch and divided by P (nats per image
+    element). With ``kl_weight = 1`` the loss is the negative ELBO per element for sigma² = 1/2;
+    ``kl_weight = 2 sigma²`` in general.
+    """
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        if not isinstance(config, VAEConfig):
+            raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        self.encoder = Encoder(
+            c.in_channels, c.hidden_channels, c.residual_channels, c.num_residual_blocks,
+            c.downsample,
+        )
+        self.to_moments = nn.Conv2d(c.hidden_channels, 2 * c.latent_channels, kernel_size=1)
+        self.decoder = Decoder(
+            c.latent_channels, c.in_channels, c.hidden_channels, c.residual_channels,
+            c.num_residual_blocks, c.downsample,
+        )
+
+    def moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x`` (B, C, H, W) in [-1, 1] -> ``(mu, logvar)``, each (B, L, H/f, W/f)."""
+        mu, logvar = self.to_moments(self.encoder(x)).chunk(2, dim=1)  # 2 x (B, L, h, w)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Posterior mean: ``x`` (B, C, H, W) in [-1, 1] -> ``mu`` (B, L, H/f, W/f)."""
+        return self.moments(x)[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Latents (B, L, h, w) -> images (B, C, h*f, w*f) in [-1, 1]."""
+        if not isinstance(z, Tensor) or z.dim() != 4 or z.shape[1] != self.config.latent_channels:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(
+                f"z must have shape (B, {self.config.latent_channels}, h, w) "
+                f"(latent_channels = {self.config.latent_channels}); got {shape}"
+            )
+        return torch.tanh(self.decoder(z))
+
+    def forward(self, x: Tensor) -> VAEOutput:
+        """Reconstruct ``x`` through a sampled latent and compute the loss (see class docstring).
+
+        Args:
+            x: (B, C, H, W) float in [-1, 1], H and W multiples of ``config.downsample``.
+
+        Raises:
+            TypeError, ValueError: bad ``x`` (see :func:`check_images`).
+        """
+        mu, logvar = self.moments(x)  # (B, L, h, w) each
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L, h, w)
+        x_hat = self.decode(z)  # (B, C, H, W)
+        recon_loss = F.mse_loss(x_hat.float(), x.float())
+        kl_map = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())
+        elements_per_image = x[0].numel()  # P = C·H·W
+        kl_loss = kl_map.sum() / (x.shape[0] * elements_per_image)
+        loss = recon_loss + self.config.kl_weight * kl_loss
+        return VAEOutput(x_hat, mu, logvar, loss, recon_loss, kl_loss)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` images from the prior: z ~ N(0, I), decoded.
+
+        Args:
+            n: number of images (>= 1).
+            generator: optional ``torch.Generator`` (CPU or the model's device) for reproducible
+                samples.
+
+        Returns:
+            (n, C, image_size, image_size) float in [-1, 1], on the model's device.
+
+        Raises:
+            ValueError: ``n`` < 1.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n (number of samples) must be an int >= 1, got {n!r}")
+        device = next(self.parameters()).device
+        size = self.config.latent_size()
+        shape = (n, self.config.latent_channels, size, size)
+        draw_device = generator.device if generator is not None else device
+        z = torch.randn(shape, generator=generator, device=draw_device).to(device)
+        return self.decode(z)
