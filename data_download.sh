@@ -120,10 +120,15 @@ die() {
 }
 
 offline_advice() {
-    # The three ways on when a file cannot be had; printed after a download error.
+    # offline_advice PART: the three ways on when a file cannot be had, printed after a download
+    # error; PART is the file's .part, mentioned when a partial download is kept there.
     say "What to do:"
-    say "  - check your internet connection (and proxy settings) and run this script again;"
-    say "    a partial download in $DL is resumed, not restarted"
+    if [[ -s "$1" ]]; then
+        say "  - check your internet connection (and proxy settings) and run this script again;"
+        say "    it resumes from the $(wc -c <"$1" | tr -d ' ') bytes kept in $1"
+    else
+        say "  - check your internet connection (and proxy settings) and run this script again"
+    fi
     say "  - or download the four ISIC 2016 Part 3 files by hand from $CHALLENGE_PAGE"
     say "    into $ROOT and run this script again to verify and unpack them"
     say "  - or work offline with the synthetic lesion set: make_loaders(source=\"synthetic\")"
@@ -148,12 +153,13 @@ curl_reason() {
 }
 
 pick_python() {
-    # Prints the name of a Python 3 interpreter: python3, else python if it is Python 3.
-    local candidate
+    # Prints the path of a Python >= 3.6: python3, else python. The interpreter's own path is
+    # used from then on, so wrappers such as pyenv shims are not started for every call.
+    local candidate exe
     for candidate in python3 python; do
         if command -v "$candidate" >/dev/null 2>&1 &&
-            "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 6) else 1)' 2>/dev/null; then
-            echo "$candidate"
+            exe="$("$candidate" -c 'import sys; assert sys.version_info >= (3, 6); print(sys.executable)' 2>/dev/null)"; then
+            if [[ -n "$exe" && -x "$exe" ]]; then echo "$exe"; else echo "$candidate"; fi
             return 0
         fi
     done
@@ -182,7 +188,7 @@ check_hash_var() {
 #   countdir DIR                 -> number of *.jpg files in DIR on stdout
 #   crossids IMAGES CSV          -> IMAGES (zip or folder) and CSV name the same ids
 #   extract FILE DEST EXPECT     -> JPEGs of FILE flattened into DEST (CRC-checked), count checked
-read -r -d '' PY_HELPER <<'PY' || true
+IFS= read -r -d '' PY_HELPER <<'PY' || true
 import csv, hashlib, io, os, re, sys, zipfile
 
 LABELS = {"benign": 0, "0": 0, "0.0": 0, "malignant": 1, "1": 1, "1.0": 1}
@@ -424,7 +430,7 @@ download() {
     done
     say "error: could not download $file. Tried:"
     printf '%s\n' "${tried[@]}" >&2
-    offline_advice
+    offline_advice "$part"
     exit 1
 }
 

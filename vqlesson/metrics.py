@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional import structural_similarity_index_measure
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 #: Smallest image side for which SSIM's 11x11 Gaussian window (sigma 1.5) is defined.
 SSIM_MIN_SIZE = 11
@@ -133,7 +133,7 @@ def psnr(x: torch.Tensor, x_hat: torch.Tensor, reduction: str = "mean") -> float
 def ssim(x: torch.Tensor, x_hat: torch.Tensor, reduction: str = "mean") -> float | torch.Tensor:
     """Structural similarity (Wang et al. 2004), per image, on ``[0, 1]`` images.
 
-    Uses ``torchmetrics.functional.structural_similarity_index_measure`` with its standard
+    Uses ``torchmetrics.functional.image.structural_similarity_index_measure`` with its standard
     Gaussian window (11x11, sigma 1.5) and ``data_range=1.0`` after :func:`to_unit_range`.
     1 means identical; lower is less similar (it can be negative).
 

@@ -84,11 +84,11 @@ MAX_HAIRS = 8
 
 TDS_WEIGHTS = (1.3, 0.1, 0.5, 0.5)  # A, B, C, D (Stolz et al. 1994)
 TDS_THRESHOLD = 5.45  # TDS above this: malignant
-ASYMMETRY_RAMP = (0.04, 0.16)  # per-axis unmatched area fraction -> 0..1
+ASYMMETRY_RAMP = (0.02, 0.08)  # per-axis unmatched area fraction -> 0..1
 BORDER_RAMP = (0.15, 0.6)  # per-octant RMS of high-frequency d ln r / d theta -> 0..1
-DIAMETER_RAMP = (0.25, 0.75)  # equivalent diameter / field width -> D from 1 to 5
-FEATURE_GRID = 48  # grid side for the asymmetry masks (in units of the lesion radius)
-FEATURE_ANGLES = 256  # samples of r(theta) for the outline geometry
+DIAMETER_RAMP = (0.2, 0.65)  # equivalent diameter / field width -> D from 1 to 5
+FEATURE_GRID = 36  # grid side for the asymmetry masks (in units of the lesion radius)
+FEATURE_ANGLES = 128  # samples of r(theta) for the outline geometry
 FEATURE_CHUNK = 256  # items per vectorised chunk when computing features
 
 # Noise fields: number of control points per side (more = finer texture).
@@ -109,6 +109,7 @@ def _noise_basis(size: int, nodes: int) -> np.ndarray:
     centres = np.linspace(-1.25, 1.25, nodes)  # (nodes,)
     spacing = centres[1] - centres[0]
     weights = np.exp(-0.5 * ((coords[:, None] - centres[None, :]) / spacing) ** 2)
+    weights[weights < 1e-6] = 0.0  # float32 denormals would make the matmuls crawl
     weights /= np.sqrt((weights**2).sum(axis=1, keepdims=True))
     return weights.astype(np.float32)
 
@@ -161,15 +162,16 @@ def total_dermoscopy_score(
 
 
 def _outline_profile(amplitudes: np.ndarray, phases: np.ndarray, theta: np.ndarray) -> tuple:
-    """``r(theta) / R`` and ``d r / d theta / R`` for each item.
+    """``r(theta) / R``, ``d r / d theta / R`` and the part of the latter from ``k >= 3``.
 
-    amplitudes, phases: (n, K) -> two arrays (n, M) for theta: (M,) in radians.
+    amplitudes, phases: (n, K), theta: (M,) radians -> three float64 arrays (n, M).
     """
     k = np.arange(1, amplitudes.shape[1] + 1, dtype=np.float64)  # (K,)
     arg = k[None, :, None] * theta[None, None, :] + phases[:, :, None]  # (n, K, M)
     r = 1.0 + np.einsum("nk,nkm->nm", amplitudes, np.cos(arg))  # (n, M)
-    dr = -np.einsum("nk,nkm->nm", amplitudes * k[None, :], np.sin(arg))  # (n, M)
-    return r, dr
+    slope = -(amplitudes * k[None, :])[:, :, None] * np.sin(arg)  # (n, K, M) per harmonic
+    dr_high = slope[:, 2:].sum(axis=1)  # (n, M) k >= 3
+    return r, slope[:, :2].sum(axis=1) + dr_high, dr_high
 
 
 def _polygon_moments(r: np.ndarray, theta: np.ndarray) -> tuple:
@@ -228,12 +230,13 @@ def _abcd_features(
     octant = (np.arange(FEATURE_ANGLES) * 8) // FEATURE_ANGLES  # (M,) octant of each angle
     for start in range(0, n, FEATURE_CHUNK):
         sl = slice(start, min(start + FEATURE_CHUNK, n))
-        r, dr = _outline_profile(amplitudes[sl], phases[sl], theta)  # (c, M) each
+        r, _, dr_high = _outline_profile(amplitudes[sl], phases[sl], theta)  # (c, M) each
         a, centroid, cov = _polygon_moments(r, theta)
         area[sl] = a
         # Asymmetry: reflect the grid about each principal axis through the centroid.
         _, vecs = np.linalg.eigh(cov)  # (c, 2, 2), columns = axes (minor, major)
-        inside = _inside(r, np.broadcast_to(gx, (r.shape[0], gx.shape[1])), gy + 0 * r[:, :1])
+        grid_shape = (r.shape[0], gx.shape[1])
+        inside = _inside(r, np.broadcast_to(gx, grid_shape), np.broadcast_to(gy, grid_shape))
         count = inside.sum(axis=1)  # (c,) lesion area in grid cells
         total = np.zeros(r.shape[0])
         for j in range(2):
@@ -248,10 +251,7 @@ def _abcd_features(
             total += _ramp(unmatched, *ASYMMETRY_RAMP)
         asym[sl] = total
         # Border: high-frequency (k >= 3) part of d ln r / d theta, RMS per octant.
-        low_amp = amplitudes[sl].copy()
-        low_amp[:, 2:] = 0.0
-        _, dr_low = _outline_profile(low_amp, phases[sl], theta)
-        hf = (dr - dr_low) / r  # (c, M)
+        hf = dr_high / r  # (c, M)
         rms = np.sqrt(np.stack([(hf[:, octant == o] ** 2).mean(axis=1) for o in range(8)], 1))
         border[sl] = _ramp(rms, *BORDER_RAMP).sum(axis=1)  # (c,)
     equivalent_diameter = 2.0 * radius * np.sqrt(area / np.pi)  # field half-widths
@@ -291,9 +291,9 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     # Outline.
     angle, offset = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(0.03, 0.2)
     p["lesion_center"] = offset * np.array([np.cos(angle), np.sin(angle)])
-    p["lesion_radius"] = rng.uniform(0.17, 0.32) + 0.2 * z_size
+    p["lesion_radius"] = rng.uniform(0.22, 0.38) + 0.26 * z_size
     k = np.arange(1, NUM_HARMONICS + 1)
-    size = 0.02 + 0.28 * z_asym  # overall harmonic amplitude
+    size = 0.04 + 0.30 * z_asym  # overall harmonic amplitude
     slope = 1.8 - 1.1 * z_border  # spectral slope: flatter = more high-frequency border energy
     amps = size * k ** (-slope) * rng.uniform(0.3, 1.7, NUM_HARMONICS)
     amps[1] += rng.uniform(0.0, 0.18)  # k = 2: an oval, still mirror-symmetric
@@ -303,7 +303,7 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     p["edge_softness"] = rng.uniform(0.05, 0.2) * (1.0 - 0.75 * z_border)  # in units of R
     p["edge_roughness"] = 0.01 + 0.05 * z_border  # small-scale noise on the outline, units of R
     # Colours: 1..6, the first is light or dark brown.
-    n_colours = 1 + rng.binomial(5, 0.04 + 0.8 * z_colour**1.3)
+    n_colours = 1 + rng.binomial(5, 0.15 + 0.8 * z_colour)
     first = int(rng.integers(0, 2))
     weights = (1 - z_colour) * COLOUR_WEIGHTS_TYPICAL + z_colour * COLOUR_WEIGHTS_ATYPICAL
     weights[first] = 0.0
@@ -353,13 +353,13 @@ class _Canvas:
         coords = ((np.arange(size) + 0.5) / size * 2.0 - 1.0).astype(np.float32)  # (S,)
         self.x = np.broadcast_to(coords[None, :], (size, size))  # (S, S) column coordinate
         self.y = np.broadcast_to(coords[:, None], (size, size))  # (S, S) row coordinate
-        self.bases = {nodes: _noise_basis(size, nodes) for nodes in NOISE_NODES}
+        self.bases = {nodes: torch.from_numpy(_noise_basis(size, nodes)) for nodes in NOISE_NODES}
 
     def noise(self, rng: np.random.Generator, nodes: int) -> np.ndarray:
         """Smooth noise (S, S) float32, zero mean, unit variance, ``nodes`` control points a side."""
-        basis = self.bases[nodes]  # (S, nodes)
-        g = rng.standard_normal((nodes, nodes)).astype(np.float32)
-        return basis @ g @ basis.T
+        basis = self.bases[nodes]  # (S, nodes) tensor
+        g = torch.from_numpy(rng.standard_normal((nodes, nodes), dtype=np.float32))
+        return (basis @ g @ basis.T).numpy()  # torch: obeys torch.set_num_threads
 
 
 def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.ndarray:

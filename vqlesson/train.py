@@ -1,0 +1,496 @@
+"""Training and evaluation loop for the course's autoencoders (VQ-VAE, VAE, later VQ-VAE-2).
+
+The VQ-VAE objective of van den Oord et al. 2017 (*Neural Discrete Representation Learning*,
+section 3.2, eq. 3: reconstruction + codebook + beta x commitment) is computed by the model
+itself; this loop only minimises the ``loss`` field of whatever the model returns, with AdamW
+(the paper uses Adam, lr 2e-4) or SGD with momentum (for the course's optimiser comparison).
+
+The loop is generic. A model's ``forward(x)`` must return a NamedTuple with at least ``x_hat``
+(``(B, C, H, W)`` in ``[-1, 1]``) and ``loss`` (scalar); every other 0-dim tensor field is a
+loss term or metric that is averaged and logged under its field name. Vector quantisers are found
+as the :class:`~vqlesson.quantize.VectorQuantizer` submodules; their code usage gives the epoch
+perplexity and active-code fraction. A model without quantisers (the VAE) trains the same way.
+
+Reproducibility: the run is seeded with ``TrainConfig.seed``, and every checkpoint stores the
+optimiser, ``GradScaler``, counters, history and all random-number-generator states taken at the
+epoch boundary, so that on the CPU a resumed run gives exactly the per-step losses of an
+uninterrupted one (on a GPU up to non-deterministic kernels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import metrics
+from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .quantize import VectorQuantizer
+from .runtime import get_device, seed_everything
+
+OPTIMIZERS = ("adamw", "sgd")
+#: Evaluation keys that are constants of the model, not recorded per epoch in the history.
+_STATIC_KEYS = ("bits_per_image", "compression_ratio")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes:
+        epochs: total epochs (a resumed run continues up to this number), >= 0.
+        lr: learning rate (> 0); 2e-4 is the VQ-VAE paper's Adam rate.
+        weight_decay: decoupled weight decay of AdamW / L2 of SGD, >= 0.
+        optimizer: ``"adamw"`` or ``"sgd"`` (with ``momentum``).
+        momentum: SGD momentum in ``[0, 1)``; unused by AdamW.
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a ``GradScaler``);
+            ignored on CPU and MPS.
+        grad_clip: clip the global gradient norm to this value; ``None`` or 0 disables it.
+        seed: seed of ``random``, NumPy and torch at the start of a fresh run.
+        checkpoint_path: file to save after every epoch (atomic); ``None``: no checkpoint.
+        resume: continue from ``checkpoint_path`` when it exists (it must hold the same model
+            class and config); start fresh when it does not. With ``resume=False`` an existing
+            checkpoint is overwritten after the first epoch.
+        progress: show a ``tqdm`` bar per epoch.
+        device: ``"cpu"``, ``"cuda"``, ``"mps"``...; ``None`` picks one (see ``get_device``).
+
+    Raises:
+        ValueError: a value out of range, an unknown optimiser, or ``resume`` without a
+            ``checkpoint_path``.
+    """
+
+    epochs: int = 10
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    amp: bool = True
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    checkpoint_path: str | None = None
+    resume: bool = False
+    progress: bool = True
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, got {self.epochs!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be > 0, 0 or None (no clipping), got {self.grad_clip!r}")
+        if self.resume and self.checkpoint_path is None:
+            raise ValueError("resume=True needs a checkpoint_path to resume from")
+        if self.checkpoint_path is not None:
+            self.checkpoint_path = str(self.checkpoint_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+def find_quantizers(model: nn.Module) -> list[tuple[str, VectorQuantizer]]:
+    """``(module name, quantiser)`` for every :class:`VectorQuantizer` inside ``model``."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, VectorQuantizer)]
+
+
+def _code_keys(quantizers: list[tuple[str, VectorQuantizer]]) -> dict[str, str]:
+    """Module name -> history-key prefix: ``""`` for a single quantiser, else ``"<name>_"``."""
+    if len(quantizers) == 1:
+        return {quantizers[0][0]: ""}
+    return {name: name.replace(".", "_") + "_" for name, _ in quantizers}
+
+
+def _code_metrics(quantizers: list[tuple[str, VectorQuantizer]]) -> dict[str, float]:
+    """Perplexity and active fraction of the usage counted since the last ``reset_usage``."""
+    prefixes = _code_keys(quantizers)
+    out: dict[str, float] = {}
+    for name, q in quantizers:
+        out[prefixes[name] + "perplexity"] = q.epoch_perplexity()
+        out[prefixes[name] + "active_fraction"] = q.active_fraction()
+    return out
+
+
+def _scalar_terms(output: Any, reserved: Iterable[str]) -> dict[str, Tensor]:
+    """The 0-dim tensor fields of a model output, by log name (``batch_<field>`` when the field
+    name collides with a code-usage key such as ``perplexity``).
+
+    Raises:
+        TypeError: the output is not a NamedTuple with ``x_hat`` and ``loss``.
+    """
+    fields = getattr(output, "_fields", None)
+    if fields is None or "x_hat" not in fields or "loss" not in fields:
+        raise TypeError(
+            f"the model's forward must return a NamedTuple with at least 'x_hat' and 'loss' "
+            f"fields, got {type(output).__name__}"
+            + (f" with fields {fields}" if fields is not None else "")
+        )
+    reserved = set(reserved)
+    terms: dict[str, Tensor] = {}
+    for field in fields:
+        value = getattr(output, field)
+        if field != "x_hat" and isinstance(value, Tensor) and value.dim() == 0:
+            terms[f"batch_{field}" if field in reserved else field] = value
+    return terms
+
+
+def _images(batch: Any, loader_name: str) -> Tensor:
+    """The image tensor of a batch ``(image, label)`` (or a bare image tensor)."""
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise TypeError(
+            f"{loader_name} must yield (image, label) batches with image a (B, C, H, W) float "
+            f"tensor in [-1, 1], got "
+            + (f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+               if isinstance(x, Tensor) else type(x).__name__)
+        )
+    return x
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """The distinct ``torch.Generator`` objects a ``DataLoader`` draws from (its own, its
+    sampler's, its batch sampler's sampler's), in a fixed order."""
+    if loader is None:
+        return []
+    candidates = [
+        getattr(loader, "generator", None),
+        getattr(getattr(loader, "sampler", None), "generator", None),
+        getattr(getattr(getattr(loader, "batch_sampler", None), "sampler", None), "generator", None),
+    ]
+    found: list[torch.Generator] = []
+    for g in candidates:
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+def _amp_settings(device: torch.device, amp: bool) -> tuple[bool, torch.dtype, bool]:
+    """``(autocast enabled, autocast dtype, needs a GradScaler)``: mixed precision on CUDA only."""
+    if not amp or device.type != "cuda":
+        return False, torch.float32, False
+    if torch.cuda.is_bf16_supported():
+        return True, torch.bfloat16, False
+    return True, torch.float16, True
+
+
+def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _non_finite_error(
+    epoch: int, epochs: int, step: int, batch_index: int, bad: list[str], values: dict[str, float],
+    lr: float, x: Tensor,
+) -> FloatingPointError:
+    """The error for a non-finite input batch (``bad == []``) or non-finite loss terms."""
+    where = f"epoch {epoch} of {epochs}, step {step} (batch {batch_index + 1} of this epoch)"
+    if not bad:
+        return FloatingPointError(
+            f"non-finite input images (NaN or inf) at {where}. Training stopped before using them. "
+            "Check the data pipeline: images must be finite float tensors in [-1, 1]."
+        )
+    shown = ", ".join(f"{name}={values[name]}" for name in bad)
+    low, high = float(x.min()), float(x.max())
+    return FloatingPointError(
+        f"non-finite {', '.join(bad)} at {where}: {shown}. Training stopped instead of continuing "
+        f"with corrupt weights. Try a lower learning rate (lr={lr:g}), amp=False (full "
+        f"precision), and check the inputs are float images in [-1, 1] (this batch spans "
+        f"[{low:.3g}, {high:.3g}])."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_vqvae(
+    model: nn.Module, loader: Iterable, device: str | torch.device | None = None, *,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Reconstruction and code statistics of ``model`` over every batch of ``loader``.
+
+    Runs in eval mode under ``no_grad`` (the mode is restored afterwards) and resets the
+    quantisers' usage counts first.
+
+    Args:
+        model: returns a NamedTuple with ``x_hat`` and ``loss`` (see the module docstring).
+        loader: yields ``(image, label)`` with image ``(B, C, H, W)`` float in ``[-1, 1]``.
+        device: where to evaluate (the model is moved there); ``None``: the model's device.
+        amp: autocast (bf16/fp16) on CUDA; metrics are still computed in float32.
+
+    Returns:
+        Floats, averaged over images: every scalar loss term of the output under its field name
+        (``batch_perplexity`` for a batch-level ``perplexity`` field), ``mse`` (on ``[-1, 1]``),
+        ``psnr`` (dB, on ``[0, 1]``), ``ssim`` (NaN for images under 11 px); for models with
+        quantisers also ``perplexity`` and ``active_fraction`` of the codes used over the whole
+        loader (prefixed ``<module>_`` when there are several quantisers), ``bits_per_image``
+        (all levels together) and ``compression_ratio`` (8-bit image size / code size).
+
+    Raises:
+        ValueError: the loader is empty.
+        TypeError: batches or model outputs of the wrong kind.
+    """
+    if device is None:
+        first = next(iter(model.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    model.to(device)
+    autocast, amp_dtype, _ = _amp_settings(device, amp)
+    quantizers = find_quantizers(model)
+    prefixes = _code_keys(quantizers)
+    reserved = {p + k for p in prefixes.values() for k in ("perplexity", "active_fraction")}
+
+    latent_shapes: dict[str, tuple[int, ...]] = {}
+
+    def remember_shape(name: str):
+        def hook(module, inputs, output) -> None:
+            latent_shapes[name] = tuple(output.indices.shape[1:])  # (B, H', W') -> (H', W')
+        return hook
+
+    handles = [q.register_forward_hook(remember_shape(name)) for name, q in quantizers]
+    was_training = model.training
+    model.eval()
+    for _, q in quantizers:
+        q.reset_usage()
+    sums: dict[str, Tensor] = {}
+    n_images = 0
+    image_shape: tuple[int, ...] = ()
+    try:
+        for batch in loader:
+            x = _images(batch, "loader").to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
+                output = model(x)
+            terms = _scalar_terms(output, reserved)
+            x_hat = output.x_hat.float()
+            b = x.shape[0]
+            image_shape = tuple(x.shape[1:])
+            per_batch = {name: t.detach().double() * b for name, t in terms.items()}
+            per_batch["mse"] = metrics.mse(x, x_hat, "none").double().sum()
+            per_batch["psnr"] = metrics.psnr(x, x_hat, "none").double().sum()
+            if min(x.shape[-2:]) >= metrics.SSIM_MIN_SIZE:
+                per_batch["ssim"] = metrics.ssim(x, x_hat, "none").double().sum()
+            for name, value in per_batch.items():
+                sums[name] = sums[name] + value if name in sums else value
+            n_images += b
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if n_images == 0:
+        raise ValueError("the evaluation loader yielded no batches; give it at least one image")
+    results = {name: float(total.item()) / n_images for name, total in sums.items()}
+    results.setdefault("ssim", math.nan)
+    if quantizers:
+        results.update(_code_metrics(quantizers))
+        levels = [(latent_shapes[name], q.codebook_size) for name, q in quantizers if name in latent_shapes]
+        if levels:
+            bits = metrics.bits_per_image(levels)
+            results["bits_per_image"] = bits
+            results["compression_ratio"] = metrics.compression_ratio(image_shape, bits)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+def _train_one_epoch(
+    model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None, device: torch.device, autocast: bool,
+    amp_dtype: torch.dtype, config: TrainConfig, epoch: int, step: int,
+    quantizers: list[tuple[str, VectorQuantizer]], step_losses: list[float],
+) -> tuple[dict[str, float], int, int]:
+    """One pass over ``loader``. Returns (train averages, new global step, images seen)."""
+    prefixes = _code_keys(quantizers)
+    reserved = {p + k for p in prefixes.values() for k in ("perplexity", "active_fraction", "restarts")}
+    model.train()
+    for _, q in quantizers:
+        q.reset_usage()
+    sums: dict[str, float] = {}
+    restarts = {name: 0 for name, _ in quantizers}
+    n_images = 0
+    bar = tqdm(
+        loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress,
+        leave=True, unit="batch",
+    )
+    clip = config.grad_clip is not None and config.grad_clip > 0
+    for batch_index, batch in enumerate(bar):
+        x = _images(batch, "train_loader").to(device, non_blocking=True)
+        if not bool(torch.isfinite(x).all()):
+            raise _non_finite_error(
+                epoch, config.epochs, step + 1, batch_index, [], {},
+                optimizer.param_groups[0]["lr"], x,
+            )
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
+            output = model(x)
+        terms = _scalar_terms(output, reserved)
+        values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
+        bad = [name for name, v in values.items() if not math.isfinite(v)]
+        if bad:
+            bad.sort(key=lambda name: name == "loss")  # the specific terms first, the total last
+            raise _non_finite_error(
+                epoch, config.epochs, step + 1, batch_index, bad, values,
+                optimizer.param_groups[0]["lr"], x,
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(output.loss).backward()
+            if clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            output.loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+        step += 1
+        b = x.shape[0]
+        n_images += b
+        step_losses.append(values["loss"])
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value * b
+        for name, q in quantizers:
+            restarts[name] += int(q.last_restarts)
+        postfix = {"loss": f"{values['loss']:.4f}"}
+        postfix.update({k: f"{v:.1f}" for k, v in values.items() if "perplexity" in k})
+        bar.set_postfix(postfix, refresh=False)
+    bar.close()
+    if n_images == 0:
+        raise ValueError("train_loader yielded no batches; give it at least one image")
+    averages = {name: total / n_images for name, total in sums.items()}
+    averages.update(_code_metrics(quantizers))
+    for name, _ in quantizers:
+        averages[prefixes[name] + "restarts"] = float(restarts[name])
+    return averages, step, n_images
+
+
+def train_vqvae(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable | None,
+    config: TrainConfig | None = None,
+    callback: Callable[[dict[str, list]], None] | None = None,
+) -> dict[str, list]:
+    """Train an autoencoder (VQ-VAE, VAE, VQ-VAE-2) and return its history.
+
+    Args:
+        model: ``forward(x)`` returns a NamedTuple with ``x_hat`` and ``loss`` (module docstring);
+            needs a dataclass ``model.config`` when checkpointing. Moved to the chosen device.
+        train_loader: yields ``(image, label)``, image ``(B, C, H, W)`` float in ``[-1, 1]``.
+            For exact resumption give it a seeded ``generator`` (its state is checkpointed).
+        val_loader: the same kind of loader, evaluated after every epoch; ``None`` skips it.
+        config: :class:`TrainConfig` (defaults when ``None``).
+        callback: called as ``callback(history)`` after every epoch (e.g. a live plot). The
+            random-number generators are restored after it, so a callback never changes training.
+
+    Returns:
+        History: a dict of per-epoch lists: ``epoch`` (1-based), ``lr``, ``epoch_time_s``,
+        ``images_per_s`` (training images per second), every scalar output term (``loss``,
+        ``recon_loss``, ...; ``batch_perplexity`` for the batch-level ``perplexity`` field), for
+        each quantiser ``perplexity``, ``active_fraction`` and ``restarts`` over the epoch's
+        codes (``<module>_perplexity``... with several quantisers), and with a ``val_loader``
+        the same loss terms and code metrics prefixed ``val_`` plus ``val_mse``, ``val_psnr``
+        (dB) and ``val_ssim``; plus ``step_loss``, the training loss of every step.
+
+    Raises:
+        FloatingPointError: a non-finite input or loss term (epoch, step and term named).
+        ValueError: a checkpoint of another model class/config or optimiser when resuming;
+            an empty loader.
+        TypeError: batches or model outputs of the wrong kind.
+    """
+    config = config if config is not None else TrainConfig()
+    device = get_device(config.device)
+    seed_everything(config.seed)
+    model.to(device)
+    autocast, amp_dtype, needs_scaler = _amp_settings(device, config.amp)
+    optimizer = _build_optimizer(model, config)
+    scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
+    generators = _loader_generators(train_loader) + _loader_generators(val_loader)
+    quantizers = find_quantizers(model)
+
+    history: dict[str, list] = {}
+    step = 0
+    start_epoch = 0
+    path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
+    if config.resume and path is not None and path.exists():
+        checkpoint = load_checkpoint(
+            path, map_location="cpu", expected_class=type(model), expected_config=model.config
+        )
+        stored = checkpoint.extra.get("train_config", {})
+        if stored.get("optimizer", config.optimizer) != config.optimizer:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was trained with optimizer={stored['optimizer']!r}, "
+                f"this run asks for {config.optimizer!r}; use the same optimizer or another "
+                "--out folder (checkpoint path)."
+            )
+        model.load_state_dict(checkpoint.model.state_dict())
+        model.to(device)
+        history = checkpoint.history
+        step, start_epoch = checkpoint.step, checkpoint.epoch
+        if start_epoch >= config.epochs:
+            return history
+        if checkpoint.optimizer_state is not None:
+            optimizer.load_state_dict(checkpoint.optimizer_state)
+        if scaler is not None and checkpoint.scaler_state:
+            scaler.load_state_dict(checkpoint.scaler_state)
+        if checkpoint.rng_state is not None:
+            if len(checkpoint.rng_state.get("generators", [])) != len(generators):
+                raise ValueError(
+                    f"checkpoint {str(path)!r} was written with data loaders drawing from "
+                    f"{len(checkpoint.rng_state.get('generators', []))} torch.Generator(s), these "
+                    f"loaders have {len(generators)}; build the loaders the same way to resume."
+                )
+            set_rng_state(checkpoint.rng_state, generators)
+        del checkpoint
+
+    history.setdefault("step_loss", [])
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        start = time.perf_counter()
+        train_stats, step, n_images = _train_one_epoch(
+            model, train_loader, optimizer, scaler, device, autocast, amp_dtype, config, epoch,
+            step, quantizers, history["step_loss"],
+        )
+        train_seconds = time.perf_counter() - start
+        record: dict[str, float] = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"])}
+        record.update(train_stats)
+        if val_loader is not None:
+            val_stats = evaluate_vqvae(model, val_loader, device, amp=config.amp)
+            record.update({f"val_{k}": v for k, v in val_stats.items() if k not in _STATIC_KEYS})
+        record["epoch_time_s"] = time.perf_counter() - start
+        record["images_per_s"] = n_images / max(train_seconds, 1e-9)
+        for key, value in record.items():
+            history.setdefault(key, []).append(value)
+        rng_state = get_rng_state(generators)  # the epoch boundary: what a resumed run restores
+        if path is not None:
+            save_checkpoint(
+                path, model, optimizer=optimizer, scaler=scaler, step=step, epoch=epoch,
+                history=history, rng_state=rng_state,
+                extra={"train_config": dataclasses.asdict(config)},
+            )
+        if callback is not None:
+            callback(history)
+            set_rng_state(rng_state, generators)
+    return history
