@@ -178,7 +178,10 @@ def test_dead_code_is_restarted_from_batch(ema):
         torch.testing.assert_close(vq.codebook[2], far, rtol=1e-4, atol=1e-4)  # EMA smoothing
         assert int(vq.steps_since_used[2]) == step
     assert int(vq.steps_since_used[0]) == 0
-    vq(z)  # third step without use: restarted
+    z_leaf = z.clone().requires_grad_(True)
+    out = vq(z_leaf)  # third step without use: restarted
+    out.loss.backward()  # the in-place restart does not break the autograd graph
+    assert z_leaf.grad is not None
     assert vq.last_restarts == 1
     new = vq.codebook[2]
     assert not torch.allclose(new, far)
@@ -238,7 +241,7 @@ def test_epoch_perplexity_accumulates_and_resets():
     out_a = vq(latents_at(codes, torch.zeros(1, 3, 3, dtype=torch.long)))
     out_b = vq(latents_at(codes, torch.ones(1, 3, 3, dtype=torch.long)))
     assert float(out_a.perplexity) == pytest.approx(1.0) and float(out_b.perplexity) == 1.0
-    assert vq.usage_counts.dtype == torch.float64
+    assert vq.usage_counts.dtype == torch.int64  # int64: exact, and MPS has no float64
     assert vq.usage_counts.tolist() == [9.0, 9.0, 0.0, 0.0]
     assert vq.epoch_perplexity() == pytest.approx(2.0)
     assert vq.active_fraction() == pytest.approx(0.5)
@@ -329,7 +332,8 @@ def test_bad_init_and_arguments_raise():
 @pytest.mark.parametrize("shape", [(2, D, 4), (2, D + 1, 4, 4), (D, 4, 4), (1, 2, D, 4, 4)])
 def test_bad_input_shapes_raise(shape):
     vq = make_vq()
-    with pytest.raises(ValueError, match=re.escape(f"(B, D, H, W) with D = code_dim = {D}")) as info:
+    expected = re.escape(f"(B, D, H, W) with D = code_dim = {D}")
+    with pytest.raises(ValueError, match=expected) as info:
         vq(torch.randn(*shape))
     assert str(shape) in str(info.value)
 

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, build_transforms
+from .metrics import to_unit_range
 from .runtime import Profile, get_profile, worker_init_fn
 from .synthetic import SyntheticLesions
 
@@ -78,11 +79,6 @@ class DatasetNotFoundError(FileNotFoundError):
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
     """``[0, 1] -> [-1, 1]`` (clamped first), the range every model of the course uses."""
     return x.clamp(0.0, 1.0) * 2.0 - 1.0
-
-
-def to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """``[-1, 1] -> [0, 1]`` (clamped), for plotting and for PSNR/SSIM."""
-    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -207,13 +207,9 @@ def perplexity_from_counts(counts) -> float:
     Raises:
         ValueError: not 1-D, empty, negative or non-finite counts.
     """
-    counts = _as_counts(counts)
-    total = counts.sum()
-    if total <= 0:
-        return 1.0
-    p = counts / total  # (K,)
-    entropy = -(p * torch.log(p.clamp_min(1e-300))).sum()  # nats; 0 log 0 -> 0
-    return float(torch.exp(entropy).item())
+    from .quantize import perplexity_from_counts as _perplexity  # the one implementation
+
+    return float(_perplexity(_as_counts(counts)).item())
 
 
 def active_fraction(counts) -> float:

@@ -20,6 +20,7 @@ All quantiser maths runs in float32, also under ``torch.autocast``.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -53,7 +54,7 @@ def squared_distances(x: Tensor, codes: Tensor) -> Tensor:
 
 
 def perplexity_from_counts(counts: Tensor) -> Tensor:
-    """``exp(-sum_k p_k log p_k)`` with ``p = counts / counts.sum()``: the effective number of codes.
+    """``exp(-sum_k p_k log p_k)``, ``p = counts / counts.sum()``: the effective number of codes.
 
     Args:
         counts: (K,) non-negative float or int, how often each code was used.
@@ -62,7 +63,7 @@ def perplexity_from_counts(counts: Tensor) -> Tensor:
         Scalar float tensor in ``[1, K]``: 1 when one code is used, K when all are used equally;
         1 when ``counts`` is all zero.
     """
-    counts = counts.double()
+    counts = counts.to(torch.float32 if counts.device.type == "mps" else torch.float64)  # MPS: no float64
     p = counts / counts.sum().clamp(min=1.0)  # (K,)
     entropy = -torch.special.xlogy(p, p).sum()
     return entropy.exp().float()
@@ -78,12 +79,17 @@ def _jitter(vectors: Tensor, reference: Tensor, scale: float = JITTER) -> Tensor
 
 
 def _kmeans_plus_plus(x: Tensor, k: int) -> Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): k rows of ``x`` (N, D), each next one drawn
-    with probability proportional to its squared distance to the nearest row already drawn.
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; the greedy variant of scikit-learn).
 
-    Returns (k, D). Loops over the k seeds (each step is vectorised over N); it runs once.
+    Picks k rows of ``x`` (N, D): each next seed is the best (lowest total squared distance of
+    all points to their nearest seed) of ``2 + log k`` candidates drawn with probability
+    proportional to their squared distance to the nearest seed so far.
+
+    Returns (k, D). Loops over the k seeds (each step is vectorised over N and the candidates);
+    it runs once, at initialisation.
     """
     n = x.shape[0]
+    trials = 2 + int(math.log(k))
     centroids = x.new_empty(k, x.shape[1])  # (k, D)
     first = torch.randint(n, (1,), device=x.device)
     centroids[0] = x[first[0]]
@@ -91,10 +97,12 @@ def _kmeans_plus_plus(x: Tensor, k: int) -> Tensor:
     for i in range(1, k):
         # All points already coincide with a seed: fall back to a uniform draw.
         weights = torch.where(min_d2.sum() > 0, min_d2, torch.ones_like(min_d2))  # (N,)
-        pick = torch.multinomial(weights, 1)  # (1,)
-        centroids[i] = x[pick[0]]
-        d2 = squared_distances(x, centroids[i : i + 1]).squeeze(1).clamp_(min=0.0)  # (N,)
-        min_d2 = torch.minimum(min_d2, d2)
+        candidates = torch.multinomial(weights, trials, replacement=True)  # (T,)
+        d2 = squared_distances(x, x[candidates]).clamp_(min=0.0)  # (N, T)
+        new_min = torch.minimum(min_d2.unsqueeze(1), d2)  # (N, T)
+        best = new_min.sum(dim=0).argmin()  # index into the T candidates
+        centroids[i] = x[candidates[best]]
+        min_d2 = new_min[:, best]  # (N,)
     return centroids
 
 
@@ -170,7 +178,7 @@ class VectorQuantizer(nn.Module):
     Buffers (all in ``state_dict``):
         ``embedding`` (K, D) (a parameter when ``ema=False``), ``ema_cluster_size`` (K,) and
         ``ema_embed_sum`` (K, D) when ``ema``, ``initialized`` bool, ``steps_since_used`` (K,)
-        int64, ``usage_counts`` (K,) float64 (code usage summed over all forwards since
+        int64, ``usage_counts`` (K,) int64 (code usage summed over all forwards since
         :meth:`reset_usage`, in training and eval).
 
     Attributes:
@@ -236,7 +244,7 @@ class VectorQuantizer(nn.Module):
             self.embedding = nn.Parameter(initial)
         self.register_buffer("initialized", torch.tensor(init == "random"))
         self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.int64))
-        self.register_buffer("usage_counts", torch.zeros(codebook_size, dtype=torch.float64))
+        self.register_buffer("usage_counts", torch.zeros(codebook_size, dtype=torch.int64))
 
     # ---- public API -------------------------------------------------------------------------
     @property
@@ -285,7 +293,7 @@ class VectorQuantizer(nn.Module):
 
             with torch.no_grad():
                 perplexity = perplexity_from_counts(counts)
-                self.usage_counts += counts.to(self.usage_counts.dtype)
+                self.usage_counts += counts.round().to(self.usage_counts.dtype)
                 if self.training:
                     if self.ema:
                         sums = torch.zeros_like(codebook).index_add_(
@@ -396,7 +404,7 @@ class VectorQuantizer(nn.Module):
 
     def active_fraction(self) -> float:
         """Fraction in ``[0, 1]`` of codes used at least once since :meth:`reset_usage`."""
-        return float((self.usage_counts > 0).double().mean())
+        return float((self.usage_counts > 0).float().mean())
 
     def extra_repr(self) -> str:
         return (

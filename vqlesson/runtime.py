@@ -102,6 +102,9 @@ class Profile:
         batch_size: mini-batch size for every model.
         epochs: training epochs of the VQ-VAE / VQ-VAE-2.
         prior_epochs: training epochs of the PixelCNN prior.
+        hidden_channels: width of the VQ-VAE encoder/decoder (paper: 128 on CIFAR-10).
+        codebook_size: K, number of codes.
+        code_dim: D, length of each code vector.
         num_workers: ``DataLoader`` worker processes.
     """
 
@@ -111,6 +114,9 @@ class Profile:
     batch_size: int
     epochs: int
     prior_epochs: int
+    hidden_channels: int = 128
+    codebook_size: int = 512
+    code_dim: int = 64
     num_workers: int = 0
 
     def with_overrides(self, **changes) -> "Profile":
@@ -119,12 +125,13 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "ci": Profile("ci", image_size=32, dataset_size=64, batch_size=16, epochs=1, prior_epochs=1),
-    "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=8, prior_epochs=10),
-    "gpu": Profile(
-        "gpu", image_size=128, dataset_size=None, batch_size=64, epochs=60, prior_epochs=60,
-        num_workers=4,
-    ),
+    "ci": Profile("ci", image_size=32, dataset_size=64, batch_size=16, epochs=1, prior_epochs=1,
+                  hidden_channels=32, codebook_size=64, code_dim=16),
+    "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=8, prior_epochs=10,
+                   hidden_channels=64, codebook_size=256, code_dim=32),
+    "gpu": Profile("gpu", image_size=128, dataset_size=None, batch_size=64, epochs=60,
+                   prior_epochs=60, hidden_channels=128, codebook_size=512, code_dim=64,
+                   num_workers=4),
 }
 
 

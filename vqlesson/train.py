@@ -375,7 +375,9 @@ def _train_one_epoch(
         for name, q in quantizers:
             restarts[name] += int(q.last_restarts)
         postfix = {"loss": f"{values['loss']:.4f}"}
-        postfix.update({k: f"{v:.1f}" for k, v in values.items() if "perplexity" in k})
+        postfix.update(
+            {k.removeprefix("batch_"): f"{v:.1f}" for k, v in values.items() if "perplexity" in k}
+        )
         bar.set_postfix(postfix, refresh=False)
     bar.close()
     if n_images == 0:

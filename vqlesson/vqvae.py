@@ -92,10 +92,10 @@ def _check_common_config(config: "VQVAEConfig | VAEConfig") -> None:
     if config.downsample not in VQVAE_FACTORS:
         raise ValueError(f"downsample must be one of {VQVAE_FACTORS}, got {config.downsample!r}")
     if config.image_size % config.downsample != 0:
+        nearby = nearby_valid_sizes(config.image_size, config.downsample)
         raise ValueError(
             f"image_size {config.image_size} is not divisible by downsample "
-            f"{config.downsample}; use e.g. "
-            f"{' or '.join(str(s) for s in nearby_valid_sizes(config.image_size, config.downsample))}"
+            f"{config.downsample}; use e.g. {' or '.join(str(s) for s in nearby)}"
         )
 
 
