@@ -37,3 +37,47 @@ def test_help_documents_the_commands():
         assert option in result.stdout
     with pytest.raises(SystemExit):
         main(["no-such-command"])
+
+
+def test_train_vqvae_end_to_end_then_resume_and_evaluate(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train-vqvae", "--data", "synthetic", "--profile", "ci", "--out", str(out),
+            "--dataset-size", "32", "--epochs", "1"]
+    assert main(args) == 0
+    for name in ("checkpoint.pt", "metrics.json", "reconstructions.png", "codebook_usage.png",
+                 "training_curves.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "metrics.json").read_text())
+    test = summary["test"]
+    assert summary["epochs"] == 1 and summary["config"]["codebook_size"] == 64
+    assert 1.0 <= test["perplexity"] <= 64 and 0 < test["active_fraction"] <= 1
+    assert test["bits_per_image"] == 8 * 8 * 6  # 32 px / 4 = 8x8 codes of log2(64) = 6 bits
+    assert test["psnr"] > 5
+
+    # --resume continues the same run to 2 epochs: one more epoch, same config, history kept
+    assert main(args[:-1] + ["2", "--resume"]) == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["epochs"] == 2
+
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--data", "synthetic",
+                 "--profile", "ci", "--dataset-size", "32", "--out", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "psnr" in printed and "VQVAE" in printed
+    evaluated = json.loads((tmp_path / "eval" / "metrics_test.json").read_text())
+    assert abs(evaluated["psnr"] - resumed["test"]["psnr"]) < 1e-6
+
+
+def test_resume_with_other_settings_says_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train-vqvae", "--data", "synthetic", "--profile", "ci", "--out", str(out),
+            "--dataset-size", "16", "--epochs", "1"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base[:-1] + ["2", "--resume", "--optimizer", "sgd"]) == 2
+    assert "optimizer" in capsys.readouterr().err
+
+
+def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--profile", "ci"]) == 2
+    assert "nope.pt" in capsys.readouterr().err

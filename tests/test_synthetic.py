@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -171,7 +172,7 @@ def test_order_and_length_independence() -> None:
     longer = SyntheticLesions(20, image_size=32, seed=2)
     for i in (0, 5, 7):
         assert torch.equal(ds[i][0], longer[i][0])
-        assert ds.params(i) == {**longer.params(i)}
+        assert ds.params(i) == longer.params(i)
     for name in ds.features:
         assert torch.equal(ds.features[name], longer.features[name][:8])
     assert torch.equal(ds[-1][0], ds[7][0])
@@ -184,6 +185,15 @@ def test_dataloader_workers_give_same_images() -> None:
     images, labels = zip(*loader)
     assert torch.equal(torch.cat(images), sequential)
     assert torch.equal(torch.cat(labels), ds.labels)
+
+
+def test_pickle_round_trip() -> None:
+    """Spawned DataLoader workers (macOS, Windows) receive the data set pickled."""
+    ds = SyntheticLesions(4, image_size=32, seed=11)
+    clone = pickle.loads(pickle.dumps(ds))
+    for i in range(4):
+        assert torch.equal(clone[i][0], ds[i][0])
+    assert torch.equal(clone.labels, ds.labels)
 
 
 def test_labels_do_not_depend_on_size_or_hair() -> None:
@@ -209,7 +219,7 @@ def test_hair_darkens_pixels() -> None:
     hairy = SyntheticLesions(10, image_size=64, seed=8, hair_probability=1.0)
     for i in range(10):
         diff = hairy[i][0] - bare[i][0]  # (3, 64, 64)
-        assert diff.max() <= 1e-6  # hair only darkens
+        assert diff.max() < 0.05  # hair darkens (it may only tint black dots)
         assert (diff < -0.1).any()  # and is visible somewhere
 
 
@@ -232,10 +242,12 @@ def test_lesion_darker_than_skin_and_corners_dark(batch32) -> None:
 def test_malignant_images_differ_from_benign(batch32) -> None:
     images, labels, _ = batch32
     luminance = images.mean(dim=1)  # (B, 32, 32)
-    dark = (luminance < luminance[:, 14:18, 14:18].mean() + 0.5).float()
-    pigmented_area = (luminance < 0.0).float().mean(dim=(1, 2))  # (B,)
-    assert pigmented_area[labels == 1].mean() > pigmented_area[labels == 0].mean()
-    assert dark.shape == luminance.shape
+    pigmented_area = (luminance < -0.2).float().mean(dim=(1, 2))  # (B,) dark non-vignette share
+    vignette_area = (luminance < -0.95).float().mean(dim=(1, 2))
+    lesion_area = pigmented_area - vignette_area
+    assert (labels == 1).any() and (labels == 0).any()
+    # Malignant lesions are larger (D) and darker (more colours, black, blue-grey).
+    assert lesion_area[labels == 1].mean() > 1.2 * lesion_area[labels == 0].mean()
 
 
 def test_params_are_plain_python_copies(big: SyntheticLesions) -> None:

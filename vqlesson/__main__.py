@@ -30,6 +30,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
                              "Default: $VQLESSON_PROFILE, else gpu with CUDA, else cpu.")
     parser.add_argument("--image-size", type=int, default=None, help="override the profile's image size (px)")
     parser.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
+    parser.add_argument("--dataset-size", type=int, default=None,
+                        help="override the profile's number of synthetic training images (the "
+                             "synthetic validation and test sets are a fifth of it), or cap real ones")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -46,7 +49,8 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     profile = get_profile(args.profile)
     loaders = make_loaders(args.data, root=args.data_root, profile=profile,
-                           image_size=args.image_size, batch_size=args.batch_size, seed=args.seed)
+                           image_size=args.image_size, batch_size=args.batch_size,
+                           dataset_size=args.dataset_size, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = next(iter(loaders.train))
@@ -132,14 +136,10 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
                            augment=not args.no_augment, seed=args.seed,
                            num_workers=args.num_workers)
     print(f"data: {loaders.description}")
-    config = VQVAEConfig(
-        image_size=profile.image_size,
-        hidden_channels=args.hidden_channels or profile.hidden_channels,
-        residual_channels=max(1, (args.hidden_channels or profile.hidden_channels) // 4),
-        downsample=args.downsample,
-        codebook_size=args.codebook_size or profile.codebook_size,
-        code_dim=args.code_dim or profile.code_dim,
-        beta=args.beta, ema=not args.no_ema, init=args.init,
+    config = VQVAEConfig.from_profile(
+        profile, hidden_channels=args.hidden_channels, downsample=args.downsample,
+        codebook_size=args.codebook_size, code_dim=args.code_dim, beta=args.beta,
+        ema=not args.no_ema, init=args.init,
     )
     if args.resume and checkpoint_path.exists():
         # The stored config wins on resume, so a run continues with the settings it started with.
@@ -184,7 +184,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model = checkpoint.model
     profile = get_profile(args.profile).with_overrides(image_size=checkpoint.config.image_size)
     loaders = make_loaders(args.data, root=args.data_root, profile=profile, augment=False,
-                           seed=args.seed, batch_size=args.batch_size)
+                           seed=args.seed, batch_size=args.batch_size,
+                           dataset_size=args.dataset_size)
     device = get_device(args.device)
     results = evaluate_vqvae(model, getattr(loaders, args.split), device)
     print(f"{type(model).__name__} from {args.checkpoint} on the {args.split} split of {loaders.description}:")
@@ -215,8 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last finished epoch")
     train.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    train.add_argument("--dataset-size", type=int, default=None,
-                       help="override the profile's number of (synthetic) training images")
     train.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
     train.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     train.add_argument("--codebook-size", type=int, default=None, help="K (default: the profile's)")

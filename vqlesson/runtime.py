@@ -127,7 +127,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", image_size=32, dataset_size=64, batch_size=16, epochs=1, prior_epochs=1,
                   hidden_channels=32, codebook_size=64, code_dim=16),
-    "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=8, prior_epochs=10,
+    "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=15, prior_epochs=10,
                    hidden_channels=64, codebook_size=256, code_dim=32),
     "gpu": Profile("gpu", image_size=128, dataset_size=None, batch_size=64, epochs=60,
                    prior_epochs=60, hidden_channels=128, codebook_size=512, code_dim=64,

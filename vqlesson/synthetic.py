@@ -66,13 +66,13 @@ COLOUR_RGB = np.array(
         [0.11, 0.08, 0.07],  # black
         [0.42, 0.45, 0.53],  # blue-grey
         [0.72, 0.30, 0.29],  # red
-        [0.90, 0.86, 0.84],  # white
+        [0.86, 0.82, 0.80],  # white
     ]
 )  # (6, 3)
 #: How much each colour prefers the lesion centre (+) or periphery (-).
-COLOUR_RADIAL_PREFERENCE = np.array([-0.6, 0.5, 0.7, 0.4, -0.4, 0.2])  # (6,)
+COLOUR_RADIAL_PREFERENCE = np.array([-0.4, 0.5, 0.7, 0.4, -0.4, 0.0])  # (6,)
 #: Offset of each colour's patch logit: accents (blue-grey, red, white) cover smaller areas.
-COLOUR_PATCH_BIAS = np.array([0.0, 0.0, -0.2, -0.3, -0.4, -0.8])  # (6,)
+COLOUR_PATCH_BIAS = np.array([0.0, 0.0, -0.2, -0.3, -0.4, -1.0])  # (6,)
 #: Relative chance of each extra colour in a palette, for a benign-looking (z=0) and a
 #: malignant-looking (z=1) lesion; interpolated in z.
 COLOUR_WEIGHTS_TYPICAL = np.array([3.0, 3.0, 0.8, 0.4, 0.8, 0.4])  # (6,)
@@ -334,7 +334,7 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     amps *= min(1.0, MAX_HARMONIC_SUM / amps.sum())
     p["harmonic_amplitudes"] = amps
     p["harmonic_phases"] = rng.uniform(0.0, 2.0 * np.pi, NUM_HARMONICS)
-    p["edge_softness"] = rng.uniform(0.05, 0.2) * (1.0 - 0.75 * z_border)  # in units of R
+    p["edge_softness"] = rng.uniform(0.03, 0.13) * (1.0 - 0.7 * z_border)  # in units of R
     p["edge_roughness"] = 0.01 + 0.05 * z_border  # small-scale noise on the outline, units of R
     # Colours: 1..6, the first is light or dark brown.
     n_colours = 1 + rng.binomial(5, 0.2 + 0.8 * z_colour)
@@ -345,8 +345,8 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     palette = np.concatenate([[first], extra]).astype(np.int64)
     p["palette"] = palette
     p["colour_names"] = [COLOUR_NAMES[c] for c in palette]
-    strength = rng.uniform(-0.4, 0.4, n_colours)
-    strength[0] += 0.6  # the base colour dominates
+    strength = rng.uniform(-0.6, 0.2, n_colours)
+    strength[0] = rng.uniform(0.5, 0.9)  # the base colour dominates
     p["colour_strengths"] = strength
     p["pigment_density"] = rng.uniform(0.75, 0.98)
     p["central_darkening"] = rng.uniform(0.0, 0.35)
@@ -354,7 +354,7 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     p["network"] = bool(rng.random() < 0.7)
     p["network_period"] = rng.uniform(0.05, 0.09)
     p["network_angle"] = rng.uniform(0.0, np.pi)
-    p["network_contrast"] = rng.uniform(0.25, 0.5)
+    p["network_contrast"] = rng.uniform(0.35, 0.65)
     p["network_atypia"] = z_struct
     # Dots and globules, in lesion polar coordinates (angle, fraction of r(theta)).
     n_dots = int(min(MAX_DOTS, rng.poisson(1.0 + 18.0 * z_struct**1.5)))
@@ -390,13 +390,15 @@ class _Canvas:
         self.x = np.broadcast_to(coords[None, :], (size, size))  # (S, S) column coordinate
         self.y = np.broadcast_to(coords[:, None], (size, size))  # (S, S) row coordinate
         self.bases = {nodes: _noise_basis(size, nodes) for nodes in NOISE_NODES}
-        self.bases_t = {nodes: np.ascontiguousarray(b.T) for nodes, b in self.bases.items()}
 
     def noise(self, rng: np.random.Generator, nodes: int) -> np.ndarray:
         """Smooth noise (S, S) float32, zero mean, unit variance, ``nodes`` control points/side."""
         basis = self.bases[nodes]  # (S, nodes)
         g = rng.standard_normal((nodes, nodes), dtype=np.float32)
-        return (basis @ g) @ self.bases_t[nodes]  # (S, S)
+        # einsum, not BLAS: a multithreaded GEMM this small costs more in thread wake-ups than it
+        # saves (badly so inside DataLoader workers); einsum stays on one core.
+        rows = np.einsum("ij,jk->ik", basis, g)  # (S, nodes)
+        return np.einsum("ik,lk->il", rows, basis)  # (S, S)
 
 
 def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.ndarray:
@@ -404,6 +406,7 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
 
     ``rng`` supplies only the textures (noise fields), so the geometry is fully in ``p``.
     """
+    # Scalars are used as Python floats and arrays as float32, so nothing promotes to float64.
     x, y, px, size = canvas.x, canvas.y, canvas.pixel, canvas.size
     # --- Skin: tone x low-frequency shading, erythema, later grain.
     shade = (1.0 + 0.05 * canvas.noise(rng, 4) + 0.025 * canvas.noise(rng, 9)
@@ -413,8 +416,8 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
     image += np.array([0.6, -0.6, -0.4], np.float32)[:, None, None] * ery[None]
 
     # --- Lesion outline: r(theta) via powers of e^{i theta} (no per-harmonic trig).
-    cx, cy = p["lesion_center"]
-    radius = p["lesion_radius"]
+    cx, cy = (float(v) for v in p["lesion_center"])
+    radius = float(p["lesion_radius"])
     dx, dy = x - np.float32(cx), y - np.float32(cy)
     rho = np.hypot(dx, dy)  # (S, S)
     unit = (dx + 1j * dy) / np.maximum(rho, 1e-6)  # e^{i theta}, (S, S) complex
@@ -422,7 +425,7 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
     profile = np.ones((size, size), np.float32)
     for a, phi in zip(p["harmonic_amplitudes"], p["harmonic_phases"]):
         power = power * unit  # e^{i k theta}
-        profile += np.float32(a) * (power * np.exp(1j * phi)).real.astype(np.float32)
+        profile += float(a) * (power * complex(np.exp(1j * phi))).real
     profile *= 1.0 + p["edge_roughness"] * canvas.noise(rng, 16)
     r_theta = radius * profile  # (S, S) outline radius in this direction
     signed = rho - r_theta  # radial signed distance, < 0 inside
@@ -433,14 +436,16 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
     # --- Colours in patches with a radial preference (softmax over the palette).
     palette = p["palette"]
     logits = np.stack([
-        2.5 * (canvas.noise(rng, 7) + s + COLOUR_PATCH_BIAS[c]
-               + COLOUR_RADIAL_PREFERENCE[c] * (1.0 - 2.0 * frac))
+        2.5 * (canvas.noise(rng, 7) + float(s + COLOUR_PATCH_BIAS[c])
+               + float(COLOUR_RADIAL_PREFERENCE[c]) * (1.0 - 2.0 * frac))
         for c, s in zip(palette, p["colour_strengths"])
     ])  # (C, S, S)
     logits -= logits.max(axis=0, keepdims=True)
     weights = np.exp(logits)
     weights /= weights.sum(axis=0, keepdims=True)
-    lesion = np.einsum("cij,cd->dij", weights, COLOUR_RGB[palette].astype(np.float32))  # (3,S,S)
+    lesion = np.zeros((3, size, size), np.float32)
+    for w, c in zip(weights, palette):
+        lesion += w[None] * COLOUR_RGB[c].astype(np.float32)[:, None, None]  # (3, S, S)
     pigmented = weights[palette <= 2].sum(axis=0)  # (S, S) share of browns and black
     # Mottling (structureless blotches) and a darker centre.
     mottle = 1.0 + 0.12 * canvas.noise(rng, 16) + 0.08 * canvas.noise(rng, 9)
@@ -461,7 +466,7 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
             wavenumber = np.float32(2.0 * np.pi / period)
             waves += np.cos((wx * math.cos(ang) + wy * math.sin(ang)) * wavenumber)
         # waves in [-1.5, 3]: lines where it is lowest; atypical networks have thicker lines.
-        lines = np.exp(-(waves + 1.5) / (0.6 + 1.2 * atyp))
+        lines = np.exp(-(waves + 1.5) / (0.9 + 1.2 * atyp))
         lines *= _smoothstep(-1.0, 0.5, canvas.noise(rng, 16))  # uneven line darkness
         lines *= pigmented  # only over the brown/black colours
         if atyp > 0.4:  # broken, irregular network
@@ -480,7 +485,8 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
         prof = 1.0 + sum(a * math.cos((k + 1) * ang + phi) for k, (a, phi) in
                          enumerate(zip(p["harmonic_amplitudes"], p["harmonic_phases"])))
         dist = f * radius * prof
-        ox, oy = cx + dist * math.cos(ang), cy + dist * math.sin(ang)
+        ox, oy = float(cx + dist * math.cos(ang)), float(cy + dist * math.sin(ang))
+        rad = float(rad)
         sigma = max(rad, 0.5 * px)
         half = 3.0 * sigma
         c0 = max(0, int((ox - half + 1.0) / px))
@@ -497,8 +503,8 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
 
     # --- Hair: circular arcs, anti-aliased by coverage.
     for hair in p["hairs"]:
-        hx, hy = hair["point"]
-        d, rc = hair["direction"], hair["curvature_radius"]
+        hx, hy = (float(v) for v in hair["point"])
+        d, rc = float(hair["direction"]), float(hair["curvature_radius"])
         ccx, ccy = hx - rc * math.sin(d), hy + rc * math.cos(d)  # centre of curvature
         rc_abs = abs(rc)
         mid = math.atan2(hy - ccy, hx - ccx)
@@ -509,11 +515,11 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
         taper = np.sqrt(np.clip((half_len - along) / (0.15 * hair["length"]), 0.0, 1.0))
         half_w = max(0.5 * hair["width"], 0.5 * px)
         coverage = np.clip((half_w - off) / px + 0.5, 0.0, 1.0)
-        a_h = hair["darkness"] * min(1.0, hair["width"] / px) * coverage * taper
+        a_h = float(hair["darkness"]) * min(1.0, float(hair["width"]) / px) * coverage * taper
         image = image * (1.0 - a_h[None]) + HAIR_RGB.astype(np.float32)[:, None, None] * a_h[None]
 
     # --- Dermoscope: lens fall-off, black outside the field stop, grain.
-    vx, vy = p["vignette_center"]
+    vx, vy = (float(v) for v in p["vignette_center"])
     vr = np.hypot(x - np.float32(vx), y - np.float32(vy))
     vrad, vsoft = p["vignette_radius"], p["vignette_softness"]
     scope = _smoothstep(vrad, vrad - vsoft, vr) * (1.0 - p["vignette_falloff"] * (vr / vrad) ** 2)
@@ -638,16 +644,18 @@ class SyntheticLesions(Dataset):
                 ``transform`` that does not return a tensor.
         """
         i = self._index(index)
-        image = torch.from_numpy(_render(self._params[i], self._canvas, self._rng(i, 2)))
-        if self.transform is not None:
-            image = self.transform(image)
-            if not isinstance(image, torch.Tensor):
-                raise TypeError(
-                    f"transform must return a torch.Tensor, got {type(image).__name__}; "
-                    "it receives and should return a float image tensor in [0, 1]"
-                )
-        image = image.float().clamp(0.0, 1.0) * 2.0 - 1.0
-        return image, self.labels[i].clone()
+        pixels = _render(self._params[i], self._canvas, self._rng(i, 2))  # (3, S, S) in [0, 1]
+        label = self.labels[i].clone()
+        if self.transform is None:
+            # NumPy, not torch: torch would spread these small element-wise ops over threads.
+            return torch.from_numpy(pixels * np.float32(2.0) - np.float32(1.0)), label
+        image = self.transform(torch.from_numpy(pixels))
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(
+                f"transform must return a torch.Tensor, got {type(image).__name__}; "
+                "it receives and should return a float image tensor in [0, 1]"
+            )
+        return image.float().clamp(0.0, 1.0) * 2.0 - 1.0, label
 
     def params(self, index: int) -> dict[str, Any]:
         """The generator parameters of item ``index`` as plain Python values (a fresh copy).

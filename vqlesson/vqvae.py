@@ -283,6 +283,22 @@ class VQVAEConfig:
         if self.init not in INIT_METHODS:
             raise ValueError(f"init must be one of {INIT_METHODS}, got {self.init!r}")
 
+    @classmethod
+    def from_profile(cls, profile: "Profile | str | None" = None, **overrides) -> "VQVAEConfig":
+        """The course's model for a profile (``ci``/``cpu``/``gpu``): image size, width, K and D
+        come from :class:`~vqlesson.runtime.Profile`; residual channels are a quarter of the
+        width; ``overrides`` (``None`` values ignored) replace any field."""
+        from .runtime import Profile, get_profile
+
+        prof = profile if isinstance(profile, Profile) else get_profile(profile)
+        fields = dict(
+            image_size=prof.image_size, hidden_channels=prof.hidden_channels,
+            residual_channels=max(1, prof.hidden_channels // 4),
+            codebook_size=prof.codebook_size, code_dim=prof.code_dim,
+        )
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**fields)
+
     def latent_size(self) -> int:
         """Side of the latent grid: ``image_size // downsample``."""
         return self.image_size // self.downsample
