@@ -27,7 +27,6 @@ import csv
 import hashlib
 import logging
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, build_transforms
+from .checkpoint import atomic_torch_save
 from .metrics import to_unit_range
 from .runtime import Profile, get_profile, worker_init_fn
 from .synthetic import SyntheticLesions
@@ -219,19 +219,6 @@ def _decode_all(
     return stacked, kept, skipped, raw_sizes
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cached_images(
     root: Path, name: str, files: Sequence[Path], image_size: int, on_error: str, extra: bytes = b""
 ) -> dict:
@@ -261,7 +248,7 @@ def _cached_images(
         "images": images, "kept": kept, "skipped": skipped, "raw_sizes": raw_sizes,
     }
     try:
-        _atomic_torch_save(cached, path)
+        atomic_torch_save(cached, path)
     except OSError as err:
         warnings.warn(f"could not write the image cache {path}: {err}; images will be decoded again "
                       "next time", stacklevel=3)

@@ -1,0 +1,134 @@
+"""VQ-VAE speed and quality figures (a script that prints numbers; no assertions).
+
+Speed, for the chosen profile's model on this machine:
+  - training images per second (forward + backward + AdamW step),
+  - encode and decode images per second (eval mode, no grad),
+  - nearest-code search: the quantizer's expanded squared distance (one matmul) against a
+    torch.cdist + argmin baseline, with a check that both pick the same codes.
+Quality (--quality): trains the profile's model with the main job
+(`python -m vqlesson train-vqvae --data synthetic`) and prints its test PSNR, SSIM, perplexity and
+active-code fraction (no codebook collapse means at least half of the codes active).
+
+Usage: python benchmarks/bench_vqvae.py [--profile cpu] [--device cpu] [--quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vqlesson.quantize import squared_distances
+from vqlesson.runtime import get_device, get_profile, seed_everything
+from vqlesson.vqvae import VQVAE, VQVAEConfig
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_speed(profile_name: str, device: torch.device, amp: bool) -> None:
+    profile = get_profile(profile_name)
+    seed_everything(0)
+    model = VQVAE(VQVAEConfig.from_profile(profile)).to(device)
+    b, s = profile.batch_size, profile.image_size
+    x = torch.rand(b, 3, s, s, device=device) * 2 - 1
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    use_amp = amp and device.type == "cuda"
+    dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+    def train_step():
+        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+            loss = model(x).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    t_train = timed(train_step, device, 10)
+    model.eval()
+    with torch.no_grad():
+        indices = model.encode(x)
+        t_enc = timed(lambda: model.encode(x), device, 10)
+        t_dec = timed(lambda: model.decode_indices(indices), device, 10)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"model of profile {profile.name}: {params:.2f} M parameters, {s} px, batch {b}, "
+          f"grid {tuple(indices.shape[1:])}, K={model.config.codebook_size}, D={model.config.code_dim}, "
+          f"AMP {'on (' + str(dtype).split('.')[-1] + ')' if use_amp else 'off'}")
+    print(f"  training:  {b / t_train:8.0f} images/s")
+    print(f"  encode:    {b / t_enc:8.0f} images/s")
+    print(f"  decode:    {b / t_dec:8.0f} images/s")
+
+    k, d = model.config.codebook_size, model.config.code_dim
+    n = b * indices.shape[1] * indices.shape[2]
+    z = torch.randn(n, d, device=device)
+    codes = torch.randn(k, d, device=device)
+    with torch.no_grad():
+        ours = squared_distances(z, codes).argmin(1)
+        base = torch.cdist(z, codes).argmin(1)
+        t_ours = timed(lambda: squared_distances(z, codes).argmin(1), device, 20)
+        t_cdist = timed(lambda: torch.cdist(z, codes).argmin(1), device, 20)
+    agree = float((ours == base).float().mean())
+    print(f"  nearest-code search, {n} vectors x {k} codes x {d} dims: expanded distance "
+          f"{t_ours * 1e3:.2f} ms, torch.cdist {t_cdist * 1e3:.2f} ms "
+          f"({t_cdist / t_ours:.1f}x), same codes for {agree:.2%} of vectors")
+
+
+def bench_quality(profile_name: str, device: str | None) -> None:
+    from vqlesson.__main__ import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        args = ["train-vqvae", "--data", "synthetic", "--profile", profile_name, "--out", str(out)]
+        if device:
+            args += ["--device", device]
+        start = time.perf_counter()
+        main(args)
+        wall = time.perf_counter() - start
+        summary = json.loads((out / "metrics.json").read_text())
+    test = summary["test"]
+    print(f"quality, profile {profile_name} on synthetic data ({summary['data']}):")
+    print(f"  {summary['epochs']} epochs in {summary['train_seconds']:.0f} s of training "
+          f"({wall:.0f} s wall with evaluation)")
+    print(f"  test PSNR {test['psnr']:.2f} dB, SSIM {test['ssim']:.3f}, MSE {test['mse']:.4f}")
+    print(f"  perplexity {test['perplexity']:.1f} of K={summary['config']['codebook_size']}, "
+          f"active codes {test['active_fraction']:.1%}, {test['bits_per_image']:.0f} bits/image, "
+          f"compression {test['compression_ratio']:.0f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--no-amp", action="store_true")
+    parser.add_argument("--quality", action="store_true", help="also train the profile's model")
+    args = parser.parse_args()
+    device = get_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    bench_speed(args.profile, device, amp=not args.no_amp)
+    if args.quality:
+        bench_quality(args.profile, args.device)
+
+
+if __name__ == "__main__":
+    main()

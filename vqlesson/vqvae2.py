@@ -1,0 +1,407 @@
+"""VQ-VAE-2: a two-level hierarchy of discrete codes (top and bottom levels).
+
+Implements the two-level model of Razavi, van den Oord & Vinyals (2019), *Generating Diverse
+High-Fidelity Images with VQ-VAE-2*, §3.1 and Fig. 2a:
+
+- The **bottom encoder** maps the image to features on a grid 4x smaller (``H/4``).
+- The **top encoder** downsamples those features by 2 more (``H/8``); a 1x1 convolution projects
+  them to the code dimension D and the **top quantiser** replaces each vector by its nearest code.
+- The quantised top level is decoded (upsampled by 2) back to the bottom grid and concatenated
+  with the bottom features; a 1x1 convolution to D and the **bottom quantiser** give the bottom
+  codes. The bottom level therefore only has to encode what the top level does not already say
+  (local detail); the top level holds the global structure.
+- The **decoder** takes the bottom codes concatenated with the top codes upsampled to the bottom
+  grid (a stride-2 transposed convolution) and decodes by 4 to the image, ``tanh`` in ``[-1, 1]``.
+
+Each level has its own codebook (:class:`~vqlesson.quantize.VectorQuantizer`, submodules
+``quantizer_top`` and ``quantizer_bottom``) with its own usage statistics and perplexity. The loss
+is the reconstruction MSE plus each level's quantiser loss (codebook + beta x commitment, or beta x
+commitment with EMA codebooks; van den Oord et al. 2017, §3.2 eq. 3 and appendix A.1).
+
+The encoder and decoder blocks are those of the VQ-VAE (:mod:`vqlesson.vqvae`, van den Oord et al.
+2017 §4.1): strided 4x4 convolutions, a 3x3 convolution, residual blocks. The paper's 256 px model
+adds a third level (Fig. 2 uses two); this course uses the two levels of Fig. 2a.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqlesson.quantize import INIT_METHODS, VectorQuantizer
+from vqlesson.vqvae import Decoder, Encoder, check_images, nearby_valid_sizes
+
+if TYPE_CHECKING:
+    from vqlesson.runtime import Profile
+
+BOTTOM_FACTOR = 4  # image -> bottom grid
+TOP_FACTOR = 2  # bottom grid -> top grid
+TOTAL_FACTOR = BOTTOM_FACTOR * TOP_FACTOR  # image -> top grid (8): image sides must divide by it
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+def _check_config(config: "VQVAE2Config") -> None:
+    for field_name in (
+        "image_size", "in_channels", "hidden_channels", "residual_channels",
+        "codebook_size_top", "codebook_size_bottom", "code_dim",
+    ):
+        value = getattr(config, field_name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field_name} must be an int >= 1, got {value!r}")
+    blocks = config.num_residual_blocks
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+        raise ValueError(f"num_residual_blocks must be an int >= 0, got {blocks!r}")
+    if config.image_size % TOTAL_FACTOR != 0:
+        nearby = nearby_valid_sizes(config.image_size, TOTAL_FACTOR)
+        raise ValueError(
+            f"image_size {config.image_size} is not a multiple of {TOTAL_FACTOR} (the VQ-VAE-2 "
+            f"downsamples by {BOTTOM_FACTOR} to the bottom level and by {TOTAL_FACTOR} to the top "
+            f"level); use e.g. {' or '.join(str(s) for s in nearby)}"
+        )
+    if config.init not in INIT_METHODS:
+        raise ValueError(f"init must be one of {INIT_METHODS}, got {config.init!r}")
+    # beta, decay, eps and restart_dead_after are checked by VectorQuantizer on construction.
+
+
+def _check_indices(indices: Tensor, name: str, codebook_size: int) -> None:
+    """Raise a clear TypeError/ValueError unless ``indices`` is (B, h, w) int in [0, K)."""
+    if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex():
+        got = indices.dtype if isinstance(indices, Tensor) else type(indices).__name__
+        raise TypeError(f"{name} must be an integer (int64) tensor of code indices, got {got}")
+    if indices.dim() != 3:
+        raise ValueError(f"{name} must have shape (B, h, w), got shape {tuple(indices.shape)}")
+    if indices.numel() > 0:
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= codebook_size:
+            raise ValueError(
+                f"{name} must lie in [0, {codebook_size}) (the {name.split('_')[0]} codebook "
+                f"size), got values in [{low}, {high}]"
+            )
+
+
+def _check_level_shapes(top: Tensor, bottom: Tensor, top_name: str, bottom_name: str) -> None:
+    """The bottom grid must be the top grid upsampled by 2, with the same batch size."""
+    bt, bb = top.shape[0], bottom.shape[0]
+    top_hw, bottom_hw = tuple(top.shape[-2:]), tuple(bottom.shape[-2:])
+    expected = (top_hw[0] * TOP_FACTOR, top_hw[1] * TOP_FACTOR)
+    if bt != bb or bottom_hw != expected:
+        raise ValueError(
+            f"{top_name} and {bottom_name} do not belong together: the bottom grid must be "
+            f"{TOP_FACTOR}x the top grid with the same batch size, i.e. {bottom_name} of "
+            f"(B={bt}, {expected[0]}, {expected[1]}) for {top_name} of spatial shape {top_hw}; "
+            f"got {top_name} {tuple(top.shape)} and {bottom_name} {tuple(bottom.shape)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and outputs
+# --------------------------------------------------------------------------------------------
+@dataclass
+class VQVAE2Config:
+    """Hyperparameters of :class:`VQVAE2` (defaults: a course-sized version of the paper's model).
+
+    Attributes:
+        image_size: side of the square training images in pixels, a multiple of 8 (the top grid
+            is ``image_size // 8``, the bottom grid ``image_size // 4``).
+        in_channels: image channels (3 for RGB).
+        hidden_channels: channels of the encoder/decoder feature maps.
+        residual_channels: channels inside the residual blocks.
+        num_residual_blocks: residual blocks in each encoder and decoder (>= 0).
+        codebook_size_top: K of the top codebook (paper: 512).
+        codebook_size_bottom: K of the bottom codebook (paper: 512).
+        code_dim: D, size of a code at both levels (paper: 64).
+        beta: commitment weight of both quantisers (paper: 0.25).
+        ema: learn the codebooks by EMA (van den Oord et al. 2017, appendix A.1; the paper's
+            choice for VQ-VAE-2) instead of the codebook loss.
+        decay: EMA decay (paper: 0.99).
+        eps: Laplace smoothing of the EMA cluster sizes.
+        init: codebook init, ``"kmeans"`` (on the first training batch) or ``"random"``.
+        restart_dead_after: training steps unused before a code is restarted; ``None``: never.
+
+    Raises:
+        ValueError: a field out of range, or ``image_size`` not a multiple of 8 (the message
+            lists the nearest valid sizes). Quantiser fields are checked when the model is built.
+    """
+
+    image_size: int = 64
+    in_channels: int = 3
+    hidden_channels: int = 128
+    residual_channels: int = 32
+    num_residual_blocks: int = 2
+    codebook_size_top: int = 512
+    codebook_size_bottom: int = 512
+    code_dim: int = 64
+    beta: float = 0.25
+    ema: bool = True
+    decay: float = 0.99
+    eps: float = 1e-5
+    init: str = "kmeans"
+    restart_dead_after: int | None = 100
+
+    def __post_init__(self) -> None:
+        _check_config(self)
+
+    @classmethod
+    def from_profile(cls, profile: "Profile | str | None" = None, **overrides) -> "VQVAE2Config":
+        """The course's VQ-VAE-2 for a profile (``ci``/``cpu``/``gpu``).
+
+        Image size, width and D come from :class:`~vqlesson.runtime.Profile`; both codebooks get
+        the profile's ``codebook_size``; residual channels are a quarter of the width;
+        ``overrides`` (``None`` values ignored) replace any field.
+
+        Raises:
+            ValueError: an unknown profile name, or a resulting field out of range.
+        """
+        from .runtime import Profile, get_profile
+
+        prof = profile if isinstance(profile, Profile) else get_profile(profile)
+        fields = dict(
+            image_size=prof.image_size, hidden_channels=prof.hidden_channels,
+            residual_channels=max(1, prof.hidden_channels // 4),
+            codebook_size_top=prof.codebook_size, codebook_size_bottom=prof.codebook_size,
+            code_dim=prof.code_dim,
+        )
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**fields)
+
+    def top_latent_size(self) -> int:
+        """Side of the top code grid: ``image_size // 8``."""
+        return self.image_size // TOTAL_FACTOR
+
+    def bottom_latent_size(self) -> int:
+        """Side of the bottom code grid: ``image_size // 4``."""
+        return self.image_size // BOTTOM_FACTOR
+
+
+class VQVAE2Codes(NamedTuple):
+    """Code indices of both levels; unpacks as ``top, bottom = model.encode(x)``.
+
+    Attributes:
+        top: (B, H/8, W/8) int64 in ``[0, codebook_size_top)``.
+        bottom: (B, H/4, W/4) int64 in ``[0, codebook_size_bottom)``.
+    """
+
+    top: Tensor
+    bottom: Tensor
+
+
+class VQVAE2Output(NamedTuple):
+    """What :meth:`VQVAE2.forward` returns.
+
+    Attributes:
+        x_hat: (B, C, H, W) reconstruction, float in [-1, 1].
+        top_indices: (B, H/8, W/8) int64 in ``[0, codebook_size_top)``.
+        bottom_indices: (B, H/4, W/4) int64 in ``[0, codebook_size_bottom)``.
+        loss: scalar, ``recon_loss + top_vq_loss + bottom_vq_loss`` (minimise this).
+        recon_loss: scalar, mean squared error between x and x_hat (both in [-1, 1]).
+        top_vq_loss: scalar, the top quantiser's loss (codebook + beta * commitment, or beta *
+            commitment with EMA).
+        bottom_vq_loss: scalar, the bottom quantiser's loss.
+        top_perplexity: scalar, this batch's top code-usage perplexity in ``[1, K_top]``.
+        bottom_perplexity: scalar, this batch's bottom code-usage perplexity in ``[1, K_bottom]``.
+    """
+
+    x_hat: Tensor
+    top_indices: Tensor
+    bottom_indices: Tensor
+    loss: Tensor
+    recon_loss: Tensor
+    top_vq_loss: Tensor
+    bottom_vq_loss: Tensor
+    top_perplexity: Tensor
+    bottom_perplexity: Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+class VQVAE2(nn.Module):
+    """Two-level VQ-VAE-2 (Razavi et al. 2019, §3.1, Fig. 2a); see the module docstring.
+
+    ``x`` (B, C, H, W) float in [-1, 1] with H and W multiples of 8 (any such size works, not
+    only ``config.image_size``, and images need not be square). Top latents and codes live on the
+    (H/8, W/8) grid, bottom ones on the (H/4, W/4) grid; both have D = ``config.code_dim``.
+
+    Submodules: ``encoder_bottom`` (image -> (B, hidden, H/4, W/4)), ``encoder_top``
+    (-> (B, hidden, H/8, W/8)), ``pre_quant_top`` (1x1 conv to D), ``quantizer_top``,
+    ``decoder_top`` (top codes -> (B, hidden, H/4, W/4)), ``pre_quant_bottom`` (1x1 conv from
+    2*hidden to D), ``quantizer_bottom``, ``upsample_top`` (top codes -> (B, D, H/4, W/4)) and
+    ``decoder`` ((B, 2D, H/4, W/4) -> (B, C, H, W)).
+
+    Raises:
+        TypeError: ``config`` is not a :class:`VQVAE2Config`.
+        ValueError: quantiser settings out of range (see :class:`VectorQuantizer`).
+    """
+
+    def __init__(self, config: VQVAE2Config) -> None:
+        super().__init__()
+        if not isinstance(config, VQVAE2Config):
+            raise TypeError(f"config must be a VQVAE2Config, got {type(config).__name__}")
+        self.config = config
+        c = config
+        blocks = (c.hidden_channels, c.residual_channels, c.num_residual_blocks)
+        quantizer_settings = dict(
+            beta=c.beta, ema=c.ema, decay=c.decay, eps=c.eps, init=c.init,
+            restart_dead_after=c.restart_dead_after,
+        )
+        # Encoders: image -> bottom features (H/4) -> top features (H/8).
+        self.encoder_bottom = Encoder(c.in_channels, *blocks, downsample=BOTTOM_FACTOR)
+        self.encoder_top = Encoder(c.hidden_channels, *blocks, downsample=TOP_FACTOR)
+        # Top level.
+        self.pre_quant_top = nn.Conv2d(c.hidden_channels, c.code_dim, kernel_size=1)
+        self.quantizer_top = VectorQuantizer(c.codebook_size_top, c.code_dim, **quantizer_settings)
+        # Bottom level, conditioned on the decoded top level.
+        self.decoder_top = Decoder(c.code_dim, c.hidden_channels, *blocks, downsample=TOP_FACTOR)
+        self.pre_quant_bottom = nn.Conv2d(2 * c.hidden_channels, c.code_dim, kernel_size=1)
+        self.quantizer_bottom = VectorQuantizer(
+            c.codebook_size_bottom, c.code_dim, **quantizer_settings
+        )
+        # Decoder: bottom codes + upsampled top codes -> image.
+        self.upsample_top = nn.ConvTranspose2d(
+            c.code_dim, c.code_dim, kernel_size=4, stride=TOP_FACTOR, padding=1
+        )
+        self.decoder = Decoder(2 * c.code_dim, c.in_channels, *blocks, downsample=BOTTOM_FACTOR)
+
+    # ---- pieces -------------------------------------------------------------------------------
+    def _bottom_latents(self, h_bottom: Tensor, z_q_top: Tensor) -> Tensor:
+        """Bottom features (B, hidden, H/4, W/4) + quantised top (B, D, H/8, W/8)
+        -> bottom encoder output ``z_e`` (B, D, H/4, W/4)."""
+        top_decoded = self.decoder_top(z_q_top)  # (B, hidden, H/4, W/4)
+        joint = torch.cat([h_bottom, top_decoded.to(h_bottom.dtype)], dim=1)  # (B, 2 hidden, H/4, W/4)
+        return self.pre_quant_bottom(joint)
+
+    def decode_codes(self, z_q_top: Tensor, z_q_bottom: Tensor) -> Tensor:
+        """Quantised latents of both levels to images.
+
+        Args:
+            z_q_top: (B, D, h, w) float, top code vectors (or their straight-through version).
+            z_q_bottom: (B, D, 2h, 2w) float, bottom code vectors.
+
+        Returns:
+            (B, C, 8h, 8w) float in [-1, 1].
+
+        Raises:
+            TypeError: an argument is not a float tensor.
+            ValueError: not (B, D, ...) with D = ``config.code_dim``, or grids that do not match
+                (the bottom grid must be 2x the top grid, same batch size).
+        """
+        d = self.config.code_dim
+        for name, z in (("z_q_top", z_q_top), ("z_q_bottom", z_q_bottom)):
+            if not isinstance(z, Tensor) or not z.is_floating_point():
+                got = z.dtype if isinstance(z, Tensor) else type(z).__name__
+                raise TypeError(f"{name} must be a float tensor, got {got}")
+            if z.dim() != 4 or z.shape[1] != d:
+                raise ValueError(
+                    f"{name} must have shape (B, {d}, h, w) (code_dim = {d}); "
+                    f"got shape {tuple(z.shape)}"
+                )
+        _check_level_shapes(z_q_top, z_q_bottom, "z_q_top", "z_q_bottom")
+        top_up = self.upsample_top(z_q_top)  # (B, D, 2h, 2w)
+        joint = torch.cat([z_q_bottom, top_up.to(z_q_bottom.dtype)], dim=1)  # (B, 2D, 2h, 2w)
+        return torch.tanh(self.decoder(joint))  # (B, C, 8h, 8w) in [-1, 1]
+
+    # ---- public API ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> VQVAE2Codes:
+        """Images to the code indices of both levels, changing no state (no codebook init, EMA
+        update, restart or usage count), like :meth:`VQVAE.encode`.
+
+        Args:
+            x: (B, C, H, W) float in [-1, 1], H and W multiples of 8.
+
+        Returns:
+            :class:`VQVAE2Codes` ``(top, bottom)``: (B, H/8, W/8) int64 in ``[0, K_top)`` and
+            (B, H/4, W/4) int64 in ``[0, K_bottom)``. In eval mode they equal ``forward``'s
+            ``top_indices`` and ``bottom_indices``.
+
+        Raises:
+            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.vqvae.check_images`).
+        """
+        check_images(x, self.config.in_channels, TOTAL_FACTOR)
+        h_bottom = self.encoder_bottom(x)  # (B, hidden, H/4, W/4)
+        z_e_top = self.pre_quant_top(self.encoder_top(h_bottom))  # (B, D, H/8, W/8)
+        top = self.quantizer_top.nearest_indices(z_e_top)  # (B, H/8, W/8)
+        z_q_top = self.quantizer_top.lookup(top).to(z_e_top.dtype)  # (B, D, H/8, W/8)
+        z_e_bottom = self._bottom_latents(h_bottom, z_q_top)  # (B, D, H/4, W/4)
+        bottom = self.quantizer_bottom.nearest_indices(z_e_bottom)  # (B, H/4, W/4)
+        return VQVAE2Codes(top, bottom)
+
+    def decode_indices(self, top: Tensor, bottom: Tensor) -> Tensor:
+        """Code indices of both levels to images (e.g. codes sampled from the priors).
+
+        Args:
+            top: (B, h, w) int64 in ``[0, codebook_size_top)``.
+            bottom: (B, 2h, 2w) int64 in ``[0, codebook_size_bottom)``.
+
+        Returns:
+            (B, C, 8h, 8w) float in [-1, 1].
+
+        Raises:
+            TypeError: an argument is not an integer tensor.
+            ValueError: not 3-D, indices out of range, or grids that do not match (the bottom
+                grid must be 2x the top grid, same batch size).
+        """
+        _check_indices(top, "top_indices", self.config.codebook_size_top)
+        _check_indices(bottom, "bottom_indices", self.config.codebook_size_bottom)
+        _check_level_shapes(top, bottom, "top_indices", "bottom_indices")
+        z_q_top = self.quantizer_top.lookup(top)  # (B, D, h, w)
+        z_q_bottom = self.quantizer_bottom.lookup(bottom)  # (B, D, 2h, 2w)
+        return self.decode_codes(z_q_top, z_q_bottom)
+
+    def forward(self, x: Tensor) -> VQVAE2Output:
+        """Reconstruct ``x`` through both discrete levels.
+
+        In training mode the quantisers initialise their codebooks on the first call, update
+        them by EMA and restart dead codes; every call adds to their usage counts.
+
+        Args:
+            x: (B, C, H, W) float in [-1, 1], H and W multiples of 8.
+
+        Returns:
+            :class:`VQVAE2Output`.
+
+        Raises:
+            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.vqvae.check_images`).
+        """
+        check_images(x, self.config.in_channels, TOTAL_FACTOR)
+        h_bottom = self.encoder_bottom(x)  # (B, hidden, H/4, W/4)
+        vq_top = self.quantizer_top(self.pre_quant_top(self.encoder_top(h_bottom)))  # (B, D, H/8, W/8)
+        vq_bottom = self.quantizer_bottom(self._bottom_latents(h_bottom, vq_top.z_q))  # (B, D, H/4, W/4)
+        x_hat = self.decode_codes(vq_top.z_q, vq_bottom.z_q)  # (B, C, H, W) in [-1, 1]
+        recon_loss = F.mse_loss(x_hat.float(), x.float())
+        return VQVAE2Output(
+            x_hat=x_hat,
+            top_indices=vq_top.indices,
+            bottom_indices=vq_bottom.indices,
+            loss=recon_loss + vq_top.loss + vq_bottom.loss,
+            recon_loss=recon_loss,
+            top_vq_loss=vq_top.loss,
+            bottom_vq_loss=vq_bottom.loss,
+            top_perplexity=vq_top.perplexity,
+            bottom_perplexity=vq_bottom.perplexity,
+        )
+
+    def latent_shapes(
+        self, image_size: int | None = None
+    ) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((Ht, Wt), (Hb, Wb))``: the top and bottom code grids for square images of side
+        ``image_size`` (default: the config's), i.e. ``((s/8, s/8), (s/4, s/4))``.
+
+        Raises:
+            ValueError: ``image_size`` not a positive multiple of 8 (nearest valid sizes listed).
+        """
+        size = self.config.image_size if image_size is None else image_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % TOTAL_FACTOR:
+            nearby = nearby_valid_sizes(max(int(size), 1), TOTAL_FACTOR)
+            raise ValueError(
+                f"image_size {size!r} is not a positive multiple of {TOTAL_FACTOR} (the VQ-VAE-2's "
+                f"top-level downsampling factor); use e.g. {' or '.join(str(s) for s in nearby)}"
+            )
+        top, bottom = size // TOTAL_FACTOR, size // BOTTOM_FACTOR
+        return (top, top), (bottom, bottom)
