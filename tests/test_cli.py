@@ -81,3 +81,18 @@ def test_resume_with_other_settings_says_so(tmp_path, capsys):
 def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--profile", "ci"]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_train_vqvae2_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run2"
+    assert main(["train-vqvae", "--model", "vqvae2", "--data", "synthetic", "--profile", "ci",
+                 "--out", str(out), "--dataset-size", "32"]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["model"] == "VQVAE2"
+    test = summary["test"]
+    # 32 px: top grid 4x4 and bottom grid 8x8, K = 64 each: (16 + 64) * 6 bits
+    assert test["bits_per_image"] == (16 + 64) * 6
+    assert 1 <= test["quantizer_top_perplexity"] <= 64 and 1 <= test["quantizer_bottom_perplexity"] <= 64
+    assert (out / "codebook_usage.png").is_file() and (out / "training_curves.png").is_file()
+    printed = capsys.readouterr().out
+    assert "quantizer_top_perplexity" in printed and "top grid (4, 4)" in printed

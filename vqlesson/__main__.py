@@ -1,7 +1,8 @@
 """The course's command line: ``python -m vqlesson COMMAND --help``.
 
 Commands:
-    train-vqvae   train a VQ-VAE, evaluate it on the test split, write metrics and figures.
+    train-vqvae   train a VQ-VAE (or --model vqvae2), evaluate it on the test split, write
+                  metrics and figures.
     evaluate      re-compute the test metrics of a checkpoint.
     data-preview  which data the course will use, a labelled grid of training images with their
                   augmentations, and the class balance, written to --out.
@@ -105,11 +106,12 @@ def _save_figures(model, loader, metrics: dict, history: dict | None, out: Path)
 
 
 def _print_metrics(metrics: dict) -> None:
-    keys = ("loss", "mse", "psnr", "ssim", "perplexity", "active_fraction", "bits_per_image",
-            "compression_ratio")
+    code_keys = [k for k in metrics if k.endswith(("perplexity", "active_fraction"))
+                 and "batch_" not in k and not k.startswith(("top_", "bottom_"))]
+    keys = ["loss", "mse", "psnr", "ssim", *code_keys, "bits_per_image", "compression_ratio"]
     for key in keys:
         if key in metrics:
-            print(f"  {key:18s} {metrics[key]:.4g}")
+            print(f"  {key:32s} {metrics[key]:.4g}")
 
 
 def _cmd_train_vqvae(args: argparse.Namespace) -> int:
@@ -124,6 +126,7 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
     from .runtime import get_device, get_profile, seed_everything
     from .train import TrainConfig, evaluate_vqvae, train_vqvae
     from .vqvae import VQVAE, VQVAEConfig
+    from .vqvae2 import VQVAE2, VQVAE2Config
 
     profile = get_profile(args.profile).with_overrides(
         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
@@ -136,19 +139,27 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
                            augment=not args.no_augment, seed=args.seed,
                            num_workers=args.num_workers)
     print(f"data: {loaders.description}")
-    config = VQVAEConfig.from_profile(
-        profile, hidden_channels=args.hidden_channels, downsample=args.downsample,
-        codebook_size=args.codebook_size, code_dim=args.code_dim, beta=args.beta,
-        ema=not args.no_ema, init=args.init,
-    )
+    common = dict(hidden_channels=args.hidden_channels, code_dim=args.code_dim, beta=args.beta,
+                  ema=not args.no_ema, init=args.init)
+    if args.model == "vqvae2":
+        config = VQVAE2Config.from_profile(profile, codebook_size_top=args.codebook_size,
+                                           codebook_size_bottom=args.codebook_size, **common)
+    else:
+        config = VQVAEConfig.from_profile(profile, downsample=args.downsample,
+                                          codebook_size=args.codebook_size, **common)
     if args.resume and checkpoint_path.exists():
         # The stored config wins on resume, so a run continues with the settings it started with.
         config = load_checkpoint(checkpoint_path).config
-    model = VQVAE(config)
+    model = VQVAE2(config) if isinstance(config, VQVAE2Config) else VQVAE(config)
     device = get_device(args.device)
-    print(f"model: VQ-VAE, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-          f"latent grid {model.latent_shape()} x K={config.codebook_size}, device {device}, "
-          f"profile {profile.name}, {profile.epochs} epochs")
+    if isinstance(model, VQVAE2):
+        (top, bottom) = model.latent_shapes()
+        grid = (f"top grid {top} x K={config.codebook_size_top}, bottom grid {bottom} x "
+                f"K={config.codebook_size_bottom}")
+    else:
+        grid = f"latent grid {model.latent_shape()} x K={config.codebook_size}"
+    print(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
+          f"parameters, {grid}, device {device}, profile {profile.name}, {profile.epochs} epochs")
     train_config = TrainConfig(
         epochs=profile.epochs, lr=args.lr, optimizer=args.optimizer, amp=not args.no_amp,
         seed=args.seed, checkpoint_path=str(checkpoint_path), resume=args.resume,
@@ -156,7 +167,7 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
     history = train_vqvae(model, loaders.train, loaders.val, train_config)
     test_metrics = evaluate_vqvae(model, loaders.test, device, amp=train_config.amp)
     summary = {
-        "model": "VQVAE", "config": dataclasses.asdict(config), "profile": profile.name,
+        "model": type(model).__name__, "config": dataclasses.asdict(config), "profile": profile.name,
         "data": loaders.description, "device": str(device), "epochs": len(history.get("epoch", [])),
         "train_seconds": float(sum(history.get("epoch_time_s", []))),
         "test": test_metrics,
@@ -206,13 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser(
-        "train-vqvae", help="train a VQ-VAE, evaluate it on the test split, write figures",
-        description="Trains a VQ-VAE (van den Oord et al. 2017) on the chosen data with the "
+        "train-vqvae", help="train a VQ-VAE or VQ-VAE-2, evaluate it on the test split, write figures",
+        description="Trains a VQ-VAE (van den Oord et al. 2017) or, with --model vqvae2, a "
+                    "two-level VQ-VAE-2 (Razavi et al. 2019) on the chosen data with the "
                     "profile's sizes, evaluates it on the test split, and writes to --out: "
                     "checkpoint.pt (resumable), metrics.json, reconstructions.png (originals "
                     "above reconstructions), codebook_usage.png and training_curves.png.")
     _add_data_arguments(train)
     train.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    train.add_argument("--model", choices=("vqvae", "vqvae2"), default="vqvae",
+                       help="vqvae (one code grid, S/f) or vqvae2 (top grid S/8 and bottom grid "
+                            "S/4, --codebook-size codes each); default vqvae")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last finished epoch")
     train.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
@@ -223,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden-channels", type=int, default=None,
                        help="encoder/decoder width (default: the profile's)")
     train.add_argument("--downsample", type=int, choices=(4, 8), default=4,
-                       help="downsampling factor f: the code grid is (S/f) x (S/f)")
+                       help="vqvae only: downsampling factor f, the code grid is (S/f) x (S/f)")
     train.add_argument("--beta", type=float, default=0.25, help="commitment weight (default 0.25)")
     train.add_argument("--no-ema", action="store_true",
                        help="learn the codebook by its loss term instead of EMA updates")

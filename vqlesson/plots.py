@@ -104,7 +104,10 @@ def training_curves(history: dict[str, list], keys: Sequence[tuple[str, ...]] | 
     """
     if keys is None:
         keys = (("loss", "val_loss"), ("recon_loss", "val_recon_loss"),
-                ("perplexity", "val_perplexity"), ("val_psnr",), ("val_ssim",))
+                ("perplexity", "val_perplexity"),
+                ("quantizer_top_perplexity", "quantizer_bottom_perplexity",
+                 "val_quantizer_top_perplexity", "val_quantizer_bottom_perplexity"),
+                ("val_psnr",), ("val_ssim",))
     panels = [group for group in keys if any(k in history and history[k] for k in group)]
     if not panels:
         raise ValueError(f"none of the keys {keys} is in the history ({sorted(history)})")

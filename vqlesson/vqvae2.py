@@ -19,8 +19,9 @@ is the reconstruction MSE plus each level's quantiser loss (codebook + beta x co
 commitment with EMA codebooks; van den Oord et al. 2017, §3.2 eq. 3 and appendix A.1).
 
 The encoder and decoder blocks are those of the VQ-VAE (:mod:`vqlesson.vqvae`, van den Oord et al.
-2017 §4.1): strided 4x4 convolutions, a 3x3 convolution, residual blocks. The paper's 256 px model
-adds a third level (Fig. 2 uses two); this course uses the two levels of Fig. 2a.
+2017 §4.1): strided 4x4 convolutions, a 3x3 convolution, residual blocks. As in the paper's
+256 px ImageNet model, the top grid is 1/8 and the bottom grid 1/4 of the image side (32x32 and
+64x64 there); the paper's 1024 px FFHQ model adds a third level, not implemented here.
 """
 
 from __future__ import annotations
@@ -273,7 +274,7 @@ class VQVAE2(nn.Module):
         """Bottom features (B, hidden, H/4, W/4) + quantised top (B, D, H/8, W/8)
         -> bottom encoder output ``z_e`` (B, D, H/4, W/4)."""
         top_decoded = self.decoder_top(z_q_top)  # (B, hidden, H/4, W/4)
-        joint = torch.cat([h_bottom, top_decoded.to(h_bottom.dtype)], dim=1)  # (B, 2 hidden, H/4, W/4)
+        joint = torch.cat([h_bottom, top_decoded.to(h_bottom.dtype)], dim=1)  # (B, 2hid, H/4, W/4)
         return self.pre_quant_bottom(joint)
 
     def decode_codes(self, z_q_top: Tensor, z_q_bottom: Tensor) -> Tensor:
@@ -371,8 +372,10 @@ class VQVAE2(nn.Module):
         """
         check_images(x, self.config.in_channels, TOTAL_FACTOR)
         h_bottom = self.encoder_bottom(x)  # (B, hidden, H/4, W/4)
-        vq_top = self.quantizer_top(self.pre_quant_top(self.encoder_top(h_bottom)))  # (B, D, H/8, W/8)
-        vq_bottom = self.quantizer_bottom(self._bottom_latents(h_bottom, vq_top.z_q))  # (B, D, H/4, W/4)
+        z_e_top = self.pre_quant_top(self.encoder_top(h_bottom))  # (B, D, H/8, W/8)
+        vq_top = self.quantizer_top(z_e_top)  # z_q (B, D, H/8, W/8), indices (B, H/8, W/8)
+        z_e_bottom = self._bottom_latents(h_bottom, vq_top.z_q)  # (B, D, H/4, W/4)
+        vq_bottom = self.quantizer_bottom(z_e_bottom)  # z_q (B, D, H/4, W/4), indices (B, H/4, W/4)
         x_hat = self.decode_codes(vq_top.z_q, vq_bottom.z_q)  # (B, C, H, W) in [-1, 1]
         recon_loss = F.mse_loss(x_hat.float(), x.float())
         return VQVAE2Output(
