@@ -291,7 +291,8 @@ class PriorOutput(NamedTuple):
     Attributes:
         logits: (B, K, H, W) float, unnormalised log-probabilities of each code at each position.
         loss: scalar, categorical cross-entropy in nats per code (minimise this).
-        bits_per_code: scalar, the same in bits (``loss / ln 2``); log2 K for a uniform guess.
+        bits_per_code: scalar, the same in bits (``loss / ln 2``, detached: a metric); log2 K
+            for a uniform guess.
     """
 
     logits: Tensor
@@ -800,7 +801,7 @@ class PixelCNNPrior(nn.Module):
         """
         logits = self.net(codes, label, cond_map)  # (B, K, H, W)
         loss = F.cross_entropy(logits.float(), codes)
-        return PriorOutput(logits=logits, loss=loss, bits_per_code=loss / LN2)
+        return PriorOutput(logits=logits, loss=loss, bits_per_code=loss.detach() / LN2)
 
     # ---- sampling ---------------------------------------------------------------------------
     def _sampling_inputs(self, n, shape, label, cond_map, temperature, top_k, generator,

@@ -121,3 +121,42 @@ def training_curves(history: dict[str, list], keys: Sequence[tuple[str, ...]] | 
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def vqvae2_diagram() -> plt.Figure:
+    """The VQ-VAE-2 of Razavi et al. 2019 (Fig. 2a) as boxes and arrows, with grid sizes for an
+    S x S image: bottom level at S/4, top level at S/8."""
+    boxes = {
+        "image\nS x S": (0.05, 0.5), "bottom encoder\n/4": (0.22, 0.5),
+        "top encoder\n/2": (0.39, 0.8), "top quantizer\nS/8 grid, K codes": (0.58, 0.8),
+        "top decoder\nx2": (0.58, 0.5), "bottom quantizer\nS/4 grid, K codes": (0.58, 0.2),
+        "upsample top\nx2": (0.77, 0.8), "decoder\nx4, tanh": (0.77, 0.2),
+        "reconstruction\nS x S": (0.94, 0.2),
+    }
+    arrows = [
+        ("image\nS x S", "bottom encoder\n/4"), ("bottom encoder\n/4", "top encoder\n/2"),
+        ("top encoder\n/2", "top quantizer\nS/8 grid, K codes"),
+        ("top quantizer\nS/8 grid, K codes", "top decoder\nx2"),
+        ("top decoder\nx2", "bottom quantizer\nS/4 grid, K codes"),
+        ("bottom encoder\n/4", "bottom quantizer\nS/4 grid, K codes"),
+        ("top quantizer\nS/8 grid, K codes", "upsample top\nx2"),
+        ("upsample top\nx2", "decoder\nx4, tanh"),
+        ("bottom quantizer\nS/4 grid, K codes", "decoder\nx4, tanh"),
+        ("decoder\nx4, tanh", "reconstruction\nS x S"),
+    ]
+    fig, ax = plt.subplots(figsize=(12, 4))
+    ax.axis("off")
+    labels = {}
+    for text, (x, y) in boxes.items():
+        colour = "#f6d7a7" if "quantizer" in text else "#d9e8f5"
+        labels[text] = ax.text(x, y, text, ha="center", va="center", fontsize=9,
+                               bbox=dict(boxstyle="round,pad=0.5", fc=colour, ec="0.4"))
+    fig.canvas.draw()  # lays out the boxes, so the arrows can be clipped to their outlines
+    for (a, b) in arrows:
+        ax.annotate("", xy=boxes[b], xytext=boxes[a],
+                    arrowprops=dict(arrowstyle="-|>", lw=1.2, color="0.3", shrinkA=2, shrinkB=2,
+                                    patchA=labels[a].get_bbox_patch(),
+                                    patchB=labels[b].get_bbox_patch()))
+    ax.text(0.5, 0.3, "concat", fontsize=8, color="0.3")
+    ax.set_title("VQ-VAE-2: the top level (S/8) holds global shape, the bottom level (S/4) local detail")
+    return fig
