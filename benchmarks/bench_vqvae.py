@@ -5,11 +5,16 @@ Speed, for the chosen profile's model on this machine:
   - encode and decode images per second (eval mode, no grad),
   - nearest-code search: the quantizer's expanded squared distance (one matmul) against a
     torch.cdist + argmin baseline, with a check that both pick the same codes.
+VQ-VAE-2 (--model vqvae2 or both): the same speed figures for the two-level model.
+Rate-distortion (--rate-distortion): the points of notebook 03 (VQ-VAE f=8, f=4 with K=16 and
+the profile's K, VQ-VAE-2 with K=16 and the profile's K), each trained for a fifth of the profile's
+epochs on synthetic data, with validation PSNR/SSIM against bits per image, as a Markdown table.
 Quality (--quality): trains the profile's model with the main job
 (`python -m vqlesson train-vqvae --data synthetic`) and prints its test PSNR, SSIM, perplexity and
 active-code fraction (no codebook collapse means at least half of the codes active).
 
-Usage: python benchmarks/bench_vqvae.py [--profile cpu] [--device cpu] [--quality]
+Usage: python benchmarks/bench_vqvae.py [--profile cpu] [--device cpu] [--model both]
+                                       [--rate-distortion] [--quality]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 from vqlesson.quantize import squared_distances
 from vqlesson.runtime import get_device, get_profile, seed_everything
 from vqlesson.vqvae import VQVAE, VQVAEConfig
+from vqlesson.vqvae2 import VQVAE2, VQVAE2Config
 
 
 def _sync(device: torch.device) -> None:
@@ -46,10 +52,13 @@ def timed(fn, device, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def bench_speed(profile_name: str, device: torch.device, amp: bool) -> None:
+def bench_speed(profile_name: str, device: torch.device, amp: bool, which: str = "vqvae") -> None:
     profile = get_profile(profile_name)
     seed_everything(0)
-    model = VQVAE(VQVAEConfig.from_profile(profile)).to(device)
+    if which == "vqvae2":
+        model = VQVAE2(VQVAE2Config.from_profile(profile)).to(device)
+    else:
+        model = VQVAE(VQVAEConfig.from_profile(profile)).to(device)
     b, s = profile.batch_size, profile.image_size
     x = torch.rand(b, 3, s, s, device=device) * 2 - 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
@@ -67,17 +76,22 @@ def bench_speed(profile_name: str, device: torch.device, amp: bool) -> None:
     t_train = timed(train_step, device, 10)
     model.eval()
     with torch.no_grad():
-        indices = model.encode(x)
+        codes = model.encode(x)
+        codes = tuple(codes) if which == "vqvae2" else (codes,)
         t_enc = timed(lambda: model.encode(x), device, 10)
-        t_dec = timed(lambda: model.decode_indices(indices), device, 10)
+        t_dec = timed(lambda: model.decode_indices(*codes), device, 10)
+    indices = codes[-1]  # the finest grid
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"model of profile {profile.name}: {params:.2f} M parameters, {s} px, batch {b}, "
-          f"grid {tuple(indices.shape[1:])}, K={model.config.codebook_size}, D={model.config.code_dim}, "
+    grids = " + ".join(str(tuple(c.shape[1:])) for c in codes)
+    print(f"{type(model).__name__} of profile {profile.name}: {params:.2f} M parameters, {s} px, "
+          f"batch {b}, grid {grids}, D={model.config.code_dim}, "
           f"AMP {'on (' + str(dtype).split('.')[-1] + ')' if use_amp else 'off'}")
     print(f"  training:  {b / t_train:8.0f} images/s")
     print(f"  encode:    {b / t_enc:8.0f} images/s")
     print(f"  decode:    {b / t_dec:8.0f} images/s")
 
+    if which == "vqvae2":
+        return
     k, d = model.config.codebook_size, model.config.code_dim
     n = b * indices.shape[1] * indices.shape[2]
     z = torch.randn(n, d, device=device)
@@ -91,6 +105,32 @@ def bench_speed(profile_name: str, device: torch.device, amp: bool) -> None:
     print(f"  nearest-code search, {n} vectors x {k} codes x {d} dims: expanded distance "
           f"{t_ours * 1e3:.2f} ms, torch.cdist {t_cdist * 1e3:.2f} ms "
           f"({t_cdist / t_ours:.1f}x), same codes for {agree:.2%} of vectors")
+
+
+def bench_rate_distortion(profile_name: str) -> None:
+    from vqlesson.data import make_loaders
+    from vqlesson.experiments import rate_distortion_point
+    from vqlesson.train import TrainConfig
+
+    profile = get_profile(profile_name)
+    loaders = make_loaders("synthetic", profile=profile)
+    budget = TrainConfig(epochs=max(1, profile.epochs // 5), progress=False)
+    settings = [
+        VQVAEConfig.from_profile(profile, downsample=8),
+        VQVAEConfig.from_profile(profile, downsample=4, codebook_size=16),
+        VQVAEConfig.from_profile(profile, downsample=4),
+        VQVAE2Config.from_profile(profile, codebook_size_top=16, codebook_size_bottom=16),
+        VQVAE2Config.from_profile(profile),
+    ]
+    points = sorted((rate_distortion_point(c, loaders.train, loaders.val, budget) for c in settings),
+                    key=lambda p: p.bits_per_image)
+    print(f"rate-distortion, profile {profile.name}, synthetic {profile.image_size} px, "
+          f"{budget.epochs} epochs each, validation split:")
+    print("| setting | bits/image | PSNR (dB) | SSIM | perplexity (mean over levels) | active codes | train s |")
+    print("|---|---|---|---|---|---|---|")
+    for p in points:
+        print(f"| {p.label} | {p.bits_per_image:.0f} | {p.psnr:.2f} | {p.ssim:.3f} | "
+              f"{p.perplexity:.1f} | {p.active_fraction:.0%} | {p.seconds:.0f} |")
 
 
 def bench_quality(profile_name: str, device: str | None) -> None:
@@ -120,12 +160,18 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-amp", action="store_true")
+    parser.add_argument("--model", choices=("vqvae", "vqvae2", "both"), default="both")
+    parser.add_argument("--rate-distortion", action="store_true",
+                        help="also train the rate-distortion points of notebook 03")
     parser.add_argument("--quality", action="store_true", help="also train the profile's model")
     args = parser.parse_args()
     device = get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    bench_speed(args.profile, device, amp=not args.no_amp)
+    for which in (("vqvae", "vqvae2") if args.model == "both" else (args.model,)):
+        bench_speed(args.profile, device, amp=not args.no_amp, which=which)
+    if args.rate_distortion:
+        bench_rate_distortion(args.profile)
     if args.quality:
         bench_quality(args.profile, args.device)
 

@@ -35,7 +35,8 @@ def tiny_config(**kwargs) -> PriorConfig:
 
 
 def conditioned_config(condition: str, **kwargs) -> PriorConfig:
-    extra = {"none": {}, "label": {"num_classes": 2}, "spatial": {"cond_codebook_size": 5}}[condition]
+    extra = {"none": {}, "label": {"num_classes": 2},
+             "spatial": {"cond_codebook_size": 5}}[condition]
     return tiny_config(**extra, **kwargs)
 
 
@@ -382,7 +383,9 @@ def test_sample_shape_dtype_range_and_seed(arch):
     assert not torch.equal(a, prior.sample(3, (4, 5), generator=seeded(2)))
 
 
-SAMPLING_SETTINGS = [dict(), dict(temperature=0.7, top_k=3), dict(temperature=1.5), dict(temperature=0.0)]
+SAMPLING_SETTINGS = [
+    dict(), dict(temperature=0.7, top_k=3), dict(temperature=1.5), dict(temperature=0.0),
+]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -458,7 +461,8 @@ def test_completion_keeps_known_positions(arch, fast):
     assert torch.equal(out[:, :3], prefix[:, :3])  # the top half is kept exactly
     assert not torch.equal(out[:, 3:], prefix[:, 3:])
     known = torch.rand(3, 6, 5, generator=seeded(2)) < 0.4
-    out = prior.sample(3, (6, 5), label=1, prefix=prefix, known=known, generator=seeded(1), fast=fast)
+    out = prior.sample(3, (6, 5), label=1, prefix=prefix, known=known, generator=seeded(1),
+                       fast=fast)
     assert torch.equal(out[known], prefix[known])
     assert out.min() >= 0 and out.max() < 8
     every = prior.sample(3, label=1, prefix=prefix, start=(6, 0), fast=fast)

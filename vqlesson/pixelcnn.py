@@ -81,7 +81,7 @@ def causal_mask(kernel_size: int, mask_type: str) -> Tensor:
 
 
 def shift_down(x: Tensor) -> Tensor:
-    """Move a (B, C, H, W) map down by one row (zeros enter at the top); row r then holds row r-1."""
+    """Move a (B, C, H, W) map down by one row (zeros enter at the top): row r holds row r-1."""
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]  # (B, C, H, W)
 
 
@@ -110,7 +110,9 @@ def check_codes(codes: object, codebook_size: int, name: str = "codes") -> None:
         ValueError: not 3-D, empty, or values outside ``[0, codebook_size)``.
     """
     if not isinstance(codes, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of int64 code indices, got {type(codes).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of int64 code indices, got {type(codes).__name__}"
+        )
     if codes.dtype != torch.int64:
         raise TypeError(
             f"{name} must be int64 code indices (categories, not floats or one-hot), got dtype "
@@ -174,11 +176,14 @@ def bits_per_dim(bits_per_code: float | Tensor, codes_per_image: int,
     Raises:
         ValueError: a count that is not positive.
     """
-    dims = math.prod(image_dims) if isinstance(image_dims, (tuple, list, torch.Size)) else image_dims
+    is_shape = isinstance(image_dims, (tuple, list, torch.Size))
+    dims = math.prod(image_dims) if is_shape else image_dims
     if not isinstance(codes_per_image, int) or codes_per_image < 1:
         raise ValueError(f"codes_per_image must be an int >= 1, got {codes_per_image!r}")
     if not isinstance(dims, int) or dims < 1:
-        raise ValueError(f"image_dims must be a positive int or a shape like (3, H, W), got {image_dims!r}")
+        raise ValueError(
+            f"image_dims must be a positive int or a shape like (3, H, W), got {image_dims!r}"
+        )
     return bits_per_code * codes_per_image / dims
 
 
@@ -187,10 +192,12 @@ def _upsample_to(x: Tensor, height: int, width: int, name: str = "cond_map") -> 
     h, w = x.shape[-2:]
     if height % h != 0 or width % w != 0:
         raise ValueError(
-            f"{name} of grid ({h}, {w}) cannot be upsampled to the prior's grid ({height}, {width}): "
-            "the sides must divide the prior's sides (VQ-VAE-2: the top grid is half the bottom's)"
+            f"{name} of grid ({h}, {w}) cannot be upsampled to the prior's grid "
+            f"({height}, {width}): the sides must divide the prior's sides (VQ-VAE-2: the top "
+            "grid is half the bottom's)"
         )
-    return x.repeat_interleave(height // h, dim=2).repeat_interleave(width // w, dim=3)  # (B, C, H, W)
+    x = x.repeat_interleave(height // h, dim=2)  # (B, C, H, w)
+    return x.repeat_interleave(width // w, dim=3)  # (B, C, H, W)
 
 
 def _crop(t: Tensor | None, rows: slice, cols: slice) -> Tensor | None:
@@ -323,7 +330,9 @@ class MaskedConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                  mask_type: str = "B", bias: bool = True) -> None:
         mask = causal_mask(kernel_size, mask_type)  # validates both arguments
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        super().__init__(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias
+        )
         self.mask_type = mask_type
         self.register_buffer("mask", mask[None, None], persistent=False)  # (1, 1, k, k)
         with torch.no_grad():
@@ -500,7 +509,7 @@ class _CodePriorNetwork(nn.Module):
         return self.config.embed_dim if self.config.cond_codebook_size else 0
 
     def embed(self, codes: Tensor) -> Tensor:
-        """``codes`` (B, H, W) int64 in [0, K) -> embeddings (B, embed_dim, H, W) float (no checks)."""
+        """``codes`` (B, H, W) int64 in [0, K) -> (B, embed_dim, H, W) float (no checks)."""
         return self.embedding(codes).permute(0, 3, 1, 2)  # (B, H, W, E) -> (B, E, H, W)
 
     def check_condition(self, label: Tensor | None, cond_map: Tensor | None,
@@ -519,11 +528,14 @@ class _CodePriorNetwork(nn.Module):
                 f"label=(B,) int64 class indices in [0, {c.num_classes})"
             )
         if not c.num_classes and label is not None:
-            raise ValueError("this prior was built without labels (num_classes = 0); do not pass label")
+            raise ValueError(
+                "this prior was built without labels (num_classes = 0); do not pass label"
+            )
         if c.cond_codebook_size and cond_map is None:
             raise ValueError(
                 f"this prior is conditioned on a code map (cond_codebook_size = "
-                f"{c.cond_codebook_size}); pass cond_map=(B, h, w) int64 codes (VQ-VAE-2's top codes)"
+                f"{c.cond_codebook_size}); pass cond_map=(B, h, w) int64 codes (VQ-VAE-2's top "
+                "codes)"
             )
         if not c.cond_codebook_size and cond_map is not None:
             raise ValueError(
@@ -537,7 +549,9 @@ class _CodePriorNetwork(nn.Module):
                     f"{label.dtype if isinstance(label, Tensor) else type(label).__name__}"
                 )
             if label.shape != (batch,):
-                raise ValueError(f"label must have shape ({batch},) (one per code map), got {tuple(label.shape)}")
+                raise ValueError(
+                    f"label must have shape ({batch},) (one per code map), got {tuple(label.shape)}"
+                )
             if int(label.min()) < 0 or int(label.max()) >= c.num_classes:
                 raise ValueError(
                     f"label must be in [0, {c.num_classes}), got values in "
@@ -546,7 +560,9 @@ class _CodePriorNetwork(nn.Module):
         if cond_map is not None:
             check_codes(cond_map, c.cond_codebook_size, "cond_map")
             if cond_map.shape[0] != batch:
-                raise ValueError(f"cond_map has batch {cond_map.shape[0]} but the codes have {batch}")
+                raise ValueError(
+                    f"cond_map has batch {cond_map.shape[0]} but the codes have {batch}"
+                )
             h, w = cond_map.shape[1:]
             if height % h != 0 or width % w != 0:
                 raise ValueError(
@@ -584,7 +600,8 @@ class _CodePriorNetwork(nn.Module):
         """
         if x.dim() != 4 or x.shape[1] != self.config.embed_dim:
             raise ValueError(
-                f"x must have shape (B, {self.config.embed_dim}, H, W) (embed_dim), got {tuple(x.shape)}"
+                f"x must have shape (B, {self.config.embed_dim}, H, W) (embed_dim), got "
+                f"{tuple(x.shape)}"
             )
         b, _, height, width = x.shape
         self.check_condition(label, cond_map, b, height, width)
@@ -615,7 +632,7 @@ class _CodePriorNetwork(nn.Module):
     # ---- per-position logits for the samplers -----------------------------------------------
     def naive_logits_at(self, codes: Tensor, row: int, col: int,
                         block_conds: list[Tensor | None]) -> Tensor:
-        """Run the whole network on ``codes`` (n, H, W) and return the logits (n, K) at (row, col)."""
+        """Run the whole network on ``codes`` (n, H, W); the logits (n, K) at (row, col)."""
         return self._logits(self.embed(codes), block_conds)[:, :, row, col]
 
     def fast_logits_fn(self, block_conds: list[Tensor | None]
@@ -728,7 +745,8 @@ class GatedPixelCNN(_CodePriorNetwork):
                 conds = [_crop(t, rows, slice(None)) for t in block_conds]
                 x = self.embed(codes[:, rows])  # (n, E, rows, W)
                 links = self._run_vertical(shift_down(x), conds)
-                cache["row"], cache["links"] = row, [link[:, :, -1:] for link in links]  # (n, 2C, 1, W)
+                cache["row"] = row
+                cache["links"] = [link[:, :, -1:] for link in links]  # (n, 2C, 1, W) each
             # Columns [c0, c1): those col can see, at least two wide where the grid allows
             # (columns right of col cannot change it): PyTorch picks other kernels for tiny maps,
             # which round differently; two columns keep the logits equal to the full network's.
@@ -746,7 +764,8 @@ class GatedPixelCNN(_CodePriorNetwork):
 # --------------------------------------------------------------------------------------------
 # The prior: one class for checkpoints, training and sampling
 # --------------------------------------------------------------------------------------------
-def _choose_codes(logits: Tensor, uniforms: Tensor, temperature: float, top_k: int | None) -> Tensor:
+def _choose_codes(logits: Tensor, uniforms: Tensor, temperature: float,
+                  top_k: int | None) -> Tensor:
     """One categorical draw per row by the Gumbel-max trick.
 
     ``logits`` (n, K), ``uniforms`` (n, K) in [0, 1) -> (n,) int64. ``argmax(logits / T + g)``
@@ -777,7 +796,8 @@ class PixelCNNPrior(nn.Module):
         if not isinstance(config, PriorConfig):
             raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
         self.config = config
-        self.net: _CodePriorNetwork = (GatedPixelCNN if config.arch == "gated" else PixelCNN)(config)
+        network_class = GatedPixelCNN if config.arch == "gated" else PixelCNN
+        self.net: _CodePriorNetwork = network_class(config)
 
     def logits(self, codes: Tensor, label: Tensor | None = None,
                cond_map: Tensor | None = None) -> Tensor:
@@ -814,14 +834,19 @@ class PixelCNNPrior(nn.Module):
         if prefix is not None:
             check_codes(prefix, c.codebook_size, "prefix")
             if prefix.shape[0] != n:
-                raise ValueError(f"prefix must have shape (n, H, W) with n = {n}, got {tuple(prefix.shape)}")
+                raise ValueError(
+                    f"prefix must have shape (n, H, W) with n = {n}, got {tuple(prefix.shape)}"
+                )
             if shape is not None and tuple(shape) != tuple(prefix.shape[1:]):
-                raise ValueError(f"shape {tuple(shape)} does not match prefix grid {tuple(prefix.shape[1:])}")
+                raise ValueError(
+                    f"shape {tuple(shape)} does not match the prefix grid {tuple(prefix.shape[1:])}"
+                )
             shape = tuple(prefix.shape[1:])
             if (start is None) == (known is None):
                 raise ValueError(
-                    "with prefix, pass exactly one of start=(row, col) (keep the codes before it in "
-                    "raster order) or known=(n, H, W) / (H, W) bool mask (keep the True positions)"
+                    "with prefix, pass exactly one of start=(row, col) (keep the codes before it "
+                    "in raster order) or known=(n, H, W) / (H, W) bool mask (keep the True "
+                    "positions)"
                 )
         elif start is not None or known is not None:
             raise ValueError("start/known need prefix=(n, H, W) codes to keep")
@@ -829,22 +854,28 @@ class PixelCNNPrior(nn.Module):
                 or not all(isinstance(s, int) and s >= 1 for s in shape)):
             raise ValueError(f"shape must be (H, W), two ints >= 1, got {shape!r}")
         height, width = shape
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        if (not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
+                or temperature < 0):
             raise ValueError(
                 f"temperature must be a finite number >= 0 (1: the model's distribution, < 1: "
                 f"sharper, 0: greedy argmax), got {temperature!r}"
             )
         if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= c.codebook_size):
-            raise ValueError(f"top_k must be None or an int in [1, {c.codebook_size}], got {top_k!r}")
+            raise ValueError(
+                f"top_k must be None or an int in [1, {c.codebook_size}], got {top_k!r}"
+            )
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         if isinstance(label, int) and not isinstance(label, bool):
             label = torch.full((n,), label, dtype=torch.int64)
         if isinstance(label, Tensor) and label.dim() == 1 and label.shape[0] == 1 and n > 1:
             label = label.expand(n)
         if isinstance(cond_map, Tensor) and cond_map.dim() == 2:
             cond_map = cond_map[None]  # (h, w) -> (1, h, w)
-        if isinstance(cond_map, Tensor) and cond_map.dim() == 3 and cond_map.shape[0] == 1 and n > 1:
+        if (isinstance(cond_map, Tensor) and cond_map.dim() == 3 and cond_map.shape[0] == 1
+                and n > 1):
             cond_map = cond_map.expand(n, -1, -1)  # (n, h, w)
         label = label.to(device) if isinstance(label, Tensor) else label
         cond_map = cond_map.to(device) if isinstance(cond_map, Tensor) else cond_map
@@ -857,9 +888,13 @@ class PixelCNNPrior(nn.Module):
                         or not all(isinstance(s, int) for s in start)):
                     raise ValueError(f"start must be (row, col) ints, got {start!r}")
                 index = start[0] * width + start[1]
-                if not (0 <= start[0] <= height and 0 <= start[1] < width and index <= height * width):
-                    raise ValueError(f"start {tuple(start)} is outside the grid ({height}, {width})")
-                known = torch.arange(height * width, device=device).view(height, width) < index  # (H, W)
+                inside = 0 <= start[0] <= height and 0 <= start[1] < width
+                if not (inside and index <= height * width):
+                    raise ValueError(
+                        f"start {tuple(start)} is outside the grid ({height}, {width})"
+                    )
+                raster = torch.arange(height * width, device=device).view(height, width)  # (H, W)
+                known = raster < index  # (H, W)
             if not isinstance(known, Tensor) or known.dtype != torch.bool:
                 raise TypeError("known must be a bool tensor of shape (n, H, W) or (H, W)")
             if known.shape == (height, width):
@@ -873,8 +908,9 @@ class PixelCNNPrior(nn.Module):
         return height, width, label, cond_map, codes, known
 
     @torch.no_grad()
-    def sample(self, n: int, shape: tuple[int, int] | None = None, label: int | Tensor | None = None,
-               cond_map: Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
+    def sample(self, n: int, shape: tuple[int, int] | None = None,
+               label: int | Tensor | None = None, cond_map: Tensor | None = None,
+               temperature: float = 1.0, top_k: int | None = None,
                generator: torch.Generator | None = None, fast: bool = True, *,
                prefix: Tensor | None = None, start: tuple[int, int] | None = None,
                known: Tensor | None = None, progress: bool = False) -> Tensor:
@@ -930,7 +966,9 @@ class PixelCNNPrior(nn.Module):
                             continue
                     new = _choose_codes(logits_at(codes, row, col), uniforms.to(codes.device),
                                         temperature, top_k)  # (n,)
-                    codes[:, row, col] = new if known is None else torch.where(todo, new, codes[:, row, col])
+                    if known is not None:
+                        new = torch.where(todo, new, codes[:, row, col])
+                    codes[:, row, col] = new
         finally:
             self.train(was_training)
         return codes
@@ -965,7 +1003,10 @@ def receptive_field(model: nn.Module, shape: tuple[int, int], position: tuple[in
     """
     net = model.net if isinstance(model, PixelCNNPrior) else model
     if not isinstance(net, _CodePriorNetwork):
-        raise TypeError(f"model must be a PixelCNNPrior, GatedPixelCNN or PixelCNN, got {type(model).__name__}")
+        raise TypeError(
+            "model must be a PixelCNNPrior, GatedPixelCNN or PixelCNN, got "
+            f"{type(model).__name__}"
+        )
     height, width = shape
     row, col = position
     if not (0 <= row < height and 0 <= col < width):

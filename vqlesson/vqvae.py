@@ -545,7 +545,10 @@ class VAE(nn.Module):
             TypeError, ValueError: bad ``x`` (see :func:`check_images`).
         """
         mu, logvar = self.moments(x)  # (B, L, h, w) each
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L, h, w)
+        if self.training:  # reparameterisation: a sample of q(z|x), differentiable in mu, logvar
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, L, h, w)
+        else:  # evaluation reconstructs from the posterior mean, as is usual for VAEs
+            z = mu
         x_hat = self.decode(z)  # (B, C, H, W)
         recon_loss = F.mse_loss(x_hat.float(), x.float())
         kl_map = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())
