@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last finished epoch")
     train.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    train.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    train.add_argument("--lr", type=float, default=1e-3,
+                       help="learning rate (default 1e-3; the paper used 2e-4 over 250k steps)")
     train.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     train.add_argument("--codebook-size", type=int, default=None, help="K (default: the profile's)")
     train.add_argument("--code-dim", type=int, default=None, help="D (default: the profile's)")

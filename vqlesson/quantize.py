@@ -197,7 +197,7 @@ class VectorQuantizer(nn.Module):
         decay: float = 0.99,
         eps: float = 1e-5,
         init: str = "kmeans",
-        restart_dead_after: int | None = 100,
+        restart_dead_after: int | None = 20,
         kmeans_iters: int = 10,
     ) -> None:
         super().__init__()

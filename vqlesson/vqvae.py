@@ -276,7 +276,7 @@ class VQVAEConfig:
     decay: float = 0.99
     eps: float = 1e-5
     init: str = "kmeans"
-    restart_dead_after: int | None = 100
+    restart_dead_after: int | None = 20
 
     def __post_init__(self) -> None:
         _check_common_config(self)
