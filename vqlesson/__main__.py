@@ -6,6 +6,9 @@ Commands:
     evaluate      re-compute the test metrics of a checkpoint.
     data-preview  which data the course will use, a labelled grid of training images with their
                   augmentations, and the class balance, written to --out.
+    train-prior   extract the codes of a trained VQ-VAE / VQ-VAE-2 run and train its PixelCNN
+                  prior(s) on them; bits per code and per dim, learning curves.
+    sample        sample code maps from a run's prior(s), decode them, write an image grid.
 """
 
 from __future__ import annotations
@@ -210,6 +213,341 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# Priors: train-prior and sample
+# --------------------------------------------------------------------------------------------
+def _vqvae_checkpoint(run: Path) -> Path:
+    """``run/checkpoint.pt``, or a FileNotFoundError that says how to make it."""
+    path = run / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no VQ-VAE run at {str(run)!r} (no {path.name} there); train one first: "
+            f"python -m vqlesson train-vqvae --out {run}"
+        )
+    return path
+
+
+def _prior_files(run: Path, two_levels: bool) -> list[tuple[str | None, Path]]:
+    """(level, checkpoint path) of each prior of a run: prior.pt, or prior_top.pt and
+    prior_bottom.pt for a VQ-VAE-2."""
+    if two_levels:
+        return [("top", run / "prior_top.pt"), ("bottom", run / "prior_bottom.pt")]
+    return [(None, run / "prior.pt")]
+
+
+def _run_profile_name(run: Path) -> str | None:
+    """The profile train-vqvae recorded in run/metrics.json, if any."""
+    try:
+        return json.loads((run / "metrics.json").read_text()).get("profile")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _set_threads(threads: int | None) -> None:
+    """--threads: CPU threads for torch (None: torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _prior_curves(histories: dict[str, dict], path: Path) -> None:
+    """prior_curves.png: train and validation bits per code per epoch, one panel per level."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2),
+                             squeeze=False)
+    for ax, (level, history) in zip(axes.flat, histories.items()):
+        epochs = history.get("epoch", [])
+        for key, label in (("train_bits_per_code", "train"), ("val_bits_per_code", "validation")):
+            if history.get(key):
+                ax.plot(epochs, history[key], marker="o", ms=3, label=label)
+        if history.get("best_epoch"):
+            ax.axvline(history["best_epoch"][-1], color="grey", ls=":", label="best epoch")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("NLL (bits per code)")
+        ax.set_title(f"{level} prior" if level != "codes" else "prior", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cmd_train_prior(args: argparse.Namespace) -> int:
+    import dataclasses
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    from .checkpoint import load_checkpoint
+    from .data import make_loaders
+    from .pixelcnn import PixelCNNPrior
+    from .prior import (
+        PriorTrainConfig,
+        best_checkpoint_path,
+        evaluate_prior,
+        extract_codes,
+        prior_config_for,
+        train_prior,
+    )
+    from .runtime import get_device, get_profile, seed_everything
+    from .vqvae import VQVAE
+    from .vqvae2 import VQVAE2
+
+    run = Path(args.vqvae)
+    _set_threads(args.threads)
+    device = get_device(args.device)
+    vq = load_checkpoint(_vqvae_checkpoint(run), map_location=device)
+    model = vq.model
+    if not isinstance(model, (VQVAE, VQVAE2)):
+        raise ValueError(
+            f"{run / 'checkpoint.pt'} holds a {type(model).__name__}, which has no discrete "
+            "codes for a prior; train a VQ-VAE: python -m vqlesson train-vqvae --out RUN"
+        )
+    if args.image_size is not None and args.image_size != vq.config.image_size:
+        raise ValueError(
+            f"--image-size {args.image_size} differs from the VQ-VAE's image size "
+            f"{vq.config.image_size}; leave --image-size out (the run's size is used)"
+        )
+    if args.augment_passes < 1:
+        raise ValueError(f"--augment-passes must be >= 1, got {args.augment_passes}")
+    profile = get_profile(args.profile or _run_profile_name(run)).with_overrides(
+        prior_epochs=args.epochs, batch_size=args.batch_size, dataset_size=args.dataset_size,
+        image_size=vq.config.image_size)
+    seed_everything(args.seed)
+    passes = args.augment_passes
+    loaders = make_loaders(args.data, root=args.data_root, profile=profile, augment=passes > 1,
+                           seed=args.seed, num_workers=args.num_workers)
+    print(f"data: {loaders.description}")
+    if args.label_conditional and len(loaders.classes) < 2:
+        raise ValueError(
+            f"--label-conditional needs labelled data with at least 2 classes; this data has "
+            f"classes {loaders.classes}"
+        )
+    codes = {}
+    for split in ("train", "val", "test"):
+        split_passes = passes if split == "train" else 1
+        key = f"{loaders.description}|seed={args.seed}|split={split}|augmented={split_passes > 1}"
+        codes[split] = extract_codes(model, getattr(loaders, split), run / f"codes_{split}.pt",
+                                     device, split_passes, classes=loaders.classes, data_key=key)
+    print(f"codes: {codes['train']!r} (train), {len(codes['val'])} val, {len(codes['test'])} "
+          f"test, in {run}/codes_*.pt")
+
+    two_levels = isinstance(model, VQVAE2)
+    summary: dict = {
+        "vqvae": type(model).__name__, "run": str(run), "profile": profile.name,
+        "data": loaders.description, "device": str(device), "augment_passes": passes,
+        "priors": {},
+    }
+    histories: dict[str, dict] = {}
+    for level, path in _prior_files(run, two_levels):
+        name = level or "codes"
+        k = codes["train"].codebook_sizes[name]
+        cond = codes["train"].codebook_sizes["top"] if level == "bottom" else None
+        config = prior_config_for(
+            profile, k, num_classes=len(loaders.classes) if args.label_conditional else 0,
+            dropout=args.dropout, cond_codebook_size=cond)
+        if args.resume and path.exists():
+            # The stored config wins on resume: a run continues with the settings it started with.
+            config = load_checkpoint(path).config
+        prior = PixelCNNPrior(config)
+        params = sum(p.numel() for p in prior.parameters()) / 1e6
+        print(f"{name} prior: grid {codes['train'].grid(name)}, K={k}, {params:.2f} M parameters, "
+              f"{profile.prior_epochs} epochs"
+              + (", class-conditional" if config.num_classes else "")
+              + (", conditioned on the top codes" if config.cond_codebook_size else ""))
+        train_config = PriorTrainConfig(
+            epochs=profile.prior_epochs, batch_size=profile.batch_size, lr=args.lr,
+            amp=not args.no_amp, seed=args.seed, checkpoint_path=str(path), resume=args.resume,
+            device=str(device), early_stopping_patience=args.patience or None, level=level)
+        history = train_prior(prior, codes["train"], codes["val"], train_config)
+        histories[name] = history
+        results = {split: evaluate_prior(prior, codes[split], level=level,
+                                         batch_size=profile.batch_size)
+                   for split in ("train", "val", "test")}
+        summary["priors"][name] = {
+            "file": path.name, "best_file": best_checkpoint_path(path).name,
+            "config": dataclasses.asdict(config),
+            "epochs": len(history.get("epoch", [])),
+            "best_epoch": history["best_epoch"][-1] if history.get("best_epoch") else None,
+            "train_seconds": float(sum(history.get("epoch_time_s", []))),
+            "codes_per_s": history["codes_per_s"][-1] if history.get("codes_per_s") else None,
+            **results,
+        }
+    for split in ("train", "val", "test"):
+        levels = [summary["priors"][name][split] for name in summary["priors"]]
+        bits = sum(r["bits_per_image"] for r in levels)
+        positions = sum(math.prod(codes[split].grid(n)) for n in summary["priors"])
+        summary[split] = {"bits_per_code": bits / positions,
+                          "bits_per_dim": sum(r["bits_per_dim"] for r in levels),
+                          "bits_per_image": bits}
+    (run / "prior_metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    _prior_curves(histories, run / "prior_curves.png")
+    for name, entry in summary["priors"].items():
+        print(f"{name} prior: {entry['epochs']} epochs (best {entry['best_epoch']}), "
+              f"{entry['train_seconds']:.1f} s; bits per code train "
+              f"{entry['train']['bits_per_code']:.3f}, val {entry['val']['bits_per_code']:.3f}, "
+              f"test {entry['test']['bits_per_code']:.3f}")
+    print(f"test: {summary['test']['bits_per_code']:.3f} bits per code, "
+          f"{summary['test']['bits_per_dim']:.4f} bits per dim")
+    files = ", ".join(path.name for _, path in _prior_files(run, two_levels))
+    print(f"wrote {files}, prior_metrics.json, prior_curves.png and codes_*.pt in {run}")
+    print(f"next: python -m vqlesson sample --run {run}")
+    return 0
+
+
+def _sampling_label(label: str | None, priors: list, classes: list[str], n: int, run: Path):
+    """The label argument for sample_images: a class index, alternating classes, or None."""
+    import torch
+
+    num_classes = max(p.config.num_classes for p in priors)
+    if label is None:
+        # A class-conditional prior needs a label: show the classes in turn.
+        return torch.arange(n) % num_classes if num_classes else None
+    if not num_classes:
+        raise ValueError(
+            f"the prior(s) in {run} were trained without labels; leave out --label, or train "
+            f"class-conditional priors: python -m vqlesson train-prior --vqvae {run} "
+            "--label-conditional"
+        )
+    if label in classes:
+        return classes.index(label)
+    if label.isdigit() and int(label) < num_classes:
+        return int(label)
+    choices = ", ".join(classes) if classes else f"0..{num_classes - 1}"
+    raise ValueError(f"unknown label {label!r}; choose one of {choices}")
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import math
+    import time
+
+    import torch
+    from torchvision.utils import save_image
+
+    from .checkpoint import load_checkpoint
+    from .prior import best_checkpoint_path, model_fingerprint, sample_images
+    from .runtime import get_device
+    from .vqvae2 import VQVAE2
+
+    run = Path(args.run)
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    _set_threads(args.threads)
+    device = get_device(args.device)
+    vqvae = load_checkpoint(_vqvae_checkpoint(run), map_location=device).model
+    two_levels = isinstance(vqvae, VQVAE2)
+    priors, classes = [], []
+    for _, path in _prior_files(run, two_levels):
+        best = best_checkpoint_path(path)
+        chosen = best if best.is_file() else path
+        if not chosen.is_file():
+            raise FileNotFoundError(
+                f"no prior trained yet in {run} ({path.name} is missing); train it first: "
+                f"python -m vqlesson train-prior --vqvae {run}"
+            )
+        checkpoint = load_checkpoint(chosen, map_location=device, expected_class="PixelCNNPrior")
+        made_by = (checkpoint.extra.get("codes_fingerprint") or "").partition("|")[0]
+        if made_by and made_by != f"model:{model_fingerprint(vqvae)}":
+            raise ValueError(
+                f"{chosen} was trained on the codes of other VQ-VAE weights than "
+                f"{run / 'checkpoint.pt'} (was the VQ-VAE trained again?); train the prior again: "
+                f"python -m vqlesson train-prior --vqvae {run}"
+            )
+        priors.append(checkpoint.model)
+        classes = list(checkpoint.extra.get("classes") or classes)
+    label = _sampling_label(args.label, priors, classes, args.n, run)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    start = time.perf_counter()
+    images = sample_images(vqvae, tuple(priors) if two_levels else priors[0], args.n,
+                           label=label, temperature=args.temperature, top_k=args.top_k,
+                           generator=generator, progress=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    out = Path(args.out) if args.out else run / "samples.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image((images.float().cpu() + 1) / 2, out, nrow=math.ceil(math.sqrt(args.n)), padding=2)
+    what = (f"label {args.label}" if args.label is not None
+            else "classes in turn" if label is not None else "unconditional")
+    print(f"sampled {args.n} images of {images.shape[-1]} px ({what}, temperature "
+          f"{args.temperature}, top-k {args.top_k}) in {seconds:.2f} s "
+          f"({1000 * seconds / args.n:.0f} ms per image) on {device}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_prior_commands(sub) -> None:
+    """The train-prior and sample subcommands."""
+    prior = sub.add_parser(
+        "train-prior", help="extract a VQ-VAE run's codes and train its PixelCNN prior(s)",
+        description="Loads RUN/checkpoint.pt (a VQ-VAE or VQ-VAE-2 from train-vqvae), encodes "
+                    "the train/val/test splits once into RUN/codes_{train,val,test}.pt (reused "
+                    "while the checkpoint and data are the same, rebuilt when stale), trains a "
+                    "Gated PixelCNN prior on the codes (VQ-VAE-2: a top prior and a bottom "
+                    "prior conditioned on the top codes) with early stopping on the validation "
+                    "NLL, and writes RUN/prior.pt (VQ-VAE-2: prior_top.pt, prior_bottom.pt; "
+                    "the best-validation weights in *_best.pt), prior_metrics.json (bits per "
+                    "code and bits per dim on each split) and prior_curves.png. Pass the same "
+                    "--data/--dataset-size/--seed as to train-vqvae to use the same images; "
+                    "--profile defaults to the run's (from RUN/metrics.json).")
+    prior.add_argument("--vqvae", required=True, metavar="RUN",
+                       help="the train-vqvae run folder, e.g. runs/NAME")
+    _add_data_arguments(prior)
+    prior.add_argument("--epochs", type=int, default=None,
+                       help="prior epochs (default: the profile's prior_epochs)")
+    prior.add_argument("--label-conditional", action="store_true",
+                       help="condition the prior(s) on the class label (benign/malignant)")
+    prior.add_argument("--dropout", type=float, default=None,
+                       help="dropout in the prior's blocks (default 0), against overfitting")
+    prior.add_argument("--augment-passes", type=int, default=1,
+                       help="passes over the augmented training images when extracting codes "
+                            "(default 1: the images without augmentation)")
+    prior.add_argument("--patience", type=int, default=5,
+                       help="early stopping after this many epochs without a validation "
+                            "improvement (0: never stop early; default 5)")
+    prior.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    prior.add_argument("--resume", action="store_true",
+                       help="continue the prior(s) from their last finished epoch")
+    prior.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    prior.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
+    prior.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    prior.add_argument("--threads", type=int, default=None,
+                       help="CPU threads for torch (default: torch's choice); 1 can be much "
+                            "faster for small models on a busy machine")
+    prior.set_defaults(func=_cmd_train_prior)
+
+    sample = sub.add_parser(
+        "sample", help="sample images from a run's prior(s) and write a grid",
+        description="Loads RUN/checkpoint.pt and the prior(s) trained by train-prior (the "
+                    "best-validation weights), samples code maps (VQ-VAE-2: top codes, then "
+                    "bottom codes conditioned on them), decodes them and writes a PNG grid; "
+                    "prints the time taken.")
+    sample.add_argument("--run", required=True, help="the run folder, e.g. runs/NAME")
+    sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    sample.add_argument("--temperature", type=float, default=1.0,
+                        help="divides the logits: 1 samples the model, < 1 sharper, 0 greedy")
+    sample.add_argument("--top-k", type=int, default=None,
+                        help="sample only among the k most likely codes at each position")
+    sample.add_argument("--label", default=None,
+                        help="class name (e.g. malignant) or index, for class-conditional "
+                             "priors (default: the classes in turn)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--out", default=None, help="PNG file (default RUN/samples.png)")
+    sample.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    sample.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice); 1 can be much "
+                             "faster for small models on a busy machine")
+    sample.set_defaults(func=_cmd_sample)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vqlesson",
@@ -270,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(preview)
     preview.add_argument("--out", default="runs/data-preview", help="output folder (default runs/data-preview)")
     preview.set_defaults(func=_cmd_data_preview)
+    _add_prior_commands(sub)
     return parser
 
 
