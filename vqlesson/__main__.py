@@ -40,6 +40,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
+def _add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+
+
 def _cmd_data_preview(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -518,7 +522,7 @@ def _add_prior_commands(sub) -> None:
                        help="continue the prior(s) from their last finished epoch")
     prior.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     prior.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
-    prior.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    _add_device_argument(prior)
     prior.add_argument("--threads", type=int, default=None,
                        help="CPU threads for torch (default: torch's choice); 1 can be much "
                             "faster for small models on a busy machine")
@@ -541,7 +545,7 @@ def _add_prior_commands(sub) -> None:
                              "priors (default: the classes in turn)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--out", default=None, help="PNG file (default RUN/samples.png)")
-    sample.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    _add_device_argument(sample)
     sample.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice); 1 can be much "
                              "faster for small models on a busy machine")
@@ -586,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     train.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
-    train.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    _add_device_argument(train)
     train.set_defaults(func=_cmd_train_vqvae)
 
     evaluate = sub.add_parser(
@@ -598,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(evaluate)
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
     evaluate.add_argument("--out", default=None, help="also write metrics and figures here")
-    evaluate.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    _add_device_argument(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
     preview = sub.add_parser(
         "data-preview", help="show which data the course uses, with a grid of training images",

@@ -618,7 +618,7 @@ def make_loaders(
     set draws train, validation and test from disjoint seeds (``seed``, ``seed + 1``,
     ``seed + 2``), with validation and test each a fifth of the training size (at least 16).
     """
-    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    prof = get_profile(profile)
     size = image_size or prof.image_size
     batch = batch_size or prof.batch_size
     n_train = dataset_size if dataset_size is not None else prof.dataset_size

@@ -53,8 +53,8 @@ from .checkpoint import (
     set_rng_state,
 )
 from .pixelcnn import LN2, PixelCNNPrior, PriorConfig, nll
-from .runtime import Profile, get_device, get_profile, seed_everything
-from .train import _amp_settings
+from .runtime import Profile, get_device, get_profile, given, seed_everything
+from .train import _amp_settings, optimizer_step
 from .vqvae import VQVAE
 from .vqvae2 import VQVAE2
 
@@ -761,7 +761,6 @@ def _train_one_epoch(prior: PixelCNNPrior, data: _LevelData, optimizer: torch.op
     """One pass in a random order. Returns (train bits per code, new global step, codes seen)."""
     prior.train()
     order = torch.randperm(len(data.target), generator=shuffle)  # (N,)
-    clip = config.grad_clip is not None and config.grad_clip > 0
     total_bits, n_codes = 0.0, 0
     bar = tqdm(order.split(config.batch_size), desc=f"prior epoch {epoch}/{config.epochs}",
                disable=not config.progress, unit="batch")
@@ -777,19 +776,7 @@ def _train_one_epoch(prior: PixelCNNPrior, data: _LevelData, optimizer: torch.op
                 f"continuing with corrupt weights. Try a lower learning rate (lr={config.lr:g}), "
                 "amp=False (full precision) or grad_clip=1.0."
             )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(out.loss).backward()
-            if clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(prior.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            out.loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(prior.parameters(), config.grad_clip)
-            optimizer.step()
+        optimizer_step(out.loss, prior, optimizer, scaler, config.grad_clip)
         step += 1
         positions = target.numel()
         total_bits += loss / LN2 * positions
@@ -974,14 +961,13 @@ def prior_config_for(profile: Profile | str | None, codebook_size: int,
         ValueError: an unknown profile, or a field out of range.
         TypeError: an unknown field.
     """
-    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    prof = get_profile(profile)
     if prof.name not in PRIOR_SIZES:
         raise ValueError(
             f"no prior sizes for profile {prof.name!r}; use one of {', '.join(PRIOR_SIZES)}"
         )
-    fields: dict[str, Any] = {"codebook_size": codebook_size, **PRIOR_SIZES[prof.name]}
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    return PriorConfig(**fields)
+    return PriorConfig(**{"codebook_size": codebook_size, **PRIOR_SIZES[prof.name],
+                          **given(overrides)})
 
 
 # --------------------------------------------------------------------------------------------

@@ -90,6 +90,12 @@ def worker_init_fn(worker_id: int) -> None:
 # --------------------------------------------------------------------------------------------
 # Profiles
 # --------------------------------------------------------------------------------------------
+def given(overrides: dict) -> dict:
+    """The entries of ``overrides`` whose value is not ``None``: how every ``from_profile``-style
+    helper (and the command line, whose unset options are ``None``) applies its overrides."""
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class Profile:
     """The sizes of one course run.
@@ -121,7 +127,7 @@ class Profile:
 
     def with_overrides(self, **changes) -> "Profile":
         """A copy with some fields changed (``None`` values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        return replace(self, **given(changes))
 
 
 PROFILES: dict[str, Profile] = {
@@ -140,13 +146,17 @@ def default_profile_name() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def get_profile(name: str | None = None) -> Profile:
+def get_profile(name: "str | Profile | None" = None) -> Profile:
     """The profile named ``name``, else ``$VQLESSON_PROFILE``, else :func:`default_profile_name`.
+    A :class:`Profile` is returned as it is, so every ``profile=`` argument of the course takes
+    a profile, its name or ``None``.
 
     Raises:
         ValueError: an unknown name (the message lists the valid ones and says where the bad
             name came from).
     """
+    if isinstance(name, Profile):
+        return name
     source = "argument"
     if name is None:
         name = os.environ.get(PROFILE_ENV) or None

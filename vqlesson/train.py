@@ -201,6 +201,30 @@ def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def optimizer_step(
+    loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None, grad_clip: float | None,
+) -> None:
+    """One update: zero the gradients, backpropagate ``loss`` (scaled when a ``GradScaler`` is
+    given, for fp16), clip the global gradient norm to ``grad_clip`` (``None`` or 0: no
+    clipping; unscaled first), then step the optimiser (through the scaler, which skips steps
+    with inf/NaN gradients). Shared by the autoencoder and prior trainers."""
+    clip = grad_clip is not None and grad_clip > 0
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+
+
 def _non_finite_error(
     epoch: int, epochs: int, step: int, batch_index: int, bad: list[str], values: dict[str, float],
     lr: float, x: Tensor,
@@ -335,7 +359,6 @@ def _train_one_epoch(
         loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress,
         leave=True, unit="batch",
     )
-    clip = config.grad_clip is not None and config.grad_clip > 0
     for batch_index, batch in enumerate(bar):
         x = _images(batch, "train_loader").to(device, non_blocking=True)
         if not bool(torch.isfinite(x).all()):
@@ -354,19 +377,7 @@ def _train_one_epoch(
                 epoch, config.epochs, step + 1, batch_index, bad, values,
                 optimizer.param_groups[0]["lr"], x,
             )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(output.loss).backward()
-            if clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            output.loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+        optimizer_step(output.loss, model, optimizer, scaler, config.grad_clip)
         step += 1
         b = x.shape[0]
         n_images += b

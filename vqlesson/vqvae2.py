@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqlesson.quantize import INIT_METHODS, VectorQuantizer
-from vqlesson.vqvae import Decoder, Encoder, check_images, nearby_valid_sizes
+from vqlesson.vqvae import Decoder, Encoder, check_images, config_from_profile, nearby_valid_sizes
 
 if TYPE_CHECKING:
     from vqlesson.runtime import Profile
@@ -159,17 +159,8 @@ class VQVAE2Config:
         Raises:
             ValueError: an unknown profile name, or a resulting field out of range.
         """
-        from .runtime import Profile, get_profile
-
-        prof = profile if isinstance(profile, Profile) else get_profile(profile)
-        fields = dict(
-            image_size=prof.image_size, hidden_channels=prof.hidden_channels,
-            residual_channels=max(1, prof.hidden_channels // 4),
-            codebook_size_top=prof.codebook_size, codebook_size_bottom=prof.codebook_size,
-            code_dim=prof.code_dim,
-        )
-        fields.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**fields)
+        return config_from_profile(cls, profile, overrides, lambda prof: {
+            "codebook_size_top": prof.codebook_size, "codebook_size_bottom": prof.codebook_size})
 
     def top_latent_size(self) -> int:
         """Side of the top code grid: ``image_size // 8``."""
