@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 TRAIN_DIR, TRAIN_CSV = "ISBI2016_ISIC_Part3_Training_Data", "ISBI2016_ISIC_Part3_Training_GroundTruth.csv"
@@ -86,3 +87,28 @@ def make_isic_layout(root: Path, n_train: int = 12, n_test: int = 6, *, messy: b
 @pytest.fixture
 def isic_root(tmp_path: Path) -> Path:
     return make_isic_layout(tmp_path / "isic2016")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: the many tiny convolutions of small models run fastest
+    single-threaded, and on a busy machine threads waiting for each other slow them many-fold
+    (speed itself is never tested). Restores the previous setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def smooth_batch(size: int = 16) -> torch.Tensor:
+    """4 smooth, distinct RGB images in [-1, 1], (4, 3, size, size): easy to overfit."""
+    yy, xx = torch.meshgrid(
+        torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij"
+    )
+    batch = []
+    for i in range(4):
+        r = 0.8 * torch.sin(3 * xx + i)
+        g = 0.8 * torch.cos(2 * yy - i)
+        b = ((xx**2 + yy**2) < 0.3 + 0.1 * i).float() * 1.2 - 0.6
+        batch.append(torch.stack([r, g, b]))
+    return torch.stack(batch)

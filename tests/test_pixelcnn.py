@@ -58,13 +58,9 @@ def seeded(seed: int) -> torch.Generator:
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Deterministic weights; tiny convolutions run fastest single-threaded."""
+def _seed(one_thread):
+    """Deterministic weights, single-threaded (``one_thread``: tiny convolutions run fastest so)."""
     torch.manual_seed(0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # ---- masks -----------------------------------------------------------------------------------

@@ -29,14 +29,8 @@ from vqlesson.vqvae2 import VQVAE2, VQVAE2Config
 IMAGE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy machine, threads waiting for each other slow the many tiny
-    operations of training and sampling small priors many-fold (speed is not tested here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread for every test here (see the ``one_thread`` fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import smooth_batch
 
 from vqlesson.vqvae import (
     VAE,
@@ -39,15 +40,6 @@ def images(batch: int, size: int, channels: int = 3) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run fastest single-threaded (and do not fight parallel test workers)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # ---- shapes ----------------------------------------------------------------------------------
@@ -156,20 +148,6 @@ def test_encode_decode_consistent_with_forward_in_eval():
 
 
 # ---- learning --------------------------------------------------------------------------------
-def smooth_batch(size: int = 16) -> torch.Tensor:
-    """4 smooth, distinct RGB images in [-1, 1], (4, 3, size, size)."""
-    yy, xx = torch.meshgrid(
-        torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij"
-    )
-    batch = []
-    for i in range(4):
-        r = 0.8 * torch.sin(3 * xx + i)
-        g = 0.8 * torch.cos(2 * yy - i)
-        b = ((xx**2 + yy**2) < 0.3 + 0.1 * i).float() * 1.2 - 0.6
-        batch.append(torch.stack([r, g, b]))
-    return torch.stack(batch)
-
-
 @pytest.mark.parametrize("ema", [True, False])
 def test_tiny_vqvae_overfits_one_batch(ema, one_thread):
     x = smooth_batch(16)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import smooth_batch
 from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson.checkpoint import load_checkpoint, save_checkpoint
@@ -34,20 +35,6 @@ def images(batch: int, size: int, width: int | None = None) -> torch.Tensor:
     return torch.rand(batch, 3, size, width or size) * 2 - 1  # (B, 3, H, W) in [-1, 1]
 
 
-def smooth_batch(size: int = 16) -> torch.Tensor:
-    """4 smooth, distinct RGB images in [-1, 1], (4, 3, size, size)."""
-    yy, xx = torch.meshgrid(
-        torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij"
-    )
-    batch = []
-    for i in range(4):
-        r = 0.8 * torch.sin(3 * xx + i)
-        g = 0.8 * torch.cos(2 * yy - i)
-        b = ((xx**2 + yy**2) < 0.3 + 0.1 * i).float() * 1.2 - 0.6
-        batch.append(torch.stack([r, g, b]))
-    return torch.stack(batch)
-
-
 def overfit(model: VQVAE2, x: torch.Tensor, steps: int = 150) -> list[float]:
     """Train ``model`` on the single batch ``x`` with Adam; the per-step losses."""
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -62,13 +49,9 @@ def overfit(model: VQVAE2, x: torch.Tensor, steps: int = 150) -> list[float]:
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Seeded, and single-threaded: tiny convolutions run fastest so on a busy machine."""
+def _seed(one_thread):
+    """Seeded, and single-threaded (``one_thread``: tiny convolutions run fastest so)."""
     torch.manual_seed(0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # ---- config ----------------------------------------------------------------------------------
