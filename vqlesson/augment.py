@@ -20,7 +20,7 @@ datasets apply it before their final mapping to ``[-1, 1]``), and returns the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torchvision.transforms import v2
@@ -123,18 +123,14 @@ def single_augmentations(config: AugmentConfig, image_size: int) -> dict[str, v2
     """Each augmentation of ``config`` on its own, by name, for the notebook's one-by-one figure."""
     off = AugmentConfig.none()
     variants = {
-        "random resized crop": AugmentConfig(**{**off.__dict__, "random_resized_crop": True,
-                                                "crop_scale": config.crop_scale,
-                                                "crop_ratio": config.crop_ratio}),
-        "horizontal flip": AugmentConfig(**{**off.__dict__, "hflip": True}),
-        "vertical flip": AugmentConfig(**{**off.__dict__, "vflip": True}),
-        "rotation": AugmentConfig(**{**off.__dict__, "rotation_degrees": config.rotation_degrees
-                                     or 180.0}),
-        "colour jitter": AugmentConfig(**{**off.__dict__, "brightness": config.brightness,
-                                          "contrast": config.contrast,
-                                          "saturation": config.saturation, "hue": config.hue}),
-        "gaussian noise": AugmentConfig(**{**off.__dict__, "noise_sigma": config.noise_sigma
-                                           or 0.05}),
+        "random resized crop": replace(off, random_resized_crop=True, crop_scale=config.crop_scale,
+                                       crop_ratio=config.crop_ratio),
+        "horizontal flip": replace(off, hflip=True),
+        "vertical flip": replace(off, vflip=True),
+        "rotation": replace(off, rotation_degrees=config.rotation_degrees or 180.0),
+        "colour jitter": replace(off, brightness=config.brightness, contrast=config.contrast,
+                                 saturation=config.saturation, hue=config.hue),
+        "gaussian noise": replace(off, noise_sigma=config.noise_sigma or 0.05),
     }
     out = {}
     for name, cfg in variants.items():
