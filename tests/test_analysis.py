@@ -1,0 +1,280 @@
+"""vqlesson.analysis on small constructed inputs with known answers."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import pytest
+import torch
+from torch import nn
+
+from vqlesson.analysis import (
+    AnalysisConfig,
+    NLLTracker,
+    compare_usage,
+    compare_usage_levels,
+    code_counts,
+    diversity,
+    evaluate_remedy,
+    generalisation_gap,
+    memorisation,
+    nearest_neighbours,
+    pairwise_hamming,
+    pairwise_pixel_distance,
+    reconstruction_scores,
+    remedy_table,
+    scores_by_class,
+    surprise_maps,
+    worst_reconstructions,
+)
+from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
+from vqlesson.prior import CodeDataset, PriorTrainConfig, evaluate_prior, train_prior
+from vqlesson.vqvae import VQVAE, VQVAEConfig
+
+K = 8
+
+
+def tiny_prior(**overrides) -> PixelCNNPrior:
+    torch.manual_seed(0)
+    fields = dict(codebook_size=K, embed_dim=8, channels=8, num_layers=2, first_kernel_size=3)
+    return PixelCNNPrior(PriorConfig(**{**fields, **overrides}))
+
+
+def code_set(codes: torch.Tensor, labels: torch.Tensor | None = None) -> CodeDataset:
+    labels = labels if labels is not None else torch.zeros(len(codes), dtype=torch.long)
+    return CodeDataset({"codes": codes}, labels, {"codes": K}, (3, 16, 16), ("benign", "malignant"))
+
+
+class Out(NamedTuple):
+    x_hat: torch.Tensor
+
+
+class NoisyOn(nn.Module):
+    """A fake autoencoder: returns its input, except that images whose top-left pixel is marked
+    (> 0.9) get a black 4x4 top-left corner, so the test knows which reconstructions are bad
+    and where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        x_hat = x.clone()
+        x_hat[x[:, 0, 0, 0] > 0.9, :, :4, :4] = -1.0
+        return Out(x_hat)
+
+
+# ---- diversity ----------------------------------------------------------------------------
+def test_identical_samples_have_zero_diversity():
+    codes = torch.randint(0, K, (1, 4, 4)).repeat(5, 1, 1)  # (5, 4, 4) all equal
+    images = torch.rand(1, 3, 16, 16).repeat(5, 1, 1, 1) * 2 - 1
+    d = diversity(codes, images)
+    assert d.code_hamming == 0.0 and d.pixel_rms == pytest.approx(0.0, abs=1e-6) and d.n == 5
+
+
+def test_pairwise_hamming_known_values():
+    a = torch.zeros(1, 2, 2, dtype=torch.long)
+    b = torch.tensor([[[1, 0], [0, 0]]])  # 1 of 4 positions differs from a
+    c = torch.ones(1, 2, 2, dtype=torch.long)  # 4 of 4 differ from a, 3 of 4 from b
+    assert pairwise_hamming(torch.cat([a, b, c])) == pytest.approx((0.25 + 1.0 + 0.75) / 3)
+    # chunking must not change the answer
+    many = torch.randint(0, 3, (7, 3, 3))
+    assert pairwise_hamming(many, chunk=2) == pytest.approx(pairwise_hamming(many, chunk=100))
+
+
+def test_random_codes_are_about_one_minus_one_over_k_apart():
+    codes = torch.randint(0, K, (40, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert pairwise_hamming(codes) == pytest.approx(1 - 1 / K, abs=0.02)
+
+
+def test_pairwise_pixel_distance_known_value():
+    black = -torch.ones(1, 3, 4, 4)
+    white = torch.ones(1, 3, 4, 4)
+    grey = torch.zeros(1, 3, 4, 4)  # 0.5 on [0, 1]
+    # pairs: black-white 1.0, black-grey 0.5, white-grey 0.5
+    assert pairwise_pixel_distance(torch.cat([black, white, grey])) == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_diversity_errors_are_clear():
+    with pytest.raises(ValueError, match="at least 2"):
+        pairwise_hamming(torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer code maps"):
+        pairwise_hamming(torch.zeros(3, 2, 2))
+    with pytest.raises(ValueError, match="pass pairs"):
+        diversity(torch.zeros(3, 2, 2, dtype=torch.long), torch.zeros(4, 3, 4, 4))
+
+
+# ---- memorisation -------------------------------------------------------------------------
+def test_a_copied_training_image_is_flagged_as_a_near_copy():
+    g = torch.Generator().manual_seed(1)
+    train_codes = torch.randint(0, K, (10, 6, 6), generator=g)
+    train_images = torch.rand(10, 3, 16, 16, generator=g) * 2 - 1
+    samples = torch.randint(0, K, (4, 6, 6), generator=g)
+    sample_images = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    samples[2] = train_codes[7]  # a verbatim copy of training image 7
+    sample_images[2] = train_images[7]
+    samples[3] = train_codes[4]
+    samples[3, 0, :2] = (train_codes[4, 0, :2] + 1) % K  # 2 of 36 positions changed: 5.6 %
+    m = memorisation(samples, train_codes, sample_images, train_images, near_copy_hamming=0.1)
+    assert m.code.index[2] == 7 and m.code.distance[2] == 0.0
+    assert m.pixel.index[2] == 7 and m.pixel.distance[2] == pytest.approx(0.0, abs=1e-6)
+    assert m.code.index[3] == 4 and m.code.distance[3] == pytest.approx(2 / 36)
+    assert m.near_copy.tolist() == [False, False, True, True]
+    assert m.near_copy_fraction == 0.5
+
+
+def test_nearest_neighbours_l2_and_ties():
+    refs = torch.stack([torch.full((3, 4, 4), v) for v in (-1.0, 0.0, 1.0)])  # 0, .5, 1 on [0,1]
+    queries = torch.stack([torch.full((3, 4, 4), v) for v in (0.9, -0.2)])
+    nn_ = nearest_neighbours(queries, refs, "l2")
+    assert nn_.index.tolist() == [2, 1]
+    assert nn_.distance.tolist() == pytest.approx([0.05, 0.1], abs=1e-6)
+    same = torch.zeros(2, 2, 2, dtype=torch.long)
+    assert nearest_neighbours(same[:1], same).index.tolist() == [0]  # ties: lowest index
+
+
+def test_nearest_neighbours_bad_input():
+    codes = torch.zeros(2, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="metric"):
+        nearest_neighbours(codes, codes, "cosine")
+    with pytest.raises(ValueError, match="same shape"):
+        nearest_neighbours(codes, torch.zeros(2, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        nearest_neighbours(codes, codes[:0])
+    with pytest.raises(ValueError, match="both"):
+        memorisation(codes, codes, sample_images=torch.zeros(2, 3, 4, 4))
+
+
+# ---- codebook usage -----------------------------------------------------------------------
+def test_compare_usage_finds_codes_only_the_test_set_uses():
+    train = torch.arange(4).repeat(25).view(4, 5, 5)  # codes 0-3, 25 times each
+    test = torch.tensor([0, 1, 2, 3, 4, 4, 5, 0]).view(2, 2, 2)  # 4 and 5 never seen in training
+    u = compare_usage(train, test, K, rare_fraction=0.01)
+    assert u.train_counts.tolist() == [25, 25, 25, 25, 0, 0, 0, 0]
+    assert u.test_only_codes.tolist() == [4, 5]  # most used first
+    assert u.test_only_fraction == pytest.approx(3 / 8)
+    assert u.train_perplexity == pytest.approx(4.0)
+    assert u.train_active == 0.5 and u.test_active == 0.75
+    assert code_counts(test, K).sum() == 8
+
+
+def test_compare_usage_levels_and_errors():
+    train, test = code_set(torch.randint(0, K, (6, 4, 4))), code_set(torch.randint(0, K, (3, 4, 4)))
+    levels = compare_usage_levels(train, test)
+    assert list(levels) == ["codes"] and levels["codes"].test_counts.sum() == 48
+    with pytest.raises(ValueError, match="codebook_size"):
+        code_counts(torch.full((1, 2, 2), K), K)
+    with pytest.raises(ValueError, match="rare_fraction"):
+        compare_usage(train.codes, test.codes, K, rare_fraction=1.5)
+
+
+# ---- prior generalisation ------------------------------------------------------------------
+def test_a_uniform_prior_has_log2_k_surprise_everywhere():
+    prior = tiny_prior()
+    for p in prior.parameters():
+        p.data.zero_()  # every logit 0: p = 1/K at every position
+    codes = torch.randint(0, K, (3, 5, 6))
+    bits = surprise_maps(prior, codes)
+    assert bits.shape == (3, 5, 6)
+    assert torch.allclose(bits, torch.full_like(bits, math.log2(K)), atol=1e-5)
+    assert evaluate_prior(prior, code_set(codes))["bits_per_code"] == pytest.approx(math.log2(K), abs=1e-5)
+
+
+def test_surprise_maps_average_to_the_nll_and_use_labels():
+    prior = tiny_prior(num_classes=2)
+    codes = code_set(torch.randint(0, K, (5, 4, 4)), torch.tensor([0, 1, 0, 1, 1]))
+    bits = surprise_maps(prior, codes)
+    assert (bits >= 0).all()
+    assert float(bits.double().mean()) == pytest.approx(evaluate_prior(prior, codes)["bits_per_code"], rel=1e-5)
+    flipped = surprise_maps(prior, codes.codes, labels=1 - codes.labels)
+    assert not torch.allclose(bits, flipped)  # the label changes the prediction
+
+
+def test_generalisation_gap_finds_where_validation_turns_up():
+    history = {"epoch": [1, 2, 3, 4, 5], "train_bits_per_code": [5.0, 4.0, 3.0, 2.0, 1.0],
+               "val_bits_per_code": [5.5, 4.5, 4.2, 4.4, 4.9]}
+    g = generalisation_gap(history)
+    assert (g.best_epoch, g.overfit_epochs, g.final_epoch) == (3, 2, 5)
+    assert g.gap_at_best == pytest.approx(1.2) and g.final_gap == pytest.approx(3.9)
+    with pytest.raises(ValueError, match="validation"):
+        generalisation_gap({"epoch": [1], "train_bits_per_code": [1.0]})
+
+
+def test_nll_tracker_records_the_test_nll_every_epoch(one_thread):
+    g = torch.Generator().manual_seed(0)
+    train = code_set(torch.randint(0, 3, (16, 4, 4), generator=g))  # few codes: learnable
+    test = code_set(torch.randint(0, 3, (8, 4, 4), generator=g))
+    prior = tiny_prior()
+    tracker = NLLTracker(prior, {"test": test})
+    history = train_prior(prior, train, test, PriorTrainConfig(
+        epochs=6, batch_size=8, lr=1e-2, progress=False, early_stopping_patience=None,
+        restore_best=False), callback=tracker)
+    assert tracker.history["epoch"] == [1, 2, 3, 4, 5, 6]
+    # The validation set here is the test set, so both records must agree epoch by epoch.
+    assert tracker.history["test_bits_per_code"] == pytest.approx(history["val_bits_per_code"], rel=1e-6)
+    test_bits = tracker.history["test_bits_per_code"]
+    assert test_bits[-1] < test_bits[0] and test_bits[-1] < math.log2(K)  # it learnt something
+    with pytest.raises(ValueError, match="K = "):
+        NLLTracker(tiny_prior(codebook_size=4), {"test": test})
+
+
+# ---- reconstruction ------------------------------------------------------------------------
+def test_reconstruction_scores_by_class_and_worst_k():
+    images = torch.rand(6, 3, 16, 16) * 1.6 - 0.8  # in [-0.8, 0.8]: unmarked
+    images[[1, 4], 0, 0, 0] = 1.0  # marked: reconstructed with a black corner
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    model = NoisyOn()
+    scores = reconstruction_scores(model, dataset, batch_size=4)
+    assert scores.mse.shape == (6,) and scores.labels.tolist() == labels.tolist()
+    good = [0, 2, 3, 5]
+    assert torch.all(scores.mse[good] == 0) and torch.all(torch.isinf(scores.psnr[good]))
+    assert torch.all(scores.psnr[[1, 4]] < 20) and torch.all(scores.ssim[good] > 0.999)
+    table = scores_by_class(scores, ["benign", "malignant"])
+    assert list(table) == ["all", "benign", "malignant"]
+    assert table["benign"]["mse"] == 0.0 and table["malignant"]["n"] == 3.0
+    assert table["malignant"]["mse"] == pytest.approx(float(scores.mse[[1, 4]].sum()) / 3)
+    worst = worst_reconstructions(model, dataset, scores, k=2)
+    assert sorted(worst.index.tolist()) == [1, 4]
+    assert worst.error_maps.shape == (2, 16, 16)
+    # The error is where the offset was applied and nowhere else.
+    assert torch.all(worst.error_maps[:, 4:, :] == 0) and torch.all(worst.error_maps[:, :, 4:] == 0)
+    assert torch.all(worst.error_maps[:, :4, :4] > 0)
+    with pytest.raises(ValueError, match="same data set"):
+        worst_reconstructions(model, dataset, scores._replace(psnr=scores.psnr[:3]), k=2)
+    with pytest.raises(TypeError, match="float images"):
+        reconstruction_scores(model, torch.zeros(2, 16, 16))
+
+
+# ---- the remedy row ------------------------------------------------------------------------
+def test_greedy_samples_of_a_one_code_prior_are_identical_copies():
+    """A prior that always predicts code 3, sampled greedily: all samples are the all-3 map,
+    which is in the training set: zero diversity and 100 % near-copies."""
+    torch.manual_seed(0)
+    vqvae = VQVAE(VQVAEConfig(image_size=16, hidden_channels=8, residual_channels=4,
+                              num_residual_blocks=1, codebook_size=K, code_dim=4))
+    prior = tiny_prior()
+    for p in prior.parameters():
+        p.data.zero_()
+    prior.net.head.out.bias.data[3] = 5.0
+    grid = vqvae.latent_shape()
+    train_codes = code_set(torch.randint(0, K, (5, *grid)))
+    train_codes.codes[2] = 3
+    test_codes = code_set(torch.randint(0, K, (4, *grid)))
+    r = evaluate_remedy("greedy", vqvae, prior, test_codes, train_codes,
+                        config=AnalysisConfig(num_samples=4), temperature=0.0)
+    assert r.sample_codes.shape == (4, *grid) and torch.all(r.sample_codes == 3)
+    assert r.samples.shape == (4, 3, 16, 16)
+    assert r.code_hamming == 0.0 and r.pixel_rms == pytest.approx(0.0, abs=1e-6)
+    assert r.near_copy_fraction == 1.0 and r.memorisation.code.index.tolist() == [2] * 4
+    assert r.test_bits_per_code == pytest.approx(evaluate_prior(prior, test_codes)["bits_per_code"])
+    table = remedy_table([r])
+    assert "| greedy |" in table and "100%" in table
+
+
+def test_analysis_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="near_copy_hamming"):
+        AnalysisConfig(near_copy_hamming=2.0)
+    with pytest.raises(ValueError, match="num_samples"):
+        AnalysisConfig(num_samples=1)
