@@ -264,7 +264,7 @@ def test_greedy_samples_of_a_one_code_prior_are_identical_copies():
     test_codes = code_set(torch.randint(0, K, (4, *grid)))
     r = evaluate_remedy("greedy", vqvae, prior, test_codes, train_codes,
                         config=AnalysisConfig(num_samples=4), temperature=0.0)
-    assert r.sample_codes.shape == (4, *grid) and torch.all(r.sample_codes == 3)
+    assert r.sample_codes.shape == (4, grid[0] * grid[1]) and torch.all(r.sample_codes == 3)
     assert r.samples.shape == (4, 3, 16, 16)
     assert r.code_hamming == 0.0 and r.pixel_rms == pytest.approx(0.0, abs=1e-6)
     assert r.near_copy_fraction == 1.0 and r.memorisation.code.index.tolist() == [2] * 4

@@ -9,6 +9,8 @@ Commands:
     train-prior   extract the codes of a trained VQ-VAE / VQ-VAE-2 run and train its PixelCNN
                   prior(s) on them; bits per code and per dim, learning curves.
     sample        sample code maps from a run's prior(s), decode them, write an image grid.
+    pipeline      the whole course headless (VQ-VAE, prior, samples, failure analysis) with a
+                  report.md; resumes from the last finished stage.
 """
 
 from __future__ import annotations
@@ -613,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", default="runs/data-preview", help="output folder (default runs/data-preview)")
     preview.set_defaults(func=_cmd_data_preview)
     _add_prior_commands(sub)
+    from .pipeline import add_pipeline_command
+
+    add_pipeline_command(sub)
     return parser
 
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .metrics import mse, perplexity_from_counts, psnr, ssim, to_unit_range
 from .pixelcnn import PixelCNNPrior, nll
-from .prior import CodeDataset, _level_data, evaluate_prior
+from .prior import CodeDataset, _level_data, evaluate_prior, sample_codes
 
 METRICS = ("mse", "psnr", "ssim")
 LN2 = math.log(2.0)
@@ -129,14 +129,13 @@ def _check_image_batch(x: object, name: str) -> None:
 
 
 def _flat_codes(codes: object, name: str) -> Tensor:
-    """(N, ...) integer codes -> (N, L) int64, one row per code map."""
+    """(N, ...) integer codes, a CodeDataset or a {level: (N, h, w)} dict -> (N, L) int64, one
+    row per image (the levels of a VQ-VAE-2 side by side)."""
     if isinstance(codes, CodeDataset):
-        if len(codes.levels) != 1:
-            raise ValueError(
-                f"{name} is a two-level (VQ-VAE-2) CodeDataset; pass one level, e.g. "
-                f"{name}.bottom, or torch.cat of the flattened levels"
-            )
-        codes = codes.codes
+        codes = {level: codes.level(level) for level in codes.levels}
+    if isinstance(codes, Mapping):
+        return torch.cat([_flat_codes(c, f"{name}[{level!r}]") for level, c in codes.items()],
+                         dim=1)  # (N, L_top + L_bottom)
     if not isinstance(codes, Tensor) or codes.is_floating_point() or codes.dim() < 2:
         shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
         raise TypeError(f"{name} must be (N, H, W) integer code maps, got {shape}")
@@ -723,7 +722,7 @@ class RemedyResult(NamedTuple):
         pixel_rms: sample diversity in pixel space, in [0, 1].
         near_copy_fraction: fraction of samples that are near-copies of training images.
         samples: (N, C, H, W) the samples, in [-1, 1].
-        sample_codes: (N, H, W) int64, their code maps.
+        sample_codes: (N, L) int64, their code maps flattened (VQ-VAE-2: both levels).
         memorisation: the :class:`Memorisation` behind ``near_copy_fraction``.
     """
 
@@ -737,53 +736,78 @@ class RemedyResult(NamedTuple):
     memorisation: Memorisation
 
 
+def prior_bits_per_code(priors: Any, codes: CodeDataset, batch_size: int = 64) -> float:
+    """NLL in bits per code of a code set under its prior(s): one prior for VQ-VAE codes;
+    ``(top_prior, bottom_prior)`` or ``{"top", "bottom"}`` for VQ-VAE-2 codes, whose bits add up
+    over both levels and are divided by all positions of both grids.
+
+    Raises:
+        TypeError, ValueError: priors that do not fit the codes.
+    """
+    if codes.levels == ("codes",):
+        prior = priors[0] if isinstance(priors, (tuple, list)) and len(priors) == 1 else priors
+        return evaluate_prior(prior, codes, batch_size=batch_size)["bits_per_code"]
+    pair = dict(priors) if isinstance(priors, Mapping) else dict(zip(("top", "bottom"), priors))
+    bits = sum(evaluate_prior(pair[level], codes, level=level, batch_size=batch_size)
+               ["bits_per_image"] for level in ("top", "bottom"))
+    positions = sum(math.prod(codes.grid(level)) for level in ("top", "bottom"))
+    return bits / positions
+
+
 @torch.no_grad()
-def evaluate_remedy(name: str, vqvae: nn.Module, prior: PixelCNNPrior, test_codes: CodeDataset,
+def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDataset,
                     train_codes: CodeDataset, train_images: Tensor | None = None,
                     config: AnalysisConfig | None = None, temperature: float = 1.0,
                     label: int | Tensor | None = None, generator: torch.Generator | None = None
                     ) -> RemedyResult:
-    """Test NLL, sample diversity and near-copy fraction of one (one-level) prior setting.
+    """Test NLL, sample diversity and near-copy fraction of one prior setting.
 
     Args:
         name: the row's name.
-        vqvae: the frozen :class:`~vqlesson.vqvae.VQVAE` whose codes the prior models.
-        prior: the prior to judge.
-        test_codes, train_codes: one-level :class:`~vqlesson.prior.CodeDataset` of the test and
-            training splits (the training codes are the memorisation references).
+        vqvae: the frozen VQ-VAE (or VQ-VAE-2) whose codes the prior(s) model.
+        priors: one :class:`~vqlesson.pixelcnn.PixelCNNPrior`, or ``(top_prior, bottom_prior)``
+            for a VQ-VAE-2 (as :func:`~vqlesson.prior.sample_images`).
+        test_codes, train_codes: :class:`~vqlesson.prior.CodeDataset` of the test and training
+            splits (the training codes are the memorisation references).
         train_images: optional (M, C, H, W) training images in [-1, 1] (same order as
             ``train_codes``) for the pixel-space near-copy test.
         config: thresholds and ``num_samples`` (:class:`AnalysisConfig` defaults when ``None``).
         temperature: sampling temperature (0: greedy).
-        label: class label(s) for a class-conditional prior (``None``: classes in turn).
+        label: class label(s) for class-conditional priors (``None``: the classes in turn).
         generator: for reproducible samples.
 
+    Returns:
+        :class:`RemedyResult`; for a VQ-VAE-2 the code distances count the positions of both
+        levels and ``sample_codes`` holds them side by side, (N, L_top + L_bottom).
+
     Raises:
-        ValueError: two-level codes (judge each level's prior with :func:`surprise_maps` and
-            the NLL), or arguments :meth:`~vqlesson.pixelcnn.PixelCNNPrior.sample` rejects.
+        TypeError, ValueError: priors that do not fit the VQ-VAE or the codes, or arguments
+            that :meth:`~vqlesson.pixelcnn.PixelCNNPrior.sample` rejects.
     """
     config = config if config is not None else AnalysisConfig()
-    if len(test_codes.levels) != 1:
-        raise ValueError("evaluate_remedy judges one-level (VQ-VAE) priors; got VQ-VAE-2 codes")
     n = config.num_samples
-    if prior.config.num_classes and label is None:
-        label = torch.arange(n) % prior.config.num_classes  # (n,) the classes in turn
-    test_bits = evaluate_prior(prior, test_codes)["bits_per_code"]
-    codes = prior.sample(n, test_codes.grid("codes"), label=label if prior.config.num_classes else None,
-                         temperature=temperature, generator=generator)  # (n, H, W)
+    members = list(priors.values()) if isinstance(priors, Mapping) else (
+        list(priors) if isinstance(priors, (tuple, list)) else [priors])
+    num_classes = max(p.config.num_classes for p in members)
+    if num_classes and label is None:
+        label = torch.arange(n) % num_classes  # (n,) the classes in turn
+    test_bits = prior_bits_per_code(priors, test_codes)
+    codes = sample_codes(vqvae, priors, n, label if num_classes else None,
+                         temperature=temperature, generator=generator)
     device = _model_device(vqvae)
     was_training = vqvae.training
     vqvae.eval()
     try:
-        images = vqvae.decode_indices(codes.to(device)).float().cpu()  # (n, C, S, S)
+        images = vqvae.decode_indices(*(c.to(device) for c in codes.values())).float().cpu()
     finally:
         vqvae.train(was_training)
-    codes = codes.cpu()
-    spread = diversity(codes, images)
-    memo = memorisation(codes, train_codes.codes, images if train_images is not None else None,
-                        train_images, config.near_copy_hamming, config.near_copy_pixel_rms)
+    flat = _flat_codes({k: v.cpu() for k, v in codes.items()}, "samples")  # (n, L)
+    spread = diversity(flat, images)
+    memo = memorisation(flat, _flat_codes(train_codes, "train_codes"),
+                        images if train_images is not None else None, train_images,
+                        config.near_copy_hamming, config.near_copy_pixel_rms)
     return RemedyResult(name, test_bits, spread.code_hamming, spread.pixel_rms,
-                        memo.near_copy_fraction, images, codes, memo)
+                        memo.near_copy_fraction, images, flat, memo)
 
 
 def remedy_table(results: Sequence[RemedyResult], reference: Diversity | None = None) -> str:

@@ -23,7 +23,7 @@ import pickle
 import random
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -219,16 +219,17 @@ class Checkpoint(NamedTuple):
     extra: dict
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically: a temporary file in the same folder, fsync,
-    then ``os.replace``, so an interrupted write never leaves a truncated file. Creates parent
-    folders; the file gets the usual permissions (0666 less the umask)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Write a file atomically: ``write(handle)`` fills a temporary binary file in the same
+    folder, which is fsynced and then moved onto ``path`` with ``os.replace``, so an interrupted
+    write never leaves a truncated file. Creates parent folders; the file gets the usual
+    permissions (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         umask = os.umask(0)
@@ -250,6 +251,16 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def save_checkpoint(

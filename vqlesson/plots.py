@@ -160,3 +160,188 @@ def vqvae2_diagram() -> plt.Figure:
     ax.text(0.5, 0.3, "concat", fontsize=8, color="0.3")
     ax.set_title("VQ-VAE-2: the top level (S/8) holds global shape, the bottom level (S/4) local detail")
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Failure analysis (vqlesson.analysis results; notebook 05 and the pipeline's report)
+# --------------------------------------------------------------------------------------------
+def score_distributions(splits: dict, classes: Sequence[str] = (),
+                        metrics: Sequence[str] = ("psnr", "ssim")) -> plt.Figure:
+    """Box plots of per-image reconstruction scores, per split and class, one panel per metric.
+
+    Args:
+        splits: ``{"train": ReconstructionScores, "test": ...}`` (from
+            ``vqlesson.analysis.reconstruction_scores``).
+        classes: class names (index -> name).
+        metrics: fields of the scores to show (``"mse"``, ``"psnr"``, ``"ssim"``).
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        data, names = [], []
+        for split, scores in splits.items():
+            values = getattr(scores, metric).double()
+            finite = torch.isfinite(values)
+            for label in sorted(set(scores.labels.tolist())):
+                chosen = values[(scores.labels == label) & finite]
+                if chosen.numel():
+                    name = classes[label] if 0 <= label < len(classes) else "all"
+                    data.append(chosen.numpy())
+                    names.append(f"{split}\n{name}")
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+        ax.set_ylabel(f"{metric}" + (" (dB)" if metric == "psnr" else ""))
+        ax.set_title(f"per-image {metric.upper()}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def worst_cases(worst, classes: Sequence[str] = (), title: str | None = None) -> plt.Figure:
+    """Originals, reconstructions and squared-error maps of the worst reconstructions.
+
+    Args:
+        worst: ``vqlesson.analysis.WorstReconstructions``.
+    """
+    k = worst.images.shape[0]
+    fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 5.0), squeeze=False)
+    pictures = [to_unit_range(t.float()).permute(0, 2, 3, 1).numpy()  # (k, H, W, 3)
+                for t in (worst.images, worst.reconstructions)]
+    vmax = float(worst.error_maps.max()) or 1.0
+    for i in range(k):
+        label = int(worst.labels[i])
+        name = classes[label] if 0 <= label < len(classes) else ""
+        axes[0, i].imshow(pictures[0][i])
+        axes[0, i].set_title(f"#{int(worst.index[i])} {name}\n{float(worst.psnr[i]):.1f} dB", fontsize=7)
+        axes[1, i].imshow(pictures[1][i])
+        axes[2, i].imshow(worst.error_maps[i].numpy(), cmap="magma", vmin=0, vmax=vmax)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    for row, text in enumerate(("original", "reconstruction", "squared error")):
+        axes[row, 0].text(-0.1, 0.5, text, transform=axes[row, 0].transAxes, rotation=90,
+                          ha="right", va="center", fontsize=8)
+    fig.suptitle(title or "worst test reconstructions (lowest PSNR)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def usage_comparison(comparisons: dict) -> plt.Figure:
+    """Code frequencies on the training and test sets, codes sorted by training usage, one panel
+    per level; codes the test set uses but training barely did are marked in red.
+
+    Args:
+        comparisons: ``{level: vqlesson.analysis.UsageComparison}``.
+    """
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(6 * len(comparisons), 3.2),
+                             squeeze=False)
+    for ax, (level, u) in zip(axes.flat, comparisons.items()):
+        train = u.train_counts.double() / u.train_counts.sum().clamp(min=1)  # (K,)
+        test = u.test_counts.double() / u.test_counts.sum().clamp(min=1)  # (K,)
+        order = torch.argsort(train, descending=True, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order))  # position of each code on the x axis
+        floor = 0.5 / max(float(u.test_counts.sum()), 1.0)  # zero drawn at the bottom
+        ax.semilogy(range(len(order)), train[order].clamp(min=floor).numpy(), lw=1.5,
+                    label=f"train (perplexity {u.train_perplexity:.0f})")
+        ax.semilogy(range(len(order)), test[order].clamp(min=floor).numpy(), ".", ms=3,
+                    label=f"test (perplexity {u.test_perplexity:.0f})")
+        if len(u.test_only_codes):
+            ax.semilogy(rank[u.test_only_codes].numpy(), test[u.test_only_codes].numpy(), "o",
+                        mfc="none", color="red",
+                        label=f"test-only codes: {u.test_only_fraction:.2%} of test positions")
+        ax.set_xlabel("code (sorted by training usage)")
+        ax.set_ylabel("fraction of positions")
+        ax.set_title(f"{level}: train vs test usage", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def nll_curves(history: dict, extra: dict | None = None, title: str | None = None,
+               ax=None) -> plt.Axes:
+    """A prior's NLL (bits per code) per epoch: train and validation from ``train_prior``'s
+    history, plus any split an ``NLLTracker`` recorded (``extra``), with the best epoch marked."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    series = [(history["epoch"], history[k], name) for k, name in
+              (("train_bits_per_code", "train"), ("val_bits_per_code", "validation"))
+              if history.get(k)]
+    for key, values in (extra or {}).items():
+        if key.endswith("_bits_per_code"):
+            series.append((extra["epoch"], values, key.removesuffix("_bits_per_code")))
+    for epochs, values, name in series:
+        ax.plot(epochs, values, marker="o", ms=3, label=name)
+    if history.get("val_bits_per_code"):
+        val = history["val_bits_per_code"]
+        best = history["epoch"][min(range(len(val)), key=val.__getitem__)]
+        ax.axvline(best, color="grey", ls=":", label=f"lowest validation NLL (epoch {best})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("NLL (bits per code)")
+    ax.set_title(title or "prior NLL per epoch", fontsize=10)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def surprise(images: torch.Tensor, bits: torch.Tensor, title: str | None = None) -> plt.Figure:
+    """Images above their per-position surprise maps ``-log2 p(c_i | c_<i)`` (bits).
+
+    Args:
+        images: (N, 3, H, W) float in [-1, 1].
+        bits: (N, h, w) float, from ``vqlesson.analysis.surprise_maps``.
+    """
+    n = images.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 3.8), squeeze=False)
+    pictures = to_unit_range(images.detach().float().cpu()).permute(0, 2, 3, 1)  # (N, H, W, 3)
+    vmax = float(bits.max())
+    for i in range(n):
+        axes[0, i].imshow(pictures[i].numpy())
+        shown = axes[1, i].imshow(bits[i].numpy(), cmap="inferno", vmin=0, vmax=vmax)
+        axes[1, i].set_title(f"mean {float(bits[i].mean()):.2f} bits", fontsize=7)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    fig.colorbar(shown, ax=axes[1, :].tolist(), shrink=0.8, label="bits")
+    fig.suptitle(title or "surprise of each code under the prior (bright: unexpected)", fontsize=10)
+    return fig
+
+
+def near_copies(samples: torch.Tensor, train_images: torch.Tensor, memorisation,
+                n: int = 8, title: str | None = None) -> plt.Figure:
+    """Samples (top) above their nearest training image in code space (bottom), closest pairs
+    first, captioned with the code (Hamming) and pixel (RMS) distances.
+
+    Args:
+        samples: (N, 3, H, W) float in [-1, 1].
+        train_images: (M, 3, H, W) float in [-1, 1], indexed by ``memorisation.code.index``.
+        memorisation: ``vqlesson.analysis.Memorisation`` of these samples.
+    """
+    order = torch.argsort(memorisation.code.distance)[:n]
+    pairs = torch.cat([samples[order], train_images[memorisation.code.index[order]]])
+    titles = [f"sample{' (copy)' if memorisation.near_copy[i] else ''}" for i in order.tolist()]
+    titles += [f"train: {float(memorisation.code.distance[i]):.0%} codes differ"
+               for i in order.tolist()]
+    return image_grid(pairs, titles, ncols=len(order), cell_inches=1.9,
+                      suptitle=title or f"each sample and its nearest training image; "
+                                        f"{memorisation.near_copy_fraction:.0%} near-copies")
+
+
+def diversity_curves(temperatures: Sequence[float], curves: dict, reference=None,
+                     ax=None) -> plt.Axes:
+    """Sample diversity (mean pairwise code Hamming distance) against temperature, one line per
+    prior, with the real test images' figure as a horizontal line.
+
+    Args:
+        temperatures: the x values.
+        curves: ``{prior name: [Diversity or float per temperature]}``.
+        reference: ``Diversity`` (or float) of real test images.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    value = (lambda d: d.code_hamming if hasattr(d, "code_hamming") else float(d))
+    for name, points in curves.items():
+        ax.plot(list(temperatures), [value(p) for p in points], marker="o", label=name)
+    if reference is not None:
+        ax.axhline(value(reference), color="k", ls="--", label="real test images")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("diversity (Hamming)")
+    ax.set_ylim(0, 1)
+    ax.set_title("sample diversity: fraction of codes that differ", fontsize=10)
+    ax.legend(fontsize=8)
+    return ax

@@ -993,8 +993,9 @@ def _two_priors(priors: object) -> tuple[PixelCNNPrior, PixelCNNPrior]:
 
 
 def _sample_two_levels(vqvae: VQVAE2, priors: Any, n: int, label: int | Tensor | None,
-                       options: dict[str, Any], device: torch.device) -> Tensor:
-    """Top codes, then bottom codes conditioned on them, then decode: (n, C, S, S) in [-1, 1]."""
+                       options: dict[str, Any]) -> dict[str, Tensor]:
+    """Top codes, then bottom codes conditioned on them: {"top": (n, S/8, S/8), "bottom":
+    (n, S/4, S/4)} int64."""
     top_prior, bottom_prior = _two_priors(priors)
     c = vqvae.config
     for name, prior, k in (("top", top_prior, c.codebook_size_top),
@@ -1016,7 +1017,42 @@ def _sample_two_levels(vqvae: VQVAE2, priors: Any, n: int, label: int | Tensor |
     cond = top if bottom_prior.config.cond_codebook_size else None  # (n, S/8, S/8)
     bottom = bottom_prior.sample(n, bottom_shape, label=_label_for(bottom_prior, label),
                                  cond_map=cond, **options)  # (n, S/4, S/4)
-    return vqvae.decode_indices(top.to(device), bottom.to(device))
+    return {"top": top, "bottom": bottom}
+
+
+@torch.no_grad()
+def sample_codes(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tensor | None = None,
+                 temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None, *, fast: bool = True,
+                 progress: bool = False) -> dict[str, Tensor]:
+    """New code maps from the prior(s), not yet decoded (see :func:`sample_images`).
+
+    Returns:
+        ``{"codes": (n, S/f, S/f)}`` for a VQ-VAE, ``{"top": (n, S/8, S/8), "bottom":
+        (n, S/4, S/4)}`` for a VQ-VAE-2; int64 codes on the priors' device.
+
+    Raises:
+        TypeError, ValueError: as :func:`sample_images`.
+    """
+    if not isinstance(vqvae, (VQVAE, VQVAE2)):
+        raise TypeError(f"vqvae must be a VQVAE or a VQVAE2, got {type(vqvae).__name__}")
+    options = dict(temperature=temperature, top_k=top_k, generator=generator, fast=fast,
+                   progress=progress)
+    if isinstance(vqvae, VQVAE2):
+        return _sample_two_levels(vqvae, priors, n, label, options)
+    prior = priors[0] if isinstance(priors, (tuple, list)) and len(priors) == 1 else priors
+    _check_prior(prior)
+    if prior.config.codebook_size != vqvae.config.codebook_size:
+        raise ValueError(
+            f"the prior models K = {prior.config.codebook_size} codes, the VQ-VAE's codebook "
+            f"has {vqvae.config.codebook_size}"
+        )
+    if label is not None and not prior.config.num_classes:
+        raise ValueError(
+            "the prior is not class-conditional (num_classes = 0); leave label=None"
+        )
+    codes = prior.sample(n, vqvae.latent_shape(), label=_label_for(prior, label), **options)
+    return {"codes": codes}  # (n, S/f, S/f)
 
 
 @torch.no_grad()
@@ -1050,28 +1086,12 @@ def sample_images(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tenso
         ValueError: priors whose K does not fit the VQ-VAE's codebooks, a ``label`` that no prior
             uses, a missing label for a class-conditional prior, bad sampling arguments.
     """
-    if not isinstance(vqvae, (VQVAE, VQVAE2)):
-        raise TypeError(f"vqvae must be a VQVAE or a VQVAE2, got {type(vqvae).__name__}")
+    codes = sample_codes(vqvae, priors, n, label, temperature, top_k, generator, fast=fast,
+                         progress=progress)
     device = next(vqvae.parameters()).device
-    options = dict(temperature=temperature, top_k=top_k, generator=generator, fast=fast,
-                   progress=progress)
     was_training = vqvae.training
     vqvae.eval()
     try:
-        if isinstance(vqvae, VQVAE2):
-            return _sample_two_levels(vqvae, priors, n, label, options, device)
-        prior = priors[0] if isinstance(priors, (tuple, list)) and len(priors) == 1 else priors
-        _check_prior(prior)
-        if prior.config.codebook_size != vqvae.config.codebook_size:
-            raise ValueError(
-                f"the prior models K = {prior.config.codebook_size} codes, the VQ-VAE's codebook "
-                f"has {vqvae.config.codebook_size}"
-            )
-        if label is not None and not prior.config.num_classes:
-            raise ValueError(
-                "the prior is not class-conditional (num_classes = 0); leave label=None"
-            )
-        codes = prior.sample(n, vqvae.latent_shape(), label=_label_for(prior, label), **options)
-        return vqvae.decode_indices(codes.to(device))  # (n, C, S, S) in [-1, 1]
+        return vqvae.decode_indices(*(c.to(device) for c in codes.values()))  # (n, C, S, S)
     finally:
         vqvae.train(was_training)
