@@ -16,6 +16,7 @@ from vqlesson.analysis import (
     compare_usage_levels,
     code_counts,
     diversity,
+    encode_dataset,
     evaluate_remedy,
     generalisation_gap,
     memorisation,
@@ -278,3 +279,15 @@ def test_analysis_config_rejects_bad_values():
         AnalysisConfig(near_copy_hamming=2.0)
     with pytest.raises(ValueError, match="num_samples"):
         AnalysisConfig(num_samples=1)
+
+
+def test_encode_dataset_keeps_the_data_set_order():
+    torch.manual_seed(0)
+    vqvae = VQVAE(VQVAEConfig(image_size=16, hidden_channels=8, residual_channels=4,
+                              num_residual_blocks=1, codebook_size=K, code_dim=4)).eval()
+    images = torch.rand(7, 3, 16, 16) * 2 - 1
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0])
+    split = encode_dataset(vqvae, torch.utils.data.TensorDataset(images, labels), batch_size=3)
+    assert torch.equal(split.images, images) and split.codes.labels.tolist() == labels.tolist()
+    with torch.no_grad():
+        assert torch.equal(split.codes.codes, vqvae.encode(images))  # (7, 4, 4), same order

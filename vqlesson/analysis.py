@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .metrics import mse, perplexity_from_counts, psnr, ssim, to_unit_range
 from .pixelcnn import PixelCNNPrior, nll
-from .prior import CodeDataset, _level_data, evaluate_prior, sample_codes
+from .prior import CodeDataset, _level_data, evaluate_prior, extract_codes, sample_codes
 
 METRICS = ("mse", "psnr", "ssim")
 LN2 = math.log(2.0)
@@ -179,6 +179,40 @@ def _rms(a: Tensor, b: Tensor) -> Tensor:
     """(A, P), (B, P) float -> (A, B) float: root-mean-square difference."""
     d2 = torch.cdist(a.double(), b.double()).pow(2) / a.shape[1]  # (A, B) mean squared diff
     return d2.clamp(min=0.0).sqrt().float()
+
+
+class EncodedSplit(NamedTuple):
+    """A data split's images and their codes, in the data set's own order.
+
+    Attributes:
+        images: (N, C, H, W) float in [-1, 1], on the CPU.
+        codes: :class:`~vqlesson.prior.CodeDataset` of the same N images (labels included).
+    """
+
+    images: Tensor
+    codes: CodeDataset
+
+
+def encode_dataset(vqvae: nn.Module, dataset: Any, batch_size: int = 64,
+                   classes: Sequence[str] | None = None) -> EncodedSplit:
+    """Encode a whole data set in its own order (no shuffling, no dropped batch), keeping the
+    images, so that images, codes and indices line up (for nearest-neighbour searches).
+
+    Args:
+        vqvae: a frozen VQ-VAE or VQ-VAE-2.
+        dataset: a Dataset of ``(image (C, H, W) in [-1, 1], label)``, e.g.
+            ``make_loaders(..., augment=False).train.dataset``.
+        batch_size: images per forward pass.
+        classes: class names stored with the codes (default: ``dataset.classes`` if any).
+
+    Raises:
+        TypeError: a model or data set of the wrong kind; ValueError: an empty data set.
+    """
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    images = torch.cat([x for x, _ in _iter_images(loader, batch_size)]).float()  # (N, C, H, W)
+    if classes is None:
+        classes = getattr(dataset, "classes", None)
+    return EncodedSplit(images, extract_codes(vqvae, loader, classes=classes))
 
 
 # --------------------------------------------------------------------------------------------

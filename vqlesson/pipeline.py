@@ -135,19 +135,6 @@ def _load_run(ctx: Context):
     return vqvae, (tuple(priors) if two_levels else priors[0]), histories
 
 
-def _encode_in_order(vqvae, dataset, batch_size: int, classes: Sequence[str]):
-    """Images (N, C, H, W) and a CodeDataset of ``dataset`` in its own order (no shuffling, no
-    dropped batch), so codes, images and indices line up."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from .prior import extract_codes
-
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    images = torch.cat([x for x, _ in loader])  # (N, C, H, W)
-    return images, extract_codes(vqvae, loader, classes=classes)
-
-
 def _stage_analysis(ctx: Context) -> None:
     import torch
 
@@ -168,8 +155,8 @@ def _stage_analysis(ctx: Context) -> None:
     plain = make_loaders(o["data"], root=o["data_root"], profile=profile, augment=False,
                          seed=o["seed"], num_workers=0)
     classes = list(plain.classes)
-    train_images, train_codes = _encode_in_order(vqvae, plain.train.dataset, profile.batch_size, classes)
-    test_images, test_codes = _encode_in_order(vqvae, plain.test.dataset, profile.batch_size, classes)
+    train_images, train_codes = A.encode_dataset(vqvae, plain.train.dataset, profile.batch_size)
+    test_images, test_codes = A.encode_dataset(vqvae, plain.test.dataset, profile.batch_size)
     figures: dict[str, str] = {}
     result: dict[str, Any] = {"config": dataclasses.asdict(config)}
 
