@@ -123,6 +123,10 @@ def test_a_copied_training_image_is_flagged_as_a_near_copy():
     assert m.code.index[3] == 4 and m.code.distance[3] == pytest.approx(2 / 36)
     assert m.near_copy.tolist() == [False, False, True, True]
     assert m.near_copy_fraction == 0.5
+    # The pixel criterion alone: only the verbatim image copy is that close in pixels.
+    by_pixels = memorisation(samples, train_codes, sample_images, train_images,
+                             near_copy_hamming=0.0, near_copy_pixel_rms=0.01)
+    assert by_pixels.near_copy.tolist() == [False, False, True, False]
 
 
 def test_nearest_neighbours_l2_and_ties():
