@@ -132,22 +132,33 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_checkpoint
     from .data import make_loaders
+    from .distributed import (
+        barrier,
+        is_main_process,
+        main_process_first,
+        process_device,
+        world_size,
+    )
     from .runtime import get_device, get_profile, seed_everything
     from .train import TrainConfig, evaluate_vqvae, train_vqvae
     from .vqvae import VQVAE, VQVAEConfig
     from .vqvae2 import VQVAE2, VQVAE2Config
 
+    # Under torchrun every process runs this function; rank 0 alone prints and writes files.
+    say = print if is_main_process() else (lambda *_args, **_kwargs: None)
     profile = get_profile(args.profile).with_overrides(
         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         dataset_size=args.dataset_size)
     seed_everything(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
-    loaders = make_loaders(args.data, root=args.data_root, profile=profile,
-                           augment=not args.no_augment, seed=args.seed,
-                           num_workers=args.num_workers)
-    print(f"data: {loaders.description}")
+    with main_process_first():  # rank 0 fills the image cache, the others then read it
+        loaders = make_loaders(args.data, root=args.data_root, profile=profile,
+                               augment=not args.no_augment, seed=args.seed,
+                               num_workers=args.num_workers)
+    say(f"data: {loaders.description}")
     common = dict(hidden_channels=args.hidden_channels, code_dim=args.code_dim, beta=args.beta,
                   ema=not args.no_ema, init=args.init)
     if args.model == "vqvae2":
@@ -160,33 +171,43 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
         # The stored config wins on resume, so a run continues with the settings it started with.
         config = load_checkpoint(checkpoint_path).config
     model = VQVAE2(config) if isinstance(config, VQVAE2Config) else VQVAE(config)
-    device = get_device(args.device)
+    device = process_device(get_device(args.device))
     if isinstance(model, VQVAE2):
         (top, bottom) = model.latent_shapes()
         grid = (f"top grid {top} x K={config.codebook_size_top}, bottom grid {bottom} x "
                 f"K={config.codebook_size_bottom}")
     else:
         grid = f"latent grid {model.latent_shape()} x K={config.codebook_size}"
-    print(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
-          f"parameters, {grid}, device {device}, profile {profile.name}, {profile.epochs} epochs")
+    say(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
+        f"parameters, {grid}, device {device}, profile {profile.name}, {profile.epochs} epochs")
+    if world_size() > 1:
+        say(f"distributed: {world_size()} processes x batch {profile.batch_size} = "
+            f"{world_size() * profile.batch_size} images per step (DistributedDataParallel)")
     train_config = TrainConfig(
         epochs=profile.epochs, lr=args.lr, optimizer=args.optimizer, amp=not args.no_amp,
         seed=args.seed, checkpoint_path=str(checkpoint_path), resume=args.resume,
         device=str(device))
     history = train_vqvae(model, loaders.train, loaders.val, train_config)
-    test_metrics = evaluate_vqvae(model, loaders.test, device, amp=train_config.amp)
-    summary = {
-        "model": type(model).__name__, "config": dataclasses.asdict(config), "profile": profile.name,
-        "data": loaders.description, "device": str(device), "epochs": len(history.get("epoch", [])),
-        "train_seconds": float(sum(history.get("epoch_time_s", []))),
-        "test": test_metrics,
-        "final_epoch": {k: v[-1] for k, v in history.items() if v and k != "step_loss"},
-    }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
-    written = _save_figures(model, loaders.test, test_metrics, history, out)
-    print("test set:")
-    _print_metrics(test_metrics)
-    print(f"wrote {checkpoint_path}, {out / 'metrics.json'}, " + ", ".join(str(p) for p in written))
+    test_metrics = evaluate_vqvae(model, loaders.test, device, amp=train_config.amp,
+                                  distributed=True)
+    if is_main_process():
+        summary = {
+            "model": type(model).__name__, "config": dataclasses.asdict(config),
+            "profile": profile.name, "data": loaders.description, "device": str(device),
+            "epochs": len(history.get("epoch", [])),
+            "train_seconds": float(sum(history.get("epoch_time_s", []))),
+            "test": test_metrics,
+            "final_epoch": {k: v[-1] for k, v in history.items() if v and k != "step_loss"},
+        }
+        if world_size() > 1:
+            summary["processes"] = world_size()
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+        written = _save_figures(model, loaders.test, test_metrics, history, out)
+        print("test set:")
+        _print_metrics(test_metrics)
+        print(f"wrote {checkpoint_path}, {out / 'metrics.json'}, "
+              + ", ".join(str(p) for p in written))
+    barrier()  # every file is written before any process goes on (e.g. to train-prior)
     return 0
 
 
@@ -294,6 +315,13 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_checkpoint
     from .data import make_loaders
+    from .distributed import (
+        barrier,
+        is_main_process,
+        main_process_first,
+        process_device,
+        world_size,
+    )
     from .pixelcnn import PixelCNNPrior
     from .prior import (
         PriorTrainConfig,
@@ -307,9 +335,11 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
     from .vqvae import VQVAE
     from .vqvae2 import VQVAE2
 
+    # Under torchrun every process runs this function; rank 0 alone prints and writes files.
+    say = print if is_main_process() else (lambda *_args, **_kwargs: None)
     run = Path(args.vqvae)
     _set_threads(args.threads)
-    device = get_device(args.device)
+    device = process_device(get_device(args.device))
     vq = load_checkpoint(_vqvae_checkpoint(run), map_location=device)
     model = vq.model
     if not isinstance(model, (VQVAE, VQVAE2)):
@@ -329,21 +359,25 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
         image_size=vq.config.image_size)
     seed_everything(args.seed)
     passes = args.augment_passes
-    loaders = make_loaders(args.data, root=args.data_root, profile=profile, augment=passes > 1,
-                           seed=args.seed, num_workers=args.num_workers)
-    print(f"data: {loaders.description}")
+    with main_process_first():  # rank 0 fills the image cache, the others then read it
+        loaders = make_loaders(args.data, root=args.data_root, profile=profile,
+                               augment=passes > 1, seed=args.seed, num_workers=args.num_workers)
+    say(f"data: {loaders.description}")
     if args.label_conditional and len(loaders.classes) < 2:
         raise ValueError(
             f"--label-conditional needs labelled data with at least 2 classes; this data has "
             f"classes {loaders.classes}"
         )
     codes = {}
-    for split in ("train", "val", "test"):
-        split_passes = passes if split == "train" else 1
-        key = f"{loaders.description}|seed={args.seed}|split={split}|augmented={split_passes > 1}"
-        codes[split] = extract_codes(model, getattr(loaders, split), run / f"codes_{split}.pt",
-                                     device, split_passes, classes=loaders.classes, data_key=key)
-    print(f"codes: {codes['train']!r} (train), {len(codes['val'])} val, {len(codes['test'])} "
+    with main_process_first():  # rank 0 extracts and writes the codes, the others reuse them
+        for split in ("train", "val", "test"):
+            split_passes = passes if split == "train" else 1
+            key = (f"{loaders.description}|seed={args.seed}|split={split}|"
+                   f"augmented={split_passes > 1}")
+            codes[split] = extract_codes(model, getattr(loaders, split),
+                                         run / f"codes_{split}.pt", device, split_passes,
+                                         classes=loaders.classes, data_key=key)
+    say(f"codes: {codes['train']!r} (train), {len(codes['val'])} val, {len(codes['test'])} "
           f"test, in {run}/codes_*.pt")
 
     two_levels = isinstance(model, VQVAE2)
@@ -365,7 +399,7 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
             config = load_checkpoint(path).config
         prior = PixelCNNPrior(config)
         params = sum(p.numel() for p in prior.parameters()) / 1e6
-        print(f"{name} prior: grid {codes['train'].grid(name)}, K={k}, {params:.2f} M parameters, "
+        say(f"{name} prior: grid {codes['train'].grid(name)}, K={k}, {params:.2f} M parameters, "
               f"{profile.prior_epochs} epochs"
               + (", class-conditional" if config.num_classes else "")
               + (", conditioned on the top codes" if config.cond_codebook_size else ""))
@@ -376,7 +410,7 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
         history = train_prior(prior, codes["train"], codes["val"], train_config)
         histories[name] = history
         results = {split: evaluate_prior(prior, codes[split], level=level,
-                                         batch_size=profile.batch_size)
+                                         batch_size=profile.batch_size, distributed=True)
                    for split in ("train", "val", "test")}
         summary["priors"][name] = {
             "file": path.name, "best_file": best_checkpoint_path(path).name,
@@ -394,18 +428,22 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
         summary[split] = {"bits_per_code": bits / positions,
                           "bits_per_dim": sum(r["bits_per_dim"] for r in levels),
                           "bits_per_image": bits}
-    (run / "prior_metrics.json").write_text(json.dumps(summary, indent=2, default=float))
-    _prior_curves(histories, run / "prior_curves.png")
+    if world_size() > 1:
+        summary["processes"] = world_size()
+    if is_main_process():
+        (run / "prior_metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+        _prior_curves(histories, run / "prior_curves.png")
     for name, entry in summary["priors"].items():
-        print(f"{name} prior: {entry['epochs']} epochs (best {entry['best_epoch']}), "
-              f"{entry['train_seconds']:.1f} s; bits per code train "
-              f"{entry['train']['bits_per_code']:.3f}, val {entry['val']['bits_per_code']:.3f}, "
-              f"test {entry['test']['bits_per_code']:.3f}")
-    print(f"test: {summary['test']['bits_per_code']:.3f} bits per code, "
-          f"{summary['test']['bits_per_dim']:.4f} bits per dim")
+        say(f"{name} prior: {entry['epochs']} epochs (best {entry['best_epoch']}), "
+            f"{entry['train_seconds']:.1f} s; bits per code train "
+            f"{entry['train']['bits_per_code']:.3f}, val {entry['val']['bits_per_code']:.3f}, "
+            f"test {entry['test']['bits_per_code']:.3f}")
+    say(f"test: {summary['test']['bits_per_code']:.3f} bits per code, "
+        f"{summary['test']['bits_per_dim']:.4f} bits per dim")
     files = ", ".join(path.name for _, path in _prior_files(run, two_levels))
-    print(f"wrote {files}, prior_metrics.json, prior_curves.png and codes_*.pt in {run}")
-    print(f"next: python -m vqlesson sample --run {run}")
+    say(f"wrote {files}, prior_metrics.json, prior_curves.png and codes_*.pt in {run}")
+    say(f"next: python -m vqlesson sample --run {run}")
+    barrier()  # every file is written before any process goes on
     return 0
 
 
@@ -622,13 +660,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
+    launched = False  # this call started the process group (torchrun), so it ends it too
+    where = ""
     try:
+        if all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+            # Started by torchrun: one process per GPU (NCCL) or CPU worker (gloo), see README.
+            from . import distributed
+
+            if not distributed.is_distributed():
+                distributed.init_distributed(getattr(args, "device", None))
+                launched = True
+            if distributed.world_size() > 1:
+                where = f" (rank {distributed.rank()})"
+            if args.command not in ("train-vqvae", "train-prior", "pipeline"):
+                # Commands without a data-parallel mode run once, on rank 0.
+                code = args.func(args) if distributed.is_main_process() else 0
+                distributed.barrier()
+                return code
         return args.func(args)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error{where}: {err}", file=sys.stderr)
         return 2
+    finally:
+        if launched:
+            distributed.destroy_distributed()
 
 
 if __name__ == "__main__":

@@ -19,13 +19,15 @@ process is rank 0 of a world of 1), so single-process code runs exactly as befor
 
 This module reads top to bottom: process-group state (:func:`init_distributed`, :func:`rank`,
 :func:`world_size`, :func:`is_main_process`, :func:`barrier`), collectives on tensors, data
-sharding (:func:`shard_loader`, :func:`shard_order`), and the model wrapper (:func:`wrap_ddp`).
+sharding (:func:`shard_loader`, :func:`shard_order`), the model wrapper (:func:`wrap_ddp`), and
+every process's random-number state in checkpoints (:func:`gather_rng_states`).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -35,7 +37,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler
 
-from .runtime import seed_everything
+from .runtime import get_device, seed_everything
 
 #: Environment variables torchrun sets for every process it starts.
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -95,7 +97,11 @@ def is_main_process() -> bool:
 
 def barrier() -> None:
     """Wait until every process gets here; a no-op without a process group."""
-    if is_distributed():
+    if not is_distributed():
+        return
+    if dist.get_backend() == "nccl":  # name this process's GPU, or NCCL guesses it
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
         dist.barrier()
 
 
@@ -116,24 +122,26 @@ def init_distributed(device: str | torch.device | None = None,
     nothing more when a process group already exists.
 
     Args:
-        device: the device asked for (``"cpu"``, ``"cuda"``...); ``None``: CUDA when available.
-            It picks the backend: NCCL for CUDA (and ``torch.cuda.set_device(LOCAL_RANK)``, one
-            GPU per process), gloo for the CPU.
+        device: the device asked for (``"cpu"``, ``"cuda"``); ``None``: as
+            :func:`~vqlesson.runtime.get_device` (``$VQLESSON_DEVICE``, else CUDA when
+            available, else the CPU). It picks the backend: NCCL for CUDA (with
+            ``torch.cuda.set_device(LOCAL_RANK)``: one GPU per process), gloo for the CPU.
         backend: force ``"nccl"`` or ``"gloo"``.
 
     Returns:
         :class:`DistInfo` of this process.
 
     Raises:
-        ValueError: an unknown backend, NCCL without CUDA, or more processes on this machine
-            than GPUs (``LOCAL_RANK`` >= the number of visible GPUs).
+        ValueError: an unknown backend, a device other than CPU or CUDA, NCCL without CUDA, or
+            more processes on this machine than GPUs (``LOCAL_RANK`` >= the visible GPUs).
         RuntimeError: torch was built without ``torch.distributed``.
     """
-    if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    device = get_device(device)
     if not launched_by_torchrun() and not is_distributed():
         return DistInfo(0, 1, 0, None, device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"data-parallel training runs on CUDA (nccl) or the CPU (gloo), not on "
+                         f"{device.type!r}; pass --device cpu or --device cuda")
     if not dist.is_available():
         raise RuntimeError("this torch build has no torch.distributed; run a single process "
                            "(python -m vqlesson ...) instead of torchrun")
@@ -144,8 +152,8 @@ def init_distributed(device: str | torch.device | None = None,
     local = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda" or backend == "nccl":
         if not torch.cuda.is_available():
-            raise ValueError(f"backend {backend!r} / device {str(device)!r} need CUDA, which is not "
-                             "available here; use --device cpu (gloo)")
+            raise ValueError(f"backend {backend!r} / device {str(device)!r} need CUDA, which is "
+                             "not available here; use --device cpu (gloo)")
         if local >= torch.cuda.device_count():
             raise ValueError(
                 f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) are visible on "
@@ -395,6 +403,12 @@ def wrap_ddp(module: nn.Module, device: torch.device,
     """
     if not is_distributed():
         return module
+    # The weight gradients of 1x1 convolutions can come back with other strides on their size-1
+    # dimensions than the weights have: the same memory layout, yet DDP's strict stride check
+    # warns once per process that the copy into its buckets "may impair performance". It does
+    # not; silence that one message.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides",
+                            category=UserWarning)
     device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
     ddp = nn.parallel.DistributedDataParallel
     if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:

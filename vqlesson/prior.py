@@ -24,6 +24,12 @@ Units: the prior's loss is the categorical cross-entropy in **bits per code** (l
 uniform guess); **bits per dim** spreads the bits of one image's code map over the 3·H·W
 sub-pixels of the image (the likelihood literature's unit; it counts the prior only, not the
 decoder).
+
+Data-parallel training (``torchrun``, :mod:`vqlesson.distributed`): under a process group
+:func:`train_prior` gives each process its share of every epoch's permutation (the batch size is
+per process), wraps the prior in ``DistributedDataParallel``, logs the global batch's loss,
+evaluates a disjoint share of the validation codes per process and sums the bits (so early
+stopping decides the same everywhere), and writes checkpoints from rank 0 only.
 """
 
 from __future__ import annotations
@@ -51,6 +57,21 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
+)
+from .distributed import (
+    all_agree,
+    all_reduce_sum_,
+    barrier,
+    gather_rng_states,
+    is_distributed,
+    is_main_process,
+    process_device,
+    rank,
+    reseed_for_rank,
+    rng_state_for_this_rank,
+    shard_order,
+    world_size,
+    wrap_ddp,
 )
 from .pixelcnn import LN2, PixelCNNPrior, PriorConfig, nll
 from .runtime import Profile, get_device, get_profile, given, seed_everything
@@ -687,19 +708,28 @@ def _batch(data: _LevelData, index: Tensor, device: torch.device
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _evaluate(prior: PixelCNNPrior, data: _LevelData, device: torch.device, batch_size: int,
-              amp: bool) -> dict[str, float]:
+              amp: bool, distributed: bool = False) -> dict[str, float]:
+    """NLL of ``data`` (see :func:`evaluate_prior`). With ``distributed`` under a process
+    group, each process takes every W-th code map from its rank on and the bits are summed
+    over the processes."""
     autocast, amp_dtype, _ = _amp_settings(device, amp)
+    shard = distributed and is_distributed()
     was_training = prior.training
     prior.eval()
     total_bits = torch.zeros((), dtype=torch.float64, device=device)
+    indices = torch.arange(len(data.target))  # (N,)
+    if shard:
+        indices = indices[rank()::world_size()]  # this process's disjoint share, no padding
     try:
-        for index in torch.arange(len(data.target)).split(batch_size):
+        for index in indices.split(batch_size):
             target, label, cond = _batch(data, index, device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
                 logits = prior.logits(target, label, cond)  # (B, K, H, W)
             total_bits += nll(logits, target, reduction="none").double().sum()
     finally:
         prior.train(was_training)
+    if shard:
+        all_reduce_sum_(total_bits)
     n_images = int(data.target.shape[0])
     codes_per_image = int(data.target.shape[1] * data.target.shape[2])
     bits_per_image = float(total_bits) / n_images
@@ -714,7 +744,7 @@ def _evaluate(prior: PixelCNNPrior, data: _LevelData, device: torch.device, batc
 def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
                    device: str | torch.device | None = None, *, level: str | None = None,
                    batch_size: int = 64, image_shape: Sequence[int] | None = None,
-                   amp: bool = False) -> dict[str, float]:
+                   amp: bool = False, distributed: bool = False) -> dict[str, float]:
     """Negative log-likelihood of a split's code maps under the prior (eval mode, no_grad).
 
     Args:
@@ -725,6 +755,10 @@ def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
         batch_size: code maps per forward pass.
         image_shape: (C, H, W) of the images; default: the one stored with the codes.
         amp: autocast (bf16/fp16) on CUDA; the NLL is still summed in float64.
+        distributed: under a ``torch.distributed`` process group, each process evaluates a
+            disjoint share of the code maps and the bits are all-reduced, so every process
+            returns the whole split's values; every process must then call it. Without a
+            process group it changes nothing.
 
     Returns:
         ``bits_per_code`` (mean NLL per code position, bits; log2 K for a uniform guess),
@@ -748,7 +782,7 @@ def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
         data = data._replace(image_dims=dims)
     if device is not None:
         prior.to(device)
-    return _evaluate(prior, data, next(prior.parameters()).device, batch_size, amp)
+    return _evaluate(prior, data, next(prior.parameters()).device, batch_size, amp, distributed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -758,17 +792,31 @@ def _train_one_epoch(prior: PixelCNNPrior, data: _LevelData, optimizer: torch.op
                      scaler: torch.amp.GradScaler | None, device: torch.device, autocast: bool,
                      amp_dtype: torch.dtype, config: PriorTrainConfig, shuffle: torch.Generator,
                      epoch: int, step: int, step_losses: list[float]) -> tuple[float, int, int]:
-    """One pass in a random order. Returns (train bits per code, new global step, codes seen)."""
+    """One pass in a random order. Returns (train bits per code, new global step, codes seen).
+
+    Under a process group the permutation (the same on every process) is sharded with
+    :func:`~vqlesson.distributed.shard_order`, and the logged loss and code counts are those of
+    the global batch."""
+    synced = is_distributed()
     prior.train()
-    order = torch.randperm(len(data.target), generator=shuffle)  # (N,)
+    order = shard_order(torch.randperm(len(data.target), generator=shuffle))  # (N,) or a share
     total_bits, n_codes = 0.0, 0
     bar = tqdm(order.split(config.batch_size), desc=f"prior epoch {epoch}/{config.epochs}",
-               disable=not config.progress, unit="batch")
+               disable=not config.progress or not is_main_process(), unit="batch")
     for batch_index, index in enumerate(bar):
         target, label, cond = _batch(data, index, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
             out = prior(target, label, cond)
-        loss = float(out.loss.detach())
+        positions = target.numel()
+        if synced:  # the global batch's mean loss: position-weighted over all processes
+            packed = torch.stack([out.loss.detach().double() * positions,
+                                  torch.tensor(float(positions), dtype=torch.float64,
+                                               device=device)])
+            all_reduce_sum_(packed)  # (2,) float64
+            positions = int(packed[1].item())
+            loss = float(packed[0] / packed[1])
+        else:
+            loss = float(out.loss.detach())
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite prior loss ({loss}) at epoch {epoch} of {config.epochs}, step "
@@ -778,7 +826,6 @@ def _train_one_epoch(prior: PixelCNNPrior, data: _LevelData, optimizer: torch.op
             )
         optimizer_step(out.loss, prior, optimizer, scaler, config.grad_clip)
         step += 1
-        positions = target.numel()
         total_bits += loss / LN2 * positions
         n_codes += positions
         step_losses.append(loss)
@@ -821,6 +868,11 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
         callback: ``callback(history)`` after every epoch (e.g. a live plot); the
             random-number generators are restored after it, so it never changes training.
 
+    Under torchrun (a ``torch.distributed`` process group) every process calls it with the same
+    arguments: ``config.batch_size`` is per process, the history (the same on every process but
+    for each one's timings) holds the global batch's losses, ``prior`` ends equal on every
+    process, and only rank 0 writes checkpoints and calls ``callback``.
+
     Returns:
         History, per-epoch lists: ``epoch`` (1-based), ``lr``, ``train_bits_per_code``,
         ``val_bits_per_code`` and ``val_bits_per_dim`` (with ``val_codes``), ``best_epoch``
@@ -841,9 +893,9 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
     train_data = _level_data(prior, train_codes, config.level, "train_codes")
     val_data = (_level_data(prior, val_codes, config.level, "val_codes")
                 if val_codes is not None else None)
-    device = get_device(config.device)
-    seed_everything(config.seed)
-    shuffle = torch.Generator().manual_seed(config.seed)
+    device = process_device(get_device(config.device))
+    seed_everything(config.seed + rank())  # dropout differs between processes; rank 0 = 1 process
+    shuffle = torch.Generator().manual_seed(config.seed)  # the same permutations everywhere
     prior.to(device)
     autocast, amp_dtype, needs_scaler = _amp_settings(device, config.amp)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=config.lr,
@@ -854,7 +906,15 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
     step, start_epoch = 0, 0
     best_state: dict[str, Tensor] | None = None
     path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
-    if config.resume and path is not None and path.exists():
+    resuming = config.resume and path is not None and path.exists()
+    if is_distributed() and config.resume:
+        everywhere, anywhere = all_agree(resuming, device)
+        if everywhere != anywhere:
+            raise ValueError(
+                f"checkpoint {str(path)!r} exists for some processes but not for others; put the "
+                "run folder on a file system every process sees (or resume on one machine)"
+            )
+    if resuming:
         checkpoint = load_checkpoint(path, map_location="cpu", expected_class=PixelCNNPrior,
                                      expected_config=prior.config)
         stored_level = checkpoint.extra.get("level")
@@ -879,9 +939,15 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
             scaler.load_state_dict(checkpoint.scaler_state)
         best_state = checkpoint.extra.get("best_state") or None
         if checkpoint.rng_state is not None:
-            set_rng_state(checkpoint.rng_state, [shuffle])
+            rng_state, exact = rng_state_for_this_rank(checkpoint.rng_state)
+            set_rng_state(rng_state, [shuffle])
+            if not exact:  # written by another number of processes: fresh streams per rank
+                reseed_for_rank(config.seed, start_epoch)
         del checkpoint
 
+    # The last Gated PixelCNN block's horizontal output feeds nothing when skip connections are
+    # on, so DDP must look for parameters without a gradient.
+    trained = wrap_ddp(prior, device, find_unused_parameters=True)
     history.setdefault("step_loss", [])
     best_epoch = history["best_epoch"][-1] if history.get("best_epoch") else None
     best_val = math.inf  # the validation bits of the best epoch (min_delta: not always the min)
@@ -899,7 +965,7 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
             break
         start = time.perf_counter()
         train_bits, step, n_codes = _train_one_epoch(
-            prior, train_data, optimizer, scaler, device, autocast, amp_dtype, config, shuffle,
+            trained, train_data, optimizer, scaler, device, autocast, amp_dtype, config, shuffle,
             epoch, step, history["step_loss"],
         )
         train_seconds = time.perf_counter() - start
@@ -907,7 +973,8 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
                                     "train_bits_per_code": train_bits}
         improved = val_data is None
         if val_data is not None:
-            val = _evaluate(prior, val_data, device, config.batch_size, config.amp)
+            val = _evaluate(prior, val_data, device, config.batch_size, config.amp,
+                            distributed=True)
             record["val_bits_per_code"] = val["bits_per_code"]
             record["val_bits_per_dim"] = val["bits_per_dim"]
             improved = (best_epoch is None
@@ -924,18 +991,21 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
             history.setdefault(key, []).append(value)
         rng_state = get_rng_state([shuffle])  # the epoch boundary: what a resumed run restores
         if path is not None:
+            every_rank = gather_rng_states(rng_state)  # collective: every rank's streams
             train_config = dataclasses.asdict(config)
-            save_checkpoint(
-                path, prior, optimizer=optimizer, scaler=scaler, step=step, epoch=epoch,
-                history=history, rng_state=rng_state,
-                extra={**extra_base, "train_config": train_config,
-                       "best_state": dict(best_state) if best_state is not None else {}},
-            )
-            if improved and val_data is not None:
-                save_checkpoint(best_checkpoint_path(path), prior, step=step, epoch=epoch,
-                                history=history, rng_state=rng_state,
-                                extra={**extra_base, "train_config": train_config})
-        if callback is not None:
+            if is_main_process():
+                save_checkpoint(
+                    path, prior, optimizer=optimizer, scaler=scaler, step=step, epoch=epoch,
+                    history=history, rng_state=every_rank,
+                    extra={**extra_base, "train_config": train_config,
+                           "best_state": dict(best_state) if best_state is not None else {}},
+                )
+                if improved and val_data is not None:
+                    save_checkpoint(best_checkpoint_path(path), prior, step=step, epoch=epoch,
+                                    history=history, rng_state=every_rank,
+                                    extra={**extra_base, "train_config": train_config})
+            barrier()  # the files are complete before any process may read them
+        if callback is not None and is_main_process():
             callback(history)
             set_rng_state(rng_state, [shuffle])
     if config.restore_best and val_data is not None and best_state is not None:

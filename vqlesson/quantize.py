@@ -16,6 +16,13 @@ use): k-means initialisation of the codebook on the first training batch (Łańc
 for a number of steps with encoder outputs from the current batch (Dhariwal et al. 2020, *Jukebox*).
 
 All quantiser maths runs in float32, also under ``torch.autocast``.
+
+Data-parallel training (torchrun, :mod:`vqlesson.distributed`): in training mode under a process
+group, every process's assignment counts and EMA sums are all-reduced before they are used, the
+k-means initialisation runs on rank 0 over the encoder outputs of all processes and is broadcast,
+and dead-code restarts (decided from the all-reduced counts, so the same codes on every process)
+take vectors drawn by rank 0 from all processes' outputs, broadcast. Every process therefore keeps
+the same codebook, equal to what one process would learn from the whole global batch.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from . import distributed
 
 INIT_METHODS = ("kmeans", "random")
 # Noise added to data vectors copied into the codebook (k-means resampling, dead-code restarts),
@@ -257,7 +266,9 @@ class VectorQuantizer(nn.Module):
 
         In training mode this also initialises the codebook on the first call (``init="kmeans"``),
         updates it by EMA (``ema=True``) and restarts dead codes. Every call adds this batch's
-        code usage to ``usage_counts``.
+        code usage to ``usage_counts``. Under a ``torch.distributed`` process group (torchrun) a
+        training-mode call is collective: every process must make it; the statistics, usage and
+        perplexity are then those of all processes' batches together (module docstring).
 
         Args:
             z_e: (B, D, H, W) float encoder outputs, D = ``code_dim``; any float dtype.
@@ -292,13 +303,17 @@ class VectorQuantizer(nn.Module):
             z_q = z + (e - z).detach()  # (B, D, H, W): value e, gradient straight through to z_e
 
             with torch.no_grad():
+                sums = None
+                if self.training and self.ema:
+                    sums = torch.zeros_like(codebook).index_add_(
+                        0, flat_indices, flat_z.detach()
+                    )  # (K, D)
+                if self._synced():
+                    counts, sums = self._all_reduce_statistics(counts, sums)
                 perplexity = perplexity_from_counts(counts)
                 self.usage_counts += counts.round().to(self.usage_counts.dtype)
                 if self.training:
                     if self.ema:
-                        sums = torch.zeros_like(codebook).index_add_(
-                            0, flat_indices, flat_z.detach()
-                        )  # (K, D)
                         self._ema_update(counts, sums)
                     self.last_restarts = self._restart_dead_codes(flat_z.detach(), counts)
 
@@ -425,10 +440,36 @@ class VectorQuantizer(nn.Module):
                 f"got shape {tuple(z_e.shape)}"
             )
 
+    def _synced(self) -> bool:
+        """Whether this forward keeps the codebook in step across processes (training mode
+        under a ``torch.distributed`` process group)."""
+        return self.training and distributed.is_distributed()
+
+    @torch.no_grad()
+    def _all_reduce_statistics(self, counts: Tensor, sums: Tensor | None
+                               ) -> tuple[Tensor, Tensor | None]:
+        """Sum this step's counts (K,) and EMA sums (K, D) (or ``None``) over all processes, in
+        one all-reduce. Returns the summed ``(counts, sums)``."""
+        if sums is None:
+            return distributed.all_reduce_sum_(counts.clone()), None
+        packed = torch.cat([counts.unsqueeze(1), sums], dim=1)  # (K, 1 + D)
+        distributed.all_reduce_sum_(packed)
+        return packed[:, 0].contiguous(), packed[:, 1:].contiguous()  # (K,), (K, D)
+
     @torch.no_grad()
     def _initialize(self, flat_z: Tensor) -> None:
-        """Data-dependent init on the first training batch. flat_z: (N, D) float32."""
-        if self.init == "kmeans":
+        """Data-dependent init on the first training batch. flat_z: (N, D) float32.
+
+        Under a process group: k-means on rank 0 over all processes' vectors, broadcast."""
+        if self.init == "kmeans" and self._synced():
+            pool = distributed.all_gather_rows(flat_z)  # (N over all processes, D)
+            packed = flat_z.new_empty(self.codebook_size, self.code_dim + 1)  # (K, D + 1)
+            if distributed.is_main_process():
+                centroids, counts = kmeans(pool, self.codebook_size, self.kmeans_iters)
+                packed = torch.cat([centroids, counts.unsqueeze(1)], dim=1)  # (K, D + 1)
+            distributed.broadcast_(packed)
+            self.set_codebook(packed[:, :-1], packed[:, -1].clamp(min=1.0))
+        elif self.init == "kmeans":
             centroids, counts = kmeans(flat_z, self.codebook_size, self.kmeans_iters)
             # Start the EMA as if it had seen this batch: sizes on the scale of per-batch counts.
             self.set_codebook(centroids, counts.clamp(min=1.0))
@@ -459,6 +500,8 @@ class VectorQuantizer(nn.Module):
         Used codes (``counts > 0``) reset their ``steps_since_used`` to 0, the others add 1.
         Codes that reach ``restart_dead_after`` become random vectors of ``flat_z`` (plus a little
         noise); their counter and (with EMA) their statistics are reset (size 1, sum = the vector).
+        Under a process group ``counts`` are already all-reduced (the same dead codes everywhere);
+        rank 0 draws the vectors from all processes' ``flat_z`` and broadcasts them.
 
         Args:
             flat_z: (N, D) float32 encoder outputs of this step.
@@ -472,15 +515,23 @@ class VectorQuantizer(nn.Module):
         self.steps_since_used.add_(1).masked_fill_(counts > 0, 0)
         dead = self.steps_since_used >= self.restart_dead_after  # (K,) bool
         num_dead = int(dead.sum())
-        if num_dead == 0 or flat_z.shape[0] == 0:
+        if num_dead == 0:
+            return 0
+        synced = self._synced()
+        pool = distributed.all_gather_rows(flat_z) if synced else flat_z  # (N, D)
+        if pool.shape[0] == 0:
             return 0
         dead_idx = dead.nonzero().squeeze(1)  # (num_dead,)
-        n = flat_z.shape[0]
-        if num_dead <= n:
-            pick = torch.randperm(n, device=flat_z.device)[:num_dead]  # (num_dead,) distinct
-        else:
-            pick = torch.randint(n, (num_dead,), device=flat_z.device)  # (num_dead,)
-        new = _jitter(flat_z[pick], reference=flat_z)  # (num_dead, D)
+        n = pool.shape[0]
+        new = pool.new_empty(num_dead, pool.shape[1])  # (num_dead, D)
+        if distributed.is_main_process() or not synced:
+            if num_dead <= n:
+                pick = torch.randperm(n, device=pool.device)[:num_dead]  # (num_dead,) distinct
+            else:
+                pick = torch.randint(n, (num_dead,), device=pool.device)  # (num_dead,)
+            new = _jitter(pool[pick], reference=pool)  # (num_dead, D)
+        if synced:
+            distributed.broadcast_(new)
         self.embedding.index_copy_(0, dead_idx, new.to(self.embedding.dtype))
         if self.ema:
             self.ema_cluster_size.index_fill_(0, dead_idx, 1.0)

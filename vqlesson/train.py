@@ -15,6 +15,14 @@ Reproducibility: the run is seeded with ``TrainConfig.seed``, and every checkpoi
 optimiser, ``GradScaler``, counters, history and all random-number-generator states taken at the
 epoch boundary, so that on the CPU a resumed run gives exactly the per-step losses of an
 uninterrupted one (on a GPU up to non-deterministic kernels).
+
+Data-parallel training (``torchrun``, :mod:`vqlesson.distributed`): when a process group is
+initialised, :func:`train_vqvae` shards the training loader per process (``DistributedSampler``,
+the batch size is per process), wraps the model in PyTorch's ``DistributedDataParallel``
+(gradients averaged), seeds each process with ``seed + rank`` (different augmentation; rank 0's
+streams are those of a single process), logs the losses of the whole global batch, evaluates
+each process's disjoint share of the validation split and sums the results, and writes the
+checkpoint from rank 0 only. Without a process group nothing of this happens.
 """
 
 from __future__ import annotations
@@ -33,6 +41,22 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .distributed import (
+    all_agree,
+    all_reduce_sum_,
+    barrier,
+    gather_rng_states,
+    is_distributed,
+    is_main_process,
+    process_device,
+    rank,
+    reseed_for_rank,
+    rng_state_for_this_rank,
+    set_epoch,
+    shard_eval_loader,
+    shard_loader,
+    wrap_ddp,
+)
 from .quantize import VectorQuantizer
 from .runtime import get_device, seed_everything
 
@@ -252,7 +276,7 @@ def _non_finite_error(
 @torch.no_grad()
 def evaluate_vqvae(
     model: nn.Module, loader: Iterable, device: str | torch.device | None = None, *,
-    amp: bool = False,
+    amp: bool = False, distributed: bool = False,
 ) -> dict[str, float]:
     """Reconstruction and code statistics of ``model`` over every batch of ``loader``.
 
@@ -264,6 +288,15 @@ def evaluate_vqvae(
         loader: yields ``(image, label)`` with image ``(B, C, H, W)`` float in ``[-1, 1]``.
         device: where to evaluate (the model is moved there); ``None``: the model's device.
         amp: autocast (bf16/fp16) on CUDA; metrics are still computed in float32.
+        distributed: under a ``torch.distributed`` process group, each process evaluates a
+            disjoint share of the loader's data set (a DataLoader is rebuilt with
+            :class:`~vqlesson.distributed.ShardSampler`, without the padding of a
+            ``DistributedSampler``; any other iterable, or a split smaller than the number of
+            processes, is evaluated whole by every process), then the sums, image counts and
+            code usage counts are all-reduced: every process returns the metrics of the whole
+            split (``batch_perplexity``, a mean over batches, aside: it depends on how the
+            split is cut into batches). Every process must then call it. Without a process
+            group it changes nothing.
 
     Returns:
         Floats, averaged over images: every scalar loss term of the output under its field name
@@ -295,6 +328,9 @@ def evaluate_vqvae(
         return hook
 
     handles = [q.register_forward_hook(remember_shape(name)) for name, q in quantizers]
+    shard = distributed and is_distributed()
+    if shard:
+        loader = shard_eval_loader(loader)
     was_training = model.training
     model.eval()
     for _, q in quantizers:
@@ -323,6 +359,15 @@ def evaluate_vqvae(
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    if shard:  # sums over every process's share: the whole split on every process
+        keys = sorted(sums)
+        packed = torch.stack([sums[k] for k in keys]
+                             + [torch.tensor(float(n_images), dtype=torch.float64, device=device)])
+        all_reduce_sum_(packed)  # (len(keys) + 1,) float64
+        sums = dict(zip(keys, packed[:-1]))
+        n_images = int(packed[-1].item())
+        for _, q in quantizers:
+            all_reduce_sum_(q.usage_counts)
     if n_images == 0:
         raise ValueError("the evaluation loader yielded no batches; give it at least one image")
     results = {name: float(total.item()) / n_images for name, total in sums.items()}
@@ -346,7 +391,11 @@ def _train_one_epoch(
     amp_dtype: torch.dtype, config: TrainConfig, epoch: int, step: int,
     quantizers: list[tuple[str, VectorQuantizer]], step_losses: list[float],
 ) -> tuple[dict[str, float], int, int]:
-    """One pass over ``loader``. Returns (train averages, new global step, images seen)."""
+    """One pass over ``loader``. Returns (train averages, new global step, images seen).
+
+    Under a process group the logged values and image counts are those of the global batch
+    (batch-size-weighted sums over all processes), and every process sees the same values."""
+    synced = is_distributed()
     prefixes = _code_keys(quantizers)
     reserved = {p + k for p in prefixes.values() for k in ("perplexity", "active_fraction", "restarts")}
     model.train()
@@ -356,12 +405,15 @@ def _train_one_epoch(
     restarts = {name: 0 for name, _ in quantizers}
     n_images = 0
     bar = tqdm(
-        loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress,
-        leave=True, unit="batch",
+        loader, desc=f"epoch {epoch}/{config.epochs}",
+        disable=not config.progress or not is_main_process(), leave=True, unit="batch",
     )
     for batch_index, batch in enumerate(bar):
         x = _images(batch, "train_loader").to(device, non_blocking=True)
-        if not bool(torch.isfinite(x).all()):
+        finite = bool(torch.isfinite(x).all())
+        if synced:  # every process stops together, before a NaN reaches the shared codebook
+            finite, _ = all_agree(finite, device)
+        if not finite:
             raise _non_finite_error(
                 epoch, config.epochs, step + 1, batch_index, [], {},
                 optimizer.param_groups[0]["lr"], x,
@@ -369,7 +421,16 @@ def _train_one_epoch(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
             output = model(x)
         terms = _scalar_terms(output, reserved)
-        values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
+        b = x.shape[0]
+        if synced:  # the global batch's values: batch-size-weighted sums over all processes
+            packed = torch.cat([torch.stack([t.detach().double() for t in terms.values()]) * b,
+                                torch.tensor([float(b)], dtype=torch.float64, device=device)])
+            all_reduce_sum_(packed)  # (len(terms) + 1,) float64
+            b = int(packed[-1].item())
+            values = dict(zip(terms, (packed[:-1] / b).tolist()))
+        else:
+            stacked = torch.stack([t.detach().float() for t in terms.values()])
+            values = dict(zip(terms, stacked.tolist()))
         bad = [name for name, v in values.items() if not math.isfinite(v)]
         if bad:
             bad.sort(key=lambda name: name == "loss")  # the specific terms first, the total last
@@ -379,7 +440,6 @@ def _train_one_epoch(
             )
         optimizer_step(output.loss, model, optimizer, scaler, config.grad_clip)
         step += 1
-        b = x.shape[0]
         n_images += b
         step_losses.append(values["loss"])
         for name, value in values.items():
@@ -429,27 +489,47 @@ def train_vqvae(
         the same loss terms and code metrics prefixed ``val_`` plus ``val_mse``, ``val_psnr``
         (dB) and ``val_ssim``; plus ``step_loss``, the training loss of every step.
 
+    Under torchrun (a ``torch.distributed`` process group; see the module docstring) every
+    process calls it with the same arguments: ``train_loader`` (a DataLoader) is sharded per
+    process and its batch size is per process; ``model`` stays unwrapped (the DDP wrapper is
+    internal) and ends equal on every process; the history (the same on every process but for
+    each one's timings) holds the global batch's losses and ``images_per_s`` over all
+    processes; only rank 0 writes the checkpoint (readable by one process with
+    ``load_checkpoint``) and calls ``callback``. The checkpoint folder must be visible to every
+    process (one machine, or a shared file system).
+
     Raises:
         FloatingPointError: a non-finite input or loss term (epoch, step and term named).
         ValueError: a checkpoint of another model class/config or optimiser when resuming;
-            an empty loader.
-        TypeError: batches or model outputs of the wrong kind.
+            an empty loader; under torchrun, a checkpoint that not every process can see.
+        TypeError: batches or model outputs of the wrong kind; under torchrun, a
+            ``train_loader`` that is not a DataLoader over a map-style data set.
     """
     config = config if config is not None else TrainConfig()
-    device = get_device(config.device)
-    seed_everything(config.seed)
+    device = process_device(get_device(config.device))
+    seed_everything(config.seed + rank())
     model.to(device)
     autocast, amp_dtype, needs_scaler = _amp_settings(device, config.amp)
     optimizer = _build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
-    generators = _loader_generators(train_loader) + _loader_generators(val_loader)
+    train_loader = shard_loader(train_loader, config.seed)
+    train_generators = _loader_generators(train_loader)
+    generators = train_generators + _loader_generators(val_loader)
     quantizers = find_quantizers(model)
 
     history: dict[str, list] = {}
     step = 0
     start_epoch = 0
     path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
-    if config.resume and path is not None and path.exists():
+    resuming = config.resume and path is not None and path.exists()
+    if is_distributed() and config.resume:
+        everywhere, anywhere = all_agree(resuming, device)
+        if everywhere != anywhere:
+            raise ValueError(
+                f"checkpoint {str(path)!r} exists for some processes but not for others; put the "
+                "run folder on a file system every process sees (or resume on one machine)"
+            )
+    if resuming:
         checkpoint = load_checkpoint(
             path, map_location="cpu", expected_class=type(model), expected_config=model.config
         )
@@ -471,27 +551,32 @@ def train_vqvae(
         if scaler is not None and checkpoint.scaler_state:
             scaler.load_state_dict(checkpoint.scaler_state)
         if checkpoint.rng_state is not None:
-            if len(checkpoint.rng_state.get("generators", [])) != len(generators):
+            rng_state, exact = rng_state_for_this_rank(checkpoint.rng_state)
+            if len(rng_state.get("generators", [])) != len(generators):
                 raise ValueError(
                     f"checkpoint {str(path)!r} was written with data loaders drawing from "
-                    f"{len(checkpoint.rng_state.get('generators', []))} torch.Generator(s), these "
+                    f"{len(rng_state.get('generators', []))} torch.Generator(s), these "
                     f"loaders have {len(generators)}; build the loaders the same way to resume."
                 )
-            set_rng_state(checkpoint.rng_state, generators)
+            set_rng_state(rng_state, generators)
+            if not exact:  # written by another number of processes: fresh streams per rank
+                reseed_for_rank(config.seed, start_epoch, train_generators)
         del checkpoint
 
+    trained = wrap_ddp(model, device)  # the model itself without a process group
     history.setdefault("step_loss", [])
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
+        set_epoch(train_loader, epoch)
         train_stats, step, n_images = _train_one_epoch(
-            model, train_loader, optimizer, scaler, device, autocast, amp_dtype, config, epoch,
+            trained, train_loader, optimizer, scaler, device, autocast, amp_dtype, config, epoch,
             step, quantizers, history["step_loss"],
         )
         train_seconds = time.perf_counter() - start
         record: dict[str, float] = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"])}
         record.update(train_stats)
         if val_loader is not None:
-            val_stats = evaluate_vqvae(model, val_loader, device, amp=config.amp)
+            val_stats = evaluate_vqvae(model, val_loader, device, amp=config.amp, distributed=True)
             record.update({f"val_{k}": v for k, v in val_stats.items() if k not in _STATIC_KEYS})
         record["epoch_time_s"] = time.perf_counter() - start
         record["images_per_s"] = n_images / max(train_seconds, 1e-9)
@@ -499,12 +584,15 @@ def train_vqvae(
             history.setdefault(key, []).append(value)
         rng_state = get_rng_state(generators)  # the epoch boundary: what a resumed run restores
         if path is not None:
-            save_checkpoint(
-                path, model, optimizer=optimizer, scaler=scaler, step=step, epoch=epoch,
-                history=history, rng_state=rng_state,
-                extra={"train_config": dataclasses.asdict(config)},
-            )
-        if callback is not None:
+            every_rank = gather_rng_states(rng_state)  # collective: every rank's streams
+            if is_main_process():
+                save_checkpoint(
+                    path, model, optimizer=optimizer, scaler=scaler, step=step, epoch=epoch,
+                    history=history, rng_state=every_rank,
+                    extra={"train_config": dataclasses.asdict(config)},
+                )
+            barrier()  # the file is complete before any process may read it
+        if callback is not None and is_main_process():
             callback(history)
             set_rng_state(rng_state, generators)
     return history
