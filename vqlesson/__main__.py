@@ -656,6 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipeline import add_pipeline_command
 
     add_pipeline_command(sub)
+    from .course import add_course_commands  # student-version, grade, sync-notebooks, colab-links
+    add_course_commands(sub)
     return parser
 
 

@@ -1,0 +1,292 @@
+"""vqlesson.checks: correct exercises pass, unfinished or wrong ones get a hint, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vqlesson import checks
+
+
+# --------------------------------------------------------------------------------------------
+# Correct implementations, written independently of the library
+# --------------------------------------------------------------------------------------------
+def nearest_code(z_e, codebook):
+    b, d, h, w = z_e.shape
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # (B*H*W, D)
+    return torch.cdist(flat, codebook).argmin(1).view(b, h, w)
+
+
+def straight_through(z_e, e):
+    return z_e + (e - z_e).detach()
+
+
+def ema_update(cluster_size, embed_sum, counts, sums, decay, eps):
+    cluster_size = decay * cluster_size + (1 - decay) * counts
+    embed_sum = decay * embed_sum + (1 - decay) * sums
+    n = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (n + len(cluster_size) * eps) * n
+    return cluster_size, embed_sum, embed_sum / smoothed[:, None]
+
+
+def hierarchy_bits(s, kt, kb):
+    return (s // 8) ** 2 * math.log2(kt) + (s // 4) ** 2 * math.log2(kb)
+
+
+def psnr_db(x, x_hat):
+    mse = ((x - x_hat) / 2).pow(2).flatten(1).mean(1)
+    return -10 * torch.log10(mse)
+
+
+def code_perplexity(codes, k):
+    p = torch.bincount(codes.flatten(), minlength=k).double()
+    p = p[p > 0] / p.sum()
+    return math.exp(-(p * p.log()).sum().item())
+
+
+def build_mask(k, kind):
+    mask = torch.ones(k, k)
+    mask[k // 2, k // 2 + (kind == "B"):] = 0
+    mask[k // 2 + 1:] = 0
+    return mask
+
+
+def bits_per_code(logits, codes):
+    log_p = logits.log_softmax(1).gather(1, codes[:, None])  # (B, 1, H, W)
+    return -log_p.mean() / math.log(2)
+
+
+def sample_loop(prior, n, shape, temperature=1.0, generator=None):
+    codes = torch.zeros(n, *shape, dtype=torch.int64)
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            probs = torch.softmax(prior.logits(codes)[:, :, r, c] / temperature, 1)
+            codes[:, r, c] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return codes
+
+
+def pairwise_hamming(codes):
+    flat = codes.flatten(1)
+    n = flat.shape[0]
+    total = sum((flat[i] != flat[j]).float().mean() for i in range(n) for j in range(i + 1, n))
+    return float(total) / (n * (n - 1) / 2)
+
+
+def nearest_neighbours(queries, references):
+    d = (queries.flatten(1)[:, None] != references.flatten(1)[None]).float().mean(-1)
+    distance, index = d.min(1)
+    return index, distance
+
+
+def surprise_maps(prior, codes):
+    with torch.no_grad():
+        return F.cross_entropy(prior.logits(codes), codes, reduction="none") / math.log(2)
+
+
+CORRECT = {
+    "nearest_code": (checks.check_nearest_code, nearest_code),
+    "straight_through": (checks.check_straight_through, straight_through),
+    "ema_update": (checks.check_ema_update, ema_update),
+    "hierarchy_bits": (checks.check_hierarchy_bits, hierarchy_bits),
+    "psnr": (checks.check_psnr, psnr_db),
+    "code_perplexity": (checks.check_code_perplexity, code_perplexity),
+    "causal_mask": (checks.check_causal_mask, build_mask),
+    "bits_per_code": (checks.check_bits_per_code, bits_per_code),
+    "sampling_loop": (checks.check_sampling_loop, sample_loop),
+    "pairwise_hamming": (checks.check_pairwise_hamming, pairwise_hamming),
+    "nearest_neighbours": (checks.check_nearest_neighbours, nearest_neighbours),
+    "surprise_maps": (checks.check_surprise_maps, surprise_maps),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Every check: pass, not done, wrong shape, an exception
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(CORRECT))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_correct_implementation_passes(name, seed, one_thread):
+    check, fn = CORRECT[name]
+    result = check(fn, seed=seed)
+    assert result.passed, result.message
+    assert result.name == name and bool(result)
+    assert repr(result).startswith(f"✅ {name}: passed")
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_an_unfinished_exercise_is_not_done_yet(name):
+    check, _ = CORRECT[name]
+    for stub in (lambda *a, **k: None, lambda *a, **k: (_ for _ in ()).throw(NotImplementedError())):
+        result = check(stub)
+        assert not result.passed and not bool(result)
+        assert "not done yet" in result.message
+        assert repr(result).startswith(f"❌ {name}: not done yet")
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_a_wrong_shape_gets_a_hint_not_a_traceback(name):
+    check, fn = CORRECT[name]
+
+    def wrong_shape(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(o.unsqueeze(0) for o in out)
+        return torch.as_tensor(out).unsqueeze(0).repeat(2, *([1] * torch.as_tensor(out).dim()))
+
+    result = check(wrong_shape)
+    assert not result.passed
+    assert "shape" in result.message or "one number" in result.message, result.message
+    assert "Traceback" not in result.message
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_an_exception_is_reported_with_its_line(name):
+    check, _ = CORRECT[name]
+
+    def broken(*args, **kwargs):
+        return args[0].reshape(-1, 7, 3)
+
+    result = check(broken)
+    assert not result.passed
+    assert "your function raised" in result.message
+    assert "(line " in result.message and "reshape(-1, 7, 3)" in result.message
+    assert "Traceback" not in result.message
+
+
+def test_a_name_that_is_not_a_function_gets_a_hint():
+    result = checks.check_nearest_code(None)
+    assert not result.passed and "run the exercise's cell" in result.message
+
+
+def test_checks_leave_the_global_random_state_and_thread_count_alone():
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    checks.check_nearest_code(nearest_code)
+    checks.check_sampling_loop(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
+
+
+def test_a_dtype_mismatch_is_named():
+    result = checks.check_nearest_code(lambda z, c: nearest_code(z, c).float())
+    assert not result.passed and "dtype" in result.message and "int" in result.message
+
+
+# --------------------------------------------------------------------------------------------
+# Known mistakes get their own hint
+# --------------------------------------------------------------------------------------------
+def _no_permute(z_e, codebook):
+    b, d, h, w = z_e.shape
+    return torch.cdist(z_e.reshape(-1, d), codebook).argmin(1).view(b, h, w)
+
+
+def _farthest(z_e, codebook):
+    b, d, h, w = z_e.shape
+    return torch.cdist(z_e.permute(0, 2, 3, 1).reshape(-1, d), codebook).argmax(1).view(b, h, w)
+
+
+def _ema_swapped(cluster_size, embed_sum, counts, sums, decay, eps):
+    return ema_update(cluster_size, embed_sum, counts, sums, 1 - decay, eps)
+
+
+def _ema_unsmoothed(cluster_size, embed_sum, counts, sums, decay, eps):
+    n, m, _ = ema_update(cluster_size, embed_sum, counts, sums, decay, eps)
+    return n, m, m / n[:, None]
+
+
+def _sample_ignoring_temperature(prior, n, shape, temperature=1.0, generator=None):
+    return sample_loop(prior, n, shape, 1e-3, generator)
+
+
+def _sample_ignoring_generator(prior, n, shape, temperature=1.0, generator=None):
+    return sample_loop(prior, n, shape, temperature, None)
+
+
+MISTAKES = [
+    (checks.check_nearest_code, _no_permute, "permute"),
+    (checks.check_nearest_code, _farthest, "farthest"),
+    (checks.check_nearest_code, lambda z, c: nearest_code(z, c).flatten(), "reshape it to (B, H, W)"),
+    (checks.check_straight_through, lambda z_e, e: e.detach(), "no gradient"),
+    (checks.check_straight_through, lambda z_e, e: e, "no gradient reached z_e"),
+    (checks.check_straight_through, lambda z_e, e: z_e, "values differ"),
+    (checks.check_straight_through, lambda z_e, e: e + (z_e - z_e.detach()), "codebook receives"),
+    (checks.check_ema_update, _ema_swapped, "swapped"),
+    (checks.check_ema_update, _ema_unsmoothed, "Laplace"),
+    (checks.check_ema_update, lambda *a: ema_update(*a)[:2], "three tensors"),
+    (checks.check_hierarchy_bits, lambda s, kt, kb: (s // 4) ** 2 * math.log2(kb), "one level"),
+    (checks.check_hierarchy_bits, lambda s, kt, kb: hierarchy_bits(s, kb, kt) if kt != kb else
+     (s // 4) ** 2 * math.log2(kt) + (s // 8) ** 2 * math.log2(kb), "swapped"),
+    (checks.check_hierarchy_bits, lambda s, kt, kb: (s // 8) ** 2 * kt + (s // 4) ** 2 * kb, "log2 K"),
+    (checks.check_psnr, lambda x, y: -10 * torch.log10((x - y).pow(2).flatten(1).mean(1)), "[0, 1]"),
+    (checks.check_psnr, lambda x, y: psnr_db(x, y).mean(), "one PSNR per image"),
+    (checks.check_psnr, lambda x, y: psnr_db(x, y) * math.log(10), "log10"),
+    (checks.check_code_perplexity, lambda c, k: 1 / code_perplexity(c, k), "sign"),
+    (checks.check_code_perplexity, lambda c, k: float("nan"), "0 log 0"),
+    (checks.check_code_perplexity,
+     lambda c, k: 2 * math.exp(-math.log(code_perplexity(c, k)) / k), "report D"),
+    (checks.check_causal_mask, lambda k, kind: build_mask(k, "B" if kind == "A" else "A"), "mask A"),
+    (checks.check_causal_mask, lambda k, kind: build_mask(k, kind).T, "transposed"),
+    (checks.check_causal_mask, lambda k, kind: build_mask(k, kind).flip(0, 1), "later positions"),
+    (checks.check_bits_per_code, lambda lg, c: F.cross_entropy(lg, c), "ln 2"),
+    (checks.check_bits_per_code, lambda lg, c: bits_per_code(lg, c) * c.numel(), "sum over"),
+    (checks.check_bits_per_code, lambda lg, c: F.binary_cross_entropy_with_logits(
+        lg, F.one_hot(c, lg.shape[1]).permute(0, 3, 1, 2).float()), "binary"),
+    (checks.check_sampling_loop, _sample_ignoring_temperature, "temperature"),
+    (checks.check_sampling_loop, _sample_ignoring_generator, "generator"),
+    (checks.check_sampling_loop, lambda p, n, shape, temperature=1.0, generator=None:
+     torch.zeros(n, *shape, dtype=torch.int64), "still 0"),
+    (checks.check_pairwise_hamming, lambda c: pairwise_hamming(c) * (c.shape[0] - 1) / c.shape[0], "i < j"),
+    (checks.check_pairwise_hamming, lambda c: pairwise_hamming(c) * c[0].numel(), "fraction"),
+    (checks.check_nearest_neighbours, lambda q, r: (nearest_neighbours(q, r)[0],
+                                                    nearest_neighbours(q, r)[1] * 16), "counts"),
+    (checks.check_surprise_maps, lambda p, c: surprise_maps(p, c) * math.log(2), "nats"),
+    (checks.check_surprise_maps, lambda p, c: -surprise_maps(p, c), "sign"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, hint", MISTAKES,
+                         ids=[f"{c.__name__}-{h}" for c, _, h in MISTAKES])
+def test_known_mistakes_get_a_specific_hint(check, wrong, hint, one_thread):
+    result = check(wrong)
+    assert not result.passed
+    assert hint in result.message, result.message
+    assert "Traceback" not in result.message
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics for the grader
+# --------------------------------------------------------------------------------------------
+def test_record_metrics_writes_the_grader_file_and_merges(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    monkeypatch.setenv(checks.METRICS_ENV, str(target))
+    assert checks.record_metrics(psnr=torch.tensor(31.5), perplexity=180) == {
+        "psnr": 31.5, "perplexity": 180.0}
+    checks.record_metrics(prior_nll_bits_per_code=2.25, psnr=float("inf"))
+    assert json.loads(target.read_text()) == {
+        "psnr": float("inf"), "perplexity": 180.0, "prior_nll_bits_per_code": 2.25}
+
+
+def test_record_metrics_writes_nothing_outside_grading(tmp_path, monkeypatch):
+    monkeypatch.delenv(checks.METRICS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert checks.record_metrics(psnr=20.0) == {"psnr": 20.0}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_record_metrics_rejects_bad_values():
+    with pytest.raises(ValueError, match="at least one"):
+        checks.record_metrics()
+    with pytest.raises(ValueError, match="'psnr' must be a single number"):
+        checks.record_metrics(psnr=torch.ones(3))
+    with pytest.raises(ValueError, match="single number"):
+        checks.record_metrics(psnr="high")
+
+
+def test_a_bad_seed_is_a_clear_error_not_a_failed_check():
+    with pytest.raises(ValueError, match="seed"):
+        checks.check_nearest_code(nearest_code, seed=-1)
