@@ -792,7 +792,7 @@ def prior_bits_per_code(priors: Any, codes: CodeDataset, batch_size: int = 64) -
 
 
 @torch.no_grad()
-def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDataset,
+def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDataset | None,
                     train_codes: CodeDataset | Tensor, train_images: Tensor | None = None,
                     config: AnalysisConfig | None = None, temperature: float = 1.0,
                     label: int | Tensor | None = None, generator: torch.Generator | None = None
@@ -804,7 +804,8 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
         vqvae: the frozen VQ-VAE (or VQ-VAE-2) whose codes the prior(s) model.
         priors: one :class:`~vqlesson.pixelcnn.PixelCNNPrior`, or ``(top_prior, bottom_prior)``
             for a VQ-VAE-2 (as :func:`~vqlesson.prior.sample_images`).
-        test_codes: :class:`~vqlesson.prior.CodeDataset` of the test split (for the NLL).
+        test_codes: :class:`~vqlesson.prior.CodeDataset` of the test split (for the NLL);
+            ``None`` skips the NLL (``test_bits_per_code`` is then NaN).
         train_codes: the memorisation references: the training :class:`~vqlesson.prior.CodeDataset`,
             or (M, H, W) int64 code maps (e.g. with augmented versions added).
         train_images: optional (M, C, H, W) training images in [-1, 1] (same order as
@@ -829,7 +830,7 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
     num_classes = max(p.config.num_classes for p in members)
     if num_classes and label is None:
         label = torch.arange(n) % num_classes  # (n,) the classes in turn
-    test_bits = prior_bits_per_code(priors, test_codes)
+    test_bits = prior_bits_per_code(priors, test_codes) if test_codes is not None else math.nan
     codes = sample_codes(vqvae, priors, n, label if num_classes else None,
                          temperature=temperature, generator=generator)
     device = _model_device(vqvae)
