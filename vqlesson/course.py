@@ -81,7 +81,7 @@ RUN_TIMES: dict[str, RunTime] = {
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "The last cell prints this run's time."),
     "05_test_set_failure_analysis": RunTime(
-        ci=40, cpu=None, gpu=None,
+        ci=40, cpu=252, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
              "prints this run's time."),
