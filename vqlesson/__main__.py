@@ -11,6 +11,11 @@ Commands:
     sample        sample code maps from a run's prior(s), decode them, write an image grid.
     pipeline      the whole course headless (VQ-VAE, prior, samples, failure analysis) with a
                   report.md; resumes from the last finished stage.
+    student-version, grade, sync-notebooks, colab-links
+                  the course layer for instructors (vqlesson.course, vqlesson.grading).
+
+Under ``torchrun --nproc_per_node=N -m vqlesson ...``, train-vqvae, train-prior and pipeline
+train data-parallel (vqlesson.distributed).
 """
 
 from __future__ import annotations
