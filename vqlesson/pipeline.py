@@ -26,9 +26,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -116,7 +115,7 @@ def _stage_samples(ctx: Context) -> None:
 
 def _load_run(ctx: Context):
     """The run's VQ-VAE and its best prior(s) (one prior, or (top, bottom))."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, read_checkpoint
     from .prior import best_checkpoint_path
     from .runtime import get_device
     from .vqvae2 import VQVAE2
@@ -131,7 +130,7 @@ def _load_run(ctx: Context):
         best = best_checkpoint_path(path)
         priors.append(load_checkpoint(best if best.is_file() else path, map_location=device,
                                       expected_class="PixelCNNPrior").model.eval())
-        histories[name.removesuffix(".pt")] = load_checkpoint(path).history
+        histories[name.removesuffix(".pt")] = read_checkpoint(path).get("history", {})
     return vqvae, (tuple(priors) if two_levels else priors[0]), histories
 
 
@@ -146,7 +145,9 @@ def _stage_analysis(ctx: Context) -> None:
     from .data import make_loaders
     from .runtime import get_profile
 
-    config = A.AnalysisConfig(num_samples=ctx.args.num_samples)
+    # The run's own sampling temperature is always one of the points (report and figure use it).
+    temperatures = sorted({*A.AnalysisConfig.temperatures, ctx.options["temperature"]})
+    config = A.AnalysisConfig(num_samples=ctx.args.num_samples, temperatures=temperatures)
     vqvae, priors, histories = _load_run(ctx)
     o = ctx.options
     profile = get_profile(o["profile"]).with_overrides(
@@ -196,21 +197,23 @@ def _stage_analysis(ctx: Context) -> None:
     # 4-5. Diversity against temperature, and near-copies.
     n_ref = min(config.num_samples, len(test_codes))
     reference = A.diversity(A._flat_codes(test_codes, "test")[:n_ref], test_images[:n_ref])
-    rows = []
-    for t in config.temperatures:
+    rows = {}
+    for t in config.temperatures:  # the test NLL does not depend on T: computed once above
         generator = torch.Generator(device=next(vqvae.parameters()).device).manual_seed(o["seed"])
-        rows.append(A.evaluate_remedy(f"T = {t:g}", vqvae, priors, test_codes, train_codes,
-                                      train_images, config, temperature=t, generator=generator))
+        row = A.evaluate_remedy(f"T = {t:g}", vqvae, priors, None, train_codes, train_images,
+                                config, temperature=t, generator=generator)
+        rows[t] = row._replace(test_bits_per_code=result["prior_test_bits_per_code"])
     result["reference_diversity"] = reference._asdict()
-    result["temperatures"] = [{k: v for k, v in r._asdict().items()
-                               if k not in ("samples", "sample_codes", "memorisation")}
-                              for r in rows]
-    result["table"] = A.remedy_table(rows, reference)
+    result["temperatures"] = [{"temperature": t, **{k: v for k, v in r._asdict().items()
+                                                    if k not in ("samples", "sample_codes",
+                                                                 "memorisation")}}
+                              for t, r in rows.items()]
+    result["table"] = A.remedy_table(list(rows.values()), reference)
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    plots.diversity_curves(config.temperatures, {"prior": [r.code_hamming for r in rows]},
+    plots.diversity_curves(config.temperatures, {"prior": [r.code_hamming for r in rows.values()]},
                            reference.code_hamming, ax=ax)
     figures["sample diversity against temperature"] = _save(fig, ctx.out / "analysis_diversity.png")
-    at_one = min(rows, key=lambda r: abs(float(r.name.split("=")[1]) - o["temperature"]))
+    at_one = rows[o["temperature"]]
     figures[f"samples ({at_one.name}) and their nearest training images"] = _save(
         plots.near_copies(at_one.samples, train_images, at_one.memorisation),
         ctx.out / "analysis_near_copies.png")
@@ -253,7 +256,7 @@ def _stage_report(ctx: Context) -> None:
                      f"{gap['best_epoch']} / {gap['final_epoch']}"))
     ref = analysis.get("reference_diversity")
     for r in analysis.get("temperatures", []):
-        if abs(float(r["name"].split("=")[1]) - ctx.options["temperature"]) < 1e-9:
+        if r["temperature"] == ctx.options["temperature"]:
             rows.append((f"sample diversity, codes ({r['name']}; real test images)",
                          f"{_fmt(r['code_hamming'])} ({_fmt(ref and ref['code_hamming'])})"))
             rows.append((f"near-copies of training images ({r['name']})",
@@ -311,7 +314,7 @@ def stages(two_levels: bool) -> list[Stage]:
     ]
 
 
-STAGE_NAMES = ("vqvae", "prior", "samples", "analysis", "report")
+STAGE_NAMES = tuple(stage.name for stage in stages(two_levels=False))
 
 
 # --------------------------------------------------------------------------------------------
