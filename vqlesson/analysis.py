@@ -34,7 +34,9 @@ from tqdm.auto import tqdm
 
 from .metrics import mse, perplexity_from_counts, psnr, ssim, to_unit_range
 from .pixelcnn import PixelCNNPrior, nll
-from .prior import CodeDataset, _level_data, evaluate_prior, extract_codes, sample_codes
+from .prior import (CodeDataset, _level_data, decode_codes, evaluate_prior, extract_codes,
+                    sample_codes)
+from .runtime import eval_mode
 
 METRICS = ("mse", "psnr", "ssim")
 LN2 = math.log(2.0)
@@ -276,10 +278,8 @@ def reconstruction_scores(model: nn.Module, data: Any, batch_size: int = 64,
         TypeError: data that is not images; ValueError: no images.
     """
     device = _model_device(model)
-    was_training = model.training
-    model.eval()
     parts: dict[str, list[Tensor]] = {k: [] for k in (*METRICS, "labels")}
-    try:
+    with eval_mode(model):
         for x, y in tqdm(_iter_images(data, batch_size), disable=not progress, desc="scoring",
                          unit="batch"):
             x_hat = model(x.to(device)).x_hat.float().cpu()
@@ -288,8 +288,6 @@ def reconstruction_scores(model: nn.Module, data: Any, batch_size: int = 64,
             parts["psnr"].append(psnr(x, x_hat, reduction="none"))
             parts["ssim"].append(ssim(x, x_hat, reduction="none"))
             parts["labels"].append(y.long().cpu())
-    finally:
-        model.train(was_training)
     if not parts["mse"]:
         raise ValueError("data holds no images to score")
     return ReconstructionScores(**{k: torch.cat(v) for k, v in parts.items()})
@@ -347,12 +345,8 @@ def worst_reconstructions(model: nn.Module, dataset: Any, scores: Reconstruction
     order = torch.argsort(scores.psnr)[:k]  # (k,) lowest PSNR first
     images = torch.stack([dataset[int(i)] if isinstance(dataset, Tensor) else dataset[int(i)][0]
                           for i in order]).float()  # (k, C, H, W)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         recon = model(images.to(_model_device(model))).x_hat.float().cpu()  # (k, C, H, W)
-    finally:
-        model.train(was_training)
     error = (to_unit_range(images) - to_unit_range(recon)).pow(2).mean(dim=1)  # (k, H, W)
     return WorstReconstructions(order, images, recon, error, scores.psnr[order],
                                 scores.labels[order])
@@ -569,18 +563,14 @@ def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str 
     else:
         target = codes
     device = next(prior.parameters()).device
-    was_training = prior.training
-    prior.eval()
     out = []
-    try:
+    with eval_mode(prior):
         for index in torch.arange(target.shape[0]).split(batch_size):
             c = target[index].to(device)
             y = labels[index].to(device) if labels is not None else None
             m = cond_map[index].to(device) if cond_map is not None else None
             logits = prior.logits(c, y, m)  # (B, K, H, W)
             out.append(nll(logits, c, reduction="none").float().cpu())  # (B, H, W) bits
-    finally:
-        prior.train(was_training)
     return torch.cat(out)
 
 
@@ -833,13 +823,7 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
     test_bits = prior_bits_per_code(priors, test_codes) if test_codes is not None else math.nan
     codes = sample_codes(vqvae, priors, n, label if num_classes else None,
                          temperature=temperature, generator=generator)
-    device = _model_device(vqvae)
-    was_training = vqvae.training
-    vqvae.eval()
-    try:
-        images = vqvae.decode_indices(*(c.to(device) for c in codes.values())).float().cpu()
-    finally:
-        vqvae.train(was_training)
+    images = decode_codes(vqvae, codes).float().cpu()  # (n, C, S, S)
     flat = _flat_codes({k: v.cpu() for k, v in codes.items()}, "samples")  # (n, L)
     spread = diversity(flat, images)
     memo = memorisation(flat, _flat_codes(train_codes, "train_codes"),

@@ -247,6 +247,22 @@ def all_agree(flag: bool, device: torch.device | str = "cpu") -> tuple[bool, boo
     return n == world_size(), n > 0
 
 
+def check_resume_everywhere(resuming: bool, path: object, device: torch.device | str = "cpu"
+                            ) -> None:
+    """Under a process group, make sure every process resumes or none does (a collective: every
+    process must call it); a no-op without one.
+
+    Raises:
+        ValueError: the checkpoint ``path`` exists for some processes but not for others.
+    """
+    everywhere, anywhere = all_agree(resuming, device)
+    if everywhere != anywhere:
+        raise ValueError(
+            f"checkpoint {str(path)!r} exists for some processes but not for others; put the "
+            "run folder on a file system every process sees (or resume on one machine)"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Data sharding
 # --------------------------------------------------------------------------------------------

@@ -59,9 +59,9 @@ from .checkpoint import (
     set_rng_state,
 )
 from .distributed import (
-    all_agree,
     all_reduce_sum_,
     barrier,
+    check_resume_everywhere,
     gather_rng_states,
     is_distributed,
     is_main_process,
@@ -74,7 +74,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .pixelcnn import LN2, PixelCNNPrior, PriorConfig, nll
-from .runtime import Profile, get_device, get_profile, given, seed_everything
+from .runtime import Profile, eval_mode, get_device, get_profile, given, seed_everything
 from .train import _amp_settings, optimizer_step
 from .vqvae import VQVAE
 from .vqvae2 import VQVAE2
@@ -907,13 +907,8 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
     best_state: dict[str, Tensor] | None = None
     path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
     resuming = config.resume and path is not None and path.exists()
-    if is_distributed() and config.resume:
-        everywhere, anywhere = all_agree(resuming, device)
-        if everywhere != anywhere:
-            raise ValueError(
-                f"checkpoint {str(path)!r} exists for some processes but not for others; put the "
-                "run folder on a file system every process sees (or resume on one machine)"
-            )
+    if config.resume:
+        check_resume_everywhere(resuming, path, device)
     if resuming:
         checkpoint = load_checkpoint(path, map_location="cpu", expected_class=PixelCNNPrior,
                                      expected_config=prior.config)
@@ -1126,6 +1121,23 @@ def sample_codes(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tensor
 
 
 @torch.no_grad()
+def decode_codes(vqvae: VQVAE | VQVAE2, codes: Mapping[str, Tensor]) -> Tensor:
+    """Decode code maps as :func:`sample_codes` returns them (eval mode, no_grad).
+
+    Args:
+        vqvae: the :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2` they belong to.
+        codes: ``{"codes": (n, S/f, S/f)}`` or ``{"top": (n, S/8, S/8), "bottom": (n, S/4, S/4)}``
+            int64 (any device).
+
+    Returns:
+        (n, C, S, S) float in [-1, 1] on the VQ-VAE's device.
+    """
+    device = next(vqvae.parameters()).device
+    with eval_mode(vqvae):
+        return vqvae.decode_indices(*(c.to(device) for c in codes.values()))  # (n, C, S, S)
+
+
+@torch.no_grad()
 def sample_images(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tensor | None = None,
                   temperature: float = 1.0, top_k: int | None = None,
                   generator: torch.Generator | None = None, *, fast: bool = True,
@@ -1158,10 +1170,4 @@ def sample_images(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tenso
     """
     codes = sample_codes(vqvae, priors, n, label, temperature, top_k, generator, fast=fast,
                          progress=progress)
-    device = next(vqvae.parameters()).device
-    was_training = vqvae.training
-    vqvae.eval()
-    try:
-        return vqvae.decode_indices(*(c.to(device) for c in codes.values()))  # (n, C, S, S)
-    finally:
-        vqvae.train(was_training)
+    return decode_codes(vqvae, codes)

@@ -45,6 +45,7 @@ from .distributed import (
     all_agree,
     all_reduce_sum_,
     barrier,
+    check_resume_everywhere,
     gather_rng_states,
     is_distributed,
     is_main_process,
@@ -522,13 +523,8 @@ def train_vqvae(
     start_epoch = 0
     path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
     resuming = config.resume and path is not None and path.exists()
-    if is_distributed() and config.resume:
-        everywhere, anywhere = all_agree(resuming, device)
-        if everywhere != anywhere:
-            raise ValueError(
-                f"checkpoint {str(path)!r} exists for some processes but not for others; put the "
-                "run folder on a file system every process sees (or resume on one machine)"
-            )
+    if config.resume:
+        check_resume_everywhere(resuming, path, device)
     if resuming:
         checkpoint = load_checkpoint(
             path, map_location="cpu", expected_class=type(model), expected_config=model.config
