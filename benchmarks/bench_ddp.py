@@ -37,6 +37,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson import distributed
+from vqlesson.configs import vqvae_config
 from vqlesson.runtime import get_device, get_profile, seed_everything
 from vqlesson.train import TrainConfig, train_vqvae
 from vqlesson.vqvae import VQVAE, VQVAEConfig
@@ -52,7 +53,7 @@ def measure(profile_name: str, device: str, batch: int, steps: int, epochs: int)
     """Train for ``epochs`` epochs of ``steps`` steps per process; images/s over all processes."""
     profile = get_profile(profile_name)
     seed_everything(0)
-    model = VQVAE(VQVAEConfig.from_profile(profile))
+    model = VQVAE(vqvae_config(profile))
     n = steps * batch * distributed.world_size()
     s = profile.image_size
     images = torch.rand(n, 3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1

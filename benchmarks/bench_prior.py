@@ -26,7 +26,9 @@ import time
 import torch
 
 from vqlesson.pixelcnn import PixelCNNPrior
-from vqlesson.prior import CodeDataset, PriorTrainConfig, prior_config_for, train_prior
+from vqlesson.codes import CodeDataset
+from vqlesson.prior import PriorTrainConfig, train_prior
+from vqlesson.configs import prior_config_for
 from vqlesson.runtime import get_device, get_profile, seed_everything
 
 

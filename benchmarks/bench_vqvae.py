@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from vqlesson.quantize import squared_distances
+from vqlesson.configs import vqvae_config, vqvae2_config
 from vqlesson.runtime import get_device, get_profile, seed_everything
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 from vqlesson.vqvae2 import VQVAE2, VQVAE2Config
@@ -56,9 +57,9 @@ def bench_speed(profile_name: str, device: torch.device, amp: bool, which: str =
     profile = get_profile(profile_name)
     seed_everything(0)
     if which == "vqvae2":
-        model = VQVAE2(VQVAE2Config.from_profile(profile)).to(device)
+        model = VQVAE2(vqvae2_config(profile)).to(device)
     else:
-        model = VQVAE(VQVAEConfig.from_profile(profile)).to(device)
+        model = VQVAE(vqvae_config(profile)).to(device)
     b, s = profile.batch_size, profile.image_size
     x = torch.rand(b, 3, s, s, device=device) * 2 - 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
@@ -116,11 +117,11 @@ def bench_rate_distortion(profile_name: str) -> None:
     loaders = make_loaders("synthetic", profile=profile)
     budget = TrainConfig(epochs=max(1, profile.epochs // 5), progress=False)
     settings = [
-        VQVAEConfig.from_profile(profile, downsample=8),
-        VQVAEConfig.from_profile(profile, downsample=4, codebook_size=16),
-        VQVAEConfig.from_profile(profile, downsample=4),
-        VQVAE2Config.from_profile(profile, codebook_size_top=16, codebook_size_bottom=16),
-        VQVAE2Config.from_profile(profile),
+        vqvae_config(profile, downsample=8),
+        vqvae_config(profile, downsample=4, codebook_size=16),
+        vqvae_config(profile, downsample=4),
+        vqvae2_config(profile, codebook_size_top=16, codebook_size_bottom=16),
+        vqvae2_config(profile),
     ]
     points = sorted((rate_distortion_point(c, loaders.train, loaders.val, budget) for c in settings),
                     key=lambda p: p.bits_per_image)

@@ -30,7 +30,8 @@ from vqlesson.analysis import (
     worst_reconstructions,
 )
 from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
-from vqlesson.prior import CodeDataset, PriorTrainConfig, evaluate_prior, train_prior
+from vqlesson.codes import CodeDataset
+from vqlesson.prior import PriorTrainConfig, evaluate_prior, train_prior
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 
 K = 8

@@ -27,13 +27,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from vqlesson import distributed
 from vqlesson.checkpoint import load_checkpoint
 from vqlesson.pixelcnn import PixelCNNPrior
-from vqlesson.prior import (
-    CodeDataset,
-    PriorTrainConfig,
-    evaluate_prior,
-    prior_config_for,
-    train_prior,
-)
+from vqlesson.codes import CodeDataset
+from vqlesson.prior import PriorTrainConfig, evaluate_prior, train_prior
+from vqlesson.configs import prior_config_for
 from vqlesson.train import TrainConfig, evaluate_vqvae, train_vqvae
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 

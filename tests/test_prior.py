@@ -10,19 +10,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson.checkpoint import load_checkpoint
 from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
-from vqlesson.prior import (
+from vqlesson.codes import (
     CodeDataset,
     CodeItem,
-    PriorTrainConfig,
     TwoLevelCodeItem,
-    best_checkpoint_path,
-    evaluate_prior,
     extract_codes,
     model_fingerprint,
-    prior_config_for,
-    sample_images,
-    train_prior,
 )
+from vqlesson.prior import PriorTrainConfig, best_checkpoint_path, evaluate_prior, train_prior
+from vqlesson.configs import prior_config_for
+from vqlesson.sampling import sample_images
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 from vqlesson.vqvae2 import VQVAE2, VQVAE2Config
 

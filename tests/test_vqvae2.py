@@ -11,6 +11,7 @@ from conftest import smooth_batch
 from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson.checkpoint import load_checkpoint, save_checkpoint
+from vqlesson.configs import vqvae2_config
 from vqlesson.quantize import VectorQuantizer
 from vqlesson.train import TrainConfig, evaluate_vqvae, find_quantizers, train_vqvae
 from vqlesson.vqvae2 import VQVAE2, VQVAE2Codes, VQVAE2Config, VQVAE2Output
@@ -74,18 +75,18 @@ def test_config_latent_sizes_and_validation():
 
 
 def test_from_profile_ci():
-    config = VQVAE2Config.from_profile("ci")
+    config = vqvae2_config("ci")
     assert config.image_size == 32 and config.hidden_channels == 32
     assert config.residual_channels == 8  # a quarter of the width
     assert config.codebook_size_top == config.codebook_size_bottom == 64
     assert config.code_dim == 16
-    changed = VQVAE2Config.from_profile("ci", codebook_size_top=8, image_size=None)
+    changed = vqvae2_config("ci", codebook_size_top=8, image_size=None)
     assert changed.codebook_size_top == 8 and changed.image_size == 32  # None is ignored
     out = VQVAE2(config)(images(2, 32))
     assert out.x_hat.shape == (2, 3, 32, 32)
     assert int(out.top_indices.max()) < 64 and int(out.bottom_indices.max()) < 64
     with pytest.raises(ValueError):
-        VQVAE2Config.from_profile("no-such-profile")
+        vqvae2_config("no-such-profile")
 
 
 # ---- shapes ----------------------------------------------------------------------------------

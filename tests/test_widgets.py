@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vqlesson import widgets
+from vqlesson.configs import vqvae_config
 from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 
@@ -17,7 +18,7 @@ matplotlib.use("Agg")
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return VQVAE(VQVAEConfig.from_profile("ci")).eval()  # 32 px images, 8x8 codes, K = 64
+    return VQVAE(vqvae_config("ci")).eval()  # 32 px images, 8x8 codes, K = 64
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from .runtime import PROFILES
+from .configs import vqvae_config, vqvae2_config
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,10 +168,10 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
     common = dict(hidden_channels=args.hidden_channels, code_dim=args.code_dim, beta=args.beta,
                   ema=not args.no_ema, init=args.init)
     if args.model == "vqvae2":
-        config = VQVAE2Config.from_profile(profile, codebook_size_top=args.codebook_size,
+        config = vqvae2_config(profile, codebook_size_top=args.codebook_size,
                                            codebook_size_bottom=args.codebook_size, **common)
     else:
-        config = VQVAEConfig.from_profile(profile, downsample=args.downsample,
+        config = vqvae_config(profile, downsample=args.downsample,
                                           codebook_size=args.codebook_size, **common)
     if args.resume and checkpoint_path.exists():
         # The stored config wins on resume, so a run continues with the settings it started with.
@@ -328,14 +329,9 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
         world_size,
     )
     from .pixelcnn import PixelCNNPrior
-    from .prior import (
-        PriorTrainConfig,
-        best_checkpoint_path,
-        evaluate_prior,
-        extract_codes,
-        prior_config_for,
-        train_prior,
-    )
+    from .prior import PriorTrainConfig, best_checkpoint_path, evaluate_prior, train_prior
+    from .codes import extract_codes
+    from .configs import prior_config_for
     from .runtime import get_device, get_profile, seed_everything
     from .vqvae import VQVAE
     from .vqvae2 import VQVAE2
@@ -482,7 +478,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from torchvision.utils import save_image
 
     from .checkpoint import load_checkpoint
-    from .prior import best_checkpoint_path, model_fingerprint, sample_images
+    from .prior import best_checkpoint_path
+    from .codes import model_fingerprint
+    from .sampling import sample_images
     from .runtime import get_device
     from .vqvae2 import VQVAE2
 

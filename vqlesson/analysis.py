@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 
 from .metrics import mse, perplexity_from_counts, psnr, ssim, to_unit_range
 from .pixelcnn import PixelCNNPrior, nll
-from .prior import (CodeDataset, _level_data, decode_codes, evaluate_prior, extract_codes,
-                    sample_codes)
+from .codes import CodeDataset, extract_codes
+from .prior import level_data, evaluate_prior
+from .sampling import decode_codes, sample_codes
 from .runtime import eval_mode
 
 METRICS = ("mse", "psnr", "ssim")
@@ -522,7 +523,7 @@ class NLLTracker:
         if not splits:
             raise ValueError("splits must name at least one code set, e.g. {'test': test_codes}")
         for name, codes in splits.items():
-            _level_data(prior, codes, level, f"splits[{name!r}]")  # fail now, not after epoch 1
+            level_data(prior, codes, level, f"splits[{name!r}]")  # fail now, not after epoch 1
         self.prior, self.splits, self.level, self.batch_size = prior, dict(splits), level, batch_size
         self.history: dict[str, list[float]] = {"epoch": []}
 
@@ -558,7 +559,7 @@ def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str 
         TypeError, ValueError: codes or conditioning that do not fit the prior.
     """
     if isinstance(codes, CodeDataset):
-        data = _level_data(prior, codes, level, "codes")
+        data = level_data(prior, codes, level, "codes")
         target, labels, cond_map = data.target, data.labels, data.cond
     else:
         target = codes

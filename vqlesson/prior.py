@@ -1,24 +1,23 @@
-"""Priors over VQ-VAE codes: code extraction, training, evaluation and sampling of images.
+"""Training and evaluation of the PixelCNN prior over VQ-VAE codes.
 
 The second stage of the VQ-VAE recipe. van den Oord, Vinyals & Kavukcuoglu (2017), *Neural
-Discrete Representation Learning*, §3.2 ("Prior") and §4.2: once the VQ-VAE is trained it is
-frozen, every training image is encoded once into its map of code indices, and an autoregressive
-prior ``p(z)`` (a PixelCNN) is fitted to those maps; new images are made by sampling a code map
-from the prior and decoding it (ancestral sampling).
+Discrete Representation Learning*, §3.2 ("Prior") and §4.2: the VQ-VAE is frozen, every image is
+encoded once into its code map (:mod:`vqlesson.codes`), and an autoregressive prior ``p(z)`` (a
+PixelCNN, :mod:`vqlesson.pixelcnn`) is fitted to those maps by maximum likelihood; new images
+come from sampling it (:mod:`vqlesson.sampling`).
 
 For the two-level VQ-VAE-2, Razavi, van den Oord & Vinyals (2019), *Generating Diverse
 High-Fidelity Images with VQ-VAE-2*, §3.2 and Algorithm 2: a **top prior** models the top code
-map, and a **bottom prior** models the bottom code map *conditioned on the top one*; sampling
-runs top first, then bottom, then the decoder. (The paper's top prior adds self-attention layers;
-the course uses the Gated PixelCNN for both.) Class conditioning (benign/malignant) and the
-spatial conditioning on the top codes are those of the Gated PixelCNN, van den Oord et al.
-(2016), *Conditional Image Generation with PixelCNN Decoders*, §2.3; the networks themselves are
-in :mod:`vqlesson.pixelcnn`.
+map, and a **bottom prior** models the bottom code map *conditioned on the top one*. (The paper's
+top prior adds self-attention layers; the course uses the Gated PixelCNN for both.) Class
+conditioning (benign/malignant) and the spatial conditioning on the top codes are those of the
+Gated PixelCNN, van den Oord et al. (2016), *Conditional Image Generation with PixelCNN
+Decoders*, §2.3.
 
-This module reads top to bottom: helpers (fingerprints, argument checks), the code data set and
-its extraction (:class:`CodeDataset`, :func:`extract_codes`), the training configuration,
-evaluation and loop (:class:`PriorTrainConfig`, :func:`evaluate_prior`, :func:`train_prior`),
-the profile-sized prior (:func:`prior_config_for`) and image sampling (:func:`sample_images`).
+This module reads top to bottom: the training configuration and what a prior trains on
+(:class:`PriorTrainConfig`, :func:`level_data`), evaluation (:func:`evaluate_prior`) and the
+loop (:func:`train_prior`), whose resume and checkpoint steps are shared with the autoencoder
+loop (:mod:`vqlesson.loop`).
 
 Units: the prior's loss is the categorical cross-entropy in **bits per code** (log2 K for a
 uniform guess); **bits per dim** spreads the bits of one image's code map over the 3·H·W
@@ -35,156 +34,45 @@ stopping decides the same everywhere), and writes checkpoints from rank 0 only.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoint import (
-    atomic_torch_save,
-    get_rng_state,
-    load_checkpoint,
-    save_checkpoint,
-    set_rng_state,
-)
+from .checkpoint import Checkpoint
+from .codes import SINGLE_LEVEL, TWO_LEVELS, CodeDataset
 from .distributed import (
     all_reduce_sum_,
-    barrier,
-    check_resume_everywhere,
-    gather_rng_states,
     is_distributed,
     is_main_process,
     process_device,
     rank,
-    reseed_for_rank,
-    rng_state_for_this_rank,
     shard_order,
     world_size,
     wrap_ddp,
 )
-from .pixelcnn import LN2, PixelCNNPrior, PriorConfig, nll
-from .runtime import Profile, eval_mode, get_device, get_profile, given, seed_everything
-from .train import _amp_settings, optimizer_step
-from .vqvae import VQVAE
-from .vqvae2 import VQVAE2
+from .loop import (
+    LoopConfig,
+    amp_settings,
+    append_record,
+    call_back,
+    optimizer_step,
+    restore_rng,
+    restore_training,
+    resume_from,
+    save_epoch,
+)
+from .pixelcnn import LN2, PixelCNNPrior, nll
+from .runtime import get_device, seed_everything
 
-LOGGER = logging.getLogger("vqlesson")
-
-CODES_FORMAT_TAG = "vqlesson-codes"
-CODES_FORMAT_VERSION = 1
-#: Level names of a code data set: one level (VQ-VAE) or two (VQ-VAE-2).
-SINGLE_LEVEL = ("codes",)
-TWO_LEVELS = ("top", "bottom")
-#: State-dict entries that are statistics, not weights: they change when a model is merely
-#: evaluated and never change its codes, so the fingerprint leaves them out.
-STATISTICS_KEYS = ("usage_counts",)
-#: Largest codebook stored as int16 in a code file (int64 above it).
-INT16_MAX_CODES = 2**15
-#: Prior network sizes per profile (``ci`` seconds, ``cpu`` minutes, ``gpu`` the real run).
-PRIOR_SIZES: dict[str, dict[str, int]] = {
-    "ci": {"embed_dim": 16, "channels": 16, "num_layers": 2, "cond_layers": 1},
-    "cpu": {"embed_dim": 64, "channels": 64, "num_layers": 8, "cond_layers": 2},
-    "gpu": {"embed_dim": 128, "channels": 128, "num_layers": 12, "cond_layers": 2},
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers: fingerprints, model levels, checks
-# --------------------------------------------------------------------------------------------
-def _hash_tensor(digest: Any, name: str, tensor: Tensor) -> None:
-    """Feed a tensor's name, dtype, shape and raw bytes to a ``hashlib`` digest."""
-    t = tensor.detach().cpu().contiguous().reshape(-1)  # (numel,)
-    digest.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
-    digest.update(t.view(torch.uint8).numpy().tobytes())  # (numel * itemsize,) raw bytes
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 (hex) over a model's class, its dataclass config and every weight/buffer.
-
-    Usage statistics (``STATISTICS_KEYS``, e.g. the quantisers' ``usage_counts``) are left out:
-    evaluating a model changes them but not its codes. Two models with the same fingerprint
-    encode every image to the same codes.
-
-    Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    digest = hashlib.sha256()
-    digest.update(type(model).__name__.encode())
-    config = getattr(model, "config", None)
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        if not name.endswith(STATISTICS_KEYS):
-            _hash_tensor(digest, name, tensor)
-    return digest.hexdigest()
-
-
-def _data_fingerprint(loader: Any, passes: int, data_key: str | None) -> str:
-    """SHA-256 (hex) of what is known about a loader's data without reading it: its length,
-    its labels (when the data set has ``labels``), ``passes`` and the caller's ``data_key``."""
-    digest = hashlib.sha256()
-    dataset = getattr(loader, "dataset", None)
-    size = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else -1
-    digest.update(f"n={size}|passes={passes}|key={data_key or ''}|".encode())
-    labels = getattr(dataset, "labels", None)
-    if isinstance(labels, Tensor):
-        _hash_tensor(digest, "labels", labels)
-    return digest.hexdigest()
-
-
-def _model_levels(model: nn.Module) -> tuple[tuple[str, ...], dict[str, int]]:
-    """Level names and codebook sizes of a VQ-VAE or VQ-VAE-2.
-
-    Raises:
-        TypeError: another kind of model.
-    """
-    if isinstance(model, VQVAE2):
-        c = model.config
-        return TWO_LEVELS, {"top": c.codebook_size_top, "bottom": c.codebook_size_bottom}
-    if isinstance(model, VQVAE):
-        return SINGLE_LEVEL, {"codes": model.config.codebook_size}
-    raise TypeError(
-        f"model must be a VQVAE or a VQVAE2 (vqlesson.vqvae / vqlesson.vqvae2), got "
-        f"{type(model).__name__}"
-    )
-
-
-def _split_batch(batch: Any, loader_name: str) -> tuple[Tensor, Tensor | None]:
-    """``(images (B, C, H, W) float, labels (B,) int64 or None)`` of a loader batch."""
-    if isinstance(batch, (tuple, list)):
-        x = batch[0]
-        y = batch[1] if len(batch) > 1 else None
-    else:
-        x, y = batch, None
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise TypeError(
-            f"{loader_name} must yield (image, label) batches with image a (B, C, H, W) float "
-            f"tensor in [-1, 1], got "
-            + (f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
-               if isinstance(x, Tensor) else type(x).__name__)
-        )
-    if y is not None and (not isinstance(y, Tensor) or y.shape != (x.shape[0],)):
-        raise TypeError(
-            f"{loader_name}'s labels must be a (B,) integer tensor, got "
-            + (f"shape {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__)
-        )
-    return x, y
-
-
-def _check_prior(prior: object) -> PixelCNNPrior:
+def check_prior(prior: object) -> PixelCNNPrior:
     if not isinstance(prior, PixelCNNPrior):
         raise TypeError(
             f"prior must be a vqlesson.pixelcnn.PixelCNNPrior, got {type(prior).__name__}"
@@ -199,363 +87,17 @@ def best_checkpoint_path(checkpoint_path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem}_best{path.suffix or '.pt'}")
 
 
-# --------------------------------------------------------------------------------------------
-# Code data set and extraction
-# --------------------------------------------------------------------------------------------
-class CodeItem(NamedTuple):
-    """One item of a one-level :class:`CodeDataset` (VQ-VAE).
-
-    Attributes:
-        codes: (H, W) int64 in [0, K).
-        label: () int64 class index, -1 when the image has no label.
-    """
-
-    codes: Tensor
-    label: Tensor
-
-
-class TwoLevelCodeItem(NamedTuple):
-    """One item of a two-level :class:`CodeDataset` (VQ-VAE-2).
-
-    Attributes:
-        top: (H/8, W/8) int64 in [0, K_top) (image sides H, W).
-        bottom: (H/4, W/4) int64 in [0, K_bottom).
-        label: () int64 class index, -1 when the image has no label.
-    """
-
-    top: Tensor
-    bottom: Tensor
-    label: Tensor
-
-
-class CodeDataset(Dataset):
-    """The code maps of a frozen VQ-VAE (or VQ-VAE-2) over a data split, held in memory.
-
-    Items are :class:`CodeItem` ``(codes, label)`` for one level or :class:`TwoLevelCodeItem`
-    ``(top, bottom, label)`` for two; the default ``DataLoader`` collate keeps these NamedTuples
-    and stacks their fields. Whole levels are attributes: ``.codes`` (one level) or ``.top`` and
-    ``.bottom`` (two levels), each (N, h, w) int64.
-
-    Args:
-        levels: ``{"codes": (N, H, W)}`` or ``{"top": (N, h, w), "bottom": (N, 2h, 2w)}``,
-            integer tensors with values in ``[0, codebook_sizes[level])``.
-        labels: (N,) integer class indices (-1: unlabelled).
-        codebook_sizes: K of each level.
-        image_shape: (C, H, W) of the images the codes were made from (for bits per dim).
-        classes: class names, index -> name (may be empty).
-        fingerprint: the model and data fingerprint the codes were made with ("" if unknown).
-        passes: how many passes over the loader produced them (augmented copies per image).
-
-    Raises:
-        ValueError: unknown level names, shapes that disagree, codes out of range.
-        TypeError: non-integer codes or labels.
-    """
-
-    def __init__(self, levels: Mapping[str, Tensor], labels: Tensor,
-                 codebook_sizes: Mapping[str, int], image_shape: Sequence[int],
-                 classes: Sequence[str] = (), fingerprint: str = "", passes: int = 1) -> None:
-        names = tuple(levels)
-        if names not in (SINGLE_LEVEL, TWO_LEVELS):
-            raise ValueError(
-                f"levels must be named {SINGLE_LEVEL} (VQ-VAE) or {TWO_LEVELS} (VQ-VAE-2), "
-                f"got {names}"
-            )
-        if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point():
-            raise TypeError("labels must be a (N,) integer tensor (-1 for unlabelled images)")
-        n = labels.shape[0]
-        self.levels: tuple[str, ...] = names
-        self._codes: dict[str, Tensor] = {}
-        self.codebook_sizes: dict[str, int] = {}
-        for name in names:
-            codes = levels[name]
-            if not isinstance(codes, Tensor) or codes.is_floating_point() or codes.dim() != 3:
-                raise TypeError(
-                    f"level {name!r} must be a (N, H, W) integer tensor of code indices"
-                )
-            if codes.shape[0] != n:
-                raise ValueError(
-                    f"level {name!r} holds {codes.shape[0]} code maps but there are {n} labels"
-                )
-            if name not in codebook_sizes:
-                raise ValueError(f"codebook_sizes has no entry for level {name!r}")
-            k = int(codebook_sizes[name])
-            if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= k):
-                raise ValueError(
-                    f"level {name!r} has codes in [{int(codes.min())}, {int(codes.max())}], "
-                    f"outside [0, {k}) (codebook_size)"
-                )
-            self._codes[name] = codes.long()  # (N, H, W) int64
-            self.codebook_sizes[name] = k
-        if names == TWO_LEVELS:
-            (ht, wt), (hb, wb) = self.grid("top"), self.grid("bottom")
-            if hb % ht or wb % wt:
-                raise ValueError(
-                    f"the bottom grid ({hb}, {wb}) must be a whole multiple of the top grid "
-                    f"({ht}, {wt})"
-                )
-        self.labels: Tensor = labels.long()  # (N,)
-        self.image_shape: tuple[int, ...] = tuple(int(s) for s in image_shape)
-        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
-        self.classes: tuple[str, ...] = tuple(classes)
-        self.fingerprint = fingerprint
-        self.passes = int(passes)
-
-    # ---- levels -----------------------------------------------------------------------------
-    def level(self, name: str) -> Tensor:
-        """The (N, h, w) int64 codes of level ``name``.
-
-        Raises:
-            ValueError: no such level (the message lists the levels there are).
-        """
-        if name not in self._codes:
-            raise ValueError(f"no level {name!r} in these codes; levels: {self.levels}")
-        return self._codes[name]
-
-    @property
-    def codes(self) -> Tensor:
-        """(N, H, W) int64, the codes of a one-level (VQ-VAE) set.
-
-        Raises:
-            AttributeError: a two-level set (use ``.top`` / ``.bottom``).
-        """
-        if self.levels != SINGLE_LEVEL:
-            raise AttributeError("these are VQ-VAE-2 codes: use .top and .bottom, not .codes")
-        return self._codes["codes"]
-
-    @property
-    def top(self) -> Tensor:
-        """(N, H/8, W/8) int64, the top codes of a two-level (VQ-VAE-2) set."""
-        if self.levels != TWO_LEVELS:
-            raise AttributeError("these are one-level VQ-VAE codes: use .codes, not .top")
-        return self._codes["top"]
-
-    @property
-    def bottom(self) -> Tensor:
-        """(N, H/4, W/4) int64, the bottom codes of a two-level (VQ-VAE-2) set."""
-        if self.levels != TWO_LEVELS:
-            raise AttributeError("these are one-level VQ-VAE codes: use .codes, not .bottom")
-        return self._codes["bottom"]
-
-    def grid(self, name: str) -> tuple[int, int]:
-        """(h, w) of level ``name``'s code map."""
-        h, w = self.level(name).shape[1:]
-        return int(h), int(w)
-
-    @property
-    def image_dims(self) -> int:
-        """Sub-pixels per image, C·H·W (the denominator of bits per dim)."""
-        return math.prod(self.image_shape)
-
-    # ---- Dataset protocol -------------------------------------------------------------------
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int) -> CodeItem | TwoLevelCodeItem:
-        if self.levels == SINGLE_LEVEL:
-            return CodeItem(self._codes["codes"][index], self.labels[index])
-        return TwoLevelCodeItem(self._codes["top"][index], self._codes["bottom"][index],
-                                self.labels[index])
-
-    def __repr__(self) -> str:
-        grids = ", ".join(f"{n} {self.grid(n)} K={self.codebook_sizes[n]}" for n in self.levels)
-        return f"CodeDataset({len(self)} code maps: {grids}; images {self.image_shape})"
-
-    # ---- files ------------------------------------------------------------------------------
-    def to_payload(self) -> dict[str, Any]:
-        """The dict stored in a code file: tensors and primitives only (``weights_only`` loads
-        it); codes as int16 when every K <= 2**15, else int64."""
-        small = max(self.codebook_sizes.values()) <= INT16_MAX_CODES
-        dtype = torch.int16 if small else torch.int64
-        return {
-            "format": CODES_FORMAT_TAG,
-            "format_version": CODES_FORMAT_VERSION,
-            "fingerprint": self.fingerprint,
-            "levels": {name: self._codes[name].to(dtype) for name in self.levels},
-            "labels": self.labels.clone(),
-            "codebook_sizes": dict(self.codebook_sizes),
-            "image_shape": list(self.image_shape),
-            "classes": list(self.classes),
-            "passes": self.passes,
-        }
-
-    @classmethod
-    def from_payload(cls, payload: Mapping[str, Any], source: str = "payload") -> "CodeDataset":
-        """Rebuild from :meth:`to_payload`'s dict.
-
-        Raises:
-            ValueError: not a vqlesson code payload, or a newer format version.
-        """
-        if not isinstance(payload, Mapping) or payload.get("format") != CODES_FORMAT_TAG:
-            raise ValueError(f"{source} is not a vqlesson code file (no {CODES_FORMAT_TAG!r} tag)")
-        version = payload.get("format_version")
-        if not isinstance(version, int) or version > CODES_FORMAT_VERSION:
-            raise ValueError(
-                f"{source} has code file format version {version!r}; this vqlesson reads up to "
-                f"{CODES_FORMAT_VERSION} (upgrade vqlesson or extract the codes again)"
-            )
-        return cls(payload["levels"], payload["labels"], payload["codebook_sizes"],
-                   payload["image_shape"], payload.get("classes", ()),
-                   payload.get("fingerprint", ""), payload.get("passes", 1))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "CodeDataset":
-        """Load a code file written by :func:`extract_codes` (``weights_only=True``), without
-        checking which model made it (:func:`extract_codes` does that).
-
-        Raises:
-            FileNotFoundError: no file at ``path``.
-            ValueError: not a readable vqlesson code file.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no code file at {str(path)!r}; make it with vqlesson.prior.extract_codes "
-                "(or python -m vqlesson train-prior)"
-            )
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many kinds for a corrupt file
-            raise ValueError(
-                f"{str(path)!r} is not a readable vqlesson code file ({type(error).__name__}: "
-                f"{error}); delete it and extract the codes again"
-            ) from error
-        return cls.from_payload(payload, repr(str(path)))
-
-
-def _fingerprint_of(model: nn.Module, loader: Any, passes: int, data_key: str | None) -> str:
-    return f"model:{model_fingerprint(model)}|data:{_data_fingerprint(loader, passes, data_key)}"
-
-
-def _cached_codes(path: Path, fingerprint: str) -> CodeDataset | None:
-    """The code set at ``path`` when it was made with ``fingerprint``; ``None`` (logged) when
-    the file is missing, unreadable or stale."""
-    if not path.exists():
-        return None
-    try:
-        cached = CodeDataset.load(path)
-    except (ValueError, KeyError, TypeError) as error:
-        LOGGER.warning("code file %s is unreadable (%s); extracting the codes again", path, error)
-        return None
-    if cached.fingerprint == fingerprint:
-        return cached
-    old_model, _, old_data = cached.fingerprint.partition("|")
-    new_model, _, _ = fingerprint.partition("|")
-    reason = "other VQ-VAE weights" if old_model != new_model else "other data"
-    LOGGER.warning("code file %s was made from %s (stale); extracting the codes again",
-                   path, reason)
-    return None
-
-
-@torch.no_grad()
-def extract_codes(model: nn.Module, loader: Any, path: str | os.PathLike | None = None,
-                  device: str | torch.device | None = None, passes: int = 1, *,
-                  classes: Sequence[str] | None = None, data_key: str | None = None,
-                  progress: bool = False) -> CodeDataset:
-    """Encode every image of ``loader`` with a frozen VQ-VAE / VQ-VAE-2 into a code data set.
-
-    Runs ``model.encode`` in eval mode under ``no_grad`` (no state changes; the mode is restored)
-    ``passes`` times over the loader; with an augmenting training loader, each pass stores other
-    code maps of the same images (augmentation at code-extraction time, a remedy against the
-    prior overfitting a small data set).
-
-    With ``path``, the codes, labels and a fingerprint (SHA-256 over the model's class, config
-    and weights, see :func:`model_fingerprint`, plus the data set's length and labels,
-    ``passes`` and ``data_key``) go into ONE file, written atomically, loadable with
-    ``torch.load(..., weights_only=True)``. A later call with the same fingerprint reuses the
-    file without running the model; a different fingerprint (another checkpoint, other data)
-    means the file is stale: it is rebuilt (with a logged warning), never reused.
-
-    Args:
-        model: a :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2`. Moved to
-            ``device`` when one is given.
-        loader: yields ``(images (B, C, H, W) float in [-1, 1], labels (B,) int64)`` (a bare
-            image batch counts as unlabelled, label -1).
-        path: the code file (e.g. ``runs/NAME/codes_train.pt``), or ``None`` to keep nothing.
-        device: where to encode; ``None``: the model's device.
-        passes: passes over the loader, >= 1.
-        classes: class names stored with the codes (default: ``loader.dataset.classes`` if any).
-        data_key: a string naming the data (e.g. source, split and seed); it is part of the
-            fingerprint, so other data under the same file name is never mistaken for these.
-        progress: show a tqdm bar over the batches.
-
-    Returns:
-        :class:`CodeDataset` of ``passes * len(dataset)`` items: codes (N, H/f, W/f) for a
-        VQ-VAE, top (N, H/8, W/8) and bottom (N, H/4, W/4) for a VQ-VAE-2, int64.
-
-    Raises:
-        TypeError: ``model`` is not a VQ-VAE / VQ-VAE-2, or the loader yields something else
-            than image batches.
-        ValueError: ``passes`` < 1, or the loader yields no batch.
-    """
-    levels, codebook_sizes = _model_levels(model)
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"passes must be an int >= 1, got {passes!r}")
-    if classes is None:
-        classes = tuple(getattr(getattr(loader, "dataset", None), "classes", ()) or ())
-    fingerprint = _fingerprint_of(model, loader, passes, data_key)
-    file = Path(path) if path is not None else None
-    if file is not None:
-        cached = _cached_codes(file, fingerprint)
-        if cached is not None:
-            return cached
-
-    if device is not None:
-        model.to(device)
-    first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[Tensor]] = {name: [] for name in levels}
-    labels: list[Tensor] = []
-    image_shape: tuple[int, ...] = ()
-    try:
-        for pass_index in range(passes):
-            bar = tqdm(loader, desc=f"codes, pass {pass_index + 1}/{passes}",
-                       disable=not progress, unit="batch")
-            for batch in bar:
-                x, y = _split_batch(batch, "loader")
-                image_shape = tuple(x.shape[1:])
-                out = model.encode(x.to(device, non_blocking=True))
-                maps = (out,) if isinstance(out, Tensor) else (out.top, out.bottom)
-                for name, m in zip(levels, maps):
-                    parts[name].append(m.cpu())  # (B, h, w)
-                labels.append(torch.full((x.shape[0],), -1, dtype=torch.int64) if y is None
-                              else y.long().cpu())  # (B,)
-    finally:
-        model.train(was_training)
-    if not labels:
-        raise ValueError("the loader yielded no batches; give it at least one image")
-    dataset = CodeDataset(
-        {name: torch.cat(parts[name]) for name in levels},  # (N, h, w) each
-        torch.cat(labels), codebook_sizes, image_shape, classes, fingerprint, passes,
-    )
-    if file is not None:
-        atomic_torch_save(dataset.to_payload(), file)
-    return dataset
-
-
-# --------------------------------------------------------------------------------------------
-# Training configuration and level selection
-# --------------------------------------------------------------------------------------------
 @dataclass
-class PriorTrainConfig:
-    """Settings of one prior training run (:func:`train_prior`).
+class PriorTrainConfig(LoopConfig):
+    """Settings of one prior training run (:func:`train_prior`): the common fields of
+    :class:`~vqlesson.loop.LoopConfig` (epochs, lr, weight_decay, amp, grad_clip, seed,
+    checkpoint_path, resume, progress, device; the optimiser is AdamW) plus these.
+
+    ``checkpoint_path`` is saved after every epoch; the best-validation weights go to
+    :func:`best_checkpoint_path` beside it. ``resume`` needs the same prior config and level.
 
     Attributes:
-        epochs: total epochs (a resumed run continues up to this number), >= 0.
         batch_size: code maps per step, >= 1.
-        lr: AdamW learning rate (> 0).
-        weight_decay: AdamW's decoupled weight decay, >= 0.
-        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a ``GradScaler``);
-            ignored on CPU and MPS.
-        grad_clip: clip the global gradient norm to this value; ``None`` or 0 disables it.
-        seed: seeds ``random``, NumPy, torch and the shuffling at the start of a fresh run.
-        checkpoint_path: file saved after every epoch (atomic); the best-validation weights go
-            to :func:`best_checkpoint_path` beside it. ``None``: no files.
-        resume: continue from ``checkpoint_path`` when it exists (same prior config and level).
-        progress: show a tqdm bar per epoch with the running bits per code.
-        device: ``"cpu"``, ``"cuda"``, ``"mps"``...; ``None`` picks one (``get_device``).
         early_stopping_patience: stop after this many epochs without a validation NLL
             improvement; ``None`` disables early stopping.
         early_stopping_min_delta: an improvement must lower the validation bits per code by more
@@ -570,36 +112,17 @@ class PriorTrainConfig:
             ``checkpoint_path``.
     """
 
-    epochs: int = 10
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    amp: bool = True
-    grad_clip: float | None = 1.0
-    seed: int = 0
-    checkpoint_path: str | None = None
-    resume: bool = False
-    progress: bool = True
-    device: str | None = None
     early_stopping_patience: int | None = 5
     early_stopping_min_delta: float = 0.0
     restore_best: bool = True
     level: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            low = 0 if name == "epochs" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            raise ValueError(
-                f"grad_clip must be > 0, 0 or None (no clipping), got {self.grad_clip!r}"
-            )
+        super().__post_init__()
+        value = self.batch_size
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {value!r}")
         patience = self.early_stopping_patience
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
                                      or patience < 1):
@@ -616,13 +139,9 @@ class PriorTrainConfig:
                 "level must be None (VQ-VAE codes), 'top' or 'bottom' (VQ-VAE-2), got "
                 f"{self.level!r}"
             )
-        if self.resume and self.checkpoint_path is None:
-            raise ValueError("resume=True needs a checkpoint_path to resume from")
-        if self.checkpoint_path is not None:
-            self.checkpoint_path = str(self.checkpoint_path)
 
 
-class _LevelData(NamedTuple):
+class LevelData(NamedTuple):
     """What a prior trains on: targets (N, H, W) int64, labels (N,) int64 or None, the
     conditioning map (N, h, w) int64 or None, and the image size for bits per dim."""
 
@@ -632,8 +151,8 @@ class _LevelData(NamedTuple):
     image_dims: int
 
 
-def _level_data(prior: PixelCNNPrior, codes: object, level: str | None,
-                argument: str) -> _LevelData:
+def level_data(prior: PixelCNNPrior, codes: object, level: str | None,
+                argument: str) -> LevelData:
     """Select and check the codes, labels and conditioning a prior needs from a code set.
 
     Raises:
@@ -691,10 +210,10 @@ def _level_data(prior: PixelCNNPrior, codes: object, level: str | None,
                 f"has labels in [{int(labels.min())}, {int(labels.max())}] (-1: unlabelled); "
                 "use labelled data or build the prior with num_classes=0"
             )
-    return _LevelData(codes.level(name), labels, cond, codes.image_dims)
+    return LevelData(codes.level(name), labels, cond, codes.image_dims)
 
 
-def _batch(data: _LevelData, index: Tensor, device: torch.device
+def _batch(data: LevelData, index: Tensor, device: torch.device
            ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Targets (B, H, W), labels (B,) or None and conditioning (B, h, w) or None on ``device``."""
     target = data.target[index].to(device, non_blocking=True)
@@ -707,12 +226,12 @@ def _batch(data: _LevelData, index: Tensor, device: torch.device
 # Evaluation
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _evaluate(prior: PixelCNNPrior, data: _LevelData, device: torch.device, batch_size: int,
+def _evaluate(prior: PixelCNNPrior, data: LevelData, device: torch.device, batch_size: int,
               amp: bool, distributed: bool = False) -> dict[str, float]:
     """NLL of ``data`` (see :func:`evaluate_prior`). With ``distributed`` under a process
     group, each process takes every W-th code map from its rank on and the bits are summed
     over the processes."""
-    autocast, amp_dtype, _ = _amp_settings(device, amp)
+    autocast, amp_dtype, _ = amp_settings(device, amp)
     shard = distributed and is_distributed()
     was_training = prior.training
     prior.eval()
@@ -769,10 +288,10 @@ def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
     Raises:
         TypeError, ValueError: see :func:`train_prior` (codes that do not fit the prior).
     """
-    _check_prior(prior)
+    check_prior(prior)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    data = _level_data(prior, codes, level, "codes")
+    data = level_data(prior, codes, level, "codes")
     if image_shape is not None:
         dims = math.prod(int(s) for s in image_shape)
         if dims < 1:
@@ -788,7 +307,7 @@ def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
-def _train_one_epoch(prior: PixelCNNPrior, data: _LevelData, optimizer: torch.optim.Optimizer,
+def _train_one_epoch(prior: PixelCNNPrior, data: LevelData, optimizer: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler | None, device: torch.device, autocast: bool,
                      amp_dtype: torch.dtype, config: PriorTrainConfig, shuffle: torch.Generator,
                      epoch: int, step: int, step_losses: list[float]) -> tuple[float, int, int]:
@@ -889,72 +408,30 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
     config = config if config is not None else PriorTrainConfig()
     if not isinstance(config, PriorTrainConfig):
         raise TypeError(f"config must be a PriorTrainConfig, got {type(config).__name__}")
-    _check_prior(prior)
-    train_data = _level_data(prior, train_codes, config.level, "train_codes")
-    val_data = (_level_data(prior, val_codes, config.level, "val_codes")
+    check_prior(prior)
+    train_data = level_data(prior, train_codes, config.level, "train_codes")
+    val_data = (level_data(prior, val_codes, config.level, "val_codes")
                 if val_codes is not None else None)
     device = process_device(get_device(config.device))
     seed_everything(config.seed + rank())  # dropout differs between processes; rank 0 = 1 process
     shuffle = torch.Generator().manual_seed(config.seed)  # the same permutations everywhere
     prior.to(device)
-    autocast, amp_dtype, needs_scaler = _amp_settings(device, config.amp)
+    autocast, amp_dtype, needs_scaler = amp_settings(device, config.amp)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
 
-    history: dict[str, list] = {}
-    step, start_epoch = 0, 0
-    best_state: dict[str, Tensor] | None = None
-    path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
-    resuming = config.resume and path is not None and path.exists()
-    if config.resume:
-        check_resume_everywhere(resuming, path, device)
-    if resuming:
-        checkpoint = load_checkpoint(path, map_location="cpu", expected_class=PixelCNNPrior,
-                                     expected_config=prior.config)
-        stored_level = checkpoint.extra.get("level")
-        if stored_level != config.level:
-            raise ValueError(
-                f"checkpoint {str(path)!r} holds a prior of level {stored_level!r}, this run "
-                f"trains level {config.level!r}; use another checkpoint path"
-            )
-        stored_codes = checkpoint.extra.get("codes_fingerprint") or ""
-        if stored_codes and train_codes.fingerprint and stored_codes != train_codes.fingerprint:
-            raise ValueError(
-                f"checkpoint {str(path)!r} was trained on other codes (another VQ-VAE checkpoint "
-                "or other data) than train_codes; start without resume to train a new prior"
-            )
-        prior.load_state_dict(checkpoint.model.state_dict())
-        prior.to(device)
-        history = checkpoint.history
-        step, start_epoch = checkpoint.step, checkpoint.epoch
-        if checkpoint.optimizer_state is not None:
-            optimizer.load_state_dict(checkpoint.optimizer_state)
-        if scaler is not None and checkpoint.scaler_state:
-            scaler.load_state_dict(checkpoint.scaler_state)
-        best_state = checkpoint.extra.get("best_state") or None
-        if checkpoint.rng_state is not None:
-            rng_state, exact = rng_state_for_this_rank(checkpoint.rng_state)
-            set_rng_state(rng_state, [shuffle])
-            if not exact:  # written by another number of processes: fresh streams per rank
-                reseed_for_rank(config.seed, start_epoch)
-        del checkpoint
-
+    history, step, start_epoch, best_state = _resume(config, prior, optimizer, scaler, device,
+                                                     shuffle, train_codes)
     # The last Gated PixelCNN block's horizontal output feeds nothing when skip connections are
     # on, so DDP must look for parameters without a gradient.
     trained = wrap_ddp(prior, device, find_unused_parameters=True)
     history.setdefault("step_loss", [])
-    best_epoch = history["best_epoch"][-1] if history.get("best_epoch") else None
-    best_val = math.inf  # the validation bits of the best epoch (min_delta: not always the min)
-    if best_epoch is not None and history.get("val_bits_per_code"):
-        best_val = history["val_bits_per_code"][history["epoch"].index(best_epoch)]
+    best = _Best(history, best_state, config.early_stopping_min_delta)
     patience = config.early_stopping_patience if val_data is not None else None
-    extra_base = {
-        "level": config.level,
-        "classes": list(train_codes.classes),
-        "image_shape": list(train_codes.image_shape),
-        "codes_fingerprint": train_codes.fingerprint,
-    }
+    extra = {"level": config.level, "classes": list(train_codes.classes),
+             "image_shape": list(train_codes.image_shape), "train_config": dataclasses.asdict(config),
+             "codes_fingerprint": train_codes.fingerprint}
     for epoch in range(start_epoch + 1, config.epochs + 1):
         if _early_stopped(history, patience):
             break
@@ -964,210 +441,91 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
             epoch, step, history["step_loss"],
         )
         train_seconds = time.perf_counter() - start
-        record: dict[str, float] = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"]),
-                                    "train_bits_per_code": train_bits}
-        improved = val_data is None
-        if val_data is not None:
-            val = _evaluate(prior, val_data, device, config.batch_size, config.amp,
-                            distributed=True)
-            record["val_bits_per_code"] = val["bits_per_code"]
-            record["val_bits_per_dim"] = val["bits_per_dim"]
-            improved = (best_epoch is None
-                        or val["bits_per_code"] < best_val - config.early_stopping_min_delta)
-            if improved:
-                best_val = val["bits_per_code"]
-                best_state = {k: v.detach().cpu().clone() for k, v in prior.state_dict().items()}
-        if improved:
-            best_epoch = epoch
-        record["best_epoch"] = best_epoch
-        record["epoch_time_s"] = time.perf_counter() - start
-        record["codes_per_s"] = n_codes / max(train_seconds, 1e-9)
-        for key, value in record.items():
-            history.setdefault(key, []).append(value)
-        rng_state = get_rng_state([shuffle])  # the epoch boundary: what a resumed run restores
-        if path is not None:
-            every_rank = gather_rng_states(rng_state)  # collective: every rank's streams
-            train_config = dataclasses.asdict(config)
-            if is_main_process():
-                save_checkpoint(
-                    path, prior, optimizer=optimizer, scaler=scaler, step=step, epoch=epoch,
-                    history=history, rng_state=every_rank,
-                    extra={**extra_base, "train_config": train_config,
-                           "best_state": dict(best_state) if best_state is not None else {}},
-                )
-                if improved and val_data is not None:
-                    save_checkpoint(best_checkpoint_path(path), prior, step=step, epoch=epoch,
-                                    history=history, rng_state=every_rank,
-                                    extra={**extra_base, "train_config": train_config})
-            barrier()  # the files are complete before any process may read them
-        if callback is not None and is_main_process():
-            callback(history)
-            set_rng_state(rng_state, [shuffle])
-    if config.restore_best and val_data is not None and best_state is not None:
-        prior.load_state_dict(best_state)
+        val = (_evaluate(prior, val_data, device, config.batch_size, config.amp, distributed=True)
+               if val_data is not None else None)
+        record = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"]),
+                  "train_bits_per_code": train_bits,
+                  **({"val_bits_per_code": val["bits_per_code"],
+                      "val_bits_per_dim": val["bits_per_dim"]} if val is not None else {})}
+        improved = best.update(epoch, val["bits_per_code"] if val else None, prior)
+        record.update(best_epoch=best.epoch, epoch_time_s=time.perf_counter() - start,
+                      codes_per_s=n_codes / max(train_seconds, 1e-9))
+        append_record(history, record)
+        path = config.checkpoint_path
+        also = ([(best_checkpoint_path(path), dict(step=step, epoch=epoch, history=history,
+                                                   extra=extra))]  # the new best weights
+                if path is not None and improved and val is not None else [])
+        rng_state = save_epoch(path, prior, [shuffle], also=also, optimizer=optimizer,
+                               scaler=scaler, step=step, epoch=epoch, history=history,
+                               extra={**extra, "best_state": dict(best.state or {})})
+        call_back(callback, history, rng_state, [shuffle])
+    if config.restore_best and val_data is not None and best.state is not None:
+        prior.load_state_dict(best.state)
     return history
 
 
-# --------------------------------------------------------------------------------------------
-# Profile-sized priors
-# --------------------------------------------------------------------------------------------
-def prior_config_for(profile: Profile | str | None, codebook_size: int,
-                     **overrides: Any) -> PriorConfig:
-    """The course's Gated PixelCNN prior for a profile: ``ci`` tiny (16 channels, 2 layers),
-    ``cpu`` medium (64 channels, 8 layers), ``gpu`` larger (128 channels, 12 layers).
-
-    Args:
-        profile: a :class:`~vqlesson.runtime.Profile`, its name, or ``None`` (the current one).
-        codebook_size: K of the codes the prior models.
-        overrides: any :class:`~vqlesson.pixelcnn.PriorConfig` field (``None`` values are
-            ignored), e.g. ``num_classes=2``, ``cond_codebook_size=K_top``, ``dropout=0.1``.
+def _resume(config: PriorTrainConfig, prior: PixelCNNPrior, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler | None, device: torch.device, shuffle: torch.Generator,
+            train_codes: CodeDataset) -> tuple[dict[str, list], int, int, dict | None]:
+    """``(history, step, epochs done, best weights or None)`` of the checkpoint a run continues
+    from, with the weights, optimiser, scaler and generator states put back; a fresh run's
+    ``({}, 0, 0, None)`` when there is none.
 
     Raises:
-        ValueError: an unknown profile, or a field out of range.
-        TypeError: an unknown field.
+        ValueError: see :func:`_check_same_codes` and :func:`~vqlesson.loop.resume_from`.
     """
-    prof = get_profile(profile)
-    if prof.name not in PRIOR_SIZES:
-        raise ValueError(
-            f"no prior sizes for profile {prof.name!r}; use one of {', '.join(PRIOR_SIZES)}"
-        )
-    return PriorConfig(**{"codebook_size": codebook_size, **PRIOR_SIZES[prof.name],
-                          **given(overrides)})
+    checkpoint = resume_from(config, prior, device)
+    if checkpoint is None:
+        return {}, 0, 0, None
+    _check_same_codes(checkpoint, config, train_codes)
+    restore_training(checkpoint, prior, optimizer, scaler, device)
+    restore_rng(checkpoint, [shuffle], config.seed)
+    return (checkpoint.history, checkpoint.step, checkpoint.epoch,
+            checkpoint.extra.get("best_state") or None)
 
 
-# --------------------------------------------------------------------------------------------
-# Sampling images
-# --------------------------------------------------------------------------------------------
-def _label_for(prior: PixelCNNPrior, label: int | Tensor | None) -> int | Tensor | None:
-    return label if prior.config.num_classes else None
+class _Best:
+    """The best validation epoch so far, its bits per code and its weights (for early stopping
+    and ``restore_best``). Without validation every epoch counts as the best."""
+
+    def __init__(self, history: dict[str, list], state: dict[str, Tensor] | None,
+                 min_delta: float) -> None:
+        self.epoch = history["best_epoch"][-1] if history.get("best_epoch") else None
+        self.bits = math.inf  # the validation bits of the best epoch (min_delta: not the min)
+        if self.epoch is not None and history.get("val_bits_per_code"):
+            self.bits = history["val_bits_per_code"][history["epoch"].index(self.epoch)]
+        self.state = state
+        self.min_delta = min_delta
+
+    def update(self, epoch: int, val_bits: float | None, prior: PixelCNNPrior) -> bool:
+        """Record ``epoch``'s validation bits per code (``None``: no validation); True when
+        it is the new best (its weights are then kept, on the CPU)."""
+        improved = val_bits is None or self.epoch is None or val_bits < self.bits - self.min_delta
+        if improved and val_bits is not None:
+            self.bits = val_bits
+            self.state = {k: v.detach().cpu().clone() for k, v in prior.state_dict().items()}
+        if improved:
+            self.epoch = epoch
+        return improved
 
 
-def _two_priors(priors: object) -> tuple[PixelCNNPrior, PixelCNNPrior]:
-    if isinstance(priors, Mapping):
-        pair = (priors.get("top"), priors.get("bottom"))
-    elif isinstance(priors, (tuple, list)) and len(priors) == 2:
-        pair = tuple(priors)
-    else:
-        pair = (None, None)
-    if not all(isinstance(p, PixelCNNPrior) for p in pair):
-        raise TypeError(
-            "a VQ-VAE-2 needs two priors: priors=(top_prior, bottom_prior) or "
-            "{'top': top_prior, 'bottom': bottom_prior}, PixelCNNPrior each"
-        )
-    return pair  # type: ignore[return-value]
-
-
-def _sample_two_levels(vqvae: VQVAE2, priors: Any, n: int, label: int | Tensor | None,
-                       options: dict[str, Any]) -> dict[str, Tensor]:
-    """Top codes, then bottom codes conditioned on them: {"top": (n, S/8, S/8), "bottom":
-    (n, S/4, S/4)} int64."""
-    top_prior, bottom_prior = _two_priors(priors)
-    c = vqvae.config
-    for name, prior, k in (("top", top_prior, c.codebook_size_top),
-                           ("bottom", bottom_prior, c.codebook_size_bottom)):
-        if prior.config.codebook_size != k:
-            raise ValueError(
-                f"the {name} prior models K = {prior.config.codebook_size} codes, the VQ-VAE-2's "
-                f"{name} codebook has {k}"
-            )
-    if bottom_prior.config.cond_codebook_size not in (0, c.codebook_size_top):
-        raise ValueError(
-            f"the bottom prior is conditioned on K = {bottom_prior.config.cond_codebook_size} "
-            f"codes, the VQ-VAE-2's top codebook has {c.codebook_size_top}"
-        )
-    if label is not None and not (top_prior.config.num_classes or bottom_prior.config.num_classes):
-        raise ValueError("neither prior is class-conditional (num_classes = 0); leave label=None")
-    top_shape, bottom_shape = vqvae.latent_shapes()
-    top = top_prior.sample(n, top_shape, label=_label_for(top_prior, label), **options)
-    cond = top if bottom_prior.config.cond_codebook_size else None  # (n, S/8, S/8)
-    bottom = bottom_prior.sample(n, bottom_shape, label=_label_for(bottom_prior, label),
-                                 cond_map=cond, **options)  # (n, S/4, S/4)
-    return {"top": top, "bottom": bottom}
-
-
-@torch.no_grad()
-def sample_codes(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tensor | None = None,
-                 temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, *, fast: bool = True,
-                 progress: bool = False) -> dict[str, Tensor]:
-    """New code maps from the prior(s), not yet decoded (see :func:`sample_images`).
-
-    Returns:
-        ``{"codes": (n, S/f, S/f)}`` for a VQ-VAE, ``{"top": (n, S/8, S/8), "bottom":
-        (n, S/4, S/4)}`` for a VQ-VAE-2; int64 codes on the priors' device.
+def _check_same_codes(checkpoint: Checkpoint, config: PriorTrainConfig,
+                      train_codes: CodeDataset) -> None:
+    """A resumed prior continues on the same level and the same codes.
 
     Raises:
-        TypeError, ValueError: as :func:`sample_images`.
+        ValueError: the checkpoint holds another level, or was trained on other codes.
     """
-    if not isinstance(vqvae, (VQVAE, VQVAE2)):
-        raise TypeError(f"vqvae must be a VQVAE or a VQVAE2, got {type(vqvae).__name__}")
-    options = dict(temperature=temperature, top_k=top_k, generator=generator, fast=fast,
-                   progress=progress)
-    if isinstance(vqvae, VQVAE2):
-        return _sample_two_levels(vqvae, priors, n, label, options)
-    prior = priors[0] if isinstance(priors, (tuple, list)) and len(priors) == 1 else priors
-    _check_prior(prior)
-    if prior.config.codebook_size != vqvae.config.codebook_size:
+    path = config.checkpoint_path
+    stored_level = checkpoint.extra.get("level")
+    if stored_level != config.level:
         raise ValueError(
-            f"the prior models K = {prior.config.codebook_size} codes, the VQ-VAE's codebook "
-            f"has {vqvae.config.codebook_size}"
+            f"checkpoint {path!r} holds a prior of level {stored_level!r}, this run "
+            f"trains level {config.level!r}; use another checkpoint path"
         )
-    if label is not None and not prior.config.num_classes:
+    stored_codes = checkpoint.extra.get("codes_fingerprint") or ""
+    if stored_codes and train_codes.fingerprint and stored_codes != train_codes.fingerprint:
         raise ValueError(
-            "the prior is not class-conditional (num_classes = 0); leave label=None"
+            f"checkpoint {path!r} was trained on other codes (another VQ-VAE checkpoint "
+            "or other data) than train_codes; start without resume to train a new prior"
         )
-    codes = prior.sample(n, vqvae.latent_shape(), label=_label_for(prior, label), **options)
-    return {"codes": codes}  # (n, S/f, S/f)
-
-
-@torch.no_grad()
-def decode_codes(vqvae: VQVAE | VQVAE2, codes: Mapping[str, Tensor]) -> Tensor:
-    """Decode code maps as :func:`sample_codes` returns them (eval mode, no_grad).
-
-    Args:
-        vqvae: the :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2` they belong to.
-        codes: ``{"codes": (n, S/f, S/f)}`` or ``{"top": (n, S/8, S/8), "bottom": (n, S/4, S/4)}``
-            int64 (any device).
-
-    Returns:
-        (n, C, S, S) float in [-1, 1] on the VQ-VAE's device.
-    """
-    device = next(vqvae.parameters()).device
-    with eval_mode(vqvae):
-        return vqvae.decode_indices(*(c.to(device) for c in codes.values()))  # (n, C, S, S)
-
-
-@torch.no_grad()
-def sample_images(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tensor | None = None,
-                  temperature: float = 1.0, top_k: int | None = None,
-                  generator: torch.Generator | None = None, *, fast: bool = True,
-                  progress: bool = False) -> Tensor:
-    """New images: sample code maps from the prior(s), then decode them with the VQ-VAE.
-
-    VQ-VAE: one prior on the (S/f, S/f) grid. VQ-VAE-2 (Razavi et al. 2019, Algorithm 2): the
-    top prior on the (S/8, S/8) grid first, then the bottom prior on the (S/4, S/4) grid
-    conditioned on those top codes; then ``decode_indices``. S is ``vqvae.config.image_size``.
-
-    Args:
-        vqvae: a trained :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2`.
-        priors: a :class:`~vqlesson.pixelcnn.PixelCNNPrior` for a VQ-VAE;
-            ``(top_prior, bottom_prior)`` or ``{"top": ..., "bottom": ...}`` for a VQ-VAE-2.
-        n: number of images (>= 1).
-        label: class index (int) or (n,) int64, given to every class-conditional prior.
-        temperature: divides the logits; 1 samples the model, < 1 is sharper, 0 is greedy.
-        top_k: keep only the k most likely codes at each position (``None``: all).
-        generator: ``torch.Generator`` for reproducible samples.
-        fast: the fast sampler (the naive one gives the same samples, slower).
-        progress: tqdm bars over the rows of each grid.
-
-    Returns:
-        (n, C, S, S) float in [-1, 1] on the VQ-VAE's device.
-
-    Raises:
-        TypeError: a model or prior of the wrong kind.
-        ValueError: priors whose K does not fit the VQ-VAE's codebooks, a ``label`` that no prior
-            uses, a missing label for a class-conditional prior, bad sampling arguments.
-    """
-    codes = sample_codes(vqvae, priors, n, label, temperature, top_k, generator, fast=fast,
-                         progress=progress)
-    return decode_codes(vqvae, codes)

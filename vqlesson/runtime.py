@@ -105,7 +105,7 @@ def worker_init_fn(worker_id: int) -> None:
 # Profiles
 # --------------------------------------------------------------------------------------------
 def given(overrides: dict) -> dict:
-    """The entries of ``overrides`` whose value is not ``None``: how every ``from_profile``-style
+    """The entries of ``overrides`` whose value is not ``None``: how every profile-sized config
     helper (and the command line, whose unset options are ``None``) applies its overrides."""
     return {k: v for k, v in overrides.items() if v is not None}
 
@@ -125,7 +125,14 @@ class Profile:
         hidden_channels: width of the VQ-VAE encoder/decoder (paper: 128 on CIFAR-10).
         codebook_size: K, number of codes.
         code_dim: D, length of each code vector.
-        num_workers: ``DataLoader`` worker processes.
+        residual_channels: channels inside the autoencoders' residual blocks (a quarter of the
+            width; paper: 32).
+        prior_embed_dim: the prior's code embedding size.
+        prior_channels: the prior's feature channels.
+        prior_layers: the prior's masked (gated) layers.
+        prior_cond_layers: layers of the VQ-VAE-2 bottom prior's stack over the top codes.
+        num_workers: ``DataLoader`` worker processes (capped at the machine's CPU count by
+            :func:`vqlesson.data.make_loaders`).
     """
 
     name: str
@@ -137,6 +144,11 @@ class Profile:
     hidden_channels: int = 128
     codebook_size: int = 512
     code_dim: int = 64
+    residual_channels: int = 32
+    prior_embed_dim: int = 128
+    prior_channels: int = 128
+    prior_layers: int = 12
+    prior_cond_layers: int = 2
     num_workers: int = 0
 
     def with_overrides(self, **changes) -> "Profile":
@@ -146,12 +158,15 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", image_size=32, dataset_size=64, batch_size=16, epochs=1, prior_epochs=1,
-                  hidden_channels=32, codebook_size=64, code_dim=16),
+                  hidden_channels=32, codebook_size=64, code_dim=16, residual_channels=8,
+                  prior_embed_dim=16, prior_channels=16, prior_layers=2, prior_cond_layers=1),
     "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=15, prior_epochs=10,
-                   hidden_channels=64, codebook_size=256, code_dim=32),
+                   hidden_channels=64, codebook_size=256, code_dim=32, residual_channels=16,
+                   prior_embed_dim=64, prior_channels=64, prior_layers=8, prior_cond_layers=2),
     "gpu": Profile("gpu", image_size=128, dataset_size=None, batch_size=64, epochs=60,
                    prior_epochs=60, hidden_channels=128, codebook_size=512, code_dim=64,
-                   num_workers=4),
+                   residual_channels=32, prior_embed_dim=128, prior_channels=128, prior_layers=12,
+                   prior_cond_layers=2, num_workers=4),
 }
 
 

@@ -32,7 +32,6 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,23 +39,29 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import metrics
-from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import Checkpoint
 from .distributed import (
     all_agree,
     all_reduce_sum_,
-    barrier,
-    check_resume_everywhere,
-    gather_rng_states,
     is_distributed,
     is_main_process,
     process_device,
     rank,
-    reseed_for_rank,
-    rng_state_for_this_rank,
     set_epoch,
     shard_eval_loader,
     shard_loader,
     wrap_ddp,
+)
+from .loop import (
+    LoopConfig,
+    amp_settings,
+    append_record,
+    call_back,
+    optimizer_step,
+    resume_from,
+    restore_rng,
+    restore_training,
+    save_epoch,
 )
 from .quantize import VectorQuantizer
 from .runtime import get_device, seed_everything
@@ -70,62 +75,30 @@ _STATIC_KEYS = ("bits_per_image", "compression_ratio")
 # Configuration
 # --------------------------------------------------------------------------------------------
 @dataclass
-class TrainConfig:
-    """Settings of one training run.
+class TrainConfig(LoopConfig):
+    """Settings of one autoencoder training run: the common fields of
+    :class:`~vqlesson.loop.LoopConfig` (epochs, lr, weight_decay, amp, grad_clip, seed,
+    checkpoint_path, resume, progress, device) plus the optimiser.
 
     Attributes:
-        epochs: total epochs (a resumed run continues up to this number), >= 0.
-        lr: learning rate (> 0). The default 1e-3 suits the course's short runs of small models;
-            the VQ-VAE paper used Adam at 2e-4 over 250k steps.
-        weight_decay: decoupled weight decay of AdamW / L2 of SGD, >= 0.
-        optimizer: ``"adamw"`` or ``"sgd"`` (with ``momentum``).
+        optimizer: ``"adamw"`` or ``"sgd"`` (with ``momentum``). The VQ-VAE paper used Adam at
+            2e-4 over 250k steps; the course's default lr 1e-3 suits its short runs.
         momentum: SGD momentum in ``[0, 1)``; unused by AdamW.
-        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a ``GradScaler``);
-            ignored on CPU and MPS.
-        grad_clip: clip the global gradient norm to this value; ``None`` or 0 disables it.
-        seed: seed of ``random``, NumPy and torch at the start of a fresh run.
-        checkpoint_path: file to save after every epoch (atomic); ``None``: no checkpoint.
-        resume: continue from ``checkpoint_path`` when it exists (it must hold the same model
-            class and config); start fresh when it does not. With ``resume=False`` an existing
-            checkpoint is overwritten after the first epoch.
-        progress: show a ``tqdm`` bar per epoch.
-        device: ``"cpu"``, ``"cuda"``, ``"mps"``...; ``None`` picks one (see ``get_device``).
 
     Raises:
         ValueError: a value out of range, an unknown optimiser, or ``resume`` without a
             ``checkpoint_path``.
     """
 
-    epochs: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 0.0
     optimizer: str = "adamw"
     momentum: float = 0.9
-    amp: bool = True
-    grad_clip: float | None = 1.0
-    seed: int = 0
-    checkpoint_path: str | None = None
-    resume: bool = False
-    progress: bool = True
-    device: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0, got {self.epochs!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        super().__post_init__()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be > 0, 0 or None (no clipping), got {self.grad_clip!r}")
-        if self.resume and self.checkpoint_path is None:
-            raise ValueError("resume=True needs a checkpoint_path to resume from")
-        if self.checkpoint_path is not None:
-            self.checkpoint_path = str(self.checkpoint_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,15 +179,6 @@ def _loader_generators(loader: Any) -> list[torch.Generator]:
     return found
 
 
-def _amp_settings(device: torch.device, amp: bool) -> tuple[bool, torch.dtype, bool]:
-    """``(autocast enabled, autocast dtype, needs a GradScaler)``: mixed precision on CUDA only."""
-    if not amp or device.type != "cuda":
-        return False, torch.float32, False
-    if torch.cuda.is_bf16_supported():
-        return True, torch.bfloat16, False
-    return True, torch.float16, True
-
-
 def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -224,30 +188,6 @@ def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def optimizer_step(
-    loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None, grad_clip: float | None,
-) -> None:
-    """One update: zero the gradients, backpropagate ``loss`` (scaled when a ``GradScaler`` is
-    given, for fp16), clip the global gradient norm to ``grad_clip`` (``None`` or 0: no
-    clipping; unscaled first), then step the optimiser (through the scaler, which skips steps
-    with inf/NaN gradients). Shared by the autoencoder and prior trainers."""
-    clip = grad_clip is not None and grad_clip > 0
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        if clip:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        if clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
 
 
 def _non_finite_error(
@@ -316,7 +256,7 @@ def evaluate_vqvae(
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     model.to(device)
-    autocast, amp_dtype, _ = _amp_settings(device, amp)
+    autocast, amp_dtype, _ = amp_settings(device, amp)
     quantizers = find_quantizers(model)
     prefixes = _code_keys(quantizers)
     reserved = {p + k for p in prefixes.values() for k in ("perplexity", "active_fraction")}
@@ -386,6 +326,20 @@ def evaluate_vqvae(
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
+def _batch_values(terms: dict[str, Tensor], b: int, device: torch.device, synced: bool
+                  ) -> tuple[dict[str, float], int]:
+    """The logged values of one step and the batch size they stand for: this batch's, or under
+    a process group the global batch's (batch-size-weighted sums over all processes)."""
+    if not synced:
+        stacked = torch.stack([t.detach().float() for t in terms.values()])  # (len(terms),)
+        return dict(zip(terms, stacked.tolist())), b
+    packed = torch.cat([torch.stack([t.detach().double() for t in terms.values()]) * b,
+                        torch.tensor([float(b)], dtype=torch.float64, device=device)])
+    all_reduce_sum_(packed)  # (len(terms) + 1,) float64
+    b = int(packed[-1].item())
+    return dict(zip(terms, (packed[:-1] / b).tolist())), b
+
+
 def _train_one_epoch(
     model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None, device: torch.device, autocast: bool,
@@ -421,17 +375,7 @@ def _train_one_epoch(
             )
         with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
             output = model(x)
-        terms = _scalar_terms(output, reserved)
-        b = x.shape[0]
-        if synced:  # the global batch's values: batch-size-weighted sums over all processes
-            packed = torch.cat([torch.stack([t.detach().double() for t in terms.values()]) * b,
-                                torch.tensor([float(b)], dtype=torch.float64, device=device)])
-            all_reduce_sum_(packed)  # (len(terms) + 1,) float64
-            b = int(packed[-1].item())
-            values = dict(zip(terms, (packed[:-1] / b).tolist()))
-        else:
-            stacked = torch.stack([t.detach().float() for t in terms.values()])
-            values = dict(zip(terms, stacked.tolist()))
+        values, b = _batch_values(_scalar_terms(output, reserved), x.shape[0], device, synced)
         bad = [name for name, v in values.items() if not math.isfinite(v)]
         if bad:
             bad.sort(key=lambda name: name == "loss")  # the specific terms first, the total last
@@ -510,7 +454,7 @@ def train_vqvae(
     device = process_device(get_device(config.device))
     seed_everything(config.seed + rank())
     model.to(device)
-    autocast, amp_dtype, needs_scaler = _amp_settings(device, config.amp)
+    autocast, amp_dtype, needs_scaler = amp_settings(device, config.amp)
     optimizer = _build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
     train_loader = shard_loader(train_loader, config.seed)
@@ -519,44 +463,15 @@ def train_vqvae(
     quantizers = find_quantizers(model)
 
     history: dict[str, list] = {}
-    step = 0
-    start_epoch = 0
-    path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
-    resuming = config.resume and path is not None and path.exists()
-    if config.resume:
-        check_resume_everywhere(resuming, path, device)
-    if resuming:
-        checkpoint = load_checkpoint(
-            path, map_location="cpu", expected_class=type(model), expected_config=model.config
-        )
-        stored = checkpoint.extra.get("train_config", {})
-        if stored.get("optimizer", config.optimizer) != config.optimizer:
-            raise ValueError(
-                f"checkpoint {str(path)!r} was trained with optimizer={stored['optimizer']!r}, "
-                f"this run asks for {config.optimizer!r}; use the same optimizer or another "
-                "--out folder (checkpoint path)."
-            )
-        model.load_state_dict(checkpoint.model.state_dict())
-        model.to(device)
-        history = checkpoint.history
-        step, start_epoch = checkpoint.step, checkpoint.epoch
+    step = start_epoch = 0
+    checkpoint = resume_from(config, model, device)
+    if checkpoint is not None:
+        _check_same_optimizer(checkpoint, config)
+        restore_training(checkpoint, model, optimizer, scaler, device)
+        history, step, start_epoch = checkpoint.history, checkpoint.step, checkpoint.epoch
         if start_epoch >= config.epochs:
             return history
-        if checkpoint.optimizer_state is not None:
-            optimizer.load_state_dict(checkpoint.optimizer_state)
-        if scaler is not None and checkpoint.scaler_state:
-            scaler.load_state_dict(checkpoint.scaler_state)
-        if checkpoint.rng_state is not None:
-            rng_state, exact = rng_state_for_this_rank(checkpoint.rng_state)
-            if len(rng_state.get("generators", [])) != len(generators):
-                raise ValueError(
-                    f"checkpoint {str(path)!r} was written with data loaders drawing from "
-                    f"{len(rng_state.get('generators', []))} torch.Generator(s), these "
-                    f"loaders have {len(generators)}; build the loaders the same way to resume."
-                )
-            set_rng_state(rng_state, generators)
-            if not exact:  # written by another number of processes: fresh streams per rank
-                reseed_for_rank(config.seed, start_epoch, train_generators)
+        restore_rng(checkpoint, generators, config.seed, reseed=train_generators)
         del checkpoint
 
     trained = wrap_ddp(model, device)  # the model itself without a process group
@@ -576,19 +491,25 @@ def train_vqvae(
             record.update({f"val_{k}": v for k, v in val_stats.items() if k not in _STATIC_KEYS})
         record["epoch_time_s"] = time.perf_counter() - start
         record["images_per_s"] = n_images / max(train_seconds, 1e-9)
-        for key, value in record.items():
-            history.setdefault(key, []).append(value)
-        rng_state = get_rng_state(generators)  # the epoch boundary: what a resumed run restores
-        if path is not None:
-            every_rank = gather_rng_states(rng_state)  # collective: every rank's streams
-            if is_main_process():
-                save_checkpoint(
-                    path, model, optimizer=optimizer, scaler=scaler, step=step, epoch=epoch,
-                    history=history, rng_state=every_rank,
-                    extra={"train_config": dataclasses.asdict(config)},
-                )
-            barrier()  # the file is complete before any process may read it
-        if callback is not None and is_main_process():
-            callback(history)
-            set_rng_state(rng_state, generators)
+        append_record(history, record)
+        rng_state = save_epoch(
+            config.checkpoint_path, model, generators, optimizer=optimizer, scaler=scaler,
+            step=step, epoch=epoch, history=history,
+            extra={"train_config": dataclasses.asdict(config)})
+        call_back(callback, history, rng_state, generators)
     return history
+
+
+def _check_same_optimizer(checkpoint: Checkpoint, config: TrainConfig) -> None:
+    """A run continues with the optimiser it started with.
+
+    Raises:
+        ValueError: the checkpoint was trained with another optimiser.
+    """
+    stored = checkpoint.extra.get("train_config", {})
+    if stored.get("optimizer", config.optimizer) != config.optimizer:
+        raise ValueError(
+            f"checkpoint {config.checkpoint_path!r} was trained with "
+            f"optimizer={stored['optimizer']!r}, this run asks for {config.optimizer!r}; use the "
+            "same optimizer or another --out folder (checkpoint path)."
+        )

@@ -78,22 +78,6 @@ def check_images(x: Tensor, in_channels: int, downsample: int, name: str = "x") 
             )
 
 
-def config_from_profile(cls, profile, overrides: dict, level_fields) -> object:
-    """Shared body of the autoencoder configs' ``from_profile``: image size, width and D from
-    the profile (:func:`~vqlesson.runtime.get_profile` resolves a name or ``None``), residual
-    channels a quarter of the width, the codebook fields from ``level_fields(profile)``, then
-    ``overrides`` (``None`` values ignored) on top."""
-    from .runtime import get_profile, given
-
-    prof = get_profile(profile)
-    fields = dict(
-        image_size=prof.image_size, hidden_channels=prof.hidden_channels,
-        residual_channels=max(1, prof.hidden_channels // 4), code_dim=prof.code_dim,
-        **level_fields(prof),
-    )
-    return cls(**{**fields, **given(overrides)})
-
-
 def _check_common_config(config: "VQVAEConfig | VAEConfig") -> None:
     for field_name in (
         "image_size", "in_channels", "hidden_channels", "residual_channels",
@@ -298,14 +282,6 @@ class VQVAEConfig:
         _check_common_config(self)
         if self.init not in INIT_METHODS:
             raise ValueError(f"init must be one of {INIT_METHODS}, got {self.init!r}")
-
-    @classmethod
-    def from_profile(cls, profile: "Profile | str | None" = None, **overrides) -> "VQVAEConfig":
-        """The course's model for a profile (``ci``/``cpu``/``gpu``): image size, width, K and D
-        come from :class:`~vqlesson.runtime.Profile`; residual channels are a quarter of the
-        width; ``overrides`` (``None`` values ignored) replace any field."""
-        return config_from_profile(cls, profile, overrides,
-                                   lambda prof: {"codebook_size": prof.codebook_size})
 
     def latent_size(self) -> int:
         """Side of the latent grid: ``image_size // downsample``."""

@@ -27,17 +27,14 @@ The encoder and decoder blocks are those of the VQ-VAE (:mod:`vqlesson.vqvae`, v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqlesson.quantize import INIT_METHODS, VectorQuantizer
-from vqlesson.vqvae import Decoder, Encoder, check_images, config_from_profile, nearby_valid_sizes
-
-if TYPE_CHECKING:
-    from vqlesson.runtime import Profile
+from vqlesson.vqvae import Decoder, Encoder, check_images, nearby_valid_sizes
 
 BOTTOM_FACTOR = 4  # image -> bottom grid
 TOP_FACTOR = 2  # bottom grid -> top grid
@@ -147,20 +144,6 @@ class VQVAE2Config:
 
     def __post_init__(self) -> None:
         _check_config(self)
-
-    @classmethod
-    def from_profile(cls, profile: "Profile | str | None" = None, **overrides) -> "VQVAE2Config":
-        """The course's VQ-VAE-2 for a profile (``ci``/``cpu``/``gpu``).
-
-        Image size, width and D come from :class:`~vqlesson.runtime.Profile`; both codebooks get
-        the profile's ``codebook_size``; residual channels are a quarter of the width;
-        ``overrides`` (``None`` values ignored) replace any field.
-
-        Raises:
-            ValueError: an unknown profile name, or a resulting field out of range.
-        """
-        return config_from_profile(cls, profile, overrides, lambda prof: {
-            "codebook_size_top": prof.codebook_size, "codebook_size_bottom": prof.codebook_size})
 
     def top_latent_size(self) -> int:
         """Side of the top code grid: ``image_size // 8``."""

@@ -316,7 +316,7 @@ def temperature_explorer(vqvae: nn.Module, prior: nn.Module, n: int = 6, label: 
     Returns:
         The displayed widget, or a ``Figure`` with one row per temperature.
     """
-    from .prior import sample_images
+    from .sampling import sample_images
 
     def draw_rows(chosen: Sequence[float]) -> plt.Figure:
         rows = [sample_images(vqvae, prior, n, label=label, temperature=float(t),

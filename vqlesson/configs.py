@@ -1,0 +1,74 @@
+"""The course's models at the sizes of a profile: one function per model config.
+
+Every size lives in the profile (:class:`vqlesson.runtime.Profile`: image size, widths, K, D, the
+prior's channels and layers); these functions only copy the profile's fields into a model's
+dataclass config, then apply the caller's overrides (``None`` values ignored, so an unset
+command-line option keeps the profile's value). The model files know nothing of profiles.
+
+    >>> config = vqvae_config("cpu", codebook_size=128)   # the cpu profile's VQ-VAE, K = 128
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .pixelcnn import PriorConfig
+from .runtime import Profile, get_profile, given
+from .vqvae import VQVAEConfig
+from .vqvae2 import VQVAE2Config
+
+
+def _autoencoder_fields(profile: Profile) -> dict[str, int]:
+    """The fields both autoencoders take from a profile: image size, widths and D."""
+    return dict(image_size=profile.image_size, hidden_channels=profile.hidden_channels,
+                residual_channels=profile.residual_channels, code_dim=profile.code_dim)
+
+
+def vqvae_config(profile: Profile | str | None = None, **overrides: Any) -> VQVAEConfig:
+    """The course's VQ-VAE for a profile (a :class:`~vqlesson.runtime.Profile`, its name
+    ``ci``/``cpu``/``gpu``, or ``None`` for the current one): image size, widths, K and D from
+    the profile; ``overrides`` (``None`` values ignored) replace any field.
+
+    Raises:
+        ValueError: an unknown profile name, or a resulting field out of range.
+        TypeError: an unknown field.
+    """
+    prof = get_profile(profile)
+    fields = dict(_autoencoder_fields(prof), codebook_size=prof.codebook_size)
+    return VQVAEConfig(**{**fields, **given(overrides)})
+
+
+def vqvae2_config(profile: Profile | str | None = None, **overrides: Any) -> VQVAE2Config:
+    """The course's VQ-VAE-2 for a profile (see :func:`vqvae_config`): both codebooks (top and
+    bottom levels) get the profile's K.
+
+    Raises:
+        ValueError: an unknown profile name, or a resulting field out of range.
+        TypeError: an unknown field.
+    """
+    prof = get_profile(profile)
+    fields = dict(_autoencoder_fields(prof), codebook_size_top=prof.codebook_size,
+                  codebook_size_bottom=prof.codebook_size)
+    return VQVAE2Config(**{**fields, **given(overrides)})
+
+
+def prior_config_for(profile: Profile | str | None, codebook_size: int,
+                     **overrides: Any) -> PriorConfig:
+    """The course's Gated PixelCNN prior for a profile: ``ci`` tiny (16 channels, 2 layers),
+    ``cpu`` medium (64 channels, 8 layers), ``gpu`` larger (128 channels, 12 layers).
+
+    Args:
+        profile: a :class:`~vqlesson.runtime.Profile`, its name, or ``None`` (the current one).
+        codebook_size: K of the codes the prior models.
+        overrides: any :class:`~vqlesson.pixelcnn.PriorConfig` field (``None`` values are
+            ignored), e.g. ``num_classes=2``, ``cond_codebook_size=K_top``, ``dropout=0.1``.
+
+    Raises:
+        ValueError: an unknown profile, or a field out of range.
+        TypeError: an unknown field.
+    """
+    prof = get_profile(profile)
+    fields = dict(codebook_size=codebook_size, embed_dim=prof.prior_embed_dim,
+                  channels=prof.prior_channels, num_layers=prof.prior_layers,
+                  cond_layers=prof.prior_cond_layers)
+    return PriorConfig(**{**fields, **given(overrides)})
