@@ -134,13 +134,13 @@ def _check_image_batch(x: object, name: str) -> None:
         raise TypeError(f"{name} must be (N, C, H, W) float images in [-1, 1], got {shape}")
 
 
-def _flat_codes(codes: object, name: str) -> Tensor:
+def flat_codes(codes: object, name: str) -> Tensor:
     """(N, ...) integer codes, a CodeDataset or a {level: (N, h, w)} dict -> (N, L) int64, one
     row per image (the levels of a VQ-VAE-2 side by side)."""
     if isinstance(codes, CodeDataset):
         codes = {level: codes.level(level) for level in codes.levels}
     if isinstance(codes, Mapping):
-        return torch.cat([_flat_codes(c, f"{name}[{level!r}]") for level, c in codes.items()],
+        return torch.cat([flat_codes(c, f"{name}[{level!r}]") for level, c in codes.items()],
                          dim=1)  # (N, L_top + L_bottom)
     if not isinstance(codes, Tensor) or codes.is_floating_point() or codes.dim() < 2:
         shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
@@ -387,7 +387,7 @@ def code_counts(codes: object, codebook_size: int) -> Tensor:
     Raises:
         TypeError: not integer codes; ValueError: codes outside [0, codebook_size).
     """
-    flat = _flat_codes(codes, "codes").reshape(-1)  # (N*L,)
+    flat = flat_codes(codes, "codes").reshape(-1)  # (N*L,)
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= codebook_size):
         raise ValueError(
             f"codes in [{int(flat.min())}, {int(flat.max())}] do not fit codebook_size "
@@ -606,7 +606,7 @@ def pairwise_hamming(codes: object, chunk: int = 256) -> float:
     Raises:
         TypeError: not integer codes; ValueError: fewer than 2 maps.
     """
-    return _pairwise_mean(_flat_codes(codes, "codes"), _hamming, chunk)
+    return _pairwise_mean(flat_codes(codes, "codes"), _hamming, chunk)
 
 
 def pairwise_pixel_distance(images: Tensor, chunk: int = 256) -> float:
@@ -631,7 +631,7 @@ def diversity(codes: object, images: Tensor) -> Diversity:
     Raises:
         ValueError: different numbers of code maps and images, or fewer than 2.
     """
-    flat = _flat_codes(codes, "codes")
+    flat = flat_codes(codes, "codes")
     if flat.shape[0] != images.shape[0]:
         raise ValueError(f"{flat.shape[0]} code maps but {images.shape[0]} images; pass pairs")
     return Diversity(pairwise_hamming(flat), pairwise_pixel_distance(images), int(flat.shape[0]))
@@ -687,7 +687,7 @@ def nearest_neighbours(queries: object, references: object, metric: str = "hammi
         TypeError: codes that are not integers, images that are not float (N, C, H, W).
     """
     if metric == "hamming":
-        q, r, distance = _flat_codes(queries, "queries"), _flat_codes(references, "references"), _hamming
+        q, r, distance = flat_codes(queries, "queries"), flat_codes(references, "references"), _hamming
     elif metric == "l2":
         q, r, distance = _flat_pixels(queries, "queries"), _flat_pixels(references, "references"), _rms
     else:
@@ -825,9 +825,9 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
     codes = sample_codes(vqvae, priors, n, label if num_classes else None,
                          temperature=temperature, generator=generator)
     images = decode_codes(vqvae, codes).float().cpu()  # (n, C, S, S)
-    flat = _flat_codes({k: v.cpu() for k, v in codes.items()}, "samples")  # (n, L)
+    flat = flat_codes({k: v.cpu() for k, v in codes.items()}, "samples")  # (n, L)
     spread = diversity(flat, images)
-    memo = memorisation(flat, _flat_codes(train_codes, "train_codes"),
+    memo = memorisation(flat, flat_codes(train_codes, "train_codes"),
                         images if train_images is not None else None, train_images,
                         config.near_copy_hamming, config.near_copy_pixel_rms)
     return RemedyResult(name, test_bits, spread.code_hamming, spread.pixel_rms,

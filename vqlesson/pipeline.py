@@ -3,11 +3,11 @@
 Stages, in order (each one's outputs land in the run folder):
 
 1. ``vqvae``: train the VQ-VAE (or ``--model vqvae2``) and evaluate it on the test split
-   (``train-vqvae``: checkpoint.pt, metrics.json, reconstructions, usage, curves).
+   (:func:`~vqlesson.runs.train_vqvae_run`: checkpoint.pt, metrics.json, reconstructions, usage, curves).
 2. ``prior``: extract the code maps of every split and train the PixelCNN prior(s) on them, with
-   early stopping on the validation NLL (``train-prior``: codes_*.pt, prior*.pt,
+   early stopping on the validation NLL (:func:`~vqlesson.runs.train_prior_run`: codes_*.pt, prior*.pt,
    prior_metrics.json, prior_curves.png).
-3. ``samples``: sample images from the prior(s) (``sample``: samples.png).
+3. ``samples``: sample images from the prior(s) (:func:`~vqlesson.runs.sample_run`: samples.png).
 4. ``analysis``: the test-set failure analysis of :mod:`vqlesson.analysis` (notebook 05):
    reconstruction train vs test by class, worst test reconstructions, codebook usage train vs
    test, surprise maps, sample diversity against temperature, near-copies of training images
@@ -23,50 +23,108 @@ rank 0 only.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-STATE_FILE = "pipeline.json"
+import torch
+
+from . import analysis as A
+from . import plots
+from .checkpoint import atomic_write_text
+from .distributed import barrier, is_main_process
+from .runfolder import RunFolder
+from .runs import (
+    DataChoice,
+    PriorRunConfig,
+    Report,
+    SampleConfig,
+    VQVAERunConfig,
+    load_run,
+    sample_run,
+    train_prior_run,
+    train_vqvae_run,
+)
+from .runtime import get_device, get_profile, set_threads
+
 # Options that define a run; resuming with other values would mix two runs in one folder.
 RUN_OPTIONS = ("data", "data_root", "profile", "image_size", "batch_size", "dataset_size", "seed",
                "model", "label_conditional", "temperature")
 
 
+@dataclass
+class PipelineConfig:
+    """Settings of :func:`run_pipeline` besides the data.
+
+    Attributes:
+        model: ``"vqvae"`` or ``"vqvae2"`` (a top and a bottom prior).
+        label_conditional: class-conditional priors (benign/malignant).
+        temperature: sampling temperature of samples.png and the report.
+        num_samples: samples drawn per temperature for the analysis.
+        stop_after: stop after this stage (``None``: run them all).
+        threads: CPU threads for torch in the prior stage (``None``: torch's choice).
+        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+    """
+
+    model: str = "vqvae"
+    label_conditional: bool = False
+    temperature: float = 1.0
+    num_samples: int = 32
+    stop_after: str | None = None
+    threads: int | None = None
+    device: str | None = None
+
+
+class Context(NamedTuple):
+    """What every stage gets: the run folder (``out`` its path), the data, the settings, the
+    run's options (as recorded in pipeline.json) and where progress lines go."""
+
+    run: RunFolder
+    data: DataChoice
+    config: PipelineConfig
+    options: dict[str, Any]
+    report: Report
+
+    @property
+    def out(self) -> Path:
+        return self.run.root
+
+
 # --------------------------------------------------------------------------------------------
-# Helpers
+# Stages 1-3: the workflows
 # --------------------------------------------------------------------------------------------
-def _run_command(argv: list[str]) -> None:
-    """Run another ``python -m vqlesson`` command in this process (errors propagate)."""
-    from .__main__ import build_parser
-
-    args = build_parser().parse_args(argv)
-    status = args.func(args)
-    if status:
-        raise RuntimeError(f"python -m vqlesson {' '.join(argv)} exited with status {status}")
+def _stage_vqvae(ctx: Context) -> None:
+    config = VQVAERunConfig(model=ctx.config.model, resume=True, device=ctx.config.device)
+    result = train_vqvae_run(ctx.run, ctx.data, config, ctx.report)
+    ctx.report(f"test PSNR {result.test_metrics['psnr']:.2f} dB, SSIM "
+               f"{result.test_metrics['ssim']:.3f}")
 
 
-def _data_argv(options: dict[str, Any]) -> list[str]:
-    """The data options as command-line arguments for train-vqvae / train-prior."""
-    argv = ["--data", options["data"], "--profile", options["profile"], "--seed", str(options["seed"])]
-    for name in ("data_root", "image_size", "batch_size", "dataset_size"):
-        if options[name] is not None:
-            argv += [f"--{name.replace('_', '-')}", str(options[name])]
-    return argv
+def _stage_prior(ctx: Context) -> None:
+    set_threads(ctx.config.threads)
+    config = PriorRunConfig(label_conditional=ctx.config.label_conditional, resume=True,
+                            device=ctx.config.device)
+    result = train_prior_run(ctx.run, ctx.data, config, ctx.report)
+    test = result.summary["test"]
+    ctx.report(f"prior test NLL: {test['bits_per_code']:.3f} bits per code, "
+               f"{test['bits_per_dim']:.4f} bits per dim")
 
 
-def _common_argv(args: argparse.Namespace) -> list[str]:
-    argv = []
-    if args.device:
-        argv += ["--device", args.device]
-    return argv
+def _stage_samples(ctx: Context) -> None:
+    config = SampleConfig(n=ctx.config.num_samples, temperature=ctx.config.temperature,
+                          seed=ctx.data.seed, device=ctx.config.device)
+    samples = sample_run(ctx.run, config)
+    ctx.report(f"sampled {config.n} images in {samples.seconds:.2f} s: {samples.path}")
 
 
+# --------------------------------------------------------------------------------------------
+# Stage 4: the test-set failure analysis (notebook 05)
+# --------------------------------------------------------------------------------------------
 def _save(fig: Any, path: Path) -> str:
     import matplotlib.pyplot as plt
 
@@ -75,106 +133,44 @@ def _save(fig: Any, path: Path) -> str:
     return path.name
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+class _Encoded(NamedTuple):
+    """The train and test images of a run's data, encoded in their data sets' order."""
+
+    train_images: torch.Tensor
+    train_codes: Any
+    test_images: torch.Tensor
+    test_codes: Any
+    classes: list[str]
 
 
-# --------------------------------------------------------------------------------------------
-# Stages
-# --------------------------------------------------------------------------------------------
-class Context(NamedTuple):
-    """What every stage gets: the parsed arguments, the run folder and the run's options."""
-
-    args: argparse.Namespace
-    out: Path
-    options: dict[str, Any]
-
-
-def _stage_vqvae(ctx: Context) -> None:
-    argv = ["train-vqvae", *_data_argv(ctx.options), "--out", str(ctx.out),
-            "--model", ctx.options["model"], "--resume", *_common_argv(ctx.args)]
-    _run_command(argv)
-
-
-def _stage_prior(ctx: Context) -> None:
-    argv = ["train-prior", "--vqvae", str(ctx.out), *_data_argv(ctx.options), "--resume",
-            *_common_argv(ctx.args)]
-    if ctx.options["label_conditional"]:
-        argv.append("--label-conditional")
-    if ctx.args.threads:
-        argv += ["--threads", str(ctx.args.threads)]
-    _run_command(argv)
-
-
-def _stage_samples(ctx: Context) -> None:
-    argv = ["sample", "--run", str(ctx.out), "--n", str(ctx.args.num_samples),
-            "--temperature", str(ctx.options["temperature"]), "--seed", str(ctx.options["seed"]),
-            *_common_argv(ctx.args)]
-    _run_command(argv)
-
-
-def _load_run(ctx: Context):
-    """The run's VQ-VAE and its best prior(s) (one prior, or (top, bottom))."""
-    from .checkpoint import load_checkpoint, read_checkpoint
-    from .prior import best_checkpoint_path
-    from .runtime import get_device
-    from .vqvae2 import VQVAE2
-
-    device = get_device(ctx.args.device)
-    vqvae = load_checkpoint(ctx.out / "checkpoint.pt", map_location=device).model.eval()
-    two_levels = isinstance(vqvae, VQVAE2)
-    files = ["prior_top.pt", "prior_bottom.pt"] if two_levels else ["prior.pt"]
-    priors, histories = [], {}
-    for name in files:
-        path = ctx.out / name
-        best = best_checkpoint_path(path)
-        priors.append(load_checkpoint(best if best.is_file() else path, map_location=device,
-                                      expected_class="PixelCNNPrior").model.eval())
-        histories[name.removesuffix(".pt")] = read_checkpoint(path).get("history", {})
-    return vqvae, (tuple(priors) if two_levels else priors[0]), histories
-
-
-def _stage_analysis(ctx: Context) -> None:
-    import torch
-
-    import matplotlib.pyplot as plt
-
-    from . import analysis as A
-    from . import plots
-    from .checkpoint import atomic_write_text
+def _encode_splits(ctx: Context, vqvae: torch.nn.Module) -> _Encoded:
     from .data import make_loaders
-    from .runtime import get_profile
 
-    # The run's own sampling temperature is always one of the points (report and figure use it).
-    temperatures = sorted({*A.AnalysisConfig.temperatures, ctx.options["temperature"]})
-    config = A.AnalysisConfig(num_samples=ctx.args.num_samples, temperatures=temperatures)
-    vqvae, priors, histories = _load_run(ctx)
     o = ctx.options
     profile = get_profile(o["profile"]).with_overrides(
         batch_size=o["batch_size"], dataset_size=o["dataset_size"],
         image_size=vqvae.config.image_size)
     plain = make_loaders(o["data"], root=o["data_root"], profile=profile, augment=False,
-                         seed=o["seed"], num_workers=0)
-    classes = list(plain.classes)
+                         seed=o["seed"], num_workers=0, on_error=ctx.data.on_error)
     train_images, train_codes = A.encode_dataset(vqvae, plain.train.dataset, profile.batch_size)
     test_images, test_codes = A.encode_dataset(vqvae, plain.test.dataset, profile.batch_size)
-    figures: dict[str, str] = {}
-    result: dict[str, Any] = {"config": dataclasses.asdict(config)}
+    return _Encoded(train_images, train_codes, test_images, test_codes, list(plain.classes))
 
-    # 1. Reconstruction, train against test.
-    scores = {"train": A.reconstruction_scores(vqvae, train_images),
-              "test": A.reconstruction_scores(vqvae, test_images)}
+
+def _reconstruction_and_usage(ctx: Context, vqvae: Any, e: _Encoded, config: Any,
+                              result: dict, figures: dict) -> None:
+    """1. Reconstruction, train against test; 2. codebook usage, train against test."""
+    scores = {"train": A.reconstruction_scores(vqvae, e.train_images),
+              "test": A.reconstruction_scores(vqvae, e.test_images)}
     scores = {split: s._replace(labels=c.labels) for (split, s), c in
-              zip(scores.items(), (train_codes, test_codes))}
-    result["reconstruction"] = {split: A.scores_by_class(s, classes) for split, s in scores.items()}
+              zip(scores.items(), (e.train_codes, e.test_codes))}
+    result["reconstruction"] = {split: A.scores_by_class(s, e.classes) for split, s in scores.items()}
     figures["reconstruction scores, train vs test"] = _save(
-        plots.score_distributions(scores, classes), ctx.out / "analysis_scores.png")
-    worst = A.worst_reconstructions(vqvae, test_images, scores["test"], k=config.worst_k)
-    figures["worst test reconstructions"] = _save(plots.worst_cases(worst, classes),
-                                                  ctx.out / "analysis_worst.png")
-
-    # 2. Codebook usage, train against test.
-    usage = A.compare_usage_levels(train_codes, test_codes, config.rare_fraction)
+        plots.score_distributions(scores, e.classes), ctx.run.analysis_figure("scores"))
+    worst = A.worst_reconstructions(vqvae, e.test_images, scores["test"], k=config.worst_k)
+    figures["worst test reconstructions"] = _save(plots.worst_cases(worst, e.classes),
+                                                  ctx.run.analysis_figure("worst"))
+    usage = A.compare_usage_levels(e.train_codes, e.test_codes, config.rare_fraction)
     result["usage"] = {
         level: {"train_perplexity": u.train_perplexity, "test_perplexity": u.test_perplexity,
                 "train_active": u.train_active, "test_active": u.test_active,
@@ -182,56 +178,81 @@ def _stage_analysis(ctx: Context) -> None:
                 "test_only_codes": u.test_only_codes.tolist()}
         for level, u in usage.items()}
     figures["codebook usage, train vs test"] = _save(plots.usage_comparison(usage),
-                                                     ctx.out / "analysis_usage.png")
+                                                     ctx.run.analysis_figure("usage"))
 
-    # 3. Prior generalisation: NLL curves and surprise maps.
-    result["prior"] = {name: A.generalisation_gap(h)._asdict() for name, h in histories.items()
-                       if h.get("val_bits_per_code")}
-    result["prior_test_bits_per_code"] = A.prior_bits_per_code(priors, test_codes)
-    shown = min(8, len(test_codes))
+
+def _prior_generalisation(ctx: Context, loaded: Any, e: _Encoded, result: dict,
+                          figures: dict) -> None:
+    """3. Prior generalisation: NLL curves and surprise maps."""
+    result["prior"] = {name: A.generalisation_gap(h)._asdict()
+                       for name, h in loaded.histories.items() if h.get("val_bits_per_code")}
+    result["prior_test_bits_per_code"] = A.prior_bits_per_code(loaded.priors, e.test_codes)
+    shown = min(8, len(e.test_codes))
+    priors = loaded.priors
     level, prior = (("bottom", priors[1]) if isinstance(priors, tuple) else (None, priors))
-    bits = A.surprise_maps(prior, test_codes, level=level)[:shown]  # (shown, h, w)
+    bits = A.surprise_maps(prior, e.test_codes, level=level)[:shown]  # (shown, h, w)
     figures["surprise of test lesions under the prior"] = _save(
-        plots.surprise(test_images[:shown], bits), ctx.out / "analysis_surprise.png")
+        plots.surprise(e.test_images[:shown], bits), ctx.run.analysis_figure("surprise"))
 
-    # 4-5. Diversity against temperature, and near-copies.
-    n_ref = min(config.num_samples, len(test_codes))
-    reference = A.diversity(A._flat_codes(test_codes, "test")[:n_ref], test_images[:n_ref])
+
+def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict,
+               figures: dict) -> None:
+    """4-5. Sample diversity against temperature, and near-copies of training images."""
+    import matplotlib.pyplot as plt
+
+    n_ref = min(config.num_samples, len(e.test_codes))
+    reference = A.diversity(A.flat_codes(e.test_codes, "test")[:n_ref], e.test_images[:n_ref])
     rows = {}
+    device = next(loaded.vqvae.parameters()).device
     for t in config.temperatures:  # the test NLL does not depend on T: computed once above
-        generator = torch.Generator(device=next(vqvae.parameters()).device).manual_seed(o["seed"])
-        row = A.evaluate_remedy(f"T = {t:g}", vqvae, priors, None, train_codes, train_images,
-                                config, temperature=t, generator=generator)
+        generator = torch.Generator(device=device).manual_seed(ctx.options["seed"])
+        row = A.evaluate_remedy(f"T = {t:g}", loaded.vqvae, loaded.priors, None, e.train_codes,
+                                e.train_images, config, temperature=t, generator=generator)
         rows[t] = row._replace(test_bits_per_code=result["prior_test_bits_per_code"])
     result["reference_diversity"] = reference._asdict()
+    hidden = ("samples", "sample_codes", "memorisation")
     result["temperatures"] = [{"temperature": t, **{k: v for k, v in r._asdict().items()
-                                                    if k not in ("samples", "sample_codes",
-                                                                 "memorisation")}}
+                                                    if k not in hidden}}
                               for t, r in rows.items()]
     result["table"] = A.remedy_table(list(rows.values()), reference)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     plots.diversity_curves(config.temperatures, {"prior": [r.code_hamming for r in rows.values()]},
                            reference.code_hamming, ax=ax)
-    figures["sample diversity against temperature"] = _save(fig, ctx.out / "analysis_diversity.png")
-    at_one = rows[o["temperature"]]
-    figures[f"samples ({at_one.name}) and their nearest training images"] = _save(
-        plots.near_copies(at_one.samples, train_images, at_one.memorisation),
-        ctx.out / "analysis_near_copies.png")
+    figures["sample diversity against temperature"] = _save(fig, ctx.run.analysis_figure("diversity"))
+    at_run = rows[ctx.options["temperature"]]
+    figures[f"samples ({at_run.name}) and their nearest training images"] = _save(
+        plots.near_copies(at_run.samples, e.train_images, at_run.memorisation),
+        ctx.run.analysis_figure("near_copies"))
+
+
+def _stage_analysis(ctx: Context) -> None:
+    # The run's own sampling temperature is always one of the points (report and figure use it).
+    temperatures = sorted({*A.AnalysisConfig.temperatures, ctx.options["temperature"]})
+    config = A.AnalysisConfig(num_samples=ctx.config.num_samples, temperatures=temperatures)
+    loaded = load_run(ctx.run, get_device(ctx.config.device))
+    encoded = _encode_splits(ctx, loaded.vqvae)
+    figures: dict[str, str] = {}
+    result: dict[str, Any] = {"config": dataclasses.asdict(config)}
+    _reconstruction_and_usage(ctx, loaded.vqvae, encoded, config, result, figures)
+    _prior_generalisation(ctx, loaded, encoded, result, figures)
+    _diversity(ctx, loaded, encoded, config, result, figures)
     result["figures"] = figures
-    atomic_write_text(ctx.out / "analysis.json", json.dumps(result, indent=2, default=float))
+    atomic_write_text(ctx.run.analysis, json.dumps(result, indent=2, default=float))
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 5: the report
+# --------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _stage_report(ctx: Context) -> None:
-    from .checkpoint import atomic_write_text
-
-    metrics = _read_json(ctx.out / "metrics.json")
-    prior = _read_json(ctx.out / "prior_metrics.json")
-    analysis = _read_json(ctx.out / "analysis.json")
-    state = _read_json(ctx.out / STATE_FILE)
+def _metric_rows(ctx: Context, metrics: dict, prior: dict, analysis: dict) -> list[tuple[str, str]]:
+    """The report's metrics table, one (name, value) row each."""
     test = metrics.get("test", {})
     recon = analysis.get("reconstruction", {})
     rows = [
@@ -261,8 +282,16 @@ def _stage_report(ctx: Context) -> None:
                          f"{_fmt(r['code_hamming'])} ({_fmt(ref and ref['code_hamming'])})"))
             rows.append((f"near-copies of training images ({r['name']})",
                          _fmt(r["near_copy_fraction"], ".0%")))
+    return rows
+
+
+def _stage_report(ctx: Context) -> None:
+    run = ctx.run
+    metrics, analysis = _read_json(run.metrics), _read_json(run.analysis)
+    state = _read_json(run.pipeline_state)
+    rows = _metric_rows(ctx, metrics, _read_json(run.prior_metrics), analysis)
     lines = [
-        f"# vqlesson pipeline report: {ctx.out.name}", "",
+        f"# vqlesson pipeline report: {run.root.name}", "",
         f"- data: {metrics.get('data', 'n/a')}",
         f"- model: {metrics.get('model', 'n/a')}, profile `{ctx.options['profile']}`, "
         f"device {metrics.get('device', 'n/a')}, seed {ctx.options['seed']}",
@@ -279,58 +308,60 @@ def _stage_report(ctx: Context) -> None:
         "## Figures", "",
     ]
     figures = {
-        "reconstructions (test)": "reconstructions.png", "VQ-VAE training curves": "training_curves.png",
-        "codebook usage (test)": "codebook_usage.png", "prior NLL per epoch": "prior_curves.png",
-        "samples": "samples.png", **analysis.get("figures", {}),
+        "reconstructions (test)": run.reconstructions.name,
+        "VQ-VAE training curves": run.training_curves.name,
+        "codebook usage (test)": run.codebook_usage.name,
+        "prior NLL per epoch": run.prior_curves.name, "samples": run.samples.name,
+        **analysis.get("figures", {}),
     }
     for title, name in figures.items():
-        if (ctx.out / name).is_file():
+        if (run.root / name).is_file():
             lines += [f"### {title}", "", f"![{title}]({name})", ""]
-    atomic_write_text(ctx.out / "report.md", "\n".join(lines))
+    atomic_write_text(run.report, "\n".join(lines))
 
 
+# --------------------------------------------------------------------------------------------
+# The stages and the driver
+# --------------------------------------------------------------------------------------------
 class Stage(NamedTuple):
     """One pipeline stage: its name, what it does, the files that show it finished, whether
     every process runs it under torchrun, and the function."""
 
     name: str
     description: str
-    outputs: tuple[str, ...]
+    outputs: tuple[Path, ...]
     all_ranks: bool
     run: Callable[[Context], None]
 
 
-def stages(two_levels: bool) -> list[Stage]:
+def stages(run: RunFolder, two_levels: bool) -> list[Stage]:
     """The stages in order (the prior files depend on the model)."""
-    priors = ("prior_top.pt", "prior_bottom.pt") if two_levels else ("prior.pt",)
+    priors = tuple(run.prior(level) for level in run.prior_levels(two_levels))
     return [
-        Stage("vqvae", "train and evaluate the VQ-VAE", ("checkpoint.pt", "metrics.json"), True,
+        Stage("vqvae", "train and evaluate the VQ-VAE", (run.checkpoint, run.metrics), True,
               _stage_vqvae),
         Stage("prior", "extract the codes, train the prior(s)",
-              ("codes_train.pt", "prior_metrics.json", *priors), True, _stage_prior),
-        Stage("samples", "sample images", ("samples.png",), False, _stage_samples),
-        Stage("analysis", "test-set failure analysis", ("analysis.json",), False, _stage_analysis),
-        Stage("report", "write report.md", ("report.md",), False, _stage_report),
+              (run.codes("train"), run.prior_metrics, *priors), True, _stage_prior),
+        Stage("samples", "sample images", (run.samples,), False, _stage_samples),
+        Stage("analysis", "test-set failure analysis", (run.analysis,), False, _stage_analysis),
+        Stage("report", "write report.md", (run.report,), False, _stage_report),
     ]
 
 
-STAGE_NAMES = tuple(stage.name for stage in stages(two_levels=False))
+STAGE_NAMES = tuple(stage.name for stage in stages(RunFolder("."), two_levels=False))
 
 
-# --------------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------------
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    from .runtime import get_profile
-
-    options = {name: getattr(args, name) for name in RUN_OPTIONS}
-    options["profile"] = get_profile(args.profile).name  # the resolved one, not None
-    return options
+def run_options(data: DataChoice, config: PipelineConfig) -> dict[str, Any]:
+    """The options that define a run, as pipeline.json records them (the profile resolved)."""
+    return {"data": data.source, "data_root": data.root, "profile": get_profile(data.profile).name,
+            "image_size": data.image_size, "batch_size": data.batch_size,
+            "dataset_size": data.dataset_size, "seed": data.seed, "model": config.model,
+            "label_conditional": config.label_conditional, "temperature": config.temperature}
 
 
-def _load_state(out: Path, options: dict[str, Any]) -> dict[str, Any]:
+def _load_state(run: RunFolder, options: dict[str, Any]) -> dict[str, Any]:
     """The run's state, or a fresh one; other options than the run's are an error."""
-    path = out / STATE_FILE
+    path = run.pipeline_state
     if not path.is_file():
         return {"options": options, "stages": {}}
     try:
@@ -342,78 +373,51 @@ def _load_state(out: Path, options: dict[str, Any]) -> dict[str, Any]:
               for k in RUN_OPTIONS if stored.get(k) != options[k]]
     if differ:
         raise ValueError(
-            f"{out} holds a pipeline run with other options: {', '.join(differ)}; run with the "
-            "same options to resume it, or choose another --out"
+            f"{run.root} holds a pipeline run with other options: {', '.join(differ)}; run with "
+            "the same options to resume it, or choose another --out"
         )
     state.setdefault("stages", {})
     return state
 
 
-def run_pipeline(args: argparse.Namespace) -> int:
-    """Run (or resume) the pipeline; see the module docstring. Returns 0."""
+def run_pipeline(out: RunFolder | str | Path, data: DataChoice,
+                 config: PipelineConfig | None = None, report: Report | None = None) -> RunFolder:
+    """Run (or resume) the pipeline in ``out``; see the module docstring. Progress lines go to
+    ``report`` (rank 0 only). Returns the run folder.
+
+    Raises:
+        ValueError: other options than those of the run already in ``out``, an unknown
+            ``stop_after`` stage, bad settings.
+    """
     import matplotlib
 
-    from .checkpoint import atomic_write_text
-    from .distributed import barrier, is_main_process
-
     matplotlib.use("Agg")  # headless: figures go to files
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    options = _options(args)
-    state = _load_state(out, options)
+    run, config = RunFolder(out), config or PipelineConfig()
     main = is_main_process()
-    if args.stop_after is not None and args.stop_after not in STAGE_NAMES:
-        raise ValueError(f"--stop-after must be one of {STAGE_NAMES}, got {args.stop_after!r}")
-    for stage in stages(options["model"] == "vqvae2"):
-        done = stage.name in state["stages"] and all((out / f).is_file() for f in stage.outputs)
-        if done:
-            if main:
-                print(f"[pipeline] {stage.name}: finished earlier, skipped")
+    say = report if (report is not None and main) else (lambda _line: None)
+    if config.stop_after is not None and config.stop_after not in STAGE_NAMES:
+        raise ValueError(f"--stop-after must be one of {STAGE_NAMES}, got {config.stop_after!r}")
+    run.root.mkdir(parents=True, exist_ok=True)
+    options = run_options(data, config)
+    state = _load_state(run, options)
+    data = dataclasses.replace(data, profile=options["profile"])
+    ctx = Context(run, data, config, options, say)
+    for stage in stages(run, config.model == "vqvae2"):
+        if stage.name in state["stages"] and all(p.is_file() for p in stage.outputs):
+            say(f"[pipeline] {stage.name}: finished earlier, skipped")
         elif stage.all_ranks or main:
-            if main:
-                print(f"[pipeline] {stage.name}: {stage.description}", flush=True)
+            say(f"[pipeline] {stage.name}: {stage.description}")
             start = time.perf_counter()
-            stage.run(Context(args, out, options))
+            stage.run(ctx)
             if main:
                 state["stages"][stage.name] = {
                     "seconds": time.perf_counter() - start,
-                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                }
-                atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2))
+                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                atomic_write_text(run.pipeline_state, json.dumps(state, indent=2))
         barrier()
-        if stage.name == args.stop_after:
-            if main:
-                print(f"[pipeline] stopped after {stage.name} (--stop-after); run the same "
-                      "command without it to go on")
-            return 0
-    if main:
-        print(f"[pipeline] done: {out / 'report.md'}")
-    return 0
-
-
-def add_pipeline_command(sub: Any) -> None:
-    """Register ``pipeline`` on the subcommand parsers of ``python -m vqlesson``."""
-    from .__main__ import _add_data_arguments, _add_device_argument
-
-    parser = sub.add_parser(
-        "pipeline", help="run the whole course headless and write report.md",
-        description="Runs train-vqvae, train-prior (code extraction and the prior), sample, the "
-                    "test-set failure analysis and the report in --out, one stage after the "
-                    "other. Running the same command again resumes from the last finished "
-                    "stage (and the training stages from their last epoch).")
-    _add_data_arguments(parser)
-    parser.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
-    parser.add_argument("--model", choices=("vqvae", "vqvae2"), default="vqvae",
-                        help="vqvae (default) or vqvae2 (a top and a bottom prior)")
-    parser.add_argument("--label-conditional", action="store_true",
-                        help="class-conditional priors (benign/malignant)")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="sampling temperature of samples.png and the report (default 1)")
-    parser.add_argument("--num-samples", type=int, default=32,
-                        help="samples drawn per temperature for the analysis (default 32)")
-    parser.add_argument("--stop-after", choices=STAGE_NAMES, default=None,
-                        help="stop after this stage (run again without it to go on)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch in the prior stage")
-    _add_device_argument(parser)
-    parser.set_defaults(func=run_pipeline)
+        if stage.name == config.stop_after:
+            say(f"[pipeline] stopped after {stage.name} (--stop-after); run the same command "
+                "without it to go on")
+            return run
+    say(f"[pipeline] done: {run.report}")
+    return run

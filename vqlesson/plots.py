@@ -3,7 +3,7 @@ unless the caller does it). Every function returns the ``Figure`` it drew."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -345,3 +345,38 @@ def diversity_curves(temperatures: Sequence[float], curves: dict, reference=None
     ax.set_title("sample diversity: fraction of codes that differ", fontsize=10)
     ax.legend(fontsize=8)
     return ax
+
+
+def codebook_usage_levels(quantizers: Sequence[tuple[str, Any]]) -> plt.Figure:
+    """One :func:`codebook_usage` panel per quantiser (``(name, VectorQuantizer)`` pairs, e.g.
+    from :func:`vqlesson.train.find_quantizers`), from the usage counted since its last
+    ``reset_usage``."""
+    fig, axes = plt.subplots(1, len(quantizers), figsize=(6 * len(quantizers), 3), squeeze=False)
+    for ax, (name, q) in zip(axes.flat, quantizers):
+        codebook_usage(q.usage_counts, title=f"{name or 'codes'} on the test set", ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def prior_curves(histories: dict[str, dict]) -> plt.Figure:
+    """Train and validation NLL (bits per code) per epoch, one panel per prior level
+    (``{"codes": history}`` or ``{"top": ..., "bottom": ...}``, as :func:`vqlesson.prior.train_prior`
+    returns them), with the best epoch marked."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2),
+                             squeeze=False)
+    for ax, (level, history) in zip(axes.flat, histories.items()):
+        epochs = history.get("epoch", [])
+        for key, label in (("train_bits_per_code", "train"), ("val_bits_per_code", "validation")):
+            if history.get(key):
+                ax.plot(epochs, history[key], marker="o", ms=3, label=label)
+        if history.get("best_epoch"):
+            ax.axvline(history["best_epoch"][-1], color="grey", ls=":", label="best epoch")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("NLL (bits per code)")
+        ax.set_title(f"{level} prior" if level != "codes" else "prior", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

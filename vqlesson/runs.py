@@ -1,0 +1,687 @@
+"""The course's workflows: train a VQ-VAE run, train its prior, sample, evaluate, preview the data.
+
+A *run folder* (``runs/NAME``) holds everything one course run makes; :class:`RunFolder` names
+every file in it, once. Each workflow is one function that takes a run folder, the data to use
+(:class:`DataChoice`) and its settings (a dataclass), writes its files and returns a NamedTuple.
+The command line (``python -m vqlesson``), the headless pipeline (:mod:`vqlesson.pipeline`) and
+the notebooks all call these functions:
+
+==========================  ======================================  ===========================
+workflow                    writes (in the run folder)              command
+==========================  ======================================  ===========================
+:func:`train_vqvae_run`     checkpoint.pt, metrics.json, figures    ``train-vqvae``
+:func:`evaluate_run`        metrics_SPLIT.json, figures (``out``)   ``evaluate``
+:func:`train_prior_run`     codes_*.pt, prior*.pt, prior_metrics    ``train-prior``
+:func:`sample_run`          samples.png                             ``sample``
+:func:`preview_data`        training_batch.png, data.json           ``data-preview``
+==========================  ======================================  ===========================
+
+Progress lines go to ``report`` (e.g. ``print``; nothing by default). Under torchrun
+(:mod:`vqlesson.distributed`) the training workflows run on every process; rank 0 alone reports
+and writes files, and every process returns once the files are complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from .checkpoint import atomic_write_text, load_checkpoint
+from .configs import vqvae2_config, vqvae_config
+from .data import Loaders, make_loaders
+from .distributed import barrier, is_main_process, main_process_first, process_device, world_size
+from .runfolder import RunFolder
+from .runtime import Profile, get_device, get_profile, given, seed_everything
+from .train import TrainConfig, evaluate_vqvae, find_quantizers, train_vqvae
+from .vqvae import VAE, VQVAE
+from .vqvae2 import VQVAE2, VQVAE2Config
+
+Report = Callable[[str], None]
+SPLITS = ("train", "val", "test")
+
+
+# --------------------------------------------------------------------------------------------
+# The data
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DataChoice:
+    """Which data a workflow uses, and at which sizes (the arguments of
+    :func:`~vqlesson.data.make_loaders`).
+
+    Attributes:
+        source: ``auto``, ``isic2016``, ``synthetic`` or ``folder:PATH``.
+        root: the ISIC 2016 folder (``None``: ``$VQLESSON_DATA_DIR/isic2016`` or ``data/isic2016``).
+        profile: a :class:`~vqlesson.runtime.Profile`, its name, or ``None`` (the current one).
+        image_size, batch_size, dataset_size: override the profile's values (``None``: keep).
+        seed: seeds the data, the model and training.
+        num_workers: ``DataLoader`` workers (``None``: the profile's).
+        on_error: ``"raise"`` or ``"skip"`` for unreadable image files.
+    """
+
+    source: str = "auto"
+    root: str | None = None
+    profile: Profile | str | None = None
+    image_size: int | None = None
+    batch_size: int | None = None
+    dataset_size: int | None = None
+    seed: int = 0
+    num_workers: int | None = None
+    on_error: str = "raise"
+
+    def sized_profile(self, **changes: Any) -> Profile:
+        """The profile with this choice's sizes (and ``changes``; ``None`` values ignored)."""
+        sizes = dict(batch_size=self.batch_size, image_size=self.image_size,
+                     dataset_size=self.dataset_size)
+        return get_profile(self.profile).with_overrides(**{**sizes, **given(changes)})
+
+    def loaders(self, profile: Profile, augment: bool) -> Loaders:
+        """Train, validation and test loaders at ``profile``'s sizes; under torchrun rank 0
+        fills the image cache first and the other processes then read it."""
+        with main_process_first():
+            return make_loaders(self.source, root=self.root, profile=profile, augment=augment,
+                                seed=self.seed, num_workers=self.num_workers,
+                                on_error=self.on_error)
+
+
+def _reporter(report: Report | None) -> Report:
+    """``report`` on rank 0, a no-op elsewhere (and when ``report`` is ``None``)."""
+    if report is None or not is_main_process():
+        return lambda _line: None
+    return report
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    return atomic_write_text(path, json.dumps(payload, indent=2, default=float))
+
+
+# --------------------------------------------------------------------------------------------
+# train-vqvae and evaluate
+# --------------------------------------------------------------------------------------------
+@dataclass
+class VQVAERunConfig:
+    """Settings of :func:`train_vqvae_run` (``None``: the profile's value).
+
+    Attributes:
+        model: ``"vqvae"`` (one code grid, S/f) or ``"vqvae2"`` (top grid S/8, bottom grid S/4).
+        epochs: training epochs.
+        lr: learning rate (the paper used 2e-4 over 250k steps; 1e-3 suits short runs).
+        optimizer: ``"adamw"`` or ``"sgd"``.
+        codebook_size, code_dim, hidden_channels: K, D and the encoder/decoder width.
+        downsample: VQ-VAE only: the factor f from image to code grid, 4 or 8.
+        beta: commitment weight.
+        ema: learn the codebook by EMA updates (else by its loss term).
+        init: codebook initialisation, ``"kmeans"`` or ``"random"``.
+        augment: augment the training images.
+        amp: mixed precision on CUDA.
+        resume: continue the run from its last finished epoch (the stored config wins).
+        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+    """
+
+    model: str = "vqvae"
+    epochs: int | None = None
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    codebook_size: int | None = None
+    code_dim: int | None = None
+    hidden_channels: int | None = None
+    downsample: int = 4
+    beta: float = 0.25
+    ema: bool = True
+    init: str = "kmeans"
+    augment: bool = True
+    amp: bool = True
+    resume: bool = False
+    device: str | None = None
+
+
+class VQVAERun(NamedTuple):
+    """What :func:`train_vqvae_run` returns: the trained model, its test metrics (see
+    :func:`~vqlesson.train.evaluate_vqvae`), the training history, the data description and
+    the files written (on rank 0)."""
+
+    model: torch.nn.Module
+    test_metrics: dict[str, float]
+    history: dict[str, list]
+    data: str
+    files: list[Path]
+
+
+def _autoencoder(profile: Profile, config: VQVAERunConfig, run: RunFolder) -> torch.nn.Module:
+    """The model to train: built from the profile and ``config``, or, when resuming, from the
+    config stored in the run's checkpoint (a run continues with the settings it started with)."""
+    if config.resume and run.checkpoint.exists():
+        model_config = load_checkpoint(run.checkpoint).config
+    elif config.model == "vqvae2":
+        model_config = vqvae2_config(profile, codebook_size_top=config.codebook_size,
+                                     codebook_size_bottom=config.codebook_size,
+                                     **_common_fields(config))
+    elif config.model == "vqvae":
+        model_config = vqvae_config(profile, downsample=config.downsample,
+                                    codebook_size=config.codebook_size, **_common_fields(config))
+    else:
+        raise ValueError(f"model must be 'vqvae' or 'vqvae2', got {config.model!r}")
+    return VQVAE2(model_config) if isinstance(model_config, VQVAE2Config) else VQVAE(model_config)
+
+
+def _common_fields(config: VQVAERunConfig) -> dict[str, Any]:
+    return dict(hidden_channels=config.hidden_channels, code_dim=config.code_dim,
+                beta=config.beta, ema=config.ema, init=config.init)
+
+
+def describe_model(model: torch.nn.Module) -> str:
+    """One line: class, parameters (millions) and code grids of a VQ-VAE or VQ-VAE-2."""
+    if isinstance(model, VQVAE2):
+        top, bottom = model.latent_shapes()
+        grid = (f"top grid {top} x K={model.config.codebook_size_top}, bottom grid {bottom} x "
+                f"K={model.config.codebook_size_bottom}")
+    else:
+        grid = f"latent grid {model.latent_shape()} x K={model.config.codebook_size}"
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    return f"{type(model).__name__}, {millions:.2f} M parameters, {grid}"
+
+
+def train_vqvae_run(run: RunFolder | str | Path, data: DataChoice,
+                    config: VQVAERunConfig | None = None, report: Report | None = None) -> VQVAERun:
+    """Train a VQ-VAE (or VQ-VAE-2) run, evaluate it on the test split and write its files.
+
+    Writes ``checkpoint.pt`` (after every epoch; ``config.resume`` continues it),
+    ``metrics.json`` (model, config, profile, data, test metrics, the last epoch's values),
+    ``reconstructions.png``, ``codebook_usage.png`` and ``training_curves.png``.
+
+    Raises:
+        ValueError: bad settings, or a checkpoint of another model or optimiser on resume.
+        FileNotFoundError: the data is missing (the message says how to get it).
+    """
+    run, config, say = RunFolder(run), config or VQVAERunConfig(), _reporter(report)
+    profile = data.sized_profile(epochs=config.epochs)
+    seed_everything(data.seed)
+    if is_main_process():
+        run.root.mkdir(parents=True, exist_ok=True)
+    loaders = data.loaders(profile, augment=config.augment)
+    say(f"data: {loaders.description}")
+    model = _autoencoder(profile, config, run)
+    device = process_device(get_device(config.device))
+    say(f"model: {describe_model(model)}, device {device}, profile {profile.name}, "
+        f"{profile.epochs} epochs")
+    if world_size() > 1:
+        say(f"distributed: {world_size()} processes x batch {profile.batch_size} = "
+            f"{world_size() * profile.batch_size} images per step (DistributedDataParallel)")
+    train_config = TrainConfig(
+        epochs=profile.epochs, lr=config.lr, optimizer=config.optimizer, amp=config.amp,
+        seed=data.seed, checkpoint_path=str(run.checkpoint), resume=config.resume,
+        device=str(device))
+    history = train_vqvae(model, loaders.train, loaders.val, train_config)
+    test_metrics = evaluate_vqvae(model, loaders.test, device, amp=config.amp, distributed=True)
+    files: list[Path] = []
+    if is_main_process():
+        summary = {
+            "model": type(model).__name__, "config": dataclasses.asdict(model.config),
+            "profile": profile.name, "data": loaders.description, "device": str(device),
+            "epochs": len(history.get("epoch", [])),
+            "train_seconds": float(sum(history.get("epoch_time_s", []))),
+            "test": test_metrics,
+            "final_epoch": {k: v[-1] for k, v in history.items() if v and k != "step_loss"},
+            **({"processes": world_size()} if world_size() > 1 else {}),
+        }
+        files = [_write_json(run.metrics, summary),
+                 *save_vqvae_figures(model, loaders.test, test_metrics, history, run)]
+    barrier()  # every file is written before any process goes on (e.g. to train-prior)
+    return VQVAERun(model, test_metrics, history, loaders.description, files)
+
+
+def save_vqvae_figures(model: torch.nn.Module, loader: Any, metrics: dict, history: dict | None,
+                       run: RunFolder) -> list[Path]:
+    """``reconstructions.png`` (a batch of ``loader`` above its reconstructions),
+    ``codebook_usage.png`` and, with a ``history``, ``training_curves.png``; returns the paths."""
+    import matplotlib.pyplot as plt
+
+    from .plots import codebook_usage_levels, reconstructions, training_curves
+
+    device = next(model.parameters()).device
+    x, _ = next(iter(loader))
+    model.eval()
+    with torch.no_grad():
+        x_hat = model(x.to(device)).x_hat.float().cpu()
+    figures = {run.reconstructions: reconstructions(
+        x, x_hat, n=8, title=f"test set: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")}
+    quantizers = find_quantizers(model)
+    if quantizers:
+        figures[run.codebook_usage] = codebook_usage_levels(quantizers)
+    if history:
+        figures[run.training_curves] = training_curves(history)
+    for path, fig in figures.items():
+        fig.savefig(path, dpi=120)
+    plt.close("all")
+    return list(figures)
+
+
+class Evaluation(NamedTuple):
+    """What :func:`evaluate_run` returns: the model, the split's metrics, the data description
+    and the files written (with ``out``)."""
+
+    model: torch.nn.Module
+    metrics: dict[str, float]
+    data: str
+    files: list[Path]
+
+
+def evaluate_run(checkpoint: str | Path, data: DataChoice, split: str = "test",
+                 out: str | Path | None = None, device: str | None = None) -> Evaluation:
+    """Recompute the metrics of an autoencoder checkpoint on a split (the model is rebuilt from
+    its stored config; the images at its image size); with ``out``, write
+    ``metrics_SPLIT.json`` and the figures there.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``checkpoint``.
+        ValueError: the checkpoint holds a prior, not an autoencoder; an unknown split.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    loaded = load_checkpoint(checkpoint)
+    model = loaded.model
+    if not isinstance(model, (VQVAE, VQVAE2, VAE)):
+        raise ValueError(
+            f"{checkpoint} holds a {type(model).__name__} (a prior over codes), not an "
+            "autoencoder; evaluate the run's VQ-VAE: --checkpoint RUN/checkpoint.pt"
+        )
+    profile = data.sized_profile(image_size=loaded.config.image_size)
+    loaders = data.loaders(profile, augment=False)
+    loader = getattr(loaders, split)
+    metrics = evaluate_vqvae(model, loader, get_device(device))
+    files: list[Path] = []
+    if out is not None:
+        folder = RunFolder(out)
+        folder.root.mkdir(parents=True, exist_ok=True)
+        files = [_write_json(folder.split_metrics(split), metrics),
+                 *save_vqvae_figures(model, loader, metrics, None, folder)]
+    return Evaluation(model, metrics, loaders.description, files)
+
+
+# --------------------------------------------------------------------------------------------
+# data-preview
+# --------------------------------------------------------------------------------------------
+class Preview(NamedTuple):
+    """What :func:`preview_data` returns: the data's description and class counts per split
+    (``{"train": {"benign": n, ...}, ...}``), and the files written."""
+
+    description: str
+    class_counts: dict[str, dict[str, int]]
+    files: list[Path]
+
+
+def preview_data(out: RunFolder | str | Path, data: DataChoice) -> Preview:
+    """Build the loaders exactly as the course does; write ``training_batch.png`` (an augmented
+    training batch with labels) and ``data.json`` (source, description, profile, class counts).
+
+    Raises:
+        ValueError, FileNotFoundError: bad data settings, missing data.
+    """
+    from .plots import image_grid
+
+    folder = RunFolder(out)
+    seed_everything(data.seed)
+    profile = data.sized_profile()
+    loaders = make_loaders(data.source, root=data.root, profile=profile,
+                           seed=data.seed, on_error=data.on_error)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    images, labels = next(iter(loaders.train))
+    names = [loaders.classes[int(y)] if 0 <= int(y) < len(loaders.classes) else "?" for y in labels]
+    fig = image_grid(images[:32], names[:32], suptitle=f"training batch, augmented ({loaders.source})")
+    fig.savefig(folder.training_batch, dpi=120)
+    balance = {}
+    for split in SPLITS:
+        dataset_labels = getattr(loaders, split).dataset.labels
+        counts = torch.bincount(dataset_labels[dataset_labels >= 0], minlength=len(loaders.classes))
+        balance[split] = {c: int(n) for c, n in zip(loaders.classes, counts.tolist())}
+    summary = {"source": loaders.source, "description": loaders.description,
+               "profile": profile.name, "class_counts": balance}
+    files = [folder.training_batch, _write_json(folder.data_summary, summary)]
+    return Preview(loaders.description, balance, files)
+
+
+# --------------------------------------------------------------------------------------------
+# train-prior
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PriorRunConfig:
+    """Settings of :func:`train_prior_run` (``None``: the profile's or the model's default).
+
+    Attributes:
+        epochs: prior epochs (``None``: the profile's ``prior_epochs``).
+        label_conditional: condition the prior(s) on the class label.
+        dropout: dropout in the prior's blocks (``None``: 0), against overfitting.
+        augment_passes: passes over the augmented training images when extracting codes
+            (1: the images without augmentation).
+        patience: early stopping after this many epochs without a validation improvement
+            (0: never stop early).
+        lr: AdamW learning rate.
+        resume: continue the prior(s) from their last finished epoch.
+        amp: mixed precision on CUDA.
+        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+    """
+
+    epochs: int | None = None
+    label_conditional: bool = False
+    dropout: float | None = None
+    augment_passes: int = 1
+    patience: int = 5
+    lr: float = 1e-3
+    resume: bool = False
+    amp: bool = True
+    device: str | None = None
+
+
+class PriorRun(NamedTuple):
+    """What :func:`train_prior_run` returns: the trained priors by level name (``codes``, or
+    ``top`` and ``bottom``), the code sets by split, the summary written to
+    ``prior_metrics.json``, the training histories by level name, and the files written."""
+
+    priors: dict[str, Any]
+    codes: dict[str, Any]
+    summary: dict[str, Any]
+    histories: dict[str, dict]
+    files: list[Path]
+
+
+def _check_prior_run(run: RunFolder, vq: Any, data: DataChoice, config: PriorRunConfig) -> None:
+    """The VQ-VAE run and settings a prior can be trained on.
+
+    Raises:
+        ValueError: a checkpoint without discrete codes, another image size than the VQ-VAE's,
+            fewer than one augmentation pass.
+    """
+    if not isinstance(vq.model, (VQVAE, VQVAE2)):
+        raise ValueError(
+            f"{run.checkpoint} holds a {type(vq.model).__name__}, which has no discrete codes for "
+            "a prior; train a VQ-VAE: python -m vqlesson train-vqvae --out RUN"
+        )
+    if data.image_size is not None and data.image_size != vq.config.image_size:
+        raise ValueError(
+            f"--image-size {data.image_size} differs from the VQ-VAE's image size "
+            f"{vq.config.image_size}; leave --image-size out (the run's size is used)"
+        )
+    if config.augment_passes < 1:
+        raise ValueError(f"--augment-passes must be >= 1, got {config.augment_passes}")
+
+
+def _extract_splits(model: torch.nn.Module, loaders: Loaders, run: RunFolder, device: Any,
+                    seed: int, passes: int) -> dict[str, Any]:
+    """The code set of every split, from the run's code files when they are current (under
+    torchrun rank 0 extracts and writes them, the other processes then read them)."""
+    from .codes import extract_codes
+
+    codes = {}
+    with main_process_first():
+        for split in SPLITS:
+            split_passes = passes if split == "train" else 1
+            key = f"{loaders.description}|seed={seed}|split={split}|augmented={split_passes > 1}"
+            codes[split] = extract_codes(model, getattr(loaders, split), run.codes(split), device,
+                                         split_passes, classes=loaders.classes, data_key=key)
+    return codes
+
+
+class _PriorJob(NamedTuple):
+    """What training one level's prior needs from :func:`train_prior_run`."""
+
+    run: RunFolder
+    codes: dict[str, Any]
+    profile: Profile
+    classes: tuple[str, ...]
+    config: PriorRunConfig
+    seed: int
+    device: torch.device
+
+
+def _train_level(job: _PriorJob, level: str | None, say: Report) -> tuple[Any, dict, dict]:
+    """Train (or resume) the prior of one level; ``(prior, history, summary entry)``."""
+    from .configs import prior_config_for
+    from .pixelcnn import PixelCNNPrior
+    from .prior import PriorTrainConfig, evaluate_prior, train_prior
+
+    name, path, c = level or "codes", job.run.prior(level), job.config
+    k = job.codes["train"].codebook_sizes[name]
+    cond = job.codes["train"].codebook_sizes["top"] if level == "bottom" else None
+    prior_config = prior_config_for(
+        job.profile, k, num_classes=len(job.classes) if c.label_conditional else 0,
+        dropout=c.dropout, cond_codebook_size=cond)
+    if c.resume and path.exists():  # the stored config wins: a run continues as it started
+        prior_config = load_checkpoint(path).config
+    prior = PixelCNNPrior(prior_config)
+    params = sum(p.numel() for p in prior.parameters()) / 1e6
+    say(f"{name} prior: grid {job.codes['train'].grid(name)}, K={k}, {params:.2f} M parameters, "
+        f"{job.profile.prior_epochs} epochs"
+        + (", class-conditional" if prior_config.num_classes else "")
+        + (", conditioned on the top codes" if prior_config.cond_codebook_size else ""))
+    train_config = PriorTrainConfig(
+        epochs=job.profile.prior_epochs, batch_size=job.profile.batch_size, lr=c.lr, amp=c.amp,
+        seed=job.seed, checkpoint_path=str(path), resume=c.resume, device=str(job.device),
+        early_stopping_patience=c.patience or None, level=level)
+    history = train_prior(prior, job.codes["train"], job.codes["val"], train_config)
+    results = {split: evaluate_prior(prior, job.codes[split], level=level,
+                                     batch_size=job.profile.batch_size, distributed=True)
+               for split in SPLITS}
+    entry = {
+        "file": path.name, "best_file": job.run.prior_best(level).name,
+        "config": dataclasses.asdict(prior_config), "epochs": len(history.get("epoch", [])),
+        "best_epoch": history["best_epoch"][-1] if history.get("best_epoch") else None,
+        "train_seconds": float(sum(history.get("epoch_time_s", []))),
+        "codes_per_s": history["codes_per_s"][-1] if history.get("codes_per_s") else None,
+        **results,
+    }
+    return prior, history, entry
+
+
+def _whole_model_bits(summary: dict, codes: dict[str, Any]) -> None:
+    """Add each split's bits of the whole code (both levels of a VQ-VAE-2) to ``summary``."""
+    import math
+
+    for split in SPLITS:
+        levels = [summary["priors"][name][split] for name in summary["priors"]]
+        bits = sum(r["bits_per_image"] for r in levels)
+        positions = sum(math.prod(codes[split].grid(n)) for n in summary["priors"])
+        summary[split] = {"bits_per_code": bits / positions,
+                          "bits_per_dim": sum(r["bits_per_dim"] for r in levels),
+                          "bits_per_image": bits}
+
+
+def train_prior_run(run: RunFolder | str | Path, data: DataChoice,
+                    config: PriorRunConfig | None = None, report: Report | None = None) -> PriorRun:
+    """Extract a VQ-VAE run's codes and train its PixelCNN prior(s) on them.
+
+    Encodes every split once into ``codes_{train,val,test}.pt`` (reused while the checkpoint
+    and the data are the same), trains a Gated PixelCNN prior (VQ-VAE-2: a top prior and a
+    bottom prior conditioned on the top codes) with early stopping on the validation NLL, and
+    writes ``prior.pt`` (or ``prior_top.pt``, ``prior_bottom.pt``; best weights in
+    ``*_best.pt``), ``prior_metrics.json`` (bits per code and per dim on each split) and
+    ``prior_curves.png``. ``data`` should name the same data and seed as the VQ-VAE run; its
+    profile defaults to the run's.
+
+    Raises:
+        FileNotFoundError: no VQ-VAE in the run folder (the message says how to train one).
+        ValueError: see :func:`_check_prior_run`; labels needed but missing.
+    """
+    run, config, say = RunFolder(run), config or PriorRunConfig(), _reporter(report)
+    device = process_device(get_device(config.device))
+    vq = load_checkpoint(run.require_vqvae(), map_location=device)
+    _check_prior_run(run, vq, data, config)
+    data = dataclasses.replace(data, profile=data.profile or run.recorded_profile())
+    profile = data.sized_profile(prior_epochs=config.epochs, image_size=vq.config.image_size)
+    seed_everything(data.seed)
+    loaders = data.loaders(profile, augment=config.augment_passes > 1)
+    say(f"data: {loaders.description}")
+    if config.label_conditional and len(loaders.classes) < 2:
+        raise ValueError(f"--label-conditional needs labelled data with at least 2 classes; "
+                         f"this data has classes {loaders.classes}")
+    codes = _extract_splits(vq.model, loaders, run, device, data.seed, config.augment_passes)
+    say(f"codes: {codes['train']!r} (train), {len(codes['val'])} val, {len(codes['test'])} "
+        f"test, in {run.root}/codes_*.pt")
+    summary: dict[str, Any] = {
+        "vqvae": type(vq.model).__name__, "run": str(run.root), "profile": profile.name,
+        "data": loaders.description, "device": str(device),
+        "augment_passes": config.augment_passes, "priors": {}}
+    job = _PriorJob(run, codes, profile, tuple(loaders.classes), config, data.seed, device)
+    priors, histories = {}, {}
+    for level in run.prior_levels(isinstance(vq.model, VQVAE2)):
+        name = level or "codes"
+        priors[name], histories[name], summary["priors"][name] = _train_level(job, level, say)
+    _whole_model_bits(summary, codes)
+    if world_size() > 1:
+        summary["processes"] = world_size()
+    files: list[Path] = []
+    if is_main_process():
+        from .plots import prior_curves
+
+        prior_curves(histories).savefig(run.prior_curves, dpi=120)
+        files = [_write_json(run.prior_metrics, summary), run.prior_curves]
+    barrier()  # every file is written before any process goes on
+    return PriorRun(priors, codes, summary, histories, files)
+
+
+# --------------------------------------------------------------------------------------------
+# sample
+# --------------------------------------------------------------------------------------------
+class LoadedRun(NamedTuple):
+    """A finished run, loaded: the VQ-VAE, its prior(s) with their best weights (one prior, or
+    ``(top, bottom)``), the class names, and each prior's full training history by file stem
+    (``prior``, or ``prior_top`` and ``prior_bottom``), all in eval mode."""
+
+    vqvae: torch.nn.Module
+    priors: Any
+    classes: list[str]
+    histories: dict[str, dict]
+
+
+def load_run(run: RunFolder | str | Path, device: Any = None) -> LoadedRun:
+    """Load a run's VQ-VAE and the best weights of its prior(s).
+
+    Raises:
+        FileNotFoundError: no VQ-VAE, or no prior trained yet (the message says what to run).
+        ValueError: a prior trained on the codes of other VQ-VAE weights.
+    """
+    from .checkpoint import read_checkpoint
+    from .codes import model_fingerprint
+
+    run = RunFolder(run)
+    vqvae = load_checkpoint(run.require_vqvae(), map_location=device).model.eval()
+    two_levels = isinstance(vqvae, VQVAE2)
+    priors, classes, histories = [], [], {}
+    for level in run.prior_levels(two_levels):
+        path, best = run.prior(level), run.prior_best(level)
+        chosen = best if best.is_file() else path
+        if not chosen.is_file():
+            raise FileNotFoundError(
+                f"no prior trained yet in {run.root} ({path.name} is missing); train it first: "
+                f"python -m vqlesson train-prior --vqvae {run.root}")
+        checkpoint = load_checkpoint(chosen, map_location=device, expected_class="PixelCNNPrior")
+        made_by = (checkpoint.extra.get("codes_fingerprint") or "").partition("|")[0]
+        if made_by and made_by != f"model:{model_fingerprint(vqvae)}":
+            raise ValueError(
+                f"{chosen} was trained on the codes of other VQ-VAE weights than "
+                f"{run.checkpoint} (was the VQ-VAE trained again?); train the prior again: "
+                f"python -m vqlesson train-prior --vqvae {run.root}")
+        priors.append(checkpoint.model.eval())
+        classes = list(checkpoint.extra.get("classes") or classes)
+        histories[path.stem] = read_checkpoint(path).get("history", {})
+    return LoadedRun(vqvae, tuple(priors) if two_levels else priors[0], classes, histories)
+
+
+@dataclass
+class SampleConfig:
+    """Settings of :func:`sample_run`.
+
+    Attributes:
+        n: number of images (>= 1).
+        temperature: divides the logits: 1 samples the model, < 1 sharper, 0 greedy.
+        top_k: sample only among the k most likely codes at each position (``None``: all).
+        label: class name (e.g. ``malignant``) or index for class-conditional priors
+            (``None``: the classes in turn).
+        seed: seed of the sampling generator.
+        out: the PNG file (``None``: the run's ``samples.png``).
+        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+    """
+
+    n: int = 64
+    temperature: float = 1.0
+    top_k: int | None = None
+    label: str | None = None
+    seed: int = 0
+    out: str | None = None
+    device: str | None = None
+
+
+class Samples(NamedTuple):
+    """What :func:`sample_run` returns: the images ``(n, 3, S, S)`` float in [-1, 1], the PNG
+    written, the sampling time (s), which labels were used, and the device."""
+
+    images: torch.Tensor
+    path: Path
+    seconds: float
+    labels: str
+    device: torch.device
+
+
+def sampling_label(label: str | None, loaded: LoadedRun, n: int) -> Any:
+    """The ``label`` argument of :func:`~vqlesson.sampling.sample_images`: a class index,
+    the classes in turn (``None`` for a class-conditional prior), or ``None``.
+
+    Raises:
+        ValueError: a label for unconditional priors, or an unknown label.
+    """
+    priors = loaded.priors if isinstance(loaded.priors, tuple) else (loaded.priors,)
+    num_classes = max(p.config.num_classes for p in priors)
+    if label is None:  # a class-conditional prior needs a label: show the classes in turn
+        return torch.arange(n) % num_classes if num_classes else None
+    if not num_classes:
+        raise ValueError(
+            "the prior(s) of this run were trained without labels; leave out --label, or train "
+            "class-conditional priors: python -m vqlesson train-prior --vqvae RUN "
+            "--label-conditional")
+    if label in loaded.classes:
+        return loaded.classes.index(label)
+    if label.isdigit() and int(label) < num_classes:
+        return int(label)
+    choices = ", ".join(loaded.classes) if loaded.classes else f"0..{num_classes - 1}"
+    raise ValueError(f"unknown label {label!r}; choose one of {choices}")
+
+
+def sample_run(run: RunFolder | str | Path, config: SampleConfig | None = None) -> Samples:
+    """Sample images from a run's prior(s) (VQ-VAE-2: top codes, then bottom codes conditioned
+    on them), decode them and write a PNG grid.
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`load_run` and :func:`sampling_label`;
+            ``n`` < 1.
+    """
+    import math
+    import time
+
+    from torchvision.utils import save_image
+
+    from .sampling import sample_images
+
+    run, config = RunFolder(run), config or SampleConfig()
+    if config.n < 1:
+        raise ValueError(f"--n must be >= 1, got {config.n}")
+    device = get_device(config.device)
+    loaded = load_run(run, device)
+    label = sampling_label(config.label, loaded, config.n)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    start = time.perf_counter()
+    images = sample_images(loaded.vqvae, loaded.priors, config.n, label=label,
+                           temperature=config.temperature, top_k=config.top_k,
+                           generator=generator, progress=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    out = Path(config.out) if config.out else run.samples
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image((images.float().cpu() + 1) / 2, out, nrow=math.ceil(math.sqrt(config.n)), padding=2)
+    labels = (f"label {config.label}" if config.label is not None
+              else "classes in turn" if label is not None else "unconditional")
+    return Samples(images, out, seconds, labels, device)
