@@ -202,3 +202,28 @@ def test_set_rng_state_checks_generator_count():
         set_rng_state(state, [torch.Generator(), torch.Generator()])
     with pytest.raises(ValueError, match="get_rng_state"):
         set_rng_state({"torch": torch.get_rng_state()})
+
+
+def test_stale_temporaries_of_a_killed_save_are_cleaned(tmp_path, trained_vqvae):
+    import os
+    import time
+
+    from vqlesson.checkpoint import STALE_TEMPORARY_S, read_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, trained_vqvae)
+    # What a save killed before its os.replace leaves: a half-written hidden .tmp file.
+    old = tmp_path / ".checkpoint.pt.abc123.tmp"
+    old.write_bytes(b"half a checkpoint")
+    past = time.time() - 2 * STALE_TEMPORARY_S
+    os.utime(old, (past, past))
+    fresh = tmp_path / ".checkpoint.pt.def456.tmp"  # maybe a save in progress elsewhere
+    fresh.write_bytes(b"being written")
+    other = tmp_path / ".prior.pt.zzz.tmp"  # another file's temporary
+    other.write_bytes(b"x")
+
+    read_checkpoint(path)  # a reader removes only the old one
+    assert not old.exists() and fresh.exists() and other.exists()
+    save_checkpoint(path, trained_vqvae)  # the writer removes every one of its file's
+    assert not fresh.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prior.pt.zzz.tmp", "checkpoint.pt"]

@@ -96,3 +96,22 @@ def test_train_vqvae2_end_to_end(tmp_path, capsys):
     assert (out / "codebook_usage.png").is_file() and (out / "training_curves.png").is_file()
     printed = capsys.readouterr().out
     assert "quantizer_top_perplexity" in printed and "top grid (4, 4)" in printed
+
+
+def test_a_prior_checkpoint_where_a_vqvae_is_expected_is_a_clear_error(tmp_path, capsys):
+    from vqlesson.checkpoint import save_checkpoint
+    from vqlesson.configs import prior_config_for
+    from vqlesson.pixelcnn import PixelCNNPrior
+
+    run = tmp_path / "run"
+    prior_path = save_checkpoint(run / "prior.pt", PixelCNNPrior(prior_config_for("ci", 64)))
+    assert main(["evaluate", "--checkpoint", str(prior_path), "--data", "synthetic",
+                 "--profile", "ci"]) == 2
+    err = capsys.readouterr().err
+    assert "PixelCNNPrior" in err and "checkpoint.pt" in err and "Traceback" not in err
+
+    (run / "checkpoint.pt").write_bytes(prior_path.read_bytes())  # a prior copied by mistake
+    assert main(["train-vqvae", "--data", "synthetic", "--profile", "ci", "--out", str(run),
+                 "--resume", "--dataset-size", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "PixelCNNPrior" in err and "--resume" in err

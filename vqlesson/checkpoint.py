@@ -17,11 +17,13 @@ Files are written atomically (temporary file in the same folder, flush, fsync,
 from __future__ import annotations
 
 import dataclasses
+import glob
 import importlib
 import os
 import pickle
 import random
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +35,8 @@ from torch import nn
 
 FORMAT_TAG = "vqlesson-checkpoint"
 FORMAT_VERSION = 1
+#: A reader deletes the temporary files of interrupted saves that are at least this old (s).
+STALE_TEMPORARY_S = 600.0
 
 #: (module, config class, model class) tried by :func:`_model_types`; modules that do not exist
 #: (yet) are skipped, so adding a model is one line here.
@@ -219,13 +223,34 @@ class Checkpoint(NamedTuple):
     extra: dict
 
 
+def remove_stale_temporaries(path: str | os.PathLike, older_than_s: float = 0.0) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_write` of ``path`` left behind
+    (``.NAME.*.tmp`` beside it; a process killed during a save cannot remove its own) that were
+    last modified more than ``older_than_s`` seconds ago. The writer of ``path`` removes them all
+    before it writes (one process writes a given file); a reader only removes old ones, so it
+    never disturbs a save in progress. Returns what was deleted."""
+    path = Path(path)
+    removed = []
+    now = time.time()
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - stale.stat().st_mtime >= older_than_s:
+                stale.unlink()
+                removed.append(stale)
+        except OSError:  # already gone, or not ours to delete
+            pass
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     """Write a file atomically: ``write(handle)`` fills a temporary binary file in the same
     folder, which is fsynced and then moved onto ``path`` with ``os.replace``, so an interrupted
     write never leaves a truncated file. Creates parent folders; the file gets the usual
-    permissions (0666 less the umask)."""
+    permissions (0666 less the umask). Temporary files of earlier interrupted writes of ``path``
+    are deleted first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -332,6 +357,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             by a newer format version.
     """
     path = Path(path)
+    remove_stale_temporaries(path, older_than_s=STALE_TEMPORARY_S)
     if not path.is_file():
         raise FileNotFoundError(
             f"no checkpoint at {str(path)!r}; check the path, or train first to create it."

@@ -39,7 +39,7 @@ from .distributed import barrier, is_main_process, main_process_first, process_d
 from .runfolder import RunFolder
 from .runtime import Profile, get_device, get_profile, given, seed_everything
 from .train import TrainConfig, evaluate_vqvae, find_quantizers, train_vqvae
-from .vqvae import VAE, VQVAE
+from .vqvae import VAE, VQVAE, VQVAEConfig
 from .vqvae2 import VQVAE2, VQVAE2Config
 
 Report = Callable[[str], None]
@@ -156,7 +156,13 @@ def _autoencoder(profile: Profile, config: VQVAERunConfig, run: RunFolder) -> to
     """The model to train: built from the profile and ``config``, or, when resuming, from the
     config stored in the run's checkpoint (a run continues with the settings it started with)."""
     if config.resume and run.checkpoint.exists():
-        model_config = load_checkpoint(run.checkpoint).config
+        stored = load_checkpoint(run.checkpoint)
+        model_config = stored.config
+        if not isinstance(model_config, (VQVAEConfig, VQVAE2Config)):
+            raise ValueError(
+                f"{run.checkpoint} holds a {type(stored.model).__name__} model, not a VQ-VAE "
+                "run to resume; pass another --out folder, or leave out "
+                "--resume to train a new VQ-VAE there (the file is then replaced)")
     elif config.model == "vqvae2":
         model_config = vqvae2_config(profile, codebook_size_top=config.codebook_size,
                                      codebook_size_bottom=config.codebook_size,
