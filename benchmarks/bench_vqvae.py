@@ -135,17 +135,14 @@ def bench_rate_distortion(profile_name: str) -> None:
 
 
 def bench_quality(profile_name: str, device: str | None) -> None:
-    from vqlesson.__main__ import main
+    from vqlesson.runs import DataChoice, VQVAERunConfig, train_vqvae_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        args = ["train-vqvae", "--data", "synthetic", "--profile", profile_name, "--out", str(out)]
-        if device:
-            args += ["--device", device]
         start = time.perf_counter()
-        main(args)
+        run = train_vqvae_run(Path(tmp) / "run", DataChoice(source="synthetic", profile=profile_name),
+                              VQVAERunConfig(device=device))
         wall = time.perf_counter() - start
-        summary = json.loads((out / "metrics.json").read_text())
+        summary = json.loads(run.files[0].read_text())  # metrics.json
     test = summary["test"]
     print(f"quality, profile {profile_name} on synthetic data ({summary['data']}):")
     print(f"  {summary['epochs']} epochs in {summary['train_seconds']:.0f} s of training "
