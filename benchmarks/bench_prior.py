@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from vqlesson.pixelcnn import PixelCNNPrior
+from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.prior import CodeDataset, PriorTrainConfig, prior_config_for, train_prior
 from vqlesson.runtime import get_device, get_profile, seed_everything
 

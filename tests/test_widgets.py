@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vqlesson import widgets
-from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
+from vqlesson.pixelcnn import PriorConfig
+from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 
 matplotlib.use("Agg")

@@ -327,7 +327,7 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
         process_device,
         world_size,
     )
-    from .pixelcnn import PixelCNNPrior
+    from .pixelcnn_prior import PixelCNNPrior
     from .prior import (
         PriorTrainConfig,
         best_checkpoint_path,

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .metrics import mse, perplexity_from_counts, psnr, ssim, to_unit_range
-from .pixelcnn import PixelCNNPrior, nll
+from .pixelcnn_prior import PixelCNNPrior, nll
 from .prior import (CodeDataset, _level_data, decode_codes, evaluate_prior, extract_codes,
                     sample_codes)
 from .runtime import eval_mode
@@ -543,7 +543,7 @@ def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str 
     what training taught it; their mean is the NLL in bits per code.
 
     Args:
-        prior: a :class:`~vqlesson.pixelcnn.PixelCNNPrior`.
+        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior`.
         codes: a :class:`~vqlesson.prior.CodeDataset` (labels and top-level conditioning are
             taken from it as the prior needs), or (N, H, W) int64 codes in [0, K).
         level: for a VQ-VAE-2 CodeDataset, ``"top"`` or ``"bottom"``.
@@ -792,7 +792,7 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
     Args:
         name: the row's name.
         vqvae: the frozen VQ-VAE (or VQ-VAE-2) whose codes the prior(s) model.
-        priors: one :class:`~vqlesson.pixelcnn.PixelCNNPrior`, or ``(top_prior, bottom_prior)``
+        priors: one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior`, or ``(top_prior, bottom_prior)``
             for a VQ-VAE-2 (as :func:`~vqlesson.prior.sample_images`).
         test_codes: :class:`~vqlesson.prior.CodeDataset` of the test split (for the NLL);
             ``None`` skips the NLL (``test_bits_per_code`` is then NaN).
@@ -811,7 +811,7 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
 
     Raises:
         TypeError, ValueError: priors that do not fit the VQ-VAE or the codes, or arguments
-            that :meth:`~vqlesson.pixelcnn.PixelCNNPrior.sample` rejects.
+            that :meth:`~vqlesson.pixelcnn_prior.PixelCNNPrior.sample` rejects.
     """
     config = config if config is not None else AnalysisConfig()
     n = config.num_samples

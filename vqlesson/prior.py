@@ -73,7 +73,8 @@ from .distributed import (
     world_size,
     wrap_ddp,
 )
-from .pixelcnn import LN2, PixelCNNPrior, PriorConfig, nll
+from .pixelcnn import PriorConfig
+from .pixelcnn_prior import LN2, PixelCNNPrior, nll
 from .runtime import Profile, eval_mode, get_device, get_profile, given, seed_everything
 from .train import _amp_settings, optimizer_step
 from .vqvae import VQVAE

@@ -306,7 +306,7 @@ def temperature_explorer(vqvae: nn.Module, prior: nn.Module, n: int = 6, label: 
 
     Args:
         vqvae: the trained VQ-VAE (or VQ-VAE-2) whose codes the prior models.
-        prior: a :class:`~vqlesson.pixelcnn.PixelCNNPrior` (or the pair of a VQ-VAE-2).
+        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (or the pair of a VQ-VAE-2).
         n: samples per temperature (>= 1).
         label: class index for a class-conditional prior.
         temperatures: rows of the static figure.
