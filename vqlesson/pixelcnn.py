@@ -32,12 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .validate import check_codes
+
 MASK_TYPES = ("A", "B")
 ARCHS = ("gated", "plain")
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers: masks, shifts, the gate, input checks
+# Helpers: masks, shifts, the gate
 # --------------------------------------------------------------------------------------------
 def causal_mask(kernel_size: int, mask_type: str) -> Tensor:
     """The (kernel_size, kernel_size) float mask of a masked convolution (PixelRNN §3.4).
@@ -81,37 +83,6 @@ def gate(x: Tensor) -> Tensor:
     """
     a, b = x.chunk(2, dim=1)  # 2 x (B, C, H, W)
     return torch.tanh(a) * torch.sigmoid(b)
-
-
-def check_codes(codes: object, codebook_size: int, name: str = "codes") -> None:
-    """Validate a batch of code maps.
-
-    Args:
-        codes: expected (B, H, W) int64 in ``[0, codebook_size)``.
-
-    Raises:
-        TypeError: not a tensor, or not int64.
-        ValueError: not 3-D, empty, or values outside ``[0, codebook_size)``.
-    """
-    if not isinstance(codes, Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of int64 code indices, got {type(codes).__name__}"
-        )
-    if codes.dtype != torch.int64:
-        raise TypeError(
-            f"{name} must be int64 code indices (categories, not floats or one-hot), got dtype "
-            f"{codes.dtype}; convert with {name}.long()"
-        )
-    if codes.dim() != 3:
-        raise ValueError(f"{name} must have shape (B, H, W), got shape {tuple(codes.shape)}")
-    if codes.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(codes.shape)})")
-    low, high = int(codes.min()), int(codes.max())
-    if low < 0 or high >= codebook_size:
-        raise ValueError(
-            f"{name} must hold indices in [0, {codebook_size}) (codebook_size = {codebook_size}); "
-            f"got values in [{low}, {high}]"
-        )
 
 
 def _upsample_to(x: Tensor, height: int, width: int, name: str = "cond_map") -> Tensor:
@@ -466,7 +437,7 @@ class PriorNetwork(nn.Module):
                     f"[{int(label.min())}, {int(label.max())}]"
                 )
         if cond_map is not None:
-            check_codes(cond_map, c.cond_codebook_size, "cond_map")
+            check_codes(cond_map, c.cond_codebook_size, "cond_map", int64=True, nonempty=True)
             if cond_map.shape[0] != batch:
                 raise ValueError(
                     f"cond_map has batch {cond_map.shape[0]} but the codes have {batch}"
@@ -533,10 +504,10 @@ class PriorNetwork(nn.Module):
             raster order (and on the conditioning).
 
         Raises:
-            TypeError, ValueError: bad codes or conditioning (see :func:`check_codes`,
+            TypeError, ValueError: bad codes or conditioning (see :func:`~vqlesson.validate.check_codes`,
                 :meth:`check_condition`).
         """
-        check_codes(codes, self.config.codebook_size)
+        check_codes(codes, self.config.codebook_size, int64=True, nonempty=True)
         return self.logits_from_embedding(self.embed(codes), label, cond_map)
 
 

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .pixelcnn import GatedPixelCNN, PixelCNN, PriorConfig, PriorNetwork
-from .pixelcnn import check_codes  # (moves to validate)
+from .validate import check_codes
 
 LN2 = math.log(2.0)
 
@@ -262,7 +262,7 @@ def _grid_shape(n: int, shape: object, prefix: Tensor | None, start: object, kno
                 codebook_size: int) -> tuple[int, int]:
     """(H, W) from ``shape`` or the prefix; checks that ``start``/``known`` go with a prefix."""
     if prefix is not None:
-        check_codes(prefix, codebook_size, "prefix")
+        check_codes(prefix, codebook_size, "prefix", int64=True, nonempty=True)
         if prefix.shape[0] != n:
             raise ValueError(
                 f"prefix must have shape (n, H, W) with n = {n}, got {tuple(prefix.shape)}"

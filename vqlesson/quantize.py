@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
+from .validate import check_codes, check_latents
 
 INIT_METHODS = ("kmeans", "random")
 # Noise added to data vectors copied into the codebook (k-means resampling, dead-code restarts),
@@ -280,7 +281,7 @@ class VectorQuantizer(nn.Module):
             TypeError: ``z_e`` is not a floating-point tensor.
             ValueError: ``z_e`` is not (B, D, H, W) with D = ``code_dim``.
         """
-        self._check_latents(z_e)
+        check_latents(z_e, self.code_dim, "z_e")
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             z = z_e.float()  # (B, D, H, W)
             b, d, h, w = z.shape
@@ -333,7 +334,7 @@ class VectorQuantizer(nn.Module):
         Raises:
             TypeError, ValueError: as :meth:`forward`.
         """
-        self._check_latents(z_e)
+        check_latents(z_e, self.code_dim, "z_e")
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             b, d, h, w = z_e.shape
             flat_z = z_e.float().permute(0, 2, 3, 1).reshape(-1, d)  # (B·H·W, D)
@@ -353,22 +354,7 @@ class VectorQuantizer(nn.Module):
             TypeError: ``indices`` is not an integer tensor.
             ValueError: ``indices`` is not 3-D or has values outside ``[0, K)``.
         """
-        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex():
-            raise TypeError(
-                f"indices must be an integer tensor (int64), got "
-                f"{indices.dtype if isinstance(indices, Tensor) else type(indices).__name__}"
-            )
-        if indices.dim() != 3:
-            raise ValueError(
-                f"indices must have shape (B, H, W), got shape {tuple(indices.shape)}"
-            )
-        if indices.numel() > 0:
-            low, high = int(indices.min()), int(indices.max())
-            if low < 0 or high >= self.codebook_size:
-                raise ValueError(
-                    f"indices must lie in [0, {self.codebook_size}) (codebook_size), "
-                    f"got values in [{low}, {high}]"
-                )
+        check_codes(indices, self.codebook_size, "indices")
         e = F.embedding(indices.long(), self.codebook)  # (B, H, W, D)
         return e.permute(0, 3, 1, 2).contiguous()  # (B, D, H, W)
 
@@ -429,17 +415,6 @@ class VectorQuantizer(nn.Module):
         )
 
     # ---- internals --------------------------------------------------------------------------
-    def _check_latents(self, z_e: Tensor) -> None:
-        if not isinstance(z_e, Tensor):
-            raise TypeError(f"z_e must be a torch.Tensor, got {type(z_e).__name__}")
-        if not z_e.is_floating_point():
-            raise TypeError(f"z_e must be a floating-point tensor, got dtype {z_e.dtype}")
-        if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:
-            raise ValueError(
-                f"z_e must have shape (B, D, H, W) with D = code_dim = {self.code_dim}; "
-                f"got shape {tuple(z_e.shape)}"
-            )
-
     def _synced(self) -> bool:
         """Whether this forward keeps the codebook in step across processes (training mode
         under a ``torch.distributed`` process group)."""
