@@ -339,7 +339,7 @@ def check_ema_update(ema_update: Callable[..., Sequence[Tensor]], seed: int = 0)
             of shapes (K,), (K, D), (K, D).
         seed: seeds the random inputs.
 
-    Compared with ``VectorQuantizer._ema_update`` (with a large ``eps``, so that the smoothing
+    Compared with ``VectorQuantizer.ema_update`` (with a large ``eps``, so that the smoothing
     shows); one code is unused in this batch and almost never was.
     """
     from .quantize import VectorQuantizer
@@ -356,7 +356,7 @@ def check_ema_update(ema_update: Callable[..., Sequence[Tensor]], seed: int = 0)
 
         vq = VectorQuantizer(k, d, ema=True, decay=decay, eps=eps, init="random")
         vq.set_codebook(embed_sum / cluster_size[:, None], cluster_size)
-        vq._ema_update(counts, sums)
+        vq.ema_update(counts, sums)
         expected = (vq.ema_cluster_size, vq.ema_embed_sum, vq.codebook)
 
         got = _call(ema_update, cluster_size.clone(), embed_sum.clone(), counts.clone(),
