@@ -2,7 +2,7 @@
 
 1. Training: :func:`vqlesson.prior.train_prior` on random code maps of the ``cpu`` profile's grid
    (64 px images / 4 = 16x16 codes, K = 256, batch 32) with the profile's prior
-   (:func:`~vqlesson.configs.prior_config_for`: Gated PixelCNN, 64 channels, 8 layers); prints the
+   (:func:`~vqlesson.prior.prior_config_for`: Gated PixelCNN, 64 channels, 8 layers); prints the
    training code positions per second of the last epoch (the first one includes warm-up).
 2. Sampling: ``n`` code maps on each grid with the naive sampler (whole network per position)
    and the fast one (vertical stack once per row, horizontal stack per position), from the same
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from vqlesson.pixelcnn import PixelCNNPrior
+from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.codes import CodeDataset
 from vqlesson.prior import PriorTrainConfig, train_prior
 from vqlesson.configs import prior_config_for

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
+from vqlesson.pixelcnn import PriorConfig
+from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.runtime import get_device, get_profile, seed_everything
 
 

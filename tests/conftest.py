@@ -1,4 +1,5 @@
-"""Fixtures that build small, messy image data sets on disk (nothing is downloaded)."""
+"""Fixtures that build small, messy image data sets on disk (nothing is downloaded), and small
+code-map priors for the PixelCNN tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from vqlesson.pixelcnn import PriorConfig
 
 TRAIN_DIR, TRAIN_CSV = "ISBI2016_ISIC_Part3_Training_Data", "ISBI2016_ISIC_Part3_Training_GroundTruth.csv"
 TEST_DIR, TEST_CSV = "ISBI2016_ISIC_Part3_Test_Data", "ISBI2016_ISIC_Part3_Test_GroundTruth.csv"
@@ -112,3 +115,36 @@ def smooth_batch(size: int = 16) -> torch.Tensor:
         b = ((xx**2 + yy**2) < 0.3 + 0.1 * i).float() * 1.2 - 0.6
         batch.append(torch.stack([r, g, b]))
     return torch.stack(batch)
+
+
+# ---- small code-map priors (tests of vqlesson.pixelcnn and vqlesson.pixelcnn_prior) -----------
+def tiny_config(**kwargs) -> PriorConfig:
+    """A prior config small enough for fast tests (K = 8); ``kwargs`` replace fields."""
+    fields = dict(codebook_size=8, embed_dim=8, channels=16, num_layers=3, kernel_size=3,
+                  first_kernel_size=3, cond_layers=1)
+    fields.update(kwargs)
+    return PriorConfig(**fields)
+
+
+def conditioned_config(condition: str, **kwargs) -> PriorConfig:
+    extra = {"none": {}, "label": {"num_classes": 2},
+             "spatial": {"cond_codebook_size": 5}}[condition]
+    return tiny_config(**extra, **kwargs)
+
+
+def condition_inputs(condition: str, n: int, height: int, width: int, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    if condition == "label":
+        return {"label": torch.randint(2, (n,), generator=gen)}
+    if condition == "spatial":  # a top map of half the height (VQ-VAE-2: half both sides)
+        return {"cond_map": torch.randint(5, (n, height // 2, width), generator=gen)}
+    return {}
+
+
+def random_codes(n: int, height: int, width: int, k: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randint(k, (n, height, width), generator=torch.Generator().manual_seed(seed))
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+

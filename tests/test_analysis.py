@@ -29,7 +29,8 @@ from vqlesson.analysis import (
     surprise_maps,
     worst_reconstructions,
 )
-from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
+from vqlesson.pixelcnn import PriorConfig
+from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.codes import CodeDataset
 from vqlesson.prior import PriorTrainConfig, evaluate_prior, train_prior
 from vqlesson.vqvae import VQVAE, VQVAEConfig

@@ -101,7 +101,7 @@ def test_train_vqvae2_end_to_end(tmp_path, capsys):
 def test_a_prior_checkpoint_where_a_vqvae_is_expected_is_a_clear_error(tmp_path, capsys):
     from vqlesson.checkpoint import save_checkpoint
     from vqlesson.configs import prior_config_for
-    from vqlesson.pixelcnn import PixelCNNPrior
+    from vqlesson.pixelcnn_prior import PixelCNNPrior
 
     run = tmp_path / "run"
     prior_path = save_checkpoint(run / "prior.pt", PixelCNNPrior(prior_config_for("ci", 64)))

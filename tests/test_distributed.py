@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson import distributed
 from vqlesson.checkpoint import load_checkpoint
-from vqlesson.pixelcnn import PixelCNNPrior
+from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.codes import CodeDataset
 from vqlesson.prior import PriorTrainConfig, evaluate_prior, train_prior
 from vqlesson.configs import prior_config_for

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson.checkpoint import load_checkpoint
-from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
+from vqlesson.pixelcnn import PriorConfig
+from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.codes import (
     CodeDataset,
     CodeItem,

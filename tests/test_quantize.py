@@ -11,6 +11,7 @@ import torch
 from vqlesson.quantize import (
     VectorQuantizer,
     VQOutput,
+    ema_step,
     kmeans,
     perplexity_from_counts,
     squared_distances,
@@ -154,6 +155,25 @@ def test_ema_update_with_decay_moves_code_partway():
     torch.testing.assert_close(vq.codebook[1], torch.tensor([1.5, 0.5]), atol=1e-4, rtol=1e-4)
     # Code 0 unused: N and m both decay, the code stays (up to Laplace smoothing).
     torch.testing.assert_close(vq.codebook[0], torch.tensor([-1.0, 0.0]), atol=1e-4, rtol=1e-4)
+
+
+def test_ema_step_by_hand_and_as_the_quantiser_applies_it():
+    cluster_size, embed_sum = torch.tensor([4.0, 0.0]), torch.tensor([[4.0, 0.0], [0.0, 0.0]])
+    counts, sums = torch.tensor([2.0, 0.0]), torch.tensor([[6.0, 2.0], [0.0, 0.0]])
+    step = ema_step(cluster_size, embed_sum, counts, sums, decay=0.5, eps=1e-12)
+    torch.testing.assert_close(step.cluster_size, torch.tensor([3.0, 0.0]))
+    torch.testing.assert_close(step.embed_sum, torch.tensor([[5.0, 1.0], [0.0, 0.0]]))
+    torch.testing.assert_close(step.codebook[0], torch.tensor([5.0 / 3.0, 1.0 / 3.0]))
+    assert torch.equal(cluster_size, torch.tensor([4.0, 0.0]))  # pure: inputs unchanged
+    # Laplace smoothing: an unused code divides by about eps, not by zero.
+    assert torch.isfinite(step.codebook).all()
+    vq = make_vq(codebook_size=2, code_dim=2, ema=True, decay=0.5, eps=1e-12)
+    vq.set_codebook(embed_sum / cluster_size.clamp(min=1.0)[:, None], cluster_size.clamp(min=1e-3))
+    expected = ema_step(vq.ema_cluster_size, vq.ema_embed_sum, counts, sums, 0.5, 1e-12)
+    vq.ema_update(counts, sums)
+    assert torch.equal(vq.ema_cluster_size, expected.cluster_size)
+    assert torch.equal(vq.ema_embed_sum, expected.embed_sum)
+    assert torch.equal(vq.codebook, expected.codebook)
 
 
 def test_no_ema_update_in_eval_mode():

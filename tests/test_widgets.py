@@ -9,7 +9,8 @@ import torch
 
 from vqlesson import widgets
 from vqlesson.configs import vqvae_config
-from vqlesson.pixelcnn import PixelCNNPrior, PriorConfig
+from vqlesson.pixelcnn import PriorConfig
+from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 
 matplotlib.use("Agg")

@@ -33,11 +33,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .metrics import mse, perplexity_from_counts, psnr, ssim, to_unit_range
-from .pixelcnn import PixelCNNPrior, nll
+from .pixelcnn_prior import PixelCNNPrior, nll
 from .codes import CodeDataset, extract_codes
 from .prior import level_data, evaluate_prior
 from .sampling import decode_codes, sample_codes
 from .runtime import eval_mode
+from .validate import check_codes, check_images
 
 METRICS = ("mse", "psnr", "ssim")
 LN2 = math.log(2.0)
@@ -108,7 +109,7 @@ def _iter_images(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Tensor]]:
         TypeError: ``data`` yields something that is not an image batch.
     """
     if isinstance(data, Tensor):
-        _check_image_batch(data, "images")
+        check_images(data, "images")
         for chunk in data.split(batch_size):
             yield chunk, torch.full((chunk.shape[0],), -1, dtype=torch.long)
         return
@@ -124,33 +125,26 @@ def _iter_images(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Tensor]]:
                 "data must yield image batches (B, C, H, W) or (images, labels) pairs, got "
                 f"{type(batch).__name__}"
             )
-        _check_image_batch(x, "data")
+        check_images(x, "data")
         yield x, y
 
 
-def _check_image_batch(x: object, name: str) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise TypeError(f"{name} must be (N, C, H, W) float images in [-1, 1], got {shape}")
-
-
-def flat_codes(codes: object, name: str) -> Tensor:
+def flat_codes(codes: object, name: str, codebook_size: int | None = None) -> Tensor:
     """(N, ...) integer codes, a CodeDataset or a {level: (N, h, w)} dict -> (N, L) int64, one
-    row per image (the levels of a VQ-VAE-2 side by side)."""
+    row per image (the levels of a VQ-VAE-2 side by side); with ``codebook_size`` the codes
+    must lie in [0, K)."""
     if isinstance(codes, CodeDataset):
         codes = {level: codes.level(level) for level in codes.levels}
     if isinstance(codes, Mapping):
-        return torch.cat([flat_codes(c, f"{name}[{level!r}]") for level, c in codes.items()],
-                         dim=1)  # (N, L_top + L_bottom)
-    if not isinstance(codes, Tensor) or codes.is_floating_point() or codes.dim() < 2:
-        shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
-        raise TypeError(f"{name} must be (N, H, W) integer code maps, got {shape}")
+        return torch.cat([flat_codes(c, f"{name}[{level!r}]", codebook_size)
+                          for level, c in codes.items()], dim=1)  # (N, L_top + L_bottom)
+    check_codes(codes, codebook_size, name, layout="(N, H, W)", ndim=None)
     return codes.flatten(1).long()  # (N, H, W) -> (N, H*W)
 
 
 def _flat_pixels(images: object, name: str) -> Tensor:
     """(N, C, H, W) images in [-1, 1] -> (N, C*H*W) float32 in [0, 1]."""
-    _check_image_batch(images, name)
+    check_images(images, name)
     return to_unit_range(images.float()).flatten(1)  # (N, C, H, W) -> (N, C*H*W)
 
 
@@ -387,12 +381,7 @@ def code_counts(codes: object, codebook_size: int) -> Tensor:
     Raises:
         TypeError: not integer codes; ValueError: codes outside [0, codebook_size).
     """
-    flat = flat_codes(codes, "codes").reshape(-1)  # (N*L,)
-    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= codebook_size):
-        raise ValueError(
-            f"codes in [{int(flat.min())}, {int(flat.max())}] do not fit codebook_size "
-            f"{codebook_size}; pass the K of the level these codes come from"
-        )
+    flat = flat_codes(codes, "codes", codebook_size).reshape(-1)  # (N*L,)
     return torch.bincount(flat, minlength=codebook_size).long()  # (K,)
 
 
@@ -544,7 +533,7 @@ def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str 
     what training taught it; their mean is the NLL in bits per code.
 
     Args:
-        prior: a :class:`~vqlesson.pixelcnn.PixelCNNPrior`.
+        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior`.
         codes: a :class:`~vqlesson.prior.CodeDataset` (labels and top-level conditioning are
             taken from it as the prior needs), or (N, H, W) int64 codes in [0, K).
         level: for a VQ-VAE-2 CodeDataset, ``"top"`` or ``"bottom"``.
@@ -793,7 +782,7 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
     Args:
         name: the row's name.
         vqvae: the frozen VQ-VAE (or VQ-VAE-2) whose codes the prior(s) model.
-        priors: one :class:`~vqlesson.pixelcnn.PixelCNNPrior`, or ``(top_prior, bottom_prior)``
+        priors: one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior`, or ``(top_prior, bottom_prior)``
             for a VQ-VAE-2 (as :func:`~vqlesson.prior.sample_images`).
         test_codes: :class:`~vqlesson.prior.CodeDataset` of the test split (for the NLL);
             ``None`` skips the NLL (``test_bits_per_code`` is then NaN).
@@ -812,7 +801,7 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
 
     Raises:
         TypeError, ValueError: priors that do not fit the VQ-VAE or the codes, or arguments
-            that :meth:`~vqlesson.pixelcnn.PixelCNNPrior.sample` rejects.
+            that :meth:`~vqlesson.pixelcnn_prior.PixelCNNPrior.sample` rejects.
     """
     config = config if config is not None else AnalysisConfig()
     n = config.num_samples

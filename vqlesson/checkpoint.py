@@ -44,7 +44,7 @@ _MODEL_MODULES: tuple[tuple[str, str, str], ...] = (
     ("vqlesson.vqvae", "VQVAEConfig", "VQVAE"),
     ("vqlesson.vqvae", "VAEConfig", "VAE"),
     ("vqlesson.vqvae2", "VQVAE2Config", "VQVAE2"),
-    ("vqlesson.pixelcnn", "PriorConfig", "PixelCNNPrior"),
+    ("vqlesson.pixelcnn_prior", "PriorConfig", "PixelCNNPrior"),
 )
 
 

@@ -15,9 +15,9 @@ The references, and the papers they implement:
   and appendix A.1);
 - rate of a two-level code, PSNR, code perplexity: :mod:`vqlesson.metrics` (VQ-VAE-2: Razavi,
   van den Oord & Vinyals 2019, §3.1);
-- mask A/B, bits per code, the sampling loop: :mod:`vqlesson.pixelcnn` (van den Oord et al.
-  2016, *Pixel Recurrent Neural Networks* §3.4 and *Conditional Image Generation with PixelCNN
-  Decoders* §2);
+- mask A/B: :mod:`vqlesson.pixelcnn`; bits per code, the sampling loop:
+  :mod:`vqlesson.pixelcnn_prior` (van den Oord et al. 2016, *Pixel Recurrent Neural Networks*
+  §3.4 and *Conditional Image Generation with PixelCNN Decoders* §2);
 - pairwise Hamming diversity, nearest neighbours, surprise maps: :mod:`vqlesson.analysis`.
 
 :func:`record_metrics` lets a notebook hand its key figures (PSNR, perplexity, prior NLL) to the
@@ -339,7 +339,7 @@ def check_ema_update(ema_update: Callable[..., Sequence[Tensor]], seed: int = 0)
             of shapes (K,), (K, D), (K, D).
         seed: seeds the random inputs.
 
-    Compared with ``VectorQuantizer._ema_update`` (with a large ``eps``, so that the smoothing
+    Compared with ``VectorQuantizer.ema_update`` (with a large ``eps``, so that the smoothing
     shows); one code is unused in this batch and almost never was.
     """
     from .quantize import VectorQuantizer
@@ -356,7 +356,7 @@ def check_ema_update(ema_update: Callable[..., Sequence[Tensor]], seed: int = 0)
 
         vq = VectorQuantizer(k, d, ema=True, decay=decay, eps=eps, init="random")
         vq.set_codebook(embed_sum / cluster_size[:, None], cluster_size)
-        vq._ema_update(counts, sums)
+        vq.ema_update(counts, sums)
         expected = (vq.ema_cluster_size, vq.ema_embed_sum, vq.codebook)
 
         got = _call(ema_update, cluster_size.clone(), embed_sum.clone(), counts.clone(),
@@ -565,9 +565,9 @@ def check_bits_per_code(bits_per_code: Callable[[Tensor, Tensor], float], seed: 
             (B, H, W) int64 in [0, K) -> float bits per code (>= 0).
         seed: seeds the random logits and codes.
 
-    Compared with :func:`vqlesson.pixelcnn.nll`.
+    Compared with :func:`vqlesson.pixelcnn_prior.nll`.
     """
-    from .pixelcnn import nll
+    from .pixelcnn_prior import nll
 
     def cases() -> str:
         g = _generator(seed)
@@ -596,7 +596,8 @@ def check_bits_per_code(bits_per_code: Callable[[Tensor, Tensor], float], seed: 
 def _peaked_prior(seed: int):
     """A small unconditional Gated PixelCNN prior whose softmaxes are sharp, built without
     touching the global random state."""
-    from .pixelcnn import PixelCNNPrior, PriorConfig
+    from .pixelcnn import PriorConfig
+    from .pixelcnn_prior import PixelCNNPrior
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1000 + seed)
@@ -749,7 +750,8 @@ def check_surprise_maps(surprise_maps: Callable[..., Tensor], seed: int = 0) -> 
     from .analysis import surprise_maps as reference
 
     def cases() -> str:
-        from .pixelcnn import PixelCNNPrior, PriorConfig
+        from .pixelcnn import PriorConfig
+        from .pixelcnn_prior import PixelCNNPrior
 
         g = _generator(seed)
         with torch.random.fork_rng(devices=[]):

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from .validate import check_codebook_size, check_image_pair, check_images
+
 #: Smallest image side for which SSIM's 11x11 Gaussian window (sigma 1.5) is defined.
 SSIM_MIN_SIZE = 11
 
@@ -35,28 +37,6 @@ _REDUCTIONS = ("mean", "none")
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-def _check_images(x: torch.Tensor, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"{name} must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}; "
-            f"add a batch dimension with {name}.unsqueeze(0) for a single image."
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor in [-1, 1], got dtype {x.dtype}")
-
-
-def _check_pair(x: torch.Tensor, x_hat: torch.Tensor) -> None:
-    _check_images(x, "x")
-    _check_images(x_hat, "x_hat")
-    if x.shape != x_hat.shape:
-        raise ValueError(
-            f"x and x_hat must have the same shape, got x {tuple(x.shape)} and "
-            f"x_hat {tuple(x_hat.shape)}"
-        )
-
-
 def _reduce(per_image: torch.Tensor, reduction: str) -> float | torch.Tensor:
     """(B,) per-image values -> float mean (``"mean"``) or the (B,) tensor (``"none"``)."""
     if reduction == "mean":
@@ -103,7 +83,7 @@ def mse(x: torch.Tensor, x_hat: torch.Tensor, reduction: str = "mean") -> float 
     Raises:
         ValueError: shapes differ or are not ``(B, C, H, W)``; unknown ``reduction``.
     """
-    _check_pair(x, x_hat)
+    check_image_pair(x, x_hat)
     per_image = (x.float() - x_hat.float()).pow(2).flatten(1).mean(dim=1)  # (B, C*H*W) -> (B,)
     return _reduce(per_image, reduction)
 
@@ -123,7 +103,7 @@ def psnr(x: torch.Tensor, x_hat: torch.Tensor, reduction: str = "mean") -> float
     Raises:
         ValueError: shapes differ or are not ``(B, C, H, W)``; unknown ``reduction``.
     """
-    _check_pair(x, x_hat)
+    check_image_pair(x, x_hat)
     diff = to_unit_range(x.float()) - to_unit_range(x_hat.float())
     mse01 = diff.pow(2).flatten(1).mean(dim=1)  # (B, C*H*W) -> (B,)
     per_image = -10.0 * torch.log10(mse01)  # mse01 == 0 -> +inf
@@ -144,7 +124,7 @@ def ssim(x: torch.Tensor, x_hat: torch.Tensor, reduction: str = "mean") -> float
     Raises:
         ValueError: shapes differ, images smaller than 11x11, unknown ``reduction``.
     """
-    _check_pair(x, x_hat)
+    check_image_pair(x, x_hat)
     if min(x.shape[-2:]) < SSIM_MIN_SIZE:
         raise ValueError(
             f"SSIM needs images of at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} pixels (its Gaussian "
@@ -173,7 +153,7 @@ def sharpness(x: torch.Tensor, reduction: str = "mean") -> float | torch.Tensor:
     Raises:
         ValueError: not ``(B, C, H, W)``, images smaller than 3x3, unknown ``reduction``.
     """
-    _check_images(x, "x")
+    check_images(x, "x")
     if min(x.shape[-2:]) < 3:
         raise ValueError(f"sharpness needs images of at least 3x3 pixels, got {tuple(x.shape)}")
     b, c, h, w = x.shape
@@ -242,12 +222,6 @@ def _latent_positions(shape, argument: str) -> int:
     return math.prod(dims)
 
 
-def _check_codebook_size(codebook_size, argument: str) -> int:
-    if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size < 1:
-        raise ValueError(f"{argument} must be a positive int (K), got {codebook_size!r}")
-    return codebook_size
-
-
 def bits_per_image(latent_shape, codebook_size: int | None = None) -> float:
     """Bits needed to store one image's discrete code: ``H' * W' * log2(K)``.
 
@@ -264,7 +238,7 @@ def bits_per_image(latent_shape, codebook_size: int | None = None) -> float:
         ValueError / TypeError: non-positive sizes, or a missing ``codebook_size``.
     """
     if codebook_size is not None:
-        k = _check_codebook_size(codebook_size, "codebook_size")
+        k = check_codebook_size(codebook_size, "codebook_size")
         return _latent_positions(latent_shape, "latent_shape") * math.log2(k)
     if not isinstance(latent_shape, Sequence) or not latent_shape or not all(
         isinstance(pair, Sequence) and len(pair) == 2 and not isinstance(pair[0], int)
@@ -276,7 +250,7 @@ def bits_per_image(latent_shape, codebook_size: int | None = None) -> float:
         )
     return sum(
         _latent_positions(shape, f"latent_shape[{i}]")
-        * math.log2(_check_codebook_size(k, f"codebook size of latent_shape[{i}]"))
+        * math.log2(check_codebook_size(k, f"codebook size of latent_shape[{i}]"))
         for i, (shape, k) in enumerate(latent_shape)
     )
 

@@ -1,8 +1,9 @@
-"""Autoregressive priors over VQ-VAE code maps: PixelCNN and Gated PixelCNN.
+"""The PixelCNN networks over VQ-VAE code maps: masked convolutions and the Gated PixelCNN.
 
-A trained VQ-VAE turns an image into a map of code indices (B, H, W), integers in ``[0, K)``.
-A *prior* models ``p(codes) = prod_i p(code_i | code_<i)`` in raster order (row by row, left to
-right), so new code maps can be sampled position by position and decoded into images.
+A trained VQ-VAE turns an image into a map of codes (B, H, W), integers in ``[0, K)``. The networks
+here read such a map and give, at every position, K logits for the code there that depend only on
+the codes before it in raster order (row by row, left to right): the building blocks of the
+autoregressive prior of :mod:`vqlesson.pixelcnn_prior` (its loss in bits and its samplers).
 
 Implements:
 
@@ -11,7 +12,8 @@ Implements:
   type B (later layers) includes it. The inputs here are code maps, one categorical variable per
   position, so a single "channel group" is enough (no R/G/B sub-masks). :class:`PixelCNN` is the
   plain stack of masked convolutions, kept because it shows the *blind spot*: positions above
-  and to the right of the current one that its receptive field never reaches.
+  and to the right of the current one that its receptive field never reaches
+  (:func:`receptive_field`).
 - van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves & Kavukcuoglu (2016), *Conditional
   Image Generation with PixelCNN Decoders*: §2.2, the Gated PixelCNN (:class:`GatedPixelCNN`)
   with gated activations ``tanh(W_f * x) ⊙ σ(W_g * x)``, a vertical stack (rows above) feeding a
@@ -19,41 +21,25 @@ Implements:
   connection in the horizontal stack; no blind spot. §2.3, conditioning: a class label (here
   benign/malignant) as a learnt bias in every gated block, and a spatial conditioning map (here
   VQ-VAE-2's top code map, Razavi et al. 2019, for the bottom prior) through 1x1 convolutions.
-- The fast sampler follows the idea of Ramachandran et al. (2017), *Fast Generation for
-  Convolutional Autoregressive Models*: recompute only what the next position can see. For the
-  gated model the vertical stack is computed once per row (on the rows its receptive field
-  reaches) and only the horizontal stack runs per position; for the plain model the network runs
-  on the window of its receptive field. Both samplers draw the same random numbers in the same
-  order, so with the same generator they give identical samples. (The two compute the same sums
-  on differently sized inputs, for which PyTorch may pick kernels that round differently, e.g.
-  for a batch of one on the CPU: the logits then agree to about 1e-7, and a sample could only
-  differ on a tie that close.)
-
-The loss is the categorical cross-entropy over the K codes (softmax over K logits per position),
-reported in bits per code (:func:`nll`). Code indices are *categories*: code 17 is not "close" to
-code 18, so regressing indices with a mean squared error would be wrong, and so would a binary
-cross-entropy (there are K classes per position, not K independent yes/no variables).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from .validate import check_codes
 
 MASK_TYPES = ("A", "B")
 ARCHS = ("gated", "plain")
-LN2 = math.log(2.0)
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers: masks, shifts, input checks, metrics
+# Helpers: masks, shifts, the gate
 # --------------------------------------------------------------------------------------------
 def causal_mask(kernel_size: int, mask_type: str) -> Tensor:
     """The (kernel_size, kernel_size) float mask of a masked convolution (PixelRNN §3.4).
@@ -99,94 +85,6 @@ def gate(x: Tensor) -> Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-def check_codes(codes: object, codebook_size: int, name: str = "codes") -> None:
-    """Validate a batch of code maps.
-
-    Args:
-        codes: expected (B, H, W) int64 in ``[0, codebook_size)``.
-
-    Raises:
-        TypeError: not a tensor, or not int64.
-        ValueError: not 3-D, empty, or values outside ``[0, codebook_size)``.
-    """
-    if not isinstance(codes, Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of int64 code indices, got {type(codes).__name__}"
-        )
-    if codes.dtype != torch.int64:
-        raise TypeError(
-            f"{name} must be int64 code indices (categories, not floats or one-hot), got dtype "
-            f"{codes.dtype}; convert with {name}.long()"
-        )
-    if codes.dim() != 3:
-        raise ValueError(f"{name} must have shape (B, H, W), got shape {tuple(codes.shape)}")
-    if codes.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(codes.shape)})")
-    low, high = int(codes.min()), int(codes.max())
-    if low < 0 or high >= codebook_size:
-        raise ValueError(
-            f"{name} must hold indices in [0, {codebook_size}) (codebook_size = {codebook_size}); "
-            f"got values in [{low}, {high}]"
-        )
-
-
-def nll(logits: Tensor, codes: Tensor, reduction: str = "mean") -> Tensor:
-    """Negative log-likelihood of code maps in **bits per code**.
-
-    The categorical cross-entropy (softmax over the K logits of each position) in nats, divided
-    by ln 2. Indices are categories, so this, not a mean squared error on the indices, is the
-    right loss; a model that predicts every code with probability 1/K scores log2 K bits.
-
-    Args:
-        logits: (B, K, H, W) float, unnormalised log-probabilities.
-        codes: (B, H, W) int64 in [0, K), the observed codes.
-        reduction: ``"mean"`` (scalar, mean over all positions and images) or ``"none"``
-            ((B, H, W), bits for each position).
-
-    Returns:
-        Bits per code, >= 0 (differentiable).
-
-    Raises:
-        ValueError: mismatched shapes or an unknown ``reduction``.
-    """
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    if logits.dim() != 4 or codes.shape != (logits.shape[0], *logits.shape[2:]):
-        raise ValueError(
-            f"logits (B, K, H, W) and codes (B, H, W) do not match: logits {tuple(logits.shape)}, "
-            f"codes {tuple(codes.shape)}"
-        )
-    nats = F.cross_entropy(logits.float(), codes, reduction=reduction)
-    return nats / LN2
-
-
-def bits_per_dim(bits_per_code: float | Tensor, codes_per_image: int,
-                 image_dims: int | tuple[int, ...]) -> float | Tensor:
-    """Bits per image dimension, the unit of the likelihood literature (e.g. PixelCNN on CIFAR-10).
-
-    ``bits_per_code * codes_per_image / image_dims``: the bits the prior needs for one image's code
-    map, spread over its sub-pixels. This counts the prior's cost only (the VQ-VAE decoder's
-    reconstruction term is left out), so it is a lower bound on a full model's bits per dim.
-
-    Args:
-        bits_per_code: from :func:`nll` (float or scalar tensor).
-        codes_per_image: H·W of the code map (for VQ-VAE-2, top plus bottom positions).
-        image_dims: the number of sub-pixels 3·H·W of the image, or its shape, e.g. (3, 64, 64).
-
-    Raises:
-        ValueError: a count that is not positive.
-    """
-    is_shape = isinstance(image_dims, (tuple, list, torch.Size))
-    dims = math.prod(image_dims) if is_shape else image_dims
-    if not isinstance(codes_per_image, int) or codes_per_image < 1:
-        raise ValueError(f"codes_per_image must be an int >= 1, got {codes_per_image!r}")
-    if not isinstance(dims, int) or dims < 1:
-        raise ValueError(
-            f"image_dims must be a positive int or a shape like (3, H, W), got {image_dims!r}"
-        )
-    return bits_per_code * codes_per_image / dims
-
-
 def _upsample_to(x: Tensor, height: int, width: int, name: str = "cond_map") -> Tensor:
     """Nearest-neighbour upsampling of (B, C, h, w) to (B, C, height, width) by whole factors."""
     h, w = x.shape[-2:]
@@ -200,20 +98,15 @@ def _upsample_to(x: Tensor, height: int, width: int, name: str = "cond_map") -> 
     return x.repeat_interleave(width // w, dim=3)  # (B, C, H, W)
 
 
-def _crop(t: Tensor | None, rows: slice, cols: slice) -> Tensor | None:
-    """Crop a per-block conditioning bias; a (B, C, 1, 1) label-only bias broadcasts as it is."""
-    if t is None or (t.shape[-2] == 1 and t.shape[-1] == 1):
-        return t
-    return t[:, :, rows, cols]
-
 
 # --------------------------------------------------------------------------------------------
-# Config and outputs
+# Config and conditioning
 # --------------------------------------------------------------------------------------------
 @dataclass
 class PriorConfig:
-    """Hyperparameters of a code-map prior (:class:`PixelCNNPrior`, :class:`GatedPixelCNN`,
-    :class:`PixelCNN`). The grid size is not fixed: a prior works on any (H, W).
+    """Hyperparameters of a code-map prior (:class:`~vqlesson.pixelcnn_prior.PixelCNNPrior`,
+    :class:`GatedPixelCNN`, :class:`PixelCNN`). The grid size is not fixed: a prior works on any
+    (H, W).
 
     Attributes:
         codebook_size: K, number of codes of the VQ-VAE (level) whose codes are modelled.
@@ -290,21 +183,6 @@ class Condition(NamedTuple):
 
     label: Tensor | None
     spatial: Tensor | None
-
-
-class PriorOutput(NamedTuple):
-    """What :meth:`PixelCNNPrior.forward` returns.
-
-    Attributes:
-        logits: (B, K, H, W) float, unnormalised log-probabilities of each code at each position.
-        loss: scalar, categorical cross-entropy in nats per code (minimise this).
-        bits_per_code: scalar, the same in bits (``loss / ln 2``, detached: a metric); log2 K
-            for a uniform guess.
-    """
-
-    logits: Tensor
-    loss: Tensor
-    bits_per_code: Tensor
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,9 +364,10 @@ class ConditionStack(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Networks
 # --------------------------------------------------------------------------------------------
-class _CodePriorNetwork(nn.Module):
+class PriorNetwork(nn.Module):
     """Shared parts of :class:`PixelCNN` and :class:`GatedPixelCNN`: the code embedding, the
-    conditioning inputs and their checks, and the per-position logits used by the samplers."""
+    conditioning inputs and their checks, and ``forward``. A subclass builds ``blocks`` (one
+    conditioning bias each) and implements :meth:`run`."""
 
     blocks: nn.ModuleList
 
@@ -558,7 +437,7 @@ class _CodePriorNetwork(nn.Module):
                     f"[{int(label.min())}, {int(label.max())}]"
                 )
         if cond_map is not None:
-            check_codes(cond_map, c.cond_codebook_size, "cond_map")
+            check_codes(cond_map, c.cond_codebook_size, "cond_map", int64=True, nonempty=True)
             if cond_map.shape[0] != batch:
                 raise ValueError(
                     f"cond_map has batch {cond_map.shape[0]} but the codes have {batch}"
@@ -584,7 +463,9 @@ class _CodePriorNetwork(nn.Module):
         return [block.condition(cond) for block in self.blocks]
 
     # ---- forward ----------------------------------------------------------------------------
-    def _logits(self, x: Tensor, block_conds: list[Tensor | None]) -> Tensor:
+    def run(self, x: Tensor, block_conds: list[Tensor | None]) -> Tensor:
+        """The network on embedded codes, no checks: ``x`` (B, embed_dim, H, W) float and each
+        block's conditioning bias (:meth:`block_conditions`) -> logits (B, K, H, W)."""
         raise NotImplementedError
 
     def logits_from_embedding(self, x: Tensor, label: Tensor | None = None,
@@ -606,7 +487,7 @@ class _CodePriorNetwork(nn.Module):
         b, _, height, width = x.shape
         self.check_condition(label, cond_map, b, height, width)
         cond = self.condition_features(label, cond_map, height, width)
-        return self._logits(x, self.block_conditions(cond))
+        return self.run(x, self.block_conditions(cond))
 
     def forward(self, codes: Tensor, label: Tensor | None = None,
                 cond_map: Tensor | None = None) -> Tensor:
@@ -623,44 +504,22 @@ class _CodePriorNetwork(nn.Module):
             raster order (and on the conditioning).
 
         Raises:
-            TypeError, ValueError: bad codes or conditioning (see :func:`check_codes`,
+            TypeError, ValueError: bad codes or conditioning (see :func:`~vqlesson.validate.check_codes`,
                 :meth:`check_condition`).
         """
-        check_codes(codes, self.config.codebook_size)
+        check_codes(codes, self.config.codebook_size, int64=True, nonempty=True)
         return self.logits_from_embedding(self.embed(codes), label, cond_map)
 
-    # ---- per-position logits for the samplers -----------------------------------------------
-    def naive_logits_at(self, codes: Tensor, row: int, col: int,
-                        block_conds: list[Tensor | None]) -> Tensor:
-        """Run the whole network on ``codes`` (n, H, W); the logits (n, K) at (row, col)."""
-        return self._logits(self.embed(codes), block_conds)[:, :, row, col]
 
-    def fast_logits_fn(self, block_conds: list[Tensor | None]
-                       ) -> Callable[[Tensor, int, int], Tensor]:
-        """A function ``(codes, row, col) -> (n, K)`` logits equal to :meth:`naive_logits_at`
-        that runs the network only on the window of the position's receptive field (rows
-        ``[row - S, row]``, columns ``[col - S, col + S]``, S = ``config.receptive_reach``).
-        Must be called in raster order with codes before (row, col) final."""
-        s = self.config.receptive_reach
-
-        def logits_at(codes: Tensor, row: int, col: int) -> Tensor:
-            r0, c0 = max(0, row - s), max(0, col - s)
-            rows, cols = slice(r0, row + 1), slice(c0, col + s + 1)
-            conds = [_crop(t, rows, cols) for t in block_conds]
-            return self._logits(self.embed(codes[:, rows, cols]), conds)[:, :, row - r0, col - c0]
-
-        return logits_at
-
-
-class PixelCNN(_CodePriorNetwork):
+class PixelCNN(PriorNetwork):
     """Plain PixelCNN over code maps (PixelRNN §3.4): embedding, a ``first_kernel_size`` masked
     convolution of type A, ``num_layers`` residual blocks of type-B masked convolutions, ReLU,
     1x1 convolutions to K logits.
 
     Kept to show the blind spot: stacked masked kernels never reach some positions above and to
     the right of the current one (see :func:`receptive_field`). ``config.arch`` is ignored here
-    (:class:`PixelCNNPrior` uses it to choose the network). Conditioning, when configured, is a
-    bias on each block's masked convolution.
+    (:class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` uses it to choose the network).
+    Conditioning, when configured, is a bias on each block's masked convolution.
 
     ``codes`` (B, H, W) int64 in [0, K) -> logits (B, K, H, W).
     """
@@ -676,14 +535,14 @@ class PixelCNN(_CodePriorNetwork):
         )
         self.head = OutputHead(c.channels, c.codebook_size)
 
-    def _logits(self, x: Tensor, block_conds: list[Tensor | None]) -> Tensor:
+    def run(self, x: Tensor, block_conds: list[Tensor | None]) -> Tensor:
         h = self.input_conv(x)  # (B, C, H, W)
         for block, cond_bias in zip(self.blocks, block_conds):
             h = block(h, cond_bias)
         return self.head(h)  # (B, K, H, W)
 
 
-class GatedPixelCNN(_CodePriorNetwork):
+class GatedPixelCNN(PriorNetwork):
     """Gated PixelCNN over code maps (van den Oord et al. 2016, §2.2-2.3): no blind spot.
 
     Embedding (``nn.Embedding(K, embed_dim)``), shifted down (vertical stack input) and right
@@ -709,8 +568,21 @@ class GatedPixelCNN(_CodePriorNetwork):
         )
         self.head = OutputHead(c.channels, c.codebook_size)
 
-    def _run_horizontal(self, h: Tensor, links: list[Tensor], block_conds: list[Tensor | None]
-                        ) -> Tensor:
+    def vertical_stack(self, x: Tensor, block_conds: list[Tensor | None]) -> list[Tensor]:
+        """The vertical stack on embedded codes ``x`` (B, E, H, W), shifted down one row first:
+        each block's link to the horizontal stack, (B, 2C, H, W); row r sees code rows < r."""
+        v = shift_down(x)  # (B, E, H, W)
+        links = []
+        for block, cond_bias in zip(self.blocks, block_conds):
+            v_pre, v = block.vertical(v, cond_bias)
+            links.append(block.v_to_h(v_pre))  # (B, 2C, H, W)
+        return links
+
+    def horizontal_stack(self, x: Tensor, links: list[Tensor],
+                         block_conds: list[Tensor | None]) -> Tensor:
+        """The horizontal stack on embedded codes ``x`` (B, E, H, W), shifted right one column
+        first, with the vertical stack's ``links``, then the head: logits (B, K, H, W)."""
+        h = shift_right(x)  # (B, E, H, W)
         skips = None
         for block, link, cond_bias in zip(self.blocks, links, block_conds):
             h, skip = block.horizontal(h, link, cond_bias)
@@ -718,260 +590,8 @@ class GatedPixelCNN(_CodePriorNetwork):
                 skips = skip if skips is None else skips + skip
         return self.head(skips if skips is not None else h)  # (B, K, H, W)
 
-    def _run_vertical(self, v: Tensor, block_conds: list[Tensor | None]) -> list[Tensor]:
-        links = []
-        for block, cond_bias in zip(self.blocks, block_conds):
-            v_pre, v = block.vertical(v, cond_bias)
-            links.append(block.v_to_h(v_pre))  # (B, 2C, H, W)
-        return links
-
-    def _logits(self, x: Tensor, block_conds: list[Tensor | None]) -> Tensor:
-        links = self._run_vertical(shift_down(x), block_conds)
-        return self._run_horizontal(shift_right(x), links, block_conds)
-
-    def fast_logits_fn(self, block_conds: list[Tensor | None]
-                       ) -> Callable[[Tensor, int, int], Tensor]:
-        """Like the base version, but the vertical stack (which only sees rows above) runs once
-        per row on rows ``[row - S - 1, row]``, and per position only the horizontal stack runs,
-        on columns ``[col - S - 1, col]`` of the current row (Ramachandran et al. 2017's idea of
-        recomputing only what changed)."""
-        reach = self.config.receptive_reach + 1  # + 1: the input shift
-        cache: dict[str, object] = {"row": None, "links": None}
-
-        def logits_at(codes: Tensor, row: int, col: int) -> Tensor:
-            if cache["row"] != row:  # codes of all rows above are final now
-                r0 = max(0, row - reach)
-                rows = slice(r0, row + 1)
-                conds = [_crop(t, rows, slice(None)) for t in block_conds]
-                x = self.embed(codes[:, rows])  # (n, E, rows, W)
-                links = self._run_vertical(shift_down(x), conds)
-                cache["row"] = row
-                cache["links"] = [link[:, :, -1:] for link in links]  # (n, 2C, 1, W) each
-            # Columns [c0, c1): those col can see, at least two wide where the grid allows
-            # (columns right of col cannot change it): PyTorch picks other kernels for tiny maps,
-            # which round differently; two columns keep the logits equal to the full network's.
-            c0 = max(0, col - reach)
-            c1 = min(codes.shape[2], max(col + 1, c0 + 2))
-            cols = slice(c0, c1)
-            conds = [_crop(t, slice(row, row + 1), cols) for t in block_conds]
-            links = [link[:, :, :, cols] for link in cache["links"]]  # (n, 2C, 1, c1 - c0)
-            h = shift_right(self.embed(codes[:, row:row + 1, cols]))  # (n, E, 1, c1 - c0)
-            return self._run_horizontal(h, links, conds)[:, :, 0, col - c0]  # (n, K)
-
-        return logits_at
-
-
-# --------------------------------------------------------------------------------------------
-# The prior: one class for checkpoints, training and sampling
-# --------------------------------------------------------------------------------------------
-def _choose_codes(logits: Tensor, uniforms: Tensor, temperature: float,
-                  top_k: int | None) -> Tensor:
-    """One categorical draw per row by the Gumbel-max trick.
-
-    ``logits`` (n, K), ``uniforms`` (n, K) in [0, 1) -> (n,) int64. ``argmax(logits / T + g)``
-    with Gumbel noise ``g = -log(-log(u))`` samples ``softmax(logits / T)``; ``T = 0`` is the
-    argmax (greedy). ``top_k`` keeps the k largest logits (ties with the k-th are kept).
-    """
-    logits = logits.float()
-    if top_k is not None and top_k < logits.shape[1]:
-        kth = logits.topk(top_k, dim=1).values[:, -1:]  # (n, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if temperature == 0:
-        return logits.argmax(dim=1)
-    tiny = torch.finfo(torch.float32).tiny
-    gumbel = -torch.log(-torch.log(uniforms.float().clamp(min=tiny)))  # (n, K)
-    return (logits / temperature + gumbel).argmax(dim=1)
-
-
-class PixelCNNPrior(nn.Module):
-    """An autoregressive prior over code maps: :class:`GatedPixelCNN` (``arch="gated"``) or
-    :class:`PixelCNN` (``arch="plain"``) as ``self.net``, with the loss and the samplers.
-
-    ``forward(codes, label=None, cond_map=None)`` -> :class:`PriorOutput`;
-    ``sample(n, shape, ...)`` -> (n, H, W) int64 codes. Any grid size works.
-    """
-
-    def __init__(self, config: PriorConfig) -> None:
-        super().__init__()
-        if not isinstance(config, PriorConfig):
-            raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
-        self.config = config
-        network_class = GatedPixelCNN if config.arch == "gated" else PixelCNN
-        self.net: _CodePriorNetwork = network_class(config)
-
-    def logits(self, codes: Tensor, label: Tensor | None = None,
-               cond_map: Tensor | None = None) -> Tensor:
-        """(B, H, W) int64 codes -> (B, K, H, W) logits; see :meth:`GatedPixelCNN.forward`."""
-        return self.net(codes, label, cond_map)
-
-    def forward(self, codes: Tensor, label: Tensor | None = None,
-                cond_map: Tensor | None = None) -> PriorOutput:
-        """Logits and the categorical cross-entropy of ``codes`` under the prior.
-
-        Args:
-            codes: (B, H, W) int64 in [0, K).
-            label: (B,) int64 in [0, num_classes), iff the prior is class-conditional.
-            cond_map: (B, h, w) int64 in [0, cond_codebook_size), iff spatially conditioned.
-
-        Returns:
-            :class:`PriorOutput` (loss in nats per code, bits_per_code in bits).
-
-        Raises:
-            TypeError, ValueError: bad codes or conditioning.
-        """
-        logits = self.net(codes, label, cond_map)  # (B, K, H, W)
-        loss = F.cross_entropy(logits.float(), codes)
-        return PriorOutput(logits=logits, loss=loss, bits_per_code=loss.detach() / LN2)
-
-    # ---- sampling ---------------------------------------------------------------------------
-    def _sampling_inputs(self, n, shape, label, cond_map, temperature, top_k, generator,
-                         prefix, start, known):
-        """Validate :meth:`sample`'s arguments; returns (H, W, label, cond_map, codes, known)."""
-        c = self.config
-        device = next(self.parameters()).device
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n (number of samples) must be an int >= 1, got {n!r}")
-        if prefix is not None:
-            check_codes(prefix, c.codebook_size, "prefix")
-            if prefix.shape[0] != n:
-                raise ValueError(
-                    f"prefix must have shape (n, H, W) with n = {n}, got {tuple(prefix.shape)}"
-                )
-            if shape is not None and tuple(shape) != tuple(prefix.shape[1:]):
-                raise ValueError(
-                    f"shape {tuple(shape)} does not match the prefix grid {tuple(prefix.shape[1:])}"
-                )
-            shape = tuple(prefix.shape[1:])
-            if (start is None) == (known is None):
-                raise ValueError(
-                    "with prefix, pass exactly one of start=(row, col) (keep the codes before it "
-                    "in raster order) or known=(n, H, W) / (H, W) bool mask (keep the True "
-                    "positions)"
-                )
-        elif start is not None or known is not None:
-            raise ValueError("start/known need prefix=(n, H, W) codes to keep")
-        if (shape is None or not isinstance(shape, (tuple, list)) or len(shape) != 2
-                or not all(isinstance(s, int) and s >= 1 for s in shape)):
-            raise ValueError(f"shape must be (H, W), two ints >= 1, got {shape!r}")
-        height, width = shape
-        if (not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
-                or temperature < 0):
-            raise ValueError(
-                f"temperature must be a finite number >= 0 (1: the model's distribution, < 1: "
-                f"sharper, 0: greedy argmax), got {temperature!r}"
-            )
-        if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= c.codebook_size):
-            raise ValueError(
-                f"top_k must be None or an int in [1, {c.codebook_size}], got {top_k!r}"
-            )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
-        if isinstance(label, int) and not isinstance(label, bool):
-            label = torch.full((n,), label, dtype=torch.int64)
-        if isinstance(label, Tensor) and label.dim() == 1 and label.shape[0] == 1 and n > 1:
-            label = label.expand(n)
-        if isinstance(cond_map, Tensor) and cond_map.dim() == 2:
-            cond_map = cond_map[None]  # (h, w) -> (1, h, w)
-        if (isinstance(cond_map, Tensor) and cond_map.dim() == 3 and cond_map.shape[0] == 1
-                and n > 1):
-            cond_map = cond_map.expand(n, -1, -1)  # (n, h, w)
-        label = label.to(device) if isinstance(label, Tensor) else label
-        cond_map = cond_map.to(device) if isinstance(cond_map, Tensor) else cond_map
-        self.net.check_condition(label, cond_map, n, height, width)
-        codes = torch.zeros(n, height, width, dtype=torch.int64, device=device)
-        if prefix is not None:
-            codes = prefix.to(device).clone()
-            if start is not None:
-                if (not isinstance(start, (tuple, list)) or len(start) != 2
-                        or not all(isinstance(s, int) for s in start)):
-                    raise ValueError(f"start must be (row, col) ints, got {start!r}")
-                index = start[0] * width + start[1]
-                inside = 0 <= start[0] <= height and 0 <= start[1] < width
-                if not (inside and index <= height * width):
-                    raise ValueError(
-                        f"start {tuple(start)} is outside the grid ({height}, {width})"
-                    )
-                raster = torch.arange(height * width, device=device).view(height, width)  # (H, W)
-                known = raster < index  # (H, W)
-            if not isinstance(known, Tensor) or known.dtype != torch.bool:
-                raise TypeError("known must be a bool tensor of shape (n, H, W) or (H, W)")
-            if known.shape == (height, width):
-                known = known[None].expand(n, height, width)  # (n, H, W)
-            if known.shape != (n, height, width):
-                raise ValueError(
-                    f"known must have shape ({n}, {height}, {width}) or ({height}, {width}), "
-                    f"got {tuple(known.shape)}"
-                )
-            known = known.to(device)
-        return height, width, label, cond_map, codes, known
-
-    @torch.no_grad()
-    def sample(self, n: int, shape: tuple[int, int] | None = None,
-               label: int | Tensor | None = None, cond_map: Tensor | None = None,
-               temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, fast: bool = True, *,
-               prefix: Tensor | None = None, start: tuple[int, int] | None = None,
-               known: Tensor | None = None, progress: bool = False) -> Tensor:
-        """Draw code maps position by position in raster order.
-
-        Per position, ``n`` x K uniforms are drawn from ``generator`` (always, also where the
-        code is kept), and a code is chosen by the Gumbel-max trick: the same draws in the same
-        order for ``fast=True`` and ``fast=False``, so both give identical samples for the same
-        generator state. The model is in eval mode (no dropout) while sampling.
-
-        Args:
-            n: number of code maps (>= 1).
-            shape: (H, W) of the grid; may be left out when ``prefix`` is given.
-            label: class index (int) or (n,) int64, iff the prior is class-conditional.
-            cond_map: (n, h, w) (or (h, w)) int64 conditioning codes, iff spatially conditioned.
-            temperature: divides the logits; 1 samples the model, < 1 is sharper, 0 is greedy.
-            top_k: keep only the k most likely codes at each position (None: all K).
-            generator: a ``torch.Generator`` (CPU or the model's device) for reproducibility.
-            fast: run only the receptive field per position (True) or the whole network (False).
-            prefix: (n, H, W) int64 codes for completion; the known positions keep their codes.
-            start: (row, col): keep the prefix codes before this position in raster order
-                (``(H // 2, 0)`` keeps the top half).
-            known: (n, H, W) or (H, W) bool, True where the prefix code is kept.
-            progress: show a tqdm bar over rows.
-
-        Returns:
-            (n, H, W) int64 codes in [0, K) on the model's device.
-
-        Raises:
-            ValueError, TypeError: bad arguments (each names the argument).
-        """
-        height, width, label, cond_map, codes, known = self._sampling_inputs(
-            n, shape, label, cond_map, temperature, top_k, generator, prefix, start, known
-        )
-        k = self.config.codebook_size
-        draw_device = generator.device if generator is not None else codes.device
-        was_training = self.training
-        self.eval()
-        try:
-            cond = self.net.condition_features(label, cond_map, height, width)
-            block_conds = self.net.block_conditions(cond)
-            if fast:
-                logits_at = self.net.fast_logits_fn(block_conds)
-            else:
-                def logits_at(current: Tensor, row: int, col: int) -> Tensor:
-                    return self.net.naive_logits_at(current, row, col, block_conds)
-            for row in tqdm(range(height), desc="sampling rows", disable=not progress):
-                for col in range(width):
-                    uniforms = torch.rand((n, k), generator=generator, device=draw_device)
-                    if known is not None:
-                        todo = ~known[:, row, col]  # (n,)
-                        if not bool(todo.any()):
-                            continue
-                    new = _choose_codes(logits_at(codes, row, col), uniforms.to(codes.device),
-                                        temperature, top_k)  # (n,)
-                    if known is not None:
-                        new = torch.where(todo, new, codes[:, row, col])
-                    codes[:, row, col] = new
-        finally:
-            self.train(was_training)
-        return codes
+    def run(self, x: Tensor, block_conds: list[Tensor | None]) -> Tensor:
+        return self.horizontal_stack(x, self.vertical_stack(x, block_conds), block_conds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -987,7 +607,8 @@ def receptive_field(model: nn.Module, shape: tuple[int, int], position: tuple[in
     a nonzero gradient for some of the ``samples`` maps. Eval mode (no dropout) while measuring.
 
     Args:
-        model: a :class:`PixelCNNPrior`, :class:`GatedPixelCNN` or :class:`PixelCNN`.
+        model: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (its ``net``),
+            :class:`GatedPixelCNN` or :class:`PixelCNN`.
         shape: (H, W) of the grid.
         position: (row, col) of the output position.
         samples: random code maps used (more makes an accidental zero gradient less likely).
@@ -1001,8 +622,8 @@ def receptive_field(model: nn.Module, shape: tuple[int, int], position: tuple[in
         TypeError: ``model`` is not one of the above.
         ValueError: ``position`` outside the grid.
     """
-    net = model.net if isinstance(model, PixelCNNPrior) else model
-    if not isinstance(net, _CodePriorNetwork):
+    net = model.net if isinstance(getattr(model, "net", None), PriorNetwork) else model
+    if not isinstance(net, PriorNetwork):
         raise TypeError(
             "model must be a PixelCNNPrior, GatedPixelCNN or PixelCNN, got "
             f"{type(model).__name__}"

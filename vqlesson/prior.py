@@ -69,7 +69,7 @@ from .loop import (
     resume_from,
     save_epoch,
 )
-from .pixelcnn import LN2, PixelCNNPrior, nll
+from .pixelcnn_prior import LN2, PixelCNNPrior, nll
 from .runtime import get_device, seed_everything
 
 def check_prior(prior: object) -> PixelCNNPrior:

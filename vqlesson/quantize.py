@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
+from .validate import check_codes, check_latents
 
 INIT_METHODS = ("kmeans", "random")
 # Noise added to data vectors copied into the codebook (k-means resampling, dead-code restarts),
@@ -143,6 +144,46 @@ def kmeans(x: Tensor, k: int, iters: int) -> tuple[Tensor, Tensor]:
     assign = squared_distances(x, centroids).argmin(dim=1)  # (N,)
     counts = torch.bincount(assign, minlength=k).to(x.dtype)  # (k,)
     return centroids, counts
+
+
+class EMAStep(NamedTuple):
+    """The EMA statistics and codebook after one step (see :func:`ema_step`).
+
+    Attributes:
+        cluster_size: (K,) float, ``N``: the running count of vectors assigned to each code.
+        embed_sum: (K, D) float, ``m``: the running sum of those vectors.
+        codebook: (K, D) float, the code vectors ``m / N~`` (Laplace-smoothed ``N~``).
+    """
+
+    cluster_size: Tensor
+    embed_sum: Tensor
+    codebook: Tensor
+
+
+def ema_step(cluster_size: Tensor, embed_sum: Tensor, counts: Tensor, sums: Tensor,
+             decay: float, eps: float) -> EMAStep:
+    """One EMA step of the codebook (appendix A.1), with Laplace smoothing of the counts.
+
+    ``N <- decay N + (1 - decay) n``, ``m <- decay m + (1 - decay) s``, then
+    ``e = m / N~`` with ``N~ = (N + eps) / (sum N + K eps) * sum N`` (an unused code never
+    divides by zero). Pure: the inputs are not changed.
+
+    Args:
+        cluster_size: (K,) float, ``N`` before the step.
+        embed_sum: (K, D) float, ``m`` before the step.
+        counts: (K,) float, ``n``: the vectors assigned to each code in this step.
+        sums: (K, D) float, ``s``: the sum of the vectors assigned to each code.
+        decay: gamma in [0, 1) (paper: 0.99).
+        eps: the Laplace smoothing, > 0.
+
+    Returns:
+        :class:`EMAStep` ``(cluster_size (K,), embed_sum (K, D), codebook (K, D))``.
+    """
+    cluster_size = cluster_size.mul(decay).add(counts, alpha=1.0 - decay)  # (K,)
+    embed_sum = embed_sum.mul(decay).add(sums, alpha=1.0 - decay)  # (K, D)
+    n = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (n + cluster_size.shape[0] * eps) * n  # (K,)
+    return EMAStep(cluster_size, embed_sum, embed_sum / smoothed.unsqueeze(1))  # (K, D)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,13 +303,14 @@ class VectorQuantizer(nn.Module):
         return self.embedding
 
     def forward(self, z_e: Tensor) -> VQOutput:
-        """Quantise encoder outputs.
+        """Quantise encoder outputs: nearest code vector, loss and straight-through gradient.
 
-        In training mode this also initialises the codebook on the first call (``init="kmeans"``),
-        updates it by EMA (``ema=True``) and restarts dead codes. Every call adds this batch's
-        code usage to ``usage_counts``. Under a ``torch.distributed`` process group (torchrun) a
-        training-mode call is collective: every process must make it; the statistics, usage and
-        perplexity are then those of all processes' batches together (module docstring).
+        In training mode the codebook also learns: the first call initialises it
+        (``init="kmeans"``, before its lookup), and every call then updates it from this batch's
+        assignments (:meth:`update_codebook`: EMA, dead-code restarts, and under a
+        ``torch.distributed`` process group the sums over all processes, so the call is
+        collective and the usage and perplexity are those of all processes' batches; module
+        docstring). Every call adds this batch's code usage to ``usage_counts``.
 
         Args:
             z_e: (B, D, H, W) float encoder outputs, D = ``code_dim``; any float dtype.
@@ -280,18 +322,17 @@ class VectorQuantizer(nn.Module):
             TypeError: ``z_e`` is not a floating-point tensor.
             ValueError: ``z_e`` is not (B, D, H, W) with D = ``code_dim``.
         """
-        self._check_latents(z_e)
+        check_latents(z_e, self.code_dim, "z_e")
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             z = z_e.float()  # (B, D, H, W)
             b, d, h, w = z.shape
             flat_z = z.permute(0, 2, 3, 1).reshape(-1, d)  # (B·H·W, D)
             if self.training and not bool(self.initialized):
-                self._initialize(flat_z.detach())
+                self._initialize_codebook(flat_z.detach())
 
             codebook = self.codebook.float()  # (K, D)
             with torch.no_grad():
                 flat_indices = squared_distances(flat_z, codebook).argmin(dim=1)  # (B·H·W,)
-                counts = torch.bincount(flat_indices, minlength=self.codebook_size).float()  # (K,)
             flat_e = F.embedding(flat_indices, codebook)  # (B·H·W, D)
             e = flat_e.view(b, h, w, d).permute(0, 3, 1, 2)  # (B, D, H, W)
 
@@ -303,22 +344,45 @@ class VectorQuantizer(nn.Module):
             z_q = z + (e - z).detach()  # (B, D, H, W): value e, gradient straight through to z_e
 
             with torch.no_grad():
-                sums = None
-                if self.training and self.ema:
-                    sums = torch.zeros_like(codebook).index_add_(
-                        0, flat_indices, flat_z.detach()
-                    )  # (K, D)
-                if self._synced():
-                    counts, sums = self._all_reduce_statistics(counts, sums)
-                perplexity = perplexity_from_counts(counts)
-                self.usage_counts += counts.round().to(self.usage_counts.dtype)
                 if self.training:
-                    if self.ema:
-                        self._ema_update(counts, sums)
-                    self.last_restarts = self._restart_dead_codes(flat_z.detach(), counts)
+                    counts = self.update_codebook(flat_z.detach(), flat_indices)
+                else:
+                    counts = self._count_codes(flat_indices)
+                self.usage_counts += counts.round().to(self.usage_counts.dtype)
+                perplexity = perplexity_from_counts(counts)
 
         indices = flat_indices.view(b, h, w)  # (B, H, W)
         return VQOutput(z_q.to(z_e.dtype), indices, loss, perplexity)
+
+    @torch.no_grad()
+    def update_codebook(self, flat_z: Tensor, indices: Tensor) -> Tensor:
+        """Learn from one training batch's assignments (training only; :meth:`forward` calls it
+        after the lookup).
+
+        Counts the vectors assigned to each code (and, with EMA, sums them); under a process
+        group sums both over all processes; then one EMA step (``ema=True``, :meth:`ema_update`)
+        and the dead-code restarts (``restart_dead_after``; their number in
+        ``last_restarts``).
+
+        Args:
+            flat_z: (N, D) float32 encoder outputs of this batch (detached).
+            indices: (N,) int64 in [0, K), the code each was assigned.
+
+        Returns:
+            (K,) float32 assignment counts of this step (of all processes under a group).
+        """
+        counts = self._count_codes(indices)  # (K,)
+        sums = None
+        if self.ema:
+            sums = flat_z.new_zeros(self.codebook_size, self.code_dim).index_add_(
+                0, indices, flat_z
+            )  # (K, D)
+        if self._synced():
+            counts, sums = self._all_reduce_statistics(counts, sums)
+        if self.ema:
+            self.ema_update(counts, sums)
+        self.last_restarts = self._restart_dead_codes(flat_z, counts)
+        return counts
 
     @torch.no_grad()
     def nearest_indices(self, z_e: Tensor) -> Tensor:
@@ -333,7 +397,7 @@ class VectorQuantizer(nn.Module):
         Raises:
             TypeError, ValueError: as :meth:`forward`.
         """
-        self._check_latents(z_e)
+        check_latents(z_e, self.code_dim, "z_e")
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             b, d, h, w = z_e.shape
             flat_z = z_e.float().permute(0, 2, 3, 1).reshape(-1, d)  # (B·H·W, D)
@@ -353,22 +417,7 @@ class VectorQuantizer(nn.Module):
             TypeError: ``indices`` is not an integer tensor.
             ValueError: ``indices`` is not 3-D or has values outside ``[0, K)``.
         """
-        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex():
-            raise TypeError(
-                f"indices must be an integer tensor (int64), got "
-                f"{indices.dtype if isinstance(indices, Tensor) else type(indices).__name__}"
-            )
-        if indices.dim() != 3:
-            raise ValueError(
-                f"indices must have shape (B, H, W), got shape {tuple(indices.shape)}"
-            )
-        if indices.numel() > 0:
-            low, high = int(indices.min()), int(indices.max())
-            if low < 0 or high >= self.codebook_size:
-                raise ValueError(
-                    f"indices must lie in [0, {self.codebook_size}) (codebook_size), "
-                    f"got values in [{low}, {high}]"
-                )
+        check_codes(indices, self.codebook_size, "indices")
         e = F.embedding(indices.long(), self.codebook)  # (B, H, W, D)
         return e.permute(0, 3, 1, 2).contiguous()  # (B, D, H, W)
 
@@ -406,6 +455,21 @@ class VectorQuantizer(nn.Module):
         self.steps_since_used.zero_()
         self.initialized.fill_(True)
 
+    @torch.no_grad()
+    def ema_update(self, counts: Tensor, sums: Tensor) -> None:
+        """Apply one EMA step (:func:`ema_step`) to the codebook and its statistics
+        (``ema=True`` only), from this step's assignment statistics.
+
+        Args:
+            counts: (K,) float32, vectors assigned to each code in this step (n_i).
+            sums: (K, D) float32, the sum of the vectors assigned to each code.
+        """
+        step = ema_step(self.ema_cluster_size, self.ema_embed_sum, counts, sums, self.decay,
+                        self.eps)
+        self.ema_cluster_size.copy_(step.cluster_size)
+        self.ema_embed_sum.copy_(step.embed_sum)
+        self.embedding.copy_(step.codebook)  # (K, D)
+
     def reset_usage(self) -> None:
         """Zero ``usage_counts`` (call at the start of an epoch)."""
         self.usage_counts.zero_()
@@ -429,17 +493,6 @@ class VectorQuantizer(nn.Module):
         )
 
     # ---- internals --------------------------------------------------------------------------
-    def _check_latents(self, z_e: Tensor) -> None:
-        if not isinstance(z_e, Tensor):
-            raise TypeError(f"z_e must be a torch.Tensor, got {type(z_e).__name__}")
-        if not z_e.is_floating_point():
-            raise TypeError(f"z_e must be a floating-point tensor, got dtype {z_e.dtype}")
-        if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:
-            raise ValueError(
-                f"z_e must have shape (B, D, H, W) with D = code_dim = {self.code_dim}; "
-                f"got shape {tuple(z_e.shape)}"
-            )
-
     def _synced(self) -> bool:
         """Whether this forward keeps the codebook in step across processes (training mode
         under a ``torch.distributed`` process group)."""
@@ -457,7 +510,7 @@ class VectorQuantizer(nn.Module):
         return packed[:, 0].contiguous(), packed[:, 1:].contiguous()  # (K,), (K, D)
 
     @torch.no_grad()
-    def _initialize(self, flat_z: Tensor) -> None:
+    def _initialize_codebook(self, flat_z: Tensor) -> None:
         """Data-dependent init on the first training batch. flat_z: (N, D) float32.
 
         Under a process group: k-means on rank 0 over all processes' vectors, broadcast."""
@@ -475,23 +528,9 @@ class VectorQuantizer(nn.Module):
             self.set_codebook(centroids, counts.clamp(min=1.0))
         self.initialized.fill_(True)
 
-    @torch.no_grad()
-    def _ema_update(self, counts: Tensor, sums: Tensor) -> None:
-        """One EMA step of the codebook (appendix A.1), from this step's assignment statistics.
-
-        ``N_i <- decay N_i + (1 - decay) n_i``, ``m_i <- decay m_i + (1 - decay) sum of z assigned
-        to i``, then ``e_i = m_i / N~_i`` with the Laplace-smoothed size
-        ``N~_i = (N_i + eps) / (n + K eps) * n`` and ``n = sum_i N_i``.
-
-        Args:
-            counts: (K,) float32, vectors assigned to each code in this step (n_i).
-            sums: (K, D) float32, the sum of the vectors assigned to each code.
-        """
-        self.ema_cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
-        self.ema_embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
-        n = self.ema_cluster_size.sum()
-        smoothed = (self.ema_cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
-        self.embedding.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))  # (K, D)
+    def _count_codes(self, indices: Tensor) -> Tensor:
+        """(N,) int64 codes -> (K,) float32, how often each code occurs."""
+        return torch.bincount(indices, minlength=self.codebook_size).float()  # (K,)
 
     @torch.no_grad()
     def _restart_dead_codes(self, flat_z: Tensor, counts: Tensor) -> int:

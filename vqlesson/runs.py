@@ -447,7 +447,7 @@ class _PriorJob(NamedTuple):
 def _train_level(job: _PriorJob, level: str | None, say: Report) -> tuple[Any, dict, dict]:
     """Train (or resume) the prior of one level; ``(prior, history, summary entry)``."""
     from .configs import prior_config_for
-    from .pixelcnn import PixelCNNPrior
+    from .pixelcnn_prior import PixelCNNPrior
     from .prior import PriorTrainConfig, evaluate_prior, train_prior
 
     name, path, c = level or "codes", job.run.prior(level), job.config

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .pixelcnn import PixelCNNPrior
+from .pixelcnn_prior import PixelCNNPrior
 from .prior import check_prior
 from .runtime import eval_mode
 from .vqvae import VQVAE

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqlesson.quantize import INIT_METHODS, VectorQuantizer
+from vqlesson.validate import check_images, check_latents, nearby_valid_sizes
 
 ENCODER_FACTORS = (2, 4, 8)  # downsampling factors the Encoder/Decoder blocks support
 VQVAE_FACTORS = (4, 8)  # downsampling factors of the VQ-VAE / VAE models
@@ -40,42 +41,6 @@ def _num_halvings(downsample: int) -> int:
     return downsample.bit_length() - 1  # 2 -> 1, 4 -> 2, 8 -> 3
 
 
-def nearby_valid_sizes(size: int, downsample: int) -> list[int]:
-    """Multiples of ``downsample`` closest to ``size`` (one below, one above; positive only)."""
-    below = (size // downsample) * downsample
-    return [s for s in (below, below + downsample) if s > 0]
-
-
-def check_images(x: Tensor, in_channels: int, downsample: int, name: str = "x") -> None:
-    """Validate an image batch for an encoder.
-
-    Args:
-        x: expected (B, in_channels, H, W) float with H and W divisible by ``downsample``.
-
-    Raises:
-        TypeError: ``x`` is not a floating-point tensor.
-        ValueError: wrong number of dimensions or channels, or a side not divisible by
-            ``downsample`` (the message lists the nearest valid sizes).
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{name} must be a float tensor in [-1, 1], got dtype {x.dtype} "
-            f"(convert uint8 images with x.float() / 127.5 - 1)"
-        )
-    if x.dim() != 4 or x.shape[1] != in_channels:
-        raise ValueError(
-            f"{name} must have shape (B, {in_channels}, H, W) (in_channels = {in_channels}); "
-            f"got shape {tuple(x.shape)}"
-        )
-    for side_name, side in (("height", x.shape[2]), ("width", x.shape[3])):
-        if side % downsample != 0:
-            raise ValueError(
-                f"{name} {side_name} {side} is not divisible by the downsampling factor "
-                f"{downsample}; resize or crop to a multiple of {downsample}, e.g. "
-                f"{' or '.join(str(s) for s in nearby_valid_sizes(side, downsample))}"
-            )
 
 
 def _check_common_config(config: "VQVAEConfig | VAEConfig") -> None:
@@ -180,7 +145,7 @@ class Encoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x, self.in_channels, self.downsample)
+        check_images(x, channels=self.in_channels, multiple_of=self.downsample)
         return self.net(x)
 
 
@@ -354,7 +319,7 @@ class VQVAE(nn.Module):
             (B, H/f, W/f) int64 in [0, K).
 
         Raises:
-            TypeError, ValueError: bad ``x`` (see :func:`check_images`).
+            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.validate.check_images`).
         """
         return self.quantizer.nearest_indices(self.encode_latents(x))
 
@@ -382,7 +347,7 @@ class VQVAE(nn.Module):
             :class:`VQVAEOutput`.
 
         Raises:
-            TypeError, ValueError: bad ``x`` (see :func:`check_images`).
+            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.validate.check_images`).
         """
         vq = self.quantizer(self.encode_latents(x))
         x_hat = torch.tanh(self.decoder(vq.z_q))  # (B, C, H, W) in [-1, 1]
@@ -511,12 +476,7 @@ class VAE(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """Latents (B, L, h, w) -> images (B, C, h*f, w*f) in [-1, 1]."""
-        if not isinstance(z, Tensor) or z.dim() != 4 or z.shape[1] != self.config.latent_channels:
-            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(
-                f"z must have shape (B, {self.config.latent_channels}, h, w) "
-                f"(latent_channels = {self.config.latent_channels}); got {shape}"
-            )
+        check_latents(z, self.config.latent_channels, "z", channels_name="latent_channels")
         return torch.tanh(self.decoder(z))
 
     def forward(self, x: Tensor) -> VAEOutput:
@@ -526,7 +486,7 @@ class VAE(nn.Module):
             x: (B, C, H, W) float in [-1, 1], H and W multiples of ``config.downsample``.
 
         Raises:
-            TypeError, ValueError: bad ``x`` (see :func:`check_images`).
+            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.validate.check_images`).
         """
         mu, logvar = self.moments(x)  # (B, L, h, w) each
         if self.training:  # reparameterisation: a sample of q(z|x), differentiable in mu, logvar

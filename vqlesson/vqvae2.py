@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqlesson.quantize import INIT_METHODS, VectorQuantizer
-from vqlesson.vqvae import Decoder, Encoder, check_images, nearby_valid_sizes
+from vqlesson.validate import (
+    check_codes,
+    check_images,
+    check_latents,
+    check_level_shapes,
+    nearby_valid_sizes,
+)
+from vqlesson.vqvae import Decoder, Encoder
 
 BOTTOM_FACTOR = 4  # image -> bottom grid
 TOP_FACTOR = 2  # bottom grid -> top grid
@@ -65,36 +72,6 @@ def _check_config(config: "VQVAE2Config") -> None:
     if config.init not in INIT_METHODS:
         raise ValueError(f"init must be one of {INIT_METHODS}, got {config.init!r}")
     # beta, decay, eps and restart_dead_after are checked by VectorQuantizer on construction.
-
-
-def _check_indices(indices: Tensor, name: str, codebook_size: int) -> None:
-    """Raise a clear TypeError/ValueError unless ``indices`` is (B, h, w) int in [0, K)."""
-    if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex():
-        got = indices.dtype if isinstance(indices, Tensor) else type(indices).__name__
-        raise TypeError(f"{name} must be an integer (int64) tensor of code indices, got {got}")
-    if indices.dim() != 3:
-        raise ValueError(f"{name} must have shape (B, h, w), got shape {tuple(indices.shape)}")
-    if indices.numel() > 0:
-        low, high = int(indices.min()), int(indices.max())
-        if low < 0 or high >= codebook_size:
-            raise ValueError(
-                f"{name} must lie in [0, {codebook_size}) (the {name.split('_')[0]} codebook "
-                f"size), got values in [{low}, {high}]"
-            )
-
-
-def _check_level_shapes(top: Tensor, bottom: Tensor, top_name: str, bottom_name: str) -> None:
-    """The bottom grid must be the top grid upsampled by 2, with the same batch size."""
-    bt, bb = top.shape[0], bottom.shape[0]
-    top_hw, bottom_hw = tuple(top.shape[-2:]), tuple(bottom.shape[-2:])
-    expected = (top_hw[0] * TOP_FACTOR, top_hw[1] * TOP_FACTOR)
-    if bt != bb or bottom_hw != expected:
-        raise ValueError(
-            f"{top_name} and {bottom_name} do not belong together: the bottom grid must be "
-            f"{TOP_FACTOR}x the top grid with the same batch size, i.e. {bottom_name} of "
-            f"(B={bt}, {expected[0]}, {expected[1]}) for {top_name} of spatial shape {top_hw}; "
-            f"got {top_name} {tuple(top.shape)} and {bottom_name} {tuple(bottom.shape)}"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,17 +243,9 @@ class VQVAE2(nn.Module):
             ValueError: not (B, D, ...) with D = ``config.code_dim``, or grids that do not match
                 (the bottom grid must be 2x the top grid, same batch size).
         """
-        d = self.config.code_dim
-        for name, z in (("z_q_top", z_q_top), ("z_q_bottom", z_q_bottom)):
-            if not isinstance(z, Tensor) or not z.is_floating_point():
-                got = z.dtype if isinstance(z, Tensor) else type(z).__name__
-                raise TypeError(f"{name} must be a float tensor, got {got}")
-            if z.dim() != 4 or z.shape[1] != d:
-                raise ValueError(
-                    f"{name} must have shape (B, {d}, h, w) (code_dim = {d}); "
-                    f"got shape {tuple(z.shape)}"
-                )
-        _check_level_shapes(z_q_top, z_q_bottom, "z_q_top", "z_q_bottom")
+        check_latents(z_q_top, self.config.code_dim, "z_q_top")
+        check_latents(z_q_bottom, self.config.code_dim, "z_q_bottom")
+        check_level_shapes(z_q_top, z_q_bottom, "z_q_top", "z_q_bottom", TOP_FACTOR)
         top_up = self.upsample_top(z_q_top)  # (B, D, 2h, 2w)
         joint = torch.cat([z_q_bottom, top_up.to(z_q_bottom.dtype)], dim=1)  # (B, 2D, 2h, 2w)
         return torch.tanh(self.decoder(joint))  # (B, C, 8h, 8w) in [-1, 1]
@@ -296,9 +265,9 @@ class VQVAE2(nn.Module):
             ``top_indices`` and ``bottom_indices``.
 
         Raises:
-            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.vqvae.check_images`).
+            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.validate.check_images`).
         """
-        check_images(x, self.config.in_channels, TOTAL_FACTOR)
+        check_images(x, channels=self.config.in_channels, multiple_of=TOTAL_FACTOR)
         h_bottom = self.encoder_bottom(x)  # (B, hidden, H/4, W/4)
         z_e_top = self.pre_quant_top(self.encoder_top(h_bottom))  # (B, D, H/8, W/8)
         top = self.quantizer_top.nearest_indices(z_e_top)  # (B, H/8, W/8)
@@ -322,9 +291,9 @@ class VQVAE2(nn.Module):
             ValueError: not 3-D, indices out of range, or grids that do not match (the bottom
                 grid must be 2x the top grid, same batch size).
         """
-        _check_indices(top, "top_indices", self.config.codebook_size_top)
-        _check_indices(bottom, "bottom_indices", self.config.codebook_size_bottom)
-        _check_level_shapes(top, bottom, "top_indices", "bottom_indices")
+        check_codes(top, self.config.codebook_size_top, "top_indices", layout="(B, h, w)")
+        check_codes(bottom, self.config.codebook_size_bottom, "bottom_indices", layout="(B, h, w)")
+        check_level_shapes(top, bottom, "top_indices", "bottom_indices", TOP_FACTOR)
         z_q_top = self.quantizer_top.lookup(top)  # (B, D, h, w)
         z_q_bottom = self.quantizer_bottom.lookup(bottom)  # (B, D, 2h, 2w)
         return self.decode_codes(z_q_top, z_q_bottom)
@@ -342,9 +311,9 @@ class VQVAE2(nn.Module):
             :class:`VQVAE2Output`.
 
         Raises:
-            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.vqvae.check_images`).
+            TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.validate.check_images`).
         """
-        check_images(x, self.config.in_channels, TOTAL_FACTOR)
+        check_images(x, channels=self.config.in_channels, multiple_of=TOTAL_FACTOR)
         h_bottom = self.encoder_bottom(x)  # (B, hidden, H/4, W/4)
         z_e_top = self.pre_quant_top(self.encoder_top(h_bottom))  # (B, D, H/8, W/8)
         vq_top = self.quantizer_top(z_e_top)  # z_q (B, D, H/8, W/8), indices (B, H/8, W/8)

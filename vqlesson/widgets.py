@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .metrics import psnr, to_unit_range
 from .plots import image_grid
+from .validate import check_images
 
 WIDGETS_ENV = "VQLESSON_WIDGETS"
 HEADLESS_ENVS = ("CI", "PYTEST_CURRENT_TEST", "VQLESSON_GRADING")
@@ -106,12 +107,6 @@ def _reconstruct(model: nn.Module, images: Tensor) -> Tensor:
         return model.decode_indices(*parts).cpu()
 
 
-def _check_images(images: object, name: str = "images") -> None:
-    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be (N, 3, S, S) float in [-1, 1], got {shape}")
-
-
 # --------------------------------------------------------------------------------------------
 # Codebook explorer
 # --------------------------------------------------------------------------------------------
@@ -148,10 +143,12 @@ def code_patches(model: nn.Module, images: Tensor, code: int, max_patches: int =
         :class:`CodePatches`, empty (P = 0) when no position uses the code.
 
     Raises:
-        ValueError: bad images, ``max_patches`` < 1, ``context`` < 0, or code maps that do not
-            divide the image size.
+        TypeError, ValueError: images that are not (N, 3, S, S) float (see
+            :func:`~vqlesson.validate.check_images`).
+        ValueError: ``max_patches`` < 1, ``context`` < 0, or code maps that do not divide the
+            image size.
     """
-    _check_images(images)
+    check_images(images, "images", channels=3)
     if max_patches < 1 or context < 0:
         raise ValueError(f"need max_patches >= 1 and context >= 0, got {max_patches}, {context}")
     codes = _codes(model, images, level) if codes is None else codes.cpu()
@@ -186,7 +183,7 @@ def codebook_explorer(model: nn.Module, images: Tensor, max_patches: int = 16,
         The displayed widget, or, without a widget frontend, a ``Figure`` of ``static_codes``
         codes.
     """
-    _check_images(images)
+    check_images(images, "images", channels=3)
     codes = _codes(model, images, level)  # (N, h, w)
     counts = torch.bincount(codes.flatten())
     order = [int(k) for k in torch.argsort(counts, descending=True) if counts[k] > 0]
@@ -269,9 +266,11 @@ def reconstruction_viewer(model: nn.Module, images: Tensor, indices: Sequence[in
         The displayed widget, or a ``Figure`` with one row per chosen lesion.
 
     Raises:
-        ValueError: bad images or an index outside ``[0, N)``.
+        TypeError, ValueError: images that are not (N, 3, S, S) float (see
+            :func:`~vqlesson.validate.check_images`).
+        ValueError: an index outside ``[0, N)``.
     """
-    _check_images(images)
+    check_images(images, "images", channels=3)
     chosen = list(range(min(4, images.shape[0]))) if indices is None else [int(i) for i in indices]
     if not chosen or any(not 0 <= i < images.shape[0] for i in chosen):
         raise ValueError(f"indices must be in [0, {images.shape[0]}), got {chosen}")
@@ -306,7 +305,7 @@ def temperature_explorer(vqvae: nn.Module, prior: nn.Module, n: int = 6, label: 
 
     Args:
         vqvae: the trained VQ-VAE (or VQ-VAE-2) whose codes the prior models.
-        prior: a :class:`~vqlesson.pixelcnn.PixelCNNPrior` (or the pair of a VQ-VAE-2).
+        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (or the pair of a VQ-VAE-2).
         n: samples per temperature (>= 1).
         label: class index for a class-conditional prior.
         temperatures: rows of the static figure.

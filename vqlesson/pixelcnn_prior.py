@@ -1,0 +1,456 @@
+"""The autoregressive prior over VQ-VAE code maps: likelihood in bits and sampling.
+
+A trained VQ-VAE turns an image into a map of codes (B, H, W), integers in ``[0, K)``. The prior
+models ``p(codes) = prod_i p(code_i | code_<i)`` in raster order (row by row, left to right) with
+one of the networks of :mod:`vqlesson.pixelcnn`, so new code maps can be sampled position by
+position and decoded into images.
+
+Implements:
+
+- van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves & Kavukcuoglu (2016), *Conditional
+  Image Generation with PixelCNN Decoders*, §2 and §3.1: the prior is trained by maximum
+  likelihood, a softmax over the K codes at every position, and reported in bits (here bits per
+  code, :func:`nll`, and bits per image dimension, :func:`bits_per_dim`); samples are drawn one
+  position at a time from the conditional distributions, optionally given a class label or a
+  conditioning map (§2.3).
+- Ramachandran, Le Paine, Khorrami, Babaeizadeh, Chang, Zhang, Hasegawa-Johnson, Campbell & Huang
+  (2017), *Fast Generation for Convolutional Autoregressive Models*: recompute only what the next
+  position can see. For the gated network the vertical stack is computed once per row (on the
+  rows its receptive field reaches) and only the horizontal stack runs per position
+  (:func:`cached_logits_fn`); for the plain network the network runs on the window of its
+  receptive field (:func:`windowed_logits_fn`). The fast and the naive sampler
+  (:func:`naive_logits_fn`, the whole network per position) draw the same random numbers in the
+  same order, so with the same generator they give identical samples. (The two compute the same
+  sums on differently sized inputs, for which PyTorch may pick kernels that round differently,
+  e.g. for a batch of one on the CPU: the logits then agree to about 1e-7, and a sample could only
+  differ on a tie that close.)
+
+The loss is the categorical cross-entropy over the K codes (softmax over K logits per position).
+Codes are *categories*: code 17 is not "close" to code 18, so regressing them with a mean squared
+error would be wrong, and so would a binary cross-entropy (there are K classes per position, not
+K independent yes/no variables).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .pixelcnn import GatedPixelCNN, PixelCNN, PriorConfig, PriorNetwork
+from .validate import check_codes
+
+LN2 = math.log(2.0)
+
+#: ``(codes (n, H, W), row, col) -> logits (n, K)`` at one position (see :func:`naive_logits_fn`).
+LogitsAt = Callable[[Tensor, int, int], Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# The likelihood in bits
+# --------------------------------------------------------------------------------------------
+def nll(logits: Tensor, codes: Tensor, reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of code maps in **bits per code**.
+
+    The categorical cross-entropy (softmax over the K logits of each position) in nats, divided
+    by ln 2. Codes are categories, so this, not a mean squared error on the codes, is the
+    right loss; a model that predicts every code with probability 1/K scores log2 K bits.
+
+    Args:
+        logits: (B, K, H, W) float, unnormalised log-probabilities.
+        codes: (B, H, W) int64 in [0, K), the observed codes.
+        reduction: ``"mean"`` (scalar, mean over all positions and images) or ``"none"``
+            ((B, H, W), bits for each position).
+
+    Returns:
+        Bits per code, >= 0 (differentiable).
+
+    Raises:
+        ValueError: mismatched shapes or an unknown ``reduction``.
+    """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if logits.dim() != 4 or codes.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(
+            f"logits (B, K, H, W) and codes (B, H, W) do not match: logits {tuple(logits.shape)}, "
+            f"codes {tuple(codes.shape)}"
+        )
+    nats = F.cross_entropy(logits.float(), codes, reduction=reduction)
+    return nats / LN2
+
+
+def bits_per_dim(bits_per_code: float | Tensor, codes_per_image: int,
+                 image_dims: int | tuple[int, ...]) -> float | Tensor:
+    """Bits per image dimension, the unit of the likelihood literature (e.g. PixelCNN on CIFAR-10).
+
+    ``bits_per_code * codes_per_image / image_dims``: the bits the prior needs for one image's code
+    map, spread over its sub-pixels. This counts the prior's cost only (the VQ-VAE decoder's
+    reconstruction term is left out), so it is a lower bound on a full model's bits per dim.
+
+    Args:
+        bits_per_code: from :func:`nll` (float or scalar tensor).
+        codes_per_image: H·W of the code map (for VQ-VAE-2, top plus bottom positions).
+        image_dims: the number of sub-pixels 3·H·W of the image, or its shape, e.g. (3, 64, 64).
+
+    Raises:
+        ValueError: a count that is not positive.
+    """
+    is_shape = isinstance(image_dims, (tuple, list, torch.Size))
+    dims = math.prod(image_dims) if is_shape else image_dims
+    if not isinstance(codes_per_image, int) or codes_per_image < 1:
+        raise ValueError(f"codes_per_image must be an int >= 1, got {codes_per_image!r}")
+    if not isinstance(dims, int) or dims < 1:
+        raise ValueError(
+            f"image_dims must be a positive int or a shape like (3, H, W), got {image_dims!r}"
+        )
+    return bits_per_code * codes_per_image / dims
+
+
+class PriorOutput(NamedTuple):
+    """What :meth:`PixelCNNPrior.forward` returns.
+
+    Attributes:
+        logits: (B, K, H, W) float, unnormalised log-probabilities of each code at each position.
+        loss: scalar, categorical cross-entropy in nats per code (minimise this).
+        bits_per_code: scalar, the same in bits (``loss / ln 2``, detached: a metric); log2 K
+            for a uniform guess.
+    """
+
+    logits: Tensor
+    loss: Tensor
+    bits_per_code: Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# Per-position logits for the samplers: naive, windowed (plain), cached (gated)
+# --------------------------------------------------------------------------------------------
+def _crop(t: Tensor | None, rows: slice, cols: slice) -> Tensor | None:
+    """Crop a per-block conditioning bias; a (B, C, 1, 1) label-only bias broadcasts as it is."""
+    if t is None or (t.shape[-2] == 1 and t.shape[-1] == 1):
+        return t
+    return t[:, :, rows, cols]
+
+
+def naive_logits_fn(net: PriorNetwork, block_conds: list[Tensor | None]) -> LogitsAt:
+    """``(codes (n, H, W), row, col) -> (n, K)``: the whole network on the whole grid, the
+    logits at (row, col). ``block_conds`` from ``net.block_conditions``."""
+    def logits_at(codes: Tensor, row: int, col: int) -> Tensor:
+        return net.run(net.embed(codes), block_conds)[:, :, row, col]
+
+    return logits_at
+
+
+def windowed_logits_fn(net: PriorNetwork, block_conds: list[Tensor | None]) -> LogitsAt:
+    """Like :func:`naive_logits_fn`, but the network runs only on the window of the position's
+    receptive field (rows ``[row - S, row]``, columns ``[col - S, col + S]``,
+    S = ``config.receptive_reach``). Call in raster order with the codes before (row, col) final."""
+    s = net.config.receptive_reach
+
+    def logits_at(codes: Tensor, row: int, col: int) -> Tensor:
+        r0, c0 = max(0, row - s), max(0, col - s)
+        rows, cols = slice(r0, row + 1), slice(c0, col + s + 1)
+        conds = [_crop(t, rows, cols) for t in block_conds]
+        return net.run(net.embed(codes[:, rows, cols]), conds)[:, :, row - r0, col - c0]
+
+    return logits_at
+
+
+def cached_logits_fn(net: GatedPixelCNN, block_conds: list[Tensor | None]) -> LogitsAt:
+    """Like :func:`naive_logits_fn` for the gated network, but the vertical stack (which only
+    sees rows above) runs once per row on rows ``[row - S - 1, row]`` and is cached; per
+    position only the horizontal stack runs, on columns ``[col - S - 1, col]`` of the current
+    row (Ramachandran et al. 2017). Call in raster order with the codes before (row, col) final."""
+    reach = net.config.receptive_reach + 1  # + 1: the input shift
+    cache: dict[str, object] = {"row": None, "links": None}
+
+    def logits_at(codes: Tensor, row: int, col: int) -> Tensor:
+        if cache["row"] != row:  # codes of all rows above are final now
+            rows = slice(max(0, row - reach), row + 1)
+            conds = [_crop(t, rows, slice(None)) for t in block_conds]
+            links = net.vertical_stack(net.embed(codes[:, rows]), conds)  # (n, 2C, rows, W) each
+            cache["row"] = row
+            cache["links"] = [link[:, :, -1:] for link in links]  # (n, 2C, 1, W) each
+        # Columns [c0, c1): those col can see, at least two wide where the grid allows
+        # (columns right of col cannot change it): PyTorch picks other kernels for tiny maps,
+        # which round differently; two columns keep the logits equal to the full network's.
+        c0 = max(0, col - reach)
+        c1 = min(codes.shape[2], max(col + 1, c0 + 2))
+        cols = slice(c0, c1)
+        conds = [_crop(t, slice(row, row + 1), cols) for t in block_conds]
+        links = [link[:, :, :, cols] for link in cache["links"]]  # (n, 2C, 1, c1 - c0)
+        x = net.embed(codes[:, row:row + 1, cols])  # (n, E, 1, c1 - c0)
+        return net.horizontal_stack(x, links, conds)[:, :, 0, col - c0]  # (n, K)
+
+    return logits_at
+
+
+def fast_logits_fn(net: PriorNetwork, block_conds: list[Tensor | None]) -> LogitsAt:
+    """The fast per-position logits of ``net``: :func:`cached_logits_fn` for a
+    :class:`~vqlesson.pixelcnn.GatedPixelCNN`, :func:`windowed_logits_fn` otherwise. Equal to
+    :func:`naive_logits_fn` up to rounding."""
+    if isinstance(net, GatedPixelCNN):
+        return cached_logits_fn(net, block_conds)
+    return windowed_logits_fn(net, block_conds)
+
+
+def _choose_codes(logits: Tensor, uniforms: Tensor, temperature: float,
+                  top_k: int | None) -> Tensor:
+    """One categorical draw per row by the Gumbel-max trick.
+
+    ``logits`` (n, K), ``uniforms`` (n, K) in [0, 1) -> (n,) int64. ``argmax(logits / T + g)``
+    with Gumbel noise ``g = -log(-log(u))`` samples ``softmax(logits / T)``; ``T = 0`` is the
+    argmax (greedy). ``top_k`` keeps the k largest logits (ties with the k-th are kept).
+    """
+    logits = logits.float()
+    if top_k is not None and top_k < logits.shape[1]:
+        kth = logits.topk(top_k, dim=1).values[:, -1:]  # (n, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if temperature == 0:
+        return logits.argmax(dim=1)
+    tiny = torch.finfo(torch.float32).tiny
+    gumbel = -torch.log(-torch.log(uniforms.float().clamp(min=tiny)))  # (n, K)
+    return (logits / temperature + gumbel).argmax(dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# The arguments of sample(), checked
+# --------------------------------------------------------------------------------------------
+class SamplingInputs(NamedTuple):
+    """:meth:`PixelCNNPrior.sample`'s arguments, checked and on the model's device.
+
+    Attributes:
+        height, width: the code grid.
+        label: (n,) int64 or ``None``.
+        cond_map: (n, h, w) int64 or ``None``.
+        codes: (n, H, W) int64, the prefix (cloned) or zeros: sampling fills it in place.
+        known: (n, H, W) bool, True where the prefix code is kept; ``None`` without a prefix.
+    """
+
+    height: int
+    width: int
+    label: Tensor | None
+    cond_map: Tensor | None
+    codes: Tensor
+    known: Tensor | None
+
+
+def _check_settings(temperature: object, top_k: object, generator: object,
+                    codebook_size: int) -> None:
+    """Raise a ValueError/TypeError naming ``temperature``, ``top_k`` or ``generator``."""
+    if (not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
+            or temperature < 0):
+        raise ValueError(
+            f"temperature must be a finite number >= 0 (1: the model's distribution, < 1: "
+            f"sharper, 0: greedy argmax), got {temperature!r}"
+        )
+    if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= codebook_size):
+        raise ValueError(
+            f"top_k must be None or an int in [1, {codebook_size}], got {top_k!r}"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+
+
+def _grid_shape(n: int, shape: object, prefix: Tensor | None, start: object, known: object,
+                codebook_size: int) -> tuple[int, int]:
+    """(H, W) from ``shape`` or the prefix; checks that ``start``/``known`` go with a prefix."""
+    if prefix is not None:
+        check_codes(prefix, codebook_size, "prefix", int64=True, nonempty=True)
+        if prefix.shape[0] != n:
+            raise ValueError(
+                f"prefix must have shape (n, H, W) with n = {n}, got {tuple(prefix.shape)}"
+            )
+        if shape is not None and tuple(shape) != tuple(prefix.shape[1:]):
+            raise ValueError(
+                f"shape {tuple(shape)} does not match the prefix grid {tuple(prefix.shape[1:])}"
+            )
+        shape = tuple(prefix.shape[1:])
+        if (start is None) == (known is None):
+            raise ValueError(
+                "with prefix, pass exactly one of start=(row, col) (keep the codes before it "
+                "in raster order) or known=(n, H, W) / (H, W) bool mask (keep the True "
+                "positions)"
+            )
+    elif start is not None or known is not None:
+        raise ValueError("start/known need prefix=(n, H, W) codes to keep")
+    if (shape is None or not isinstance(shape, (tuple, list)) or len(shape) != 2
+            or not all(isinstance(s, int) and s >= 1 for s in shape)):
+        raise ValueError(f"shape must be (H, W), two ints >= 1, got {shape!r}")
+    return shape[0], shape[1]
+
+
+def _broadcast_condition(n: int, label: object, cond_map: object, device: torch.device
+                         ) -> tuple[object, object]:
+    """An int label becomes (n,) int64, a (1,) label (n,), a (h, w) or (1, h, w) map (n, h, w);
+    tensors move to ``device``. Anything else is left for ``check_condition`` to reject."""
+    if isinstance(label, int) and not isinstance(label, bool):
+        label = torch.full((n,), label, dtype=torch.int64)
+    if isinstance(label, Tensor) and label.dim() == 1 and label.shape[0] == 1 and n > 1:
+        label = label.expand(n)
+    if isinstance(cond_map, Tensor) and cond_map.dim() == 2:
+        cond_map = cond_map[None]  # (h, w) -> (1, h, w)
+    if (isinstance(cond_map, Tensor) and cond_map.dim() == 3 and cond_map.shape[0] == 1
+            and n > 1):
+        cond_map = cond_map.expand(n, -1, -1)  # (n, h, w)
+    label = label.to(device) if isinstance(label, Tensor) else label
+    cond_map = cond_map.to(device) if isinstance(cond_map, Tensor) else cond_map
+    return label, cond_map
+
+
+def _known_mask(n: int, height: int, width: int, start: object, known: object,
+                device: torch.device) -> Tensor:
+    """The (n, H, W) bool mask of kept prefix positions, from ``start=(row, col)`` (the
+    positions before it in raster order) or a (n, H, W) / (H, W) bool ``known``."""
+    if start is not None:
+        if (not isinstance(start, (tuple, list)) or len(start) != 2
+                or not all(isinstance(s, int) for s in start)):
+            raise ValueError(f"start must be (row, col) ints, got {start!r}")
+        index = start[0] * width + start[1]
+        inside = 0 <= start[0] <= height and 0 <= start[1] < width
+        if not (inside and index <= height * width):
+            raise ValueError(f"start {tuple(start)} is outside the grid ({height}, {width})")
+        raster = torch.arange(height * width, device=device).view(height, width)  # (H, W)
+        known = raster < index  # (H, W)
+    if not isinstance(known, Tensor) or known.dtype != torch.bool:
+        raise TypeError("known must be a bool tensor of shape (n, H, W) or (H, W)")
+    if known.shape == (height, width):
+        known = known[None].expand(n, height, width)  # (n, H, W)
+    if known.shape != (n, height, width):
+        raise ValueError(
+            f"known must have shape ({n}, {height}, {width}) or ({height}, {width}), "
+            f"got {tuple(known.shape)}"
+        )
+    return known.to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# The prior: one class for checkpoints, training and sampling
+# --------------------------------------------------------------------------------------------
+class PixelCNNPrior(nn.Module):
+    """An autoregressive prior over code maps: :class:`~vqlesson.pixelcnn.GatedPixelCNN`
+    (``arch="gated"``) or :class:`~vqlesson.pixelcnn.PixelCNN` (``arch="plain"``) as
+    ``self.net``, with the loss and the samplers.
+
+    ``forward(codes, label=None, cond_map=None)`` -> :class:`PriorOutput`;
+    ``sample(n, shape, ...)`` -> (n, H, W) int64 codes. Any grid size works.
+    """
+
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        if not isinstance(config, PriorConfig):
+            raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
+        self.config = config
+        network_class = GatedPixelCNN if config.arch == "gated" else PixelCNN
+        self.net: PriorNetwork = network_class(config)
+
+    def logits(self, codes: Tensor, label: Tensor | None = None,
+               cond_map: Tensor | None = None) -> Tensor:
+        """(B, H, W) int64 codes -> (B, K, H, W) logits; see
+        :meth:`~vqlesson.pixelcnn.PriorNetwork.forward`."""
+        return self.net(codes, label, cond_map)
+
+    def forward(self, codes: Tensor, label: Tensor | None = None,
+                cond_map: Tensor | None = None) -> PriorOutput:
+        """Logits and the categorical cross-entropy of ``codes`` under the prior.
+
+        Args:
+            codes: (B, H, W) int64 in [0, K).
+            label: (B,) int64 in [0, num_classes), iff the prior is class-conditional.
+            cond_map: (B, h, w) int64 in [0, cond_codebook_size), iff spatially conditioned.
+
+        Returns:
+            :class:`PriorOutput` (loss in nats per code, bits_per_code in bits).
+
+        Raises:
+            TypeError, ValueError: bad codes or conditioning.
+        """
+        logits = self.net(codes, label, cond_map)  # (B, K, H, W)
+        loss = F.cross_entropy(logits.float(), codes)
+        return PriorOutput(logits=logits, loss=loss, bits_per_code=loss.detach() / LN2)
+
+    # ---- sampling ---------------------------------------------------------------------------
+    def _sampling_inputs(self, n, shape, label, cond_map, temperature, top_k, generator,
+                         prefix, start, known) -> SamplingInputs:
+        """Check :meth:`sample`'s arguments (each error names its argument) and prepare them."""
+        k = self.config.codebook_size
+        device = next(self.parameters()).device
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n (number of samples) must be an int >= 1, got {n!r}")
+        height, width = _grid_shape(n, shape, prefix, start, known, k)
+        _check_settings(temperature, top_k, generator, k)
+        label, cond_map = _broadcast_condition(n, label, cond_map, device)
+        self.net.check_condition(label, cond_map, n, height, width)
+        if prefix is None:
+            codes = torch.zeros(n, height, width, dtype=torch.int64, device=device)
+            return SamplingInputs(height, width, label, cond_map, codes, None)
+        known = _known_mask(n, height, width, start, known, device)
+        return SamplingInputs(height, width, label, cond_map, prefix.to(device).clone(), known)
+
+    @torch.no_grad()
+    def sample(self, n: int, shape: tuple[int, int] | None = None,
+               label: int | Tensor | None = None, cond_map: Tensor | None = None,
+               temperature: float = 1.0, top_k: int | None = None,
+               generator: torch.Generator | None = None, fast: bool = True, *,
+               prefix: Tensor | None = None, start: tuple[int, int] | None = None,
+               known: Tensor | None = None, progress: bool = False) -> Tensor:
+        """Draw code maps position by position in raster order.
+
+        Per position, ``n`` x K uniforms are drawn from ``generator`` (always, also where the
+        code is kept), and a code is chosen by the Gumbel-max trick: the same draws in the same
+        order for ``fast=True`` and ``fast=False``, so both give identical samples for the same
+        generator state. The model is in eval mode (no dropout) while sampling.
+
+        Args:
+            n: number of code maps (>= 1).
+            shape: (H, W) of the grid; may be left out when ``prefix`` is given.
+            label: class index (int) or (n,) int64, iff the prior is class-conditional.
+            cond_map: (n, h, w) (or (h, w)) int64 conditioning codes, iff spatially conditioned.
+            temperature: divides the logits; 1 samples the model, < 1 is sharper, 0 is greedy.
+            top_k: keep only the k most likely codes at each position (None: all K).
+            generator: a ``torch.Generator`` (CPU or the model's device) for reproducibility.
+            fast: run only the receptive field per position (True) or the whole network (False).
+            prefix: (n, H, W) int64 codes for completion; the known positions keep their codes.
+            start: (row, col): keep the prefix codes before this position in raster order
+                (``(H // 2, 0)`` keeps the top half).
+            known: (n, H, W) or (H, W) bool, True where the prefix code is kept.
+            progress: show a tqdm bar over rows.
+
+        Returns:
+            (n, H, W) int64 codes in [0, K) on the model's device.
+
+        Raises:
+            ValueError, TypeError: bad arguments (each names the argument).
+        """
+        height, width, label, cond_map, codes, known = self._sampling_inputs(
+            n, shape, label, cond_map, temperature, top_k, generator, prefix, start, known
+        )
+        k = self.config.codebook_size
+        draw_device = generator.device if generator is not None else codes.device
+        was_training = self.training
+        self.eval()
+        try:
+            cond = self.net.condition_features(label, cond_map, height, width)
+            block_conds = self.net.block_conditions(cond)
+            logits_at = (fast_logits_fn if fast else naive_logits_fn)(self.net, block_conds)
+            for row in tqdm(range(height), desc="sampling rows", disable=not progress):
+                for col in range(width):
+                    uniforms = torch.rand((n, k), generator=generator, device=draw_device)
+                    if known is not None:
+                        todo = ~known[:, row, col]  # (n,)
+                        if not bool(todo.any()):
+                            continue
+                    new = _choose_codes(logits_at(codes, row, col), uniforms.to(codes.device),
+                                        temperature, top_k)  # (n,)
+                    if known is not None:
+                        new = torch.where(todo, new, codes[:, row, col])
+                    codes[:, row, col] = new
+        finally:
+            self.train(was_training)
+        return codes
