@@ -49,7 +49,8 @@ def cifar_root(tmp_path, monkeypatch) -> Path:
     for name, content in contents.items():
         (folder / name).write_bytes(pickle.dumps(content))
         md5[name] = hashlib.md5((folder / name).read_bytes()).hexdigest()
-    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{b}", md5[f"data_batch_{b}"]] for b in range(1, 6)])
+    train_list = [[f"data_batch_{b}", md5[f"data_batch_{b}"]] for b in range(1, 6)]
+    monkeypatch.setattr(CIFAR10, "train_list", train_list)
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
     return tmp_path / "cifar10"
@@ -119,7 +120,8 @@ def test_missing_or_corrupted_data_says_how_to_download(tmp_path, cifar_root):
     with pytest.raises(FileNotFoundError) as missing:
         make_loaders("cifar10", root=tmp_path / "nowhere", profile="ci")
     message = str(missing.value)
-    assert "python -m vqlesson.download --dataset cifar10" in message and str(tmp_path / "nowhere") in message
+    assert "python -m vqlesson.download --dataset cifar10" in message
+    assert str(tmp_path / "nowhere") in message
     with open(cifar_root / CIFAR10.base_folder / "data_batch_3", "ab") as fh:
         fh.write(b"garbage")  # its MD5 no longer matches
     with pytest.raises(FileNotFoundError, match="corrupted.*download_cifar10"):

@@ -332,7 +332,8 @@ def test_a_corrupted_mirror_is_refused_and_the_next_one_used(tmp_path, server, f
     dest = tmp_path / "isic"
     fetch(dest, fixture_config(fixture_data, server.url("bad"), server.url()))
     assert_complete(dest, fixture_data)
-    assert [p for p, _ in server.state.requests_for(TRAIN_ZIP)] == ["/bad/" + TRAIN_ZIP, "/data/" + TRAIN_ZIP]
+    paths = [p for p, _ in server.state.requests_for(TRAIN_ZIP)]
+    assert paths == ["/bad/" + TRAIN_ZIP, "/data/" + TRAIN_ZIP]
 
 
 @pytest.mark.parametrize("name", [TRAIN_ZIP, TEST_CSV])
@@ -421,7 +422,8 @@ def test_zip_with_fewer_images_than_expected_fails(tmp_path, server, fixture_dat
     csv6 = fixture_data.files[TRAIN_CSV] + b"ISIC_0000099,benign\n"  # the CSV passes, the zip fails
     server.state.files[TRAIN_CSV] = csv6
     hashes = {n: sha256(fixture_data.files[n]) for n in ALL_FILES} | {TRAIN_CSV: sha256(csv6)}
-    with pytest.raises(VerificationError, match=f"{TRAIN_ZIP} holds JPEG images: 5, expected 6 \\(n_train=6\\)"):
+    message = f"{TRAIN_ZIP} holds 5 JPEG images, expected 6 \\(n_train=6\\)"
+    with pytest.raises(VerificationError, match=message):
         fetch(dest, fixture_config(fixture_data, server.url(), n_train=6, sha256=hashes))
     assert data_entries(dest) == []
     assert not (staging_of(dest) / TRAIN_ZIP).exists()  # the bad download is deleted
@@ -429,7 +431,7 @@ def test_zip_with_fewer_images_than_expected_fails(tmp_path, server, fixture_dat
 
 def test_csv_with_fewer_rows_than_expected_fails(tmp_path, server, fixture_data):
     dest = tmp_path / "isic"
-    with pytest.raises(VerificationError, match=f"{TEST_CSV} has label rows: 3, expected 4"):
+    with pytest.raises(VerificationError, match=f"{TEST_CSV} has 3 label rows, expected 4 \\(n_test=4\\)"):
         fetch(dest, fixture_config(fixture_data, server.url(), n_test=4))
     assert data_entries(dest) == []
 
@@ -448,7 +450,7 @@ def test_an_incomplete_folder_in_place_is_reported_not_replaced(tmp_path, server
     dest = tmp_path / "isic"
     (dest / TRAIN_DIR).mkdir(parents=True)
     (dest / TRAIN_DIR / "ISIC_0000000.jpg").write_bytes(fixture_data.train_images["ISIC_0000000"])
-    with pytest.raises(VerificationError, match="holds JPEG images: 1, expected 5.*Remove it"):
+    with pytest.raises(VerificationError, match="holds 1 JPEG images, expected 5.*Remove it"):
         fetch(dest, fixture_config(fixture_data, server.url()))
     assert [p.name for p in (dest / TRAIN_DIR).iterdir()] == ["ISIC_0000000.jpg"]  # untouched
     assert server.state.log == []
@@ -530,5 +532,6 @@ def test_command_line_help_errors_and_exit_status(tmp_path, fixture_data, capsys
         download.main(["--frobnicate"])
     assert bad.value.code == 2 and "--frobnicate" in capsys.readouterr().err
     config = write_config(tmp_path / "fixture.json", fixture_data)
-    status = download.main([str(tmp_path / "isic"), "--base-url", closed_port_url(), "--config", str(config)])
+    argv = [str(tmp_path / "isic"), "--base-url", closed_port_url(), "--config", str(config)]
+    status = download.main(argv)
     assert status == 1 and "error: could not download" in capsys.readouterr().err

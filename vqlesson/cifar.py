@@ -78,7 +78,9 @@ def _not_found(root: Path, why: str) -> FileNotFoundError:
         "folder that holds cifar-10-batches-py/.")
 
 
-def load_cifar10(root: str | os.PathLike | None, train: bool) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+def load_cifar10(
+    root: str | os.PathLike | None, train: bool
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
     """One CIFAR-10 split from disk: ``(images (N, 3, 32, 32) uint8, labels (N,) int64, classes)``.
 
     Args:
@@ -99,7 +101,8 @@ def load_cifar10(root: str | os.PathLike | None, train: bool) -> tuple[torch.Ten
         dataset = CIFAR10(str(root), train=train, download=False)
     except RuntimeError as err:  # torchvision: missing or corrupted files
         raise _not_found(root, f"torchvision says: {err}") from err
-    images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2)  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+    images = torch.from_numpy(np.ascontiguousarray(dataset.data))  # (N, 32, 32, 3) uint8
+    images = images.permute(0, 3, 1, 2)  # (N, 32, 32, 3) -> (N, 3, 32, 32)
     labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
     return images.contiguous(), labels, tuple(dataset.classes)
 

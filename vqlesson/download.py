@@ -17,8 +17,8 @@
 How ISIC 2016 is fetched: each file comes from :func:`vqlesson.fetch.fetch_file` (pooch with
 a resuming downloader: SHA-256 checked, an interrupted transfer continued with an HTTP Range
 request), trying ISIC's official challenge bucket first and the older archive bucket second; a
-network error is retried on the same URL before the next one is tried. Everything is downloaded and verified
-in a staging folder beside the target (``.ROOT.download``): SHA-256, image and row counts, and
+network error is retried on the same URL before the next one is tried. Everything is downloaded
+and verified in a staging folder beside the target (``.ROOT.download``): SHA-256, image and row counts, and
 that the images and labels of each split name the same ids. Only then are the zips unpacked
 (JPEGs only) and moved into ROOT, so a failed run leaves nothing half-installed there. A call
 that finds everything in place and verified downloads nothing.
@@ -44,8 +44,9 @@ from typing import Mapping, NamedTuple, Sequence
 from .fetch import DownloadError, VerificationError, fetch_file
 
 __all__ = [
-    "DATA_DIR_ENV", "DownloadError", "IsicDownloadConfig", "VerificationError", "default_data_root", "default_isic_root", "download_cifar10",
-    "download_isic2016", "main",
+    "DATA_DIR_ENV", "DownloadError", "IsicDownloadConfig", "VerificationError",
+    "add_download_arguments", "csv_ids", "default_data_root", "default_isic_root", "download_cifar10", "download_isic2016",
+    "main", "run_download",
 ]
 
 LOGGER = logging.getLogger("vqlesson")
@@ -127,7 +128,8 @@ class IsicDownloadConfig:
 
     Attributes:
         base_urls: base URLs tried in order for each file (official bucket, then the archive).
-        sha256: file name -> expected SHA-256 (64 hex digits), or ``None`` where none is known.
+        sha256: file name -> expected SHA-256 (64 hex digits), or ``None`` where none is known;
+            entries given are merged into the known ones.
         n_train, n_test: images (and label rows) of the training and test splits.
         retries: extra attempts on one URL after a network error (each resumes the transfer).
         retry_wait_s: seconds to wait before such an attempt.
@@ -144,16 +146,19 @@ class IsicDownloadConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.base_urls, str) or not self.base_urls:
-            raise ValueError(f"base_urls must be a non-empty sequence of URLs, got {self.base_urls!r}")
+            raise ValueError(f"base_urls must be a non-empty sequence of URLs, got "
+                             f"{self.base_urls!r}")
         object.__setattr__(self, "base_urls", tuple(self.base_urls))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.retries < 0 or self.retry_wait_s < 0 or self.timeout_s <= 0:
             raise ValueError("retries and retry_wait_s must be >= 0 and timeout_s > 0")
+        object.__setattr__(self, "sha256", {**KNOWN_SHA256, **self.sha256})
         for name, digest in self.sha256.items():
             if name not in KNOWN_SHA256:
-                raise ValueError(f"sha256 names an unknown file {name!r}; known: {', '.join(KNOWN_SHA256)}")
+                raise ValueError(f"sha256 names an unknown file {name!r}; known: "
+                                 f"{', '.join(KNOWN_SHA256)}")
             if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
                 raise ValueError(f"sha256 of {name} must be 64 hex digits or None, got {digest!r}")
 
@@ -169,8 +174,7 @@ class IsicDownloadConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "IsicDownloadConfig":
         """A config from a JSON object whose keys are field names (the others keep their
-        defaults; ``sha256`` entries are merged into the known ones). Raises ValueError naming
-        the file for bad JSON or an unknown key."""
+        defaults). Raises ValueError naming the file for bad JSON or an unknown key."""
         try:
             values = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
@@ -178,8 +182,6 @@ class IsicDownloadConfig:
         names = {f.name for f in fields(cls)}
         if not isinstance(values, dict) or set(values) - names:
             raise ValueError(f"{path} must hold a JSON object with keys among {sorted(names)}")
-        if "sha256" in values:
-            values["sha256"] = {**KNOWN_SHA256, **values["sha256"]}
         return cls(**values)
 
 
@@ -198,7 +200,8 @@ def _fetch(item: IsicFile, root: Path, staging: Path, config: IsicDownloadConfig
     except VerificationError as err:
         raise VerificationError(
             f"{err}\nNothing was installed. If the file really changed upstream, give its new "
-            "SHA-256 in a config file (python -m vqlesson.download --config FILE, see --help).") from err
+            "SHA-256 in a config file (python -m vqlesson.download --config FILE, see --help)."
+        ) from err
     except DownloadError as err:
         raise DownloadError(
             f"{err}\nWhat to do:\n"
@@ -287,18 +290,21 @@ def _image_ids(source: Path) -> set[str]:
 
 
 def _check_count(what: str, found: int, expected: int, split: str) -> None:
+    """Raise when ``found`` differs, e.g. "X.zip holds 5 JPEG images, expected 6 (n_train=6)"."""
     if found != expected:
         field_name = "n_train" if split == "train" else "n_test"
-        raise VerificationError(f"{what} {found}, expected {expected} ({field_name}={expected})")
+        raise VerificationError(
+            what.format(found) + f", expected {expected} ({field_name}={expected})")
 
 
 def _verify(item: IsicFile, path: Path, config: IsicDownloadConfig) -> None:
     """Counts of a fetched or hand-placed file: JPEGs in a zip, label rows in a CSV."""
     expected = config.expected(item.split)
     if item.is_zip:
-        _check_count(f"{item.name} holds JPEG images:", len(_zip_jpegs(path)), expected, item.split)
+        found = len(_zip_jpegs(path))
+        _check_count(f"{item.name} holds {{}} JPEG images", found, expected, item.split)
     else:
-        _check_count(f"{item.name} has label rows:", len(csv_ids(path)), expected, item.split)
+        _check_count(f"{item.name} has {{}} label rows", len(csv_ids(path)), expected, item.split)
 
 
 def _sha256(path: Path) -> str:
@@ -323,7 +329,8 @@ def _installed(root: Path, item: IsicFile, config: IsicDownloadConfig) -> bool:
             if not target.is_dir():
                 raise VerificationError(f"{target} exists but is not a folder.")
             found = sum(1 for p in target.iterdir() if _is_jpeg_name(p.name))
-            _check_count(f"{target} holds JPEG images:", found, config.expected(item.split), item.split)
+            _check_count(f"{target} holds {{}} JPEG images", found, config.expected(item.split),
+                         item.split)
         else:
             _verify(item, target, config)
             want = config.hash_of(item.name)
@@ -338,6 +345,12 @@ def _installed(root: Path, item: IsicFile, config: IsicDownloadConfig) -> bool:
 # --------------------------------------------------------------------------------------------
 # Obtaining, unpacking, installing
 # --------------------------------------------------------------------------------------------
+def _staging_dir(root: Path) -> Path:
+    """Where downloads are kept and checked before anything goes into ROOT: ``.ROOT.download``
+    beside it (same file system, so moving into place is a rename)."""
+    return root.parent / f".{root.name}.download"
+
+
 def _obtain(item: IsicFile, root: Path, staging: Path, config: IsicDownloadConfig,
             progress: bool) -> Path:
     """A verified copy of ``item``: a zip put into ROOT by hand, or a (finished) download."""
@@ -347,18 +360,21 @@ def _obtain(item: IsicFile, root: Path, staging: Path, config: IsicDownloadConfi
         want = config.hash_of(item.name)
         try:
             if want is not None and (got := _sha256(by_hand)) != want:
-                raise VerificationError(f"SHA-256 mismatch for {item.name}: expected {want}, got {got}")
+                raise VerificationError(
+                    f"SHA-256 mismatch for {item.name}: expected {want}, got {got}")
             _verify(item, by_hand, config)
         except VerificationError as err:
-            raise VerificationError(f"{err}. {by_hand} was put there by hand and is left in "
-                                    "place: replace it or remove it, and run the download again.") from err
+            raise VerificationError(
+                f"{err}. {by_hand} was put there by hand and is left in place: replace it or "
+                "remove it, and run the download again.") from err
         return by_hand
     path = _fetch(item, root, staging, config, progress)
     try:
         _verify(item, path, config)
     except VerificationError as err:
         path.unlink()
-        raise VerificationError(f"{err}. The bad download was deleted; nothing was installed.") from err
+        raise VerificationError(
+            f"{err}. The bad download was deleted; nothing was installed.") from err
     digest = config.hash_of(item.name) or _sha256(path)
     LOGGER.info("Verified %s (SHA-256 %s%s)", item.name, digest,
                 "" if config.hash_of(item.name) else ", no known value to compare with")
@@ -377,8 +393,8 @@ def _cross_check(split: str, sources: dict[str, Path], root: Path) -> None:
         raise VerificationError(
             f"{images.name} and {labels.name} do not match: {len(no_image)} labelled ids have no "
             f"image (e.g. {', '.join(no_image[:3]) or '-'}), {len(no_label)} images have no label "
-            f"(e.g. {', '.join(no_label[:3]) or '-'}). Nothing was installed; delete the staging "
-            "folder and run the download again.")
+            f"(e.g. {', '.join(no_label[:3]) or '-'}). Nothing was installed; delete "
+            f"{_staging_dir(root)} and run the download again.")
 
 
 def _unpack(path: Path, dest: Path, expected: int, split: str) -> None:
@@ -394,7 +410,7 @@ def _unpack(path: Path, dest: Path, expected: int, split: str) -> None:
             if not data.startswith(b"\xff\xd8"):
                 raise VerificationError(f"{path.name}: {info.filename} is not a JPEG image")
             (dest / base).write_bytes(data)
-    _check_count(f"{path.name} gave JPEG images:", len(members), expected, split)
+    _check_count(f"{path.name} gave {{}} JPEG images", len(members), expected, split)
 
 
 def _install(root: Path, staging: Path, needed: Sequence[IsicFile], sources: dict[str, Path],
@@ -406,7 +422,8 @@ def _install(root: Path, staging: Path, needed: Sequence[IsicFile], sources: dic
     for item in needed:
         if item.is_zip:
             LOGGER.info("Unpacking %s ...", item.name)
-            _unpack(sources[item.name], build / item.target, config.expected(item.split), item.split)
+            expected = config.expected(item.split)
+            _unpack(sources[item.name], build / item.target, expected, item.split)
         else:
             shutil.copyfile(sources[item.name], build / item.target)
     if not root.exists():
@@ -458,7 +475,7 @@ def download_isic2016(
         LOGGER.info("ISIC 2016 Part 3 is already in %s (%d training and %d test images with "
                     "labels); nothing to do", root, config.n_train, config.n_test)
         return root
-    staging = root.parent / f".{root.name}.download"
+    staging = _staging_dir(root)
     staging.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(staging / "install", ignore_errors=True)  # left by a run killed while unpacking
     try:
@@ -508,8 +525,9 @@ def download_cifar10(root: str | os.PathLike | None = None) -> Path:
         raise DownloadError(f"could not download CIFAR-10 from {CIFAR10.url}: {err}. Check your "
                             f"internet connection and run this again, or {by_hand}.") from err
     except RuntimeError as err:  # torchvision: an MD5 sum that does not match
-        raise VerificationError(f"CIFAR-10 in {root} is incomplete or corrupted ({err}); delete "
-                                f"{root / CIFAR10.base_folder} and run this again, or {by_hand}.") from err
+        raise VerificationError(
+            f"CIFAR-10 in {root} is incomplete or corrupted ({err}); delete "
+            f"{root / CIFAR10.base_folder} and run this again, or {by_hand}.") from err
     (root / CIFAR10.filename).unlink(missing_ok=True)
     return root
 
@@ -537,6 +555,9 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
 def run_download(args: argparse.Namespace, progress: bool = True) -> Path:
     """Run the download that ``args`` (from :func:`add_download_arguments`) describe."""
     if args.dataset == "cifar10":
+        if args.base_url or args.config:
+            raise ValueError("--base-url and --config are for ISIC 2016 only; CIFAR-10 comes from "
+                             "torchvision's URL")
         return download_cifar10(args.root)
     config = IsicDownloadConfig.from_json(args.config) if args.config else None
     return download_isic2016(args.root, config=config, base_urls=args.base_url, progress=progress)

@@ -72,7 +72,7 @@ class ResumableDownloader:
             headers["Range"] = f"bytes={offset}-"
         return requests.get(url, headers=headers, stream=True, timeout=self.timeout_s)
 
-    def __call__(self, url: str, output_file: str, pooch=None) -> None:  # noqa: ARG002 - pooch's API
+    def __call__(self, url: str, output_file: str, pooch=None) -> None:  # noqa: ARG002 - pooch API
         import requests
 
         offset = self.part.stat().st_size if self.part.exists() else 0
@@ -196,8 +196,7 @@ def fetch_file(
     part = folder / f"{name}.part"
     downloader = ResumableDownloader(part, progress, timeout_s)
     tried = []
-    for url in urls:
-        LOGGER.info("Downloading %s from %s", name, url)
+    for url in urls:  # pooch logs each "Downloading data from URL to file PATH"
         reason = _try_url(url, name, folder, sha256, retries, retry_wait_s, downloader)
         if reason is None:
             return folder / name
