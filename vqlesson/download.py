@@ -464,7 +464,8 @@ def download_isic2016(
         OSError: ROOT or the staging folder beside it cannot be written.
 
     A zip put into ROOT by hand is used instead of being downloaded (and left there). Nothing
-    in ROOT changes unless every missing file was fetched and verified.
+    in ROOT changes unless every missing file was fetched and verified. Call it from one process
+    only (before data-parallel workers start): two calls at once would share the staging folder.
     """
     config = config or IsicDownloadConfig()
     if base_urls:
