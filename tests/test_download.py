@@ -1,12 +1,13 @@
-"""Tests for data_download.sh, the ISIC 2016 Part 3 downloader (Gutman et al. 2016, arXiv:1605.01397).
+"""Tests for vqlesson.download (ISIC 2016 Part 3, Gutman et al. 2016, arXiv:1605.01397), its
+resumable fetch (vqlesson.fetch) and the data_download.sh wrapper.
 
-The real script is run with bash against a small local HTTP server that serves fixture data
-with the real file and folder names (5 training and 3 test JPEGs). The server is based on
-``http.server`` but answers Range requests, and can cut a response off after N bytes, ignore
-Range, or answer 404 for some URL prefixes; it logs every request with its Range header, so
-the tests can check that a second run sends no requests and that a resumed download asks for
-``bytes=N-`` with N > 0. The script's environment overrides (``ISIC2016_BASE_URLS``,
-``ISIC2016_EXPECT_*``, ``ISIC2016_SHA256_*``) point it at the server and the fixture sizes.
+Fixture data with the real file and folder names (5 training and 3 test JPEGs) is served by a
+local HTTP server on 127.0.0.1, based on ``http.server``, that answers Range requests and can cut
+a response off after N bytes, ignore Range, answer 404 for some URL prefixes or serve a corrupted
+copy on one prefix (a bad mirror). It logs every request with its Range header, so the tests can
+check that a second call sends no request and that a resumed download asks for ``bytes=N-``.
+The downloader is pointed at the server and the fixture's hashes and counts through
+:class:`IsicDownloadConfig` (the wrapper: ``--base-url`` and ``--config``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import os
 import re
 import shutil
@@ -25,8 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 from PIL import Image
+
+import vqlesson.download as download
+from vqlesson.data import ISIC2016, ISIC_FILES
+from vqlesson.download import (
+    DownloadError, IsicDownloadConfig, VerificationError, download_isic2016,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "data_download.sh"
@@ -37,13 +46,9 @@ TEST_ZIP = "ISBI2016_ISIC_Part3_Test_Data.zip"
 TEST_CSV = "ISBI2016_ISIC_Part3_Test_GroundTruth.csv"
 TRAIN_DIR = "ISBI2016_ISIC_Part3_Training_Data"
 TEST_DIR = "ISBI2016_ISIC_Part3_Test_Data"
+ALL_FILES = (TRAIN_ZIP, TRAIN_CSV, TEST_ZIP, TEST_CSV)
 
 N_TRAIN, N_TEST = 5, 3
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("bash") is None or shutil.which("curl") is None,
-    reason="data_download.sh needs bash and curl, and one of them is not installed",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,11 +63,10 @@ class FixtureData(NamedTuple):
 
 
 def _jpeg(seed: int, size: int = 48) -> bytes:
-    """A small noisy RGB JPEG (noise keeps it a few kB, so a zip is worth cutting in half)."""
-    raw = hashlib.sha256(str(seed).encode()).digest() * (size * size * 3 // 32 + 1)
-    img = Image.frombytes("RGB", (size, size), raw[: size * size * 3])
+    """A small noisy RGB JPEG (noise keeps it large for its size: about 2 bytes per pixel)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=95)
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=95)
     return buf.getvalue()
 
 
@@ -82,7 +86,9 @@ def _zip(images: dict[str, bytes], top: str | None, macosx: bool) -> bytes:
 
 @pytest.fixture(scope="module")
 def fixture_data() -> FixtureData:
-    train = {f"ISIC_{i:07d}": _jpeg(i) for i in range(N_TRAIN)}
+    # Training images of about 50 kB, so that a cut in the middle of the zip falls after the
+    # downloader's first few 64 kB chunks and leaves bytes to resume from.
+    train = {f"ISIC_{i:07d}": _jpeg(i, size=160) for i in range(N_TRAIN)}
     test = {f"ISIC_{100 + i:07d}": _jpeg(100 + i) for i in range(N_TEST)}
     train_labels = ["benign", "malignant", "benign", "benign", "malignant"]
     test_labels = ["0.0", "1.0", "0.0"]
@@ -113,6 +119,7 @@ class ServerState:
     cut_after: name -> N; the next response for that name sends N body bytes and then drops
         the connection (one-shot: the entry is removed when used).
     ignore_range: answer 200 with the whole file even when a Range is asked for.
+    corrupt: (prefix, name) pairs served with their last byte changed (a bad mirror).
     log: (path, Range header or None) of every request, in order.
     """
 
@@ -120,6 +127,7 @@ class ServerState:
     ok_prefixes: set[str] = field(default_factory=lambda: {"data"})
     cut_after: dict[str, int] = field(default_factory=dict)
     ignore_range: bool = False
+    corrupt: set[tuple[str, str]] = field(default_factory=set)
     log: list[tuple[str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -144,6 +152,8 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
             parts = self.path.strip("/").split("/")
             ok = len(parts) == 2 and parts[0] in state.ok_prefixes and parts[1] in state.files
             body = state.files[parts[1]] if ok else b""
+            if ok and (parts[0], parts[1]) in state.corrupt:
+                body = body[:-1] + bytes([body[-1] ^ 0xFF])
             cut = state.cut_after.pop(parts[-1], None) if ok else None
             ignore_range = state.ignore_range
         if not ok:
@@ -212,32 +222,20 @@ def closed_port_url() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Running the script
+# Running the downloader
 # --------------------------------------------------------------------------------------------
-def run_script(
-    dest: Path, base_urls: str, fixture_data: FixtureData, **overrides: str
-) -> subprocess.CompletedProcess:
-    """Run ``bash data_download.sh DEST`` against the fixture server; returns the finished process."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-        CURL_HOME=str(dest.parent),  # no user ~/.curlrc
-        ISIC2016_BASE_URLS=base_urls,
-        ISIC2016_EXPECT_TRAIN=str(N_TRAIN),
-        ISIC2016_EXPECT_TEST=str(N_TEST),
-        ISIC2016_SHA256_TRAIN_ZIP=sha256(fixture_data.files[TRAIN_ZIP]),
-        ISIC2016_SHA256_TRAIN_CSV=sha256(fixture_data.files[TRAIN_CSV]),
+def fixture_config(data: FixtureData, *urls: str, **changes) -> IsicDownloadConfig:
+    """The downloader's settings for the fixture data: its hashes and counts, fast retries."""
+    values = dict(
+        base_urls=urls, sha256={name: sha256(data.files[name]) for name in ALL_FILES},
+        n_train=N_TRAIN, n_test=N_TEST, retries=0, retry_wait_s=0.0, timeout_s=10.0,
     )
-    env.update(overrides)
-    return subprocess.run(
-        ["bash", str(SCRIPT), str(dest)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    values.update(changes)
+    return IsicDownloadConfig(**values)
+
+
+def fetch(dest: Path, config: IsicDownloadConfig) -> Path:
+    return download_isic2016(dest, config=config, progress=False)
 
 
 def assert_complete(dest: Path, data: FixtureData) -> None:
@@ -250,146 +248,191 @@ def assert_complete(dest: Path, data: FixtureData) -> None:
             assert (dest / folder / f"{image_id}.jpg").read_bytes() == content
     assert (dest / TRAIN_CSV).read_bytes() == data.files[TRAIN_CSV]
     assert (dest / TEST_CSV).read_bytes() == data.files[TEST_CSV]
-    assert len((dest / TRAIN_CSV).read_text().splitlines()) == N_TRAIN
-    assert len((dest / TEST_CSV).read_text().splitlines()) == N_TEST
+
+
+def staging_of(dest: Path) -> Path:
+    return dest.resolve().parent / f".{dest.name}.download"
 
 
 def data_entries(dest: Path) -> list[str]:
-    """Names in DEST that the loader could read (everything but the hidden .download folder)."""
-    return sorted(p.name for p in dest.iterdir() if p.name != ".download") if dest.exists() else []
+    """Names in DEST (what the loader could take for data)."""
+    return sorted(p.name for p in dest.iterdir()) if dest.exists() else []
 
 
 # --------------------------------------------------------------------------------------------
-# Tests
+# Success, no-op, the loader
 # --------------------------------------------------------------------------------------------
-def test_success_layout_and_second_run_is_noop(tmp_path, server, fixture_data):
-    dest = tmp_path / "isic data"  # a space in the path: the script must quote every variable
-    result = run_script(dest, server.url(), fixture_data)
-    assert result.returncode == 0, result.stderr
+def test_layout_matches_the_loader():
+    targets = {item.target for item in download.ISIC_DOWNLOADS}
+    assert targets == {name for pair in ISIC_FILES.values() for name in pair}
+
+
+def test_success_layout_and_second_call_is_noop(tmp_path, server, fixture_data):
+    dest = tmp_path / "isic data"  # a space in the path
+    assert fetch(dest, fixture_config(fixture_data, server.url())) == dest.resolve()
     assert_complete(dest, fixture_data)
-    assert not (dest / ".download").exists()  # no .part, zip or extraction folder left behind
-    assert "SHA-256 ok" in result.stderr
+    assert not staging_of(dest).exists()  # no .part, zip or extraction folder left behind
     assert len(server.state.log) == 4  # one request per file
 
+    assert fetch(dest, fixture_config(fixture_data, server.url())) == dest.resolve()
+    assert len(server.state.log) == 4  # no HTTP request at all
+    assert_complete(dest, fixture_data)
+    test = ISIC2016(dest, "test", image_size=16)
+    assert test.image_ids == list(fixture_data.test_images) and test.labels.tolist() == [0, 1, 0]
+
+
+def test_dataset_download_true_fetches_then_loads(tmp_path, server, fixture_data, monkeypatch):
+    config = fixture_config(fixture_data, server.url())
+    monkeypatch.setattr(download, "IsicDownloadConfig", lambda: config)  # the default settings
+    dest = tmp_path / "isic2016"
+    train = ISIC2016(dest, "train", image_size=16, val_fraction=0.0, download=True)
+    assert len(train) == N_TRAIN and train.labels.tolist() == [0, 1, 0, 0, 1]
+    assert len(server.state.log) == 4
+    again = ISIC2016(dest, "test", image_size=16, download=True)
+    assert len(again) == N_TEST and len(server.state.log) == 4  # in place: nothing fetched
+
+
+def test_default_root_is_under_the_data_dir(tmp_path, server, fixture_data, monkeypatch):
+    monkeypatch.setenv("VQLESSON_DATA_DIR", str(tmp_path / "store"))
+    root = download_isic2016(config=fixture_config(fixture_data, server.url()), progress=False)
+    assert root == (tmp_path / "store" / "isic2016").resolve()
+    assert_complete(root, fixture_data)
+
+
+def test_only_missing_parts_are_fetched_and_a_zip_placed_by_hand_is_used(tmp_path, server, fixture_data):
+    dest = tmp_path / "isic"
+    fetch(dest, fixture_config(fixture_data, server.url()))
+    shutil.rmtree(dest / TRAIN_DIR)
+    (dest / TRAIN_ZIP).write_bytes(fixture_data.files[TRAIN_ZIP])  # e.g. fetched with a browser
     n_requests = len(server.state.log)
-    again = run_script(dest, server.url(), fixture_data)
-    assert again.returncode == 0, again.stderr
-    assert "nothing to do" in again.stderr
-    assert len(server.state.log) == n_requests  # no HTTP request at all
+    fetch(dest, fixture_config(fixture_data, server.url()))
+    assert len(server.state.log) == n_requests  # the zip by hand was used, nothing else needed
+    assert (dest / TRAIN_ZIP).exists()  # the user's file is left alone
+    (dest / TRAIN_ZIP).unlink()
     assert_complete(dest, fixture_data)
 
 
+# --------------------------------------------------------------------------------------------
+# Mirrors, hashes, resume
+# --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("first", ["404", "closed port"])
-def test_falls_back_to_second_base_url(tmp_path, server, fixture_data, first):
+def test_falls_back_to_the_second_base_url(tmp_path, server, fixture_data, first):
     dest = tmp_path / "isic"
     first_url = server.url("gone") if first == "404" else closed_port_url()
-    result = run_script(dest, f"{first_url} {server.url()}", fixture_data)
-    assert result.returncode == 0, result.stderr
+    fetch(dest, fixture_config(fixture_data, first_url, server.url(), retries=1))
     assert_complete(dest, fixture_data)
-    for name in (TRAIN_ZIP, TRAIN_CSV, TEST_ZIP, TEST_CSV):
+    for name in ALL_FILES:
         paths = [path for path, _ in server.state.requests_for(name)]
-        expected = ["/gone/" + name, "/data/" + name] if first == "404" else ["/data/" + name]
-        assert paths == expected
+        assert paths == (["/gone/" + name, "/data/" + name] if first == "404" else ["/data/" + name])
 
 
-@pytest.mark.parametrize(
-    "variable, name", [("ISIC2016_SHA256_TRAIN_ZIP", TRAIN_ZIP), ("ISIC2016_SHA256_TRAIN_CSV", TRAIN_CSV)]
-)
-def test_checksum_mismatch_fails_and_deletes_download(tmp_path, server, fixture_data, variable, name):
+def test_a_corrupted_mirror_is_refused_and_the_next_one_used(tmp_path, server, fixture_data):
+    server.state.ok_prefixes.add("bad")
+    server.state.corrupt.add(("bad", TRAIN_ZIP))
+    dest = tmp_path / "isic"
+    fetch(dest, fixture_config(fixture_data, server.url("bad"), server.url()))
+    assert_complete(dest, fixture_data)
+    paths = [p for p, _ in server.state.requests_for(TRAIN_ZIP)]
+    assert paths == ["/bad/" + TRAIN_ZIP, "/data/" + TRAIN_ZIP]
+
+
+@pytest.mark.parametrize("name", [TRAIN_ZIP, TEST_CSV])
+def test_wrong_hash_is_refused_with_nothing_left_in_place(tmp_path, server, fixture_data, name):
     dest = tmp_path / "isic"
     wrong = "ab" * 32
-    result = run_script(dest, server.url(), fixture_data, **{variable: wrong})
-    assert result.returncode != 0
-    assert "SHA-256 mismatch" in result.stderr and name in result.stderr
-    assert wrong in result.stderr  # expected hash
-    assert sha256(fixture_data.files[name]) in result.stderr  # actual hash
+    hashes = {n: sha256(fixture_data.files[n]) for n in ALL_FILES} | {name: wrong}
+    with pytest.raises(VerificationError) as info:
+        fetch(dest, fixture_config(fixture_data, server.url(), sha256=hashes))
+    message = str(info.value)
+    assert name in message and wrong in message and sha256(fixture_data.files[name]) in message
+    assert "Nothing was installed" in message
     assert data_entries(dest) == []  # in particular no ISBI2016_ISIC_Part3_Training_Data
-    assert not (dest / ".download" / name).exists() and not (dest / ".download" / f"{name}.part").exists()
+    staging = staging_of(dest)
+    assert not (staging / name).exists() and not (staging / f"{name}.part").exists()
 
 
-def test_checksum_check_can_be_skipped(tmp_path, server, fixture_data):
-    dest = tmp_path / "isic"
-    result = run_script(
-        dest, server.url(), fixture_data, ISIC2016_SHA256_TRAIN_ZIP="", ISIC2016_SHA256_TRAIN_CSV=""
-    )
-    assert result.returncode == 0, result.stderr
-    assert "SHA-256 ok" not in result.stderr
-    assert_complete(dest, fixture_data)
+def kept_offset(range_header: str | None) -> int:
+    match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+    assert match, range_header
+    return int(match.group(1))
 
 
-def test_interrupted_download_resumes(tmp_path, server, fixture_data):
+def test_interrupted_download_resumes_in_the_same_call(tmp_path, server, fixture_data):
     dest = tmp_path / "isic"
     half = len(fixture_data.files[TRAIN_ZIP]) // 2
     server.state.cut_after[TRAIN_ZIP] = half
-
-    first = run_script(dest, server.url(), fixture_data)
-    assert first.returncode != 0
-    assert TRAIN_ZIP in first.stderr and "resume" in first.stderr
-    assert data_entries(dest) == []  # nothing the loader could take for data
-    assert (dest / ".download" / f"{TRAIN_ZIP}.part").stat().st_size == half
-
-    second = run_script(dest, server.url(), fixture_data)
-    assert second.returncode == 0, second.stderr
+    fetch(dest, fixture_config(fixture_data, server.url(), retries=1))
     assert_complete(dest, fixture_data)
     ranges = [rng for _, rng in server.state.requests_for(TRAIN_ZIP)]
     assert len(ranges) == 2 and ranges[0] is None
-    match = re.fullmatch(r"bytes=(\d+)-", ranges[1] or "")
-    assert match and int(match.group(1)) == half > 0
-    # Files completed in the first run are not fetched again.
-    assert len(server.state.requests_for(TRAIN_CSV)) == 1
+    assert 0 < kept_offset(ranges[1]) <= half  # the bytes received (whole chunks) were kept
+
+
+def test_interrupted_download_resumes_in_the_next_call(tmp_path, server, fixture_data):
+    dest = tmp_path / "isic"
+    half = len(fixture_data.files[TRAIN_ZIP]) // 2
+    server.state.cut_after[TRAIN_ZIP] = half
+    with pytest.raises(DownloadError) as info:
+        fetch(dest, fixture_config(fixture_data, server.url()))
+    assert "connection lost" in str(info.value) and "resumes" in str(info.value)
+    assert data_entries(dest) == []  # nothing the loader could take for data
+    kept = (staging_of(dest) / f"{TRAIN_ZIP}.part").stat().st_size
+    assert 0 < kept <= half
+
+    fetch(dest, fixture_config(fixture_data, server.url()))
+    assert_complete(dest, fixture_data)
+    assert [rng for _, rng in server.state.requests_for(TRAIN_ZIP)] == [None, f"bytes={kept}-"]
+    assert len(server.state.requests_for(TRAIN_CSV)) == 1  # verified in the first call, kept
 
 
 @pytest.mark.parametrize("server_kind", ["ignores Range", "answers 416"])
-def test_restarts_cleanly_when_server_cannot_resume(tmp_path, server, fixture_data, server_kind):
+def test_restarts_cleanly_when_the_server_cannot_resume(tmp_path, server, fixture_data, server_kind):
     dest = tmp_path / "isic"
     size = len(fixture_data.files[TRAIN_ZIP])
     # A leftover .part of garbage: appending to it would corrupt the zip (and fail the hash).
-    (dest / ".download").mkdir(parents=True)
+    staging_of(dest).mkdir(parents=True)
     leftover = size // 2 if server_kind == "ignores Range" else size + 10
-    (dest / ".download" / f"{TRAIN_ZIP}.part").write_bytes(b"\x00" * leftover)
+    (staging_of(dest) / f"{TRAIN_ZIP}.part").write_bytes(b"\x00" * leftover)
     server.state.ignore_range = server_kind == "ignores Range"
-
-    result = run_script(dest, server.url(), fixture_data)
-    assert result.returncode == 0, result.stderr
-    assert "restarting" in result.stderr
+    fetch(dest, fixture_config(fixture_data, server.url()))
     assert_complete(dest, fixture_data)
-    assert [rng for _, rng in server.state.requests_for(TRAIN_ZIP)] == [f"bytes={leftover}-", None]
+    expected = [f"bytes={leftover}-"] + ([] if server_kind == "ignores Range" else [None])
+    assert [rng for _, rng in server.state.requests_for(TRAIN_ZIP)] == expected
 
 
-def test_offline_fails_with_advice(tmp_path, fixture_data):
+# --------------------------------------------------------------------------------------------
+# Failures: offline, counts, ids, a wrong folder in place, bad settings
+# --------------------------------------------------------------------------------------------
+def test_offline_gives_a_clear_message(tmp_path, fixture_data):
     dest = tmp_path / "isic"
     url = closed_port_url()
-    result = run_script(dest, url, fixture_data)
-    assert result.returncode != 0
-    err = result.stderr
-    assert f"could not download {TRAIN_CSV}" in err  # the first file it tries
-    assert url + TRAIN_CSV in err  # the URL it tried
-    assert "SyntheticLesions" in err and 'make_loaders(source="synthetic")' in err
-    assert "internet connection" in err and "challenge.isic-archive.com" in err
-    assert data_entries(dest) == []
-    assert not (dest / ".download").exists()
+    with pytest.raises(DownloadError) as info:
+        fetch(dest, fixture_config(fixture_data, url, retries=1))
+    message = str(info.value)
+    assert isinstance(info.value, OSError)
+    assert f"could not download {TRAIN_CSV}" in message  # the first file it tries
+    assert url + TRAIN_CSV in message and "could not connect" in message  # the URL and why
+    assert "internet connection" in message and "challenge.isic-archive.com" in message
+    assert 'make_loaders(source="synthetic")' in message and str(dest.resolve()) in message
+    assert data_entries(dest) == [] and not staging_of(dest).exists()
 
 
 def test_zip_with_fewer_images_than_expected_fails(tmp_path, server, fixture_data):
     dest = tmp_path / "isic"
-    # A CSV that lists 6 images, so the CSV passes and the 5-image zip is the file that fails.
-    csv6 = fixture_data.files[TRAIN_CSV] + b"ISIC_0000099,benign\n"
+    csv6 = fixture_data.files[TRAIN_CSV] + b"ISIC_0000099,benign\n"  # the CSV passes, the zip fails
     server.state.files[TRAIN_CSV] = csv6
-    result = run_script(
-        dest, server.url(), fixture_data, ISIC2016_EXPECT_TRAIN="6", ISIC2016_SHA256_TRAIN_CSV=sha256(csv6)
-    )
-    assert result.returncode != 0
-    assert f"{TRAIN_ZIP} holds 5 JPEG images, expected 6" in result.stderr
-    assert "ISIC2016_EXPECT_TRAIN=6" in result.stderr
+    hashes = {n: sha256(fixture_data.files[n]) for n in ALL_FILES} | {TRAIN_CSV: sha256(csv6)}
+    message = f"{TRAIN_ZIP} holds 5 JPEG images, expected 6 \\(n_train=6\\)"
+    with pytest.raises(VerificationError, match=message):
+        fetch(dest, fixture_config(fixture_data, server.url(), n_train=6, sha256=hashes))
     assert data_entries(dest) == []
-    assert not (dest / ".download" / TRAIN_ZIP).exists()  # the bad download is deleted
+    assert not (staging_of(dest) / TRAIN_ZIP).exists()  # the bad download is deleted
 
 
 def test_csv_with_fewer_rows_than_expected_fails(tmp_path, server, fixture_data):
     dest = tmp_path / "isic"
-    result = run_script(dest, server.url(), fixture_data, ISIC2016_EXPECT_TEST="4")
-    assert result.returncode != 0
-    assert f"{TEST_CSV} has 3 label rows, expected 4" in result.stderr
+    with pytest.raises(VerificationError, match=f"{TEST_CSV} has 3 label rows, expected 4 \\(n_test=4\\)"):
+        fetch(dest, fixture_config(fixture_data, server.url(), n_test=4))
     assert data_entries(dest) == []
 
 
@@ -397,58 +440,98 @@ def test_images_and_labels_must_match(tmp_path, server, fixture_data):
     dest = tmp_path / "isic"
     wrong_ids = fixture_data.files[TEST_CSV].replace(b"ISIC_0000100", b"ISIC_0000999")
     server.state.files[TEST_CSV] = wrong_ids
-    result = run_script(dest, server.url(), fixture_data)
-    assert result.returncode != 0
-    assert "ISIC_0000999" in result.stderr and "no image" in result.stderr
+    hashes = {n: sha256(fixture_data.files[n]) for n in ALL_FILES} | {TEST_CSV: sha256(wrong_ids)}
+    with pytest.raises(VerificationError, match="ISIC_0000999.*no label.*ISIC_0000100"):
+        fetch(dest, fixture_config(fixture_data, server.url(), sha256=hashes))
     assert data_entries(dest) == []
 
 
-def test_existing_incomplete_folder_is_reported_not_replaced(tmp_path, server, fixture_data):
+def test_an_incomplete_folder_in_place_is_reported_not_replaced(tmp_path, server, fixture_data):
     dest = tmp_path / "isic"
     (dest / TRAIN_DIR).mkdir(parents=True)
     (dest / TRAIN_DIR / "ISIC_0000000.jpg").write_bytes(fixture_data.train_images["ISIC_0000000"])
-    result = run_script(dest, server.url(), fixture_data)
-    assert result.returncode != 0
-    assert "holds 1 JPEG images, expected 5" in result.stderr and "remove it" in result.stderr
+    with pytest.raises(VerificationError, match="holds 1 JPEG images, expected 5.*Remove it"):
+        fetch(dest, fixture_config(fixture_data, server.url()))
     assert [p.name for p in (dest / TRAIN_DIR).iterdir()] == ["ISIC_0000000.jpg"]  # untouched
     assert server.state.log == []
 
 
-def test_zip_placed_by_hand_is_used_without_download(tmp_path, server, fixture_data):
+def test_bad_settings_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="sha256 of .* 64 hex digits"):
+        IsicDownloadConfig(sha256={TRAIN_ZIP: "xyz"})
+    with pytest.raises(ValueError, match="unknown file"):
+        IsicDownloadConfig(sha256={"other.zip": None})
+    with pytest.raises(ValueError, match="n_train"):
+        IsicDownloadConfig(n_train=0)
+    with pytest.raises(ValueError, match="base_urls"):
+        IsicDownloadConfig(base_urls=())
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"n_trian": 5}))
+    with pytest.raises(ValueError, match="config.json"):
+        IsicDownloadConfig.from_json(bad)
+
+
+def test_default_config_knows_the_buckets_and_no_invented_hashes():
+    config = IsicDownloadConfig()
+    assert config.base_urls == ("https://isic-archive.s3.amazonaws.com/challenges/2016/",
+                                "https://isic-challenge-data.s3.amazonaws.com/2016/")
+    assert (config.n_train, config.n_test) == (900, 379)
+    assert config.hash_of(TRAIN_ZIP) == "d78bd1de08511b514e58784c91fd2d8dab24e407cafd023a7debbceb9155ffb2"
+    assert config.hash_of(TRAIN_CSV) == "0ffadd63b7cec650cddfbe5df54d1d3167453fe6004c2bbf05824184b0c4d405"
+
+
+# --------------------------------------------------------------------------------------------
+# The command line and the bash wrapper
+# --------------------------------------------------------------------------------------------
+def run_wrapper(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "VQLESSON_DATA_DIR"}
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", **(env_extra or {}))
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+
+
+def write_config(path: Path, data: FixtureData) -> Path:
+    path.write_text(json.dumps({
+        "sha256": {name: sha256(data.files[name]) for name in ALL_FILES},
+        "n_train": N_TRAIN, "n_test": N_TEST, "retries": 0,
+    }))
+    return path
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the wrapper needs bash")
+def test_bash_wrapper_downloads_then_does_nothing(tmp_path, server, fixture_data):
     dest = tmp_path / "isic"
-    dest.mkdir()
-    (dest / TRAIN_ZIP).write_bytes(fixture_data.files[TRAIN_ZIP])
-    result = run_script(dest, server.url(), fixture_data)
+    config = write_config(tmp_path / "fixture.json", fixture_data)
+    result = run_wrapper(str(dest), "--base-url", server.url(), "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert server.state.requests_for(TRAIN_ZIP) == []
-    assert (dest / TRAIN_ZIP).exists()  # the user's file is left alone
-    (dest / TRAIN_ZIP).unlink()
     assert_complete(dest, fixture_data)
+    again = run_wrapper(str(dest), "--base-url", server.url(), "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stderr and len(server.state.log) == 4
 
 
-def test_bad_settings_are_rejected(tmp_path, fixture_data):
-    dest = tmp_path / "isic"
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the wrapper needs bash")
+def test_bash_wrapper_default_root_and_offline(tmp_path, fixture_data):
     url = closed_port_url()
-    bad_count = run_script(dest, url, fixture_data, ISIC2016_EXPECT_TRAIN="many")
-    assert bad_count.returncode == 2 and "ISIC2016_EXPECT_TRAIN" in bad_count.stderr
-    bad_hash = run_script(dest, url, fixture_data, ISIC2016_SHA256_TRAIN_ZIP="xyz")
-    assert bad_hash.returncode == 2 and "ISIC2016_SHA256_TRAIN_ZIP" in bad_hash.stderr
-    bad_option = subprocess.run(["bash", str(SCRIPT), "--frobnicate"], capture_output=True, text=True)
-    assert bad_option.returncode == 2 and "--frobnicate" in bad_option.stderr
+    config = write_config(tmp_path / "fixture.json", fixture_data)
+    offline = run_wrapper("--base-url", url, "--config", str(config),
+                          env_extra={"VQLESSON_DATA_DIR": str(tmp_path / "store")})
+    assert offline.returncode == 1
+    assert url + TRAIN_CSV in offline.stderr and "internet connection" in offline.stderr
+    assert str(tmp_path / "store" / "isic2016") in offline.stderr  # the default root it used
 
 
-def test_help_documents_usage_and_environment():
-    result = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0
-    out = result.stdout
-    for variable in (
-        "ISIC2016_BASE_URLS",
-        "ISIC2016_EXPECT_TRAIN",
-        "ISIC2016_EXPECT_TEST",
-        "ISIC2016_SHA256_TRAIN_ZIP",
-        "ISIC2016_SHA256_TRAIN_CSV",
-    ):
-        assert variable in out
-    assert "Usage:" in out and "isic-cli" in out and "--collections 74" in out
-    assert "arXiv:1605.01397" in out and "SyntheticLesions" in out
-    assert "https://isic-archive.s3.amazonaws.com/challenges/2016/" in out
+def test_command_line_help_errors_and_exit_status(tmp_path, fixture_data, capsys):
+    with pytest.raises(SystemExit) as usage:
+        download.main(["--help"])
+    assert usage.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("--base-url", "--config", "--dataset", "arXiv:1605.01397", "synthetic"):
+        assert text in out
+    with pytest.raises(SystemExit) as bad:
+        download.main(["--frobnicate"])
+    assert bad.value.code == 2 and "--frobnicate" in capsys.readouterr().err
+    config = write_config(tmp_path / "fixture.json", fixture_data)
+    argv = [str(tmp_path / "isic"), "--base-url", closed_port_url(), "--config", str(config)]
+    status = download.main(argv)
+    assert status == 1 and "error: could not download" in capsys.readouterr().err

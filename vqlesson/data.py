@@ -1,12 +1,12 @@
-"""Datasets and loaders: ISIC 2016, any folder of images, and the offline synthetic lesions.
+"""Datasets and loaders: ISIC 2016, CIFAR-10, any folder of images, the offline synthetic lesions.
 
 - :class:`ISIC2016`: the ISBI 2016 challenge, Part 3 (lesion classification; Gutman et al. 2016,
   arXiv:1605.01397, CC-0): 900 training and 379 test dermoscopy JPEGs with benign/malignant labels.
-  ``bash data_download.sh`` fetches it into ``data/isic2016``.
+  ``ISIC2016(download=True)`` (:mod:`vqlesson.download`) fetches it into ``data/isic2016``.
 - :class:`ImageFolderDataset`: every image below a folder, so students can bring their own.
 - :class:`~vqlesson.synthetic.SyntheticLesions`: procedural dermoscopy-like lesions; needs nothing
   downloaded and is the default when ISIC 2016 is not on disk.
-- :func:`make_loaders`: train, validation and test loaders for any of them, sized by a profile.
+- :func:`make_loaders`: loaders for any of them (and CIFAR-10, :mod:`vqlesson.cifar`), by profile.
 
 Every item is ``(image, label)``: image ``(3, S, S)`` float32 in [-1, 1], label int64
 (0 benign, 1 malignant; -1 for unlabelled folders). One range, end to end: the VQ-VAE's decoder
@@ -41,6 +41,8 @@ from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, build_transforms
 from .checkpoint import atomic_torch_save
+from .cifar import cifar10_splits
+from .download import default_isic_root
 from .metrics import to_unit_range
 from .runtime import Profile, get_profile, worker_init_fn
 from .synthetic import SyntheticLesions
@@ -56,7 +58,6 @@ CLASSES = ("benign", "malignant")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 CACHE_DIRNAME = ".vqlesson_cache"
 CACHE_FORMAT = 1
-DATA_DIR_ENV = "VQLESSON_DATA_DIR"
 SYNTHETIC_GPU_SIZE = 4000  # synthetic training images when the profile says "all" (gpu)
 
 ISIC_FILES = {
@@ -329,23 +330,10 @@ def read_isic_labels(csv_path: Path) -> list[tuple[str, int]]:
     return rows
 
 
-def default_isic_root() -> Path:
-    """Where ISIC 2016 is looked for: ``$VQLESSON_DATA_DIR/isic2016``, else the first of
-    ``./data/isic2016`` and ``../data/isic2016`` that exists (notebooks run from ``notebooks/``),
-    else ``./data/isic2016``."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser() / "isic2016"
-    for candidate in (Path("data/isic2016"), Path("../data/isic2016")):
-        if candidate.is_dir():
-            return candidate
-    return Path("data/isic2016")
-
-
 def _not_found(root: Path, what: str) -> DatasetNotFoundError:
     return DatasetNotFoundError(
-        f"ISIC 2016 not found in {root}: {what}. Run `bash data_download.sh {root}` from the "
-        "repository root to download it (about 830 MB, CC-0), or use the offline synthetic set, "
+        f"ISIC 2016 not found in {root}: {what}. Pass download=True (or run `bash data_download.sh "
+        f"{root}`) to download it (about 830 MB, CC-0), or use the offline synthetic set, "
         "which needs no download: SyntheticLesions(n, image_size) or "
         "make_loaders(source='synthetic')."
     )
@@ -390,6 +378,7 @@ class ISIC2016(_CachedImageDataset):
             to [-1, 1] (e.g. :func:`vqlesson.augment.build_transforms`).
         on_error: ``"raise"`` (default) or ``"skip"`` unreadable files, with one warning.
         val_fraction, split_seed: the validation split, see above.
+        download: fetch it into ``root`` first when missing (:mod:`vqlesson.download`).
 
     Items:
         ``(image, label)``: image (3, S, S) float32 in [-1, 1]; label int64, 0 benign,
@@ -412,6 +401,7 @@ class ISIC2016(_CachedImageDataset):
         on_error: str = "raise",
         val_fraction: float = 0.1,
         split_seed: int = 2016,
+        download: bool = False,
     ) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
@@ -421,6 +411,9 @@ class ISIC2016(_CachedImageDataset):
         _check_on_error(on_error)
         self.root = Path(root) if root is not None else default_isic_root()
         self.split, self.image_size, self.transform = split, image_size, transform
+        if download:  # torchvision's convention: fetch when missing (a no-op when in place)
+            from .download import download_isic2016
+            download_isic2016(self.root)
         if not self.root.is_dir() or not any(self.root.iterdir()):
             raise _not_found(self.root, "the folder is missing or empty")
 
@@ -548,8 +541,8 @@ class ImageFolderDataset(_CachedImageDataset):
 # Loaders
 # --------------------------------------------------------------------------------------------
 class Loaders(NamedTuple):
-    """What :func:`make_loaders` returns. ``source`` is ``"isic2016"``, ``"synthetic"`` or
-    ``"folder"``; ``description`` says in words which data was chosen and why."""
+    """What :func:`make_loaders` returns. ``source`` is ``"isic2016"``, ``"synthetic"``,
+    ``"cifar10"`` or ``"folder"``; ``description`` says in words which data was chosen and why."""
 
     train: DataLoader
     val: DataLoader
@@ -598,8 +591,8 @@ def make_loaders(
 
     Args:
         source: ``"auto"`` (ISIC 2016 when it is on disk, else the synthetic set),
-            ``"isic2016"``, ``"synthetic"``, or ``"folder:PATH"`` (a folder of images).
-        root: ISIC 2016 folder (default :func:`default_isic_root`).
+            ``"isic2016"``, ``"synthetic"``, ``"cifar10"`` or ``"folder:PATH"`` (any images).
+        root: ISIC 2016 or CIFAR-10 folder (default ``data/isic2016``, ``data/cifar10``).
         profile: a :class:`~vqlesson.runtime.Profile` or its name; default ``$VQLESSON_PROFILE``.
         image_size, batch_size, dataset_size: override the profile's values. ``dataset_size``
             is the number of synthetic training images, or a cap on real training images.
@@ -616,7 +609,8 @@ def make_loaders(
     Splits: ISIC 2016 uses its 379 test images and a stratified 10 % validation split of the
     training set (``split_seed=2016``); a folder is split 80/10/10 with ``seed``; the synthetic
     set draws train, validation and test from disjoint seeds (``seed``, ``seed + 1``,
-    ``seed + 2``), with validation and test each a fifth of the training size (at least 16).
+    ``seed + 2``), with validation and test each a fifth of the training size (at least 16);
+    CIFAR-10: see :func:`vqlesson.cifar.cifar10_splits` (never downloaded here).
     """
     prof = get_profile(profile)
     size = image_size or prof.image_size
@@ -630,10 +624,9 @@ def make_loaders(
     train_transform = build_transforms(aug_config, size)
 
     kind = source.split(":", 1)[0] if isinstance(source, str) else None
-    if kind not in ("auto", "isic2016", "synthetic", "folder"):
-        raise ValueError(
-            f"unknown data source {source!r}; use 'auto', 'isic2016', 'synthetic' or 'folder:PATH'."
-        )
+    if kind not in ("auto", "isic2016", "synthetic", "cifar10", "folder"):
+        raise ValueError(f"unknown data source {source!r}; use 'auto', 'isic2016', 'synthetic', "
+                         "'cifar10' or 'folder:PATH'.")
     isic_root = Path(root) if root is not None else default_isic_root()
     if kind == "auto":
         if isic_available(isic_root):
@@ -660,6 +653,8 @@ def make_loaders(
             indices = np.sort(np.random.default_rng(seed).permutation(len(train_base))[:n_train])
         train = _WithTransform(train_base, indices.tolist(), train_transform)
         classes = CLASSES
+    elif kind == "cifar10":
+        train, val, test, classes = cifar10_splits(root, size, n_train, seed, augment)
     else:
         folder = source.split(":", 1)[1] if ":" in source else ""
         if not folder:
