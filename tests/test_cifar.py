@@ -120,7 +120,7 @@ def test_missing_or_corrupted_data_says_how_to_download(tmp_path, cifar_root):
     with pytest.raises(FileNotFoundError) as missing:
         make_loaders("cifar10", root=tmp_path / "nowhere", profile="ci")
     message = str(missing.value)
-    assert "python -m vqlesson.download --dataset cifar10" in message
+    assert "python -m vqlesson download --dataset cifar10" in message
     assert str(tmp_path / "nowhere") in message
     with open(cifar_root / CIFAR10.base_folder / "data_batch_3", "ab") as fh:
         fh.write(b"garbage")  # its MD5 no longer matches

@@ -535,3 +535,19 @@ def test_command_line_help_errors_and_exit_status(tmp_path, fixture_data, capsys
     argv = [str(tmp_path / "isic"), "--base-url", closed_port_url(), "--config", str(config)]
     status = download.main(argv)
     assert status == 1 and "error: could not download" in capsys.readouterr().err
+
+
+def test_the_course_command_downloads_then_does_nothing(tmp_path, server, fixture_data, capsys):
+    from vqlesson.__main__ import main
+
+    dest = tmp_path / "isic"
+    config = write_config(tmp_path / "fixture.json", fixture_data)
+    argv = ["download", str(dest), "--base-url", server.url(), "--config", str(config)]
+    assert main(argv) == 0
+    assert_complete(dest, fixture_data)
+    assert f"data in place: {dest}" in capsys.readouterr().out
+    assert main(argv) == 0 and len(server.state.log) == 4  # the second call fetched nothing
+    offline = ["download", str(tmp_path / "other"), "--base-url", closed_port_url(),
+               "--config", str(config)]
+    assert main(offline) == 2  # a clear error, no traceback
+    assert "could not download" in capsys.readouterr().err

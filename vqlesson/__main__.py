@@ -11,6 +11,7 @@ Commands:
     sample        sample code maps from a run's prior(s), decode them, write an image grid.
     pipeline      the whole course headless (VQ-VAE, prior, samples, failure analysis) with a
                   report.md; resumes from the last finished stage.
+    download      ISIC 2016 (or --dataset cifar10) into the data folder, verified.
     student-version, grade, sync-notebooks, colab-links
                   the course layer for instructors (vqlesson.course, vqlesson.grading).
 
@@ -150,6 +151,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from .download import run_download
+
+    logging.getLogger("vqlesson").setLevel(logging.INFO)  # the download's progress lines
+    print(f"data in place: {run_download(args, progress=True)}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # The parser
 # --------------------------------------------------------------------------------------------
@@ -163,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {"train-vqvae": cmd_train_vqvae, "evaluate": cmd_evaluate,
                 "data-preview": cmd_data_preview, "train-prior": cmd_train_prior,
-                "sample": cmd_sample, "pipeline": cmd_pipeline}
+                "sample": cmd_sample, "pipeline": cmd_pipeline, "download": cmd_download}
     for name, func in commands.items():
         add_command(sub, name, func, STAGE_NAMES)
     add_course_commands(sub)
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 distributed.barrier()
                 return code
         return args.func(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ConnectionError) as err:
         print(f"error{where}: {err}", file=sys.stderr)
         return 2
     finally:

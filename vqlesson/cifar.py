@@ -73,7 +73,7 @@ class CIFAR10Images(Dataset):
 def _not_found(root: Path, why: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"CIFAR-10 not found in {root}: {why}. Download it (about 170 MB) with `python -m "
-        f"vqlesson.download --dataset cifar10 {root}` or, in Python, "
+        f"vqlesson download --dataset cifar10 {root}` or, in Python, "
         f"vqlesson.download.download_cifar10({str(root)!r}); or pass root= (--data-root) the "
         "folder that holds cifar-10-batches-py/.")
 

@@ -22,9 +22,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, workers: bool = False) -
     parser.add_argument(
         "--data", default=DataChoice.source,
         help="auto (ISIC 2016 if data/isic2016 holds it, else synthetic), isic2016, synthetic, "
-             "or folder:PATH (any folder of images). Default: auto.")
+             "cifar10 (CIFAR-10 through torchvision, the VQ-VAE paper's benchmark; get it with "
+             "python -m vqlesson download --dataset cifar10; --image-size 32 is the paper's "
+             "setting), or folder:PATH (any folder of images). Default: auto.")
     parser.add_argument("--data-root", default=None,
-                        help="ISIC 2016 folder (default: $VQLESSON_DATA_DIR/isic2016 or data/isic2016)")
+                        help="ISIC 2016 or CIFAR-10 folder (default: $VQLESSON_DATA_DIR/isic2016 or "
+                             "data/isic2016; for cifar10, .../cifar10)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
                         help="sizes: ci (seconds), cpu (minutes), gpu (the real run). "
                              "Default: $VQLESSON_PROFILE, else gpu with CUDA, else cpu.")
@@ -155,6 +158,12 @@ def _pipeline(parser: argparse.ArgumentParser, stage_names: Sequence[str]) -> No
     add_device_argument(parser, threads=True)
 
 
+def _download(parser: argparse.ArgumentParser) -> None:
+    from .download import add_download_arguments
+
+    add_download_arguments(parser)
+
+
 #: name -> (one-line help, description, function adding the options)
 COMMANDS: dict[str, tuple[str, str, Callable[..., None]]] = {
     "train-vqvae": (
@@ -196,6 +205,13 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None]]] = {
         "failure analysis and the report in --out, one stage after the other. Running the same "
         "command again resumes from the last finished stage (and the training stages from "
         "their last epoch).", _pipeline),
+    "download": (
+        "download ISIC 2016 (or CIFAR-10) into the data folder, verified",
+        "Downloads ISIC 2016 Part 3 (Gutman et al. 2016, arXiv:1605.01397, CC-0) into the layout "
+        "the course reads, verified by SHA-256 and image counts: the official ISIC bucket "
+        "first, the archive mirror second; an interrupted download resumes; nothing is "
+        "installed unless every check passes; a second call does nothing. --dataset cifar10 "
+        "fetches CIFAR-10 through torchvision instead.", _download),
 }
 
 
