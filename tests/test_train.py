@@ -233,3 +233,23 @@ def test_bad_config_values_rejected():
         TrainConfig(resume=True)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0.0)
+
+
+def test_amp_uses_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
+    """A T4 reports bf16 support through emulation; the course then uses fp16 and a scaler."""
+    from vqlesson.loop import amp_settings
+
+    asked = []
+
+    def supported(including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # like a T4: only emulated bf16
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    cuda = torch.device("cuda")
+    assert amp_settings(cuda, amp=True) == (True, torch.float16, True)
+    assert asked == [False]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert amp_settings(cuda, amp=True) == (True, torch.bfloat16, False)  # e.g. an A100
+    assert amp_settings(cuda, amp=False) == (False, torch.float32, False)
+    assert amp_settings(torch.device("cpu"), amp=True) == (False, torch.float32, False)
