@@ -64,6 +64,10 @@ from .runtime import get_device, seed_everything
 OPTIMIZERS = ("adamw", "sgd")
 #: Evaluation keys that are constants of the model, not recorded per epoch in the history.
 _STATIC_KEYS = ("bits_per_image", "compression_ratio")
+#: Output fields logged under another name: VQ-VAE-2's per-batch perplexities keep the history
+#: keys they had before the fields were named ``*_batch_perplexity``.
+_LOG_NAMES = {"top_batch_perplexity": "top_perplexity",
+              "bottom_batch_perplexity": "bottom_perplexity"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,7 +159,8 @@ def _code_metrics(quantizers: list[tuple[str, VectorQuantizer]]) -> dict[str, fl
 
 def _scalar_terms(output: Any, reserved: Iterable[str]) -> dict[str, Tensor]:
     """The 0-dim tensor fields of a model output, by log name (``batch_<field>`` when the field
-    name collides with a code-usage key such as ``perplexity``).
+    name collides with a code-usage key such as ``perplexity``; VQ-VAE-2's per-level
+    ``*_batch_perplexity`` fields keep their history keys, see ``_LOG_NAMES``).
 
     Raises:
         TypeError: the output is not a NamedTuple with ``x_hat`` and ``loss``.
@@ -172,7 +177,8 @@ def _scalar_terms(output: Any, reserved: Iterable[str]) -> dict[str, Tensor]:
     for field in fields:
         value = getattr(output, field)
         if field != "x_hat" and isinstance(value, Tensor) and value.dim() == 0:
-            terms[f"batch_{field}" if field in reserved else field] = value
+            name = _LOG_NAMES.get(field, field)
+            terms[f"batch_{name}" if name in reserved else name] = value
     return terms
 
 
