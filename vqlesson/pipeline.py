@@ -140,6 +140,7 @@ def _stage_analysis(ctx: Context) -> None:
     import matplotlib.pyplot as plt
 
     from . import analysis as A
+    from . import memorisation as M
     from . import plots
     from .checkpoint import atomic_write_text
     from .data import make_loaders
@@ -196,11 +197,11 @@ def _stage_analysis(ctx: Context) -> None:
 
     # 4-5. Diversity against temperature, and near-copies.
     n_ref = min(config.num_samples, len(test_codes))
-    reference = A.diversity(A._flat_codes(test_codes, "test")[:n_ref], test_images[:n_ref])
+    reference = M.diversity(A.flat_codes(test_codes, "test")[:n_ref], test_images[:n_ref])
     rows = {}
     for t in config.temperatures:  # the test NLL does not depend on T: computed once above
         generator = torch.Generator(device=next(vqvae.parameters()).device).manual_seed(o["seed"])
-        row = A.evaluate_remedy(f"T = {t:g}", vqvae, priors, None, train_codes, train_images,
+        row = M.evaluate_remedy(f"T = {t:g}", vqvae, priors, None, train_codes, train_images,
                                 config, temperature=t, generator=generator)
         rows[t] = row._replace(test_bits_per_code=result["prior_test_bits_per_code"])
     result["reference_diversity"] = reference._asdict()
@@ -208,7 +209,7 @@ def _stage_analysis(ctx: Context) -> None:
                                                     if k not in ("samples", "sample_codes",
                                                                  "memorisation")}}
                               for t, r in rows.items()]
-    result["table"] = A.remedy_table(list(rows.values()), reference)
+    result["table"] = M.remedy_table(list(rows.values()), reference)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     plots.diversity_curves(config.temperatures, {"prior": [r.code_hamming for r in rows.values()]},
                            reference.code_hamming, ax=ax)
