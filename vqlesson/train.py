@@ -27,10 +27,11 @@ checkpoint from rank 0 only. Without a process group nothing of this happens.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,11 +323,44 @@ def evaluate_vqvae(
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     model.to(device)
-    autocast, amp_dtype, _ = _amp_settings(device, amp)
     quantizers = find_quantizers(model)
     prefixes = _code_keys(quantizers)
     reserved = {p + k for p in prefixes.values() for k in ("perplexity", "active_fraction")}
+    shard = distributed and is_distributed()
+    if shard:
+        loader = shard_eval_loader(loader)
+    with _recorded_code_grids(quantizers) as latent_shapes:
+        sums, n_images, image_shape = _evaluation_sums(model, loader, device, amp, quantizers,
+                                                       reserved)
+    if shard:  # sums over every process's share: the whole split on every process
+        keys = sorted(sums)
+        packed = torch.stack([sums[k] for k in keys]
+                             + [torch.tensor(float(n_images), dtype=torch.float64, device=device)])
+        all_reduce_sum_(packed)  # (len(keys) + 1,) float64
+        sums = dict(zip(keys, packed[:-1]))
+        n_images = int(packed[-1].item())
+        for _, q in quantizers:
+            all_reduce_sum_(q.usage_counts)
+    if n_images == 0:
+        raise ValueError("the evaluation loader yielded no batches; give it at least one image")
+    results = {name: float(total.item()) / n_images for name, total in sums.items()}
+    results.setdefault("ssim", math.nan)
+    if quantizers:
+        results.update(_code_metrics(quantizers))
+        levels = [(latent_shapes[name], q.codebook_size) for name, q in quantizers
+                  if name in latent_shapes]
+        if levels:
+            bits = metrics.bits_per_image(levels)
+            results["bits_per_image"] = bits
+            results["compression_ratio"] = metrics.compression_ratio(image_shape, bits)
+    return results
 
+
+@contextlib.contextmanager
+def _recorded_code_grids(quantizers: list[tuple[str, VectorQuantizer]]
+                         ) -> Iterator[dict[str, tuple[int, ...]]]:
+    """While the block runs, forward hooks record ``{module name: (H', W')}``, the code grid
+    each quantiser last produced; the hooks are removed afterwards."""
     latent_shapes: dict[str, tuple[int, ...]] = {}
 
     def remember_shape(name: str):
@@ -335,9 +369,19 @@ def evaluate_vqvae(
         return hook
 
     handles = [q.register_forward_hook(remember_shape(name)) for name, q in quantizers]
-    shard = distributed and is_distributed()
-    if shard:
-        loader = shard_eval_loader(loader)
+    try:
+        yield latent_shapes
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _evaluation_sums(model: nn.Module, loader: Iterable, device: torch.device, amp: bool,
+                     quantizers: list[tuple[str, VectorQuantizer]], reserved: set[str]
+                     ) -> tuple[dict[str, Tensor], int, tuple[int, ...]]:
+    """One pass over ``loader`` in eval mode (restored afterwards), the quantisers' usage reset
+    first. Returns (image-weighted float64 sums of every logged value, images, image shape)."""
+    autocast, amp_dtype, _ = _amp_settings(device, amp)
     was_training = model.training
     model.eval()
     for _, q in quantizers:
@@ -363,30 +407,8 @@ def evaluate_vqvae(
                 sums[name] = sums[name] + value if name in sums else value
             n_images += b
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    if shard:  # sums over every process's share: the whole split on every process
-        keys = sorted(sums)
-        packed = torch.stack([sums[k] for k in keys]
-                             + [torch.tensor(float(n_images), dtype=torch.float64, device=device)])
-        all_reduce_sum_(packed)  # (len(keys) + 1,) float64
-        sums = dict(zip(keys, packed[:-1]))
-        n_images = int(packed[-1].item())
-        for _, q in quantizers:
-            all_reduce_sum_(q.usage_counts)
-    if n_images == 0:
-        raise ValueError("the evaluation loader yielded no batches; give it at least one image")
-    results = {name: float(total.item()) / n_images for name, total in sums.items()}
-    results.setdefault("ssim", math.nan)
-    if quantizers:
-        results.update(_code_metrics(quantizers))
-        levels = [(latent_shapes[name], q.codebook_size) for name, q in quantizers if name in latent_shapes]
-        if levels:
-            bits = metrics.bits_per_image(levels)
-            results["bits_per_image"] = bits
-            results["compression_ratio"] = metrics.compression_ratio(image_shape, bits)
-    return results
+    return sums, n_images, image_shape
 
 
 # --------------------------------------------------------------------------------------------
