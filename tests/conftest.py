@@ -1,5 +1,5 @@
 """Fixtures that build small, messy image data sets on disk (nothing is downloaded), and small
-code-map priors for the PixelCNN tests."""
+code-map priors and code sets for the PixelCNN and analysis tests."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 from vqlesson.pixelcnn import PriorConfig
+from vqlesson.pixelcnn_prior import PixelCNNPrior
+from vqlesson.prior import CodeDataset
 
 TRAIN_DIR, TRAIN_CSV = "ISBI2016_ISIC_Part3_Training_Data", "ISBI2016_ISIC_Part3_Training_GroundTruth.csv"
 TEST_DIR, TEST_CSV = "ISBI2016_ISIC_Part3_Test_Data", "ISBI2016_ISIC_Part3_Test_GroundTruth.csv"
@@ -148,3 +150,17 @@ def random_codes(n: int, height: int, width: int, k: int = 8, seed: int = 0) -> 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
+
+
+# ---- small code sets and priors (tests of vqlesson.analysis and vqlesson.memorisation) ---------
+def tiny_prior(**overrides) -> PixelCNNPrior:
+    """A seeded prior over K = 8 codes, small enough for fast tests."""
+    torch.manual_seed(0)
+    fields = dict(codebook_size=8, embed_dim=8, channels=8, num_layers=2, first_kernel_size=3)
+    return PixelCNNPrior(PriorConfig(**{**fields, **overrides}))
+
+
+def code_set(codes: torch.Tensor, labels: torch.Tensor | None = None) -> CodeDataset:
+    """A one-level CodeDataset (K = 8, benign/malignant) of ``codes`` (N, H, W)."""
+    labels = labels if labels is not None else torch.zeros(len(codes), dtype=torch.long)
+    return CodeDataset({"codes": codes}, labels, {"codes": 8}, (3, 16, 16), ("benign", "malignant"))

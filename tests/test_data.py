@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-import vqlesson.data as data
+import vqlesson.image_files as image_files
 from vqlesson.augment import AugmentConfig, build_transforms, single_augmentations
 from vqlesson.data import (
-    CorruptImageError, DatasetNotFoundError, ISIC2016, ImageFolderDataset, SyntheticLesions,
-    load_rgb, make_loaders, read_isic_labels,
+    DatasetNotFoundError, ISIC2016, ImageFolderDataset, SyntheticLesions, make_loaders,
+    read_isic_labels,
 )
+from vqlesson.image_files import CorruptImageError, load_rgb
 
 from conftest import (
     TEST_CSV, TEST_DIR, TRAIN_CSV, TRAIN_DIR, lesion_array, make_isic_layout,
@@ -155,13 +156,13 @@ def test_isic_csv_row_without_image(isic_root):
 # ----------------------------------------------------------------------------- cache
 def test_cache_is_reused_identically_and_rebuilt_when_the_source_changes(isic_root, monkeypatch):
     first = ISIC2016(isic_root, "test", image_size=24)
-    cache_files = list((isic_root / data.CACHE_DIRNAME).glob("*24px.pt"))
+    cache_files = list((isic_root / image_files.CACHE_DIRNAME).glob("*24px.pt"))
     assert len(cache_files) == 1
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(data, "load_rgb", no_decoding)
+    monkeypatch.setattr(image_files, "load_rgb", no_decoding)
     second = ISIC2016(isic_root, "test", image_size=24)
     assert torch.equal(first.images, second.images)
     assert torch.equal(first.labels, second.labels)
@@ -180,7 +181,7 @@ def test_cache_is_reused_identically_and_rebuilt_when_the_source_changes(isic_ro
 
 def test_read_only_root_falls_back_to_a_user_cache(isic_root, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "usercache"))
-    monkeypatch.setattr(data.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(image_files.os, "access", lambda path, mode: False)
     ds = ISIC2016(isic_root, "test", image_size=16)
     assert len(ds) == 6
     assert list((tmp_path / "usercache" / "vqlesson").rglob("*16px.pt"))

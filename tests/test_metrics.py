@@ -103,6 +103,12 @@ def test_perplexity_uniform_one_hot_and_empty():
     assert metrics.perplexity_from_counts([5, 5, 0, 0, 0, 0, 0, 0]) == pytest.approx(2.0)
 
 
+def test_perplexity_from_counts_values():
+    assert math.isclose(float(metrics.perplexity_from_counts(torch.tensor([1.0, 1.0, 0.0, 0.0]))),
+                        2.0, rel_tol=1e-6)
+    assert float(metrics.perplexity_from_counts(torch.zeros(5))) == 1.0
+
+
 def test_perplexity_rejects_bad_counts():
     with pytest.raises(ValueError, match="non-negative"):
         metrics.perplexity_from_counts(torch.tensor([1.0, -1.0]))

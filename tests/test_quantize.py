@@ -13,7 +13,6 @@ from vqlesson.quantize import (
     VQOutput,
     ema_step,
     kmeans,
-    perplexity_from_counts,
     squared_distances,
 )
 
@@ -49,7 +48,7 @@ def test_output_shapes_and_dtypes(ema):
     assert out.indices.shape == (2, 5, 7) and out.indices.dtype == torch.int64
     assert int(out.indices.min()) >= 0 and int(out.indices.max()) < K
     assert out.loss.dim() == 0 and torch.isfinite(out.loss) and out.loss >= 0
-    assert out.perplexity.dim() == 0 and out.perplexity.dtype == torch.float32
+    assert out.batch_perplexity.dim() == 0 and out.batch_perplexity.dtype == torch.float32
 
 
 def test_low_precision_input_gives_same_dtype_and_float32_maths():
@@ -237,20 +236,14 @@ def test_perplexity_uniform_and_single_code():
     uniform = torch.arange(8).repeat(4).view(2, 4, 4)  # each code used 4 times
     out = vq(latents_at(codes, uniform, noise=0.01))
     assert torch.equal(out.indices, uniform)
-    assert math.isclose(float(out.perplexity), 8.0, rel_tol=1e-5)
+    assert math.isclose(float(out.batch_perplexity), 8.0, rel_tol=1e-5)
 
     single = torch.full((2, 4, 4), 5)
     out = vq(latents_at(codes, single, noise=0.01))
-    assert math.isclose(float(out.perplexity), 1.0, rel_tol=1e-6)
+    assert math.isclose(float(out.batch_perplexity), 1.0, rel_tol=1e-6)
 
     out = vq(torch.randn(4, 3, 5, 5) * 5)
-    assert 1.0 <= float(out.perplexity) <= 8.0
-
-
-def test_perplexity_from_counts_values():
-    assert math.isclose(float(perplexity_from_counts(torch.tensor([1.0, 1.0, 0.0, 0.0]))), 2.0,
-                        rel_tol=1e-6)
-    assert float(perplexity_from_counts(torch.zeros(5))) == 1.0
+    assert 1.0 <= float(out.batch_perplexity) <= 8.0
 
 
 def test_epoch_perplexity_accumulates_and_resets():
@@ -260,7 +253,7 @@ def test_epoch_perplexity_accumulates_and_resets():
     assert vq.epoch_perplexity() == 1.0 and vq.active_fraction() == 0.0
     out_a = vq(latents_at(codes, torch.zeros(1, 3, 3, dtype=torch.long)))
     out_b = vq(latents_at(codes, torch.ones(1, 3, 3, dtype=torch.long)))
-    assert float(out_a.perplexity) == pytest.approx(1.0) and float(out_b.perplexity) == 1.0
+    assert float(out_a.batch_perplexity) == pytest.approx(1.0) and float(out_b.batch_perplexity) == 1.0
     assert vq.usage_counts.dtype == torch.int64  # int64: exact, and MPS has no float64
     assert vq.usage_counts.tolist() == [9.0, 9.0, 0.0, 0.0]
     assert vq.epoch_perplexity() == pytest.approx(2.0)

@@ -57,7 +57,7 @@ def test_vqvae_shapes(size, factor):
     assert out.x_hat.shape == x.shape
     assert out.indices.shape == (2, size // factor, size // factor)
     assert out.indices.dtype == torch.int64
-    for scalar in (out.loss, out.recon_loss, out.vq_loss, out.perplexity):
+    for scalar in (out.loss, out.recon_loss, out.vq_loss, out.batch_perplexity):
         assert scalar.dim() == 0 and torch.isfinite(scalar)
     torch.testing.assert_close(out.loss, out.recon_loss + out.vq_loss)
     assert model.latent_shape(size) == (size // factor, size // factor)
@@ -147,6 +147,21 @@ def test_encode_decode_consistent_with_forward_in_eval():
     torch.testing.assert_close(x_hat, out.x_hat, atol=1e-5, rtol=1e-5)
 
 
+def test_decode_takes_code_vectors_and_decode_indices_takes_codes():
+    model = tiny_vqvae().eval()
+    model(images(4, 32))  # eval: no init, just some state
+    indices = model.encode(images(2, 32))  # (2, 8, 8) codes
+    with torch.no_grad():
+        from_vectors = model.decode(model.quantizer.lookup(indices))  # (2, D, 8, 8) code vectors
+        assert torch.equal(from_vectors, model.decode_indices(indices))
+    assert from_vectors.shape == (2, 3, 32, 32)
+    d = model.config.code_dim
+    with pytest.raises(ValueError, match=rf"z_q must have shape \(B, {d}, h, w\)"):
+        model.decode(torch.zeros(2, d + 1, 8, 8))
+    with pytest.raises(TypeError, match="floating-point"):
+        model.decode(indices[:, None].expand(2, d, 8, 8))  # codes are not code vectors
+
+
 # ---- learning --------------------------------------------------------------------------------
 @pytest.mark.parametrize("ema", [True, False])
 def test_tiny_vqvae_overfits_one_batch(ema, one_thread):
@@ -161,7 +176,7 @@ def test_tiny_vqvae_overfits_one_batch(ema, one_thread):
         optimizer.step()
         losses.append(out.loss.item())
     assert min(losses[-10:]) < losses[0] / 5
-    assert float(out.perplexity) > 4  # several codes in use, not a collapsed codebook
+    assert float(out.batch_perplexity) > 4  # several codes in use, not a collapsed codebook
 
 
 # ---- Gaussian VAE baseline -----------------------------------------------------------------

@@ -102,12 +102,12 @@ def test_shapes_at_several_sizes(size, batch):
     assert out.top_indices.dtype == out.bottom_indices.dtype == torch.int64
     for scalar in (
         out.loss, out.recon_loss, out.top_vq_loss, out.bottom_vq_loss,
-        out.top_perplexity, out.bottom_perplexity,
+        out.top_batch_perplexity, out.bottom_batch_perplexity,
     ):
         assert scalar.dim() == 0 and torch.isfinite(scalar)
     torch.testing.assert_close(out.loss, out.recon_loss + out.top_vq_loss + out.bottom_vq_loss)
     torch.testing.assert_close(out.recon_loss, F.mse_loss(out.x_hat, x))
-    assert 1.0 <= float(out.top_perplexity) <= K and 1.0 <= float(out.bottom_perplexity) <= K
+    assert 1.0 <= float(out.top_batch_perplexity) <= K and 1.0 <= float(out.bottom_batch_perplexity) <= K
     assert model.latent_shapes(size) == ((size // 8, size // 8), (size // 4, size // 4))
 
 
@@ -157,7 +157,7 @@ def test_decode_indices_validates_its_inputs():
     with pytest.raises(ValueError, match=r"bottom_indices must have shape \(B, h, w\)"):
         model.decode_indices(top, bottom[0])
     with pytest.raises(ValueError, match=r"z_q_top must have shape \(B, 8, h, w\)"):
-        model.decode_codes(torch.zeros(2, 5, 4, 4), torch.zeros(2, 8, 8, 8))
+        model.decode(torch.zeros(2, 5, 4, 4), torch.zeros(2, 8, 8, 8))
 
 
 # ---- ranges and gradients -----------------------------------------------------------------
@@ -245,7 +245,7 @@ def test_tiny_vqvae2_overfits_one_batch(ema):
     losses = overfit(model, smooth_batch(16))
     assert min(losses[-10:]) < losses[0] / 5
     out = model(smooth_batch(16))
-    assert float(out.top_perplexity) > 3 and float(out.bottom_perplexity) > 4  # no collapse
+    assert float(out.top_batch_perplexity) > 3 and float(out.bottom_batch_perplexity) > 4  # no collapse
 
 
 def test_top_codes_change_the_reconstruction():

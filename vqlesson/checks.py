@@ -18,7 +18,8 @@ The references, and the papers they implement:
 - mask A/B: :mod:`vqlesson.pixelcnn`; bits per code, the sampling loop:
   :mod:`vqlesson.pixelcnn_prior` (van den Oord et al. 2016, *Pixel Recurrent Neural Networks*
   §3.4 and *Conditional Image Generation with PixelCNN Decoders* §2);
-- pairwise Hamming diversity, nearest neighbours, surprise maps: :mod:`vqlesson.analysis`.
+- pairwise Hamming diversity, nearest neighbours: :mod:`vqlesson.memorisation`; surprise maps:
+  :mod:`vqlesson.analysis`.
 
 :func:`record_metrics` lets a notebook hand its key figures (PSNR, perplexity, prior NLL) to the
 grader, which collects them into its CSV.
@@ -660,7 +661,7 @@ def check_sampling_loop(sample_codes: Callable[..., Tensor], seed: int = 0) -> C
 
 
 # --------------------------------------------------------------------------------------------
-# Notebook 05: diversity, memorisation, surprise (references in vqlesson.analysis)
+# Notebook 05: diversity, memorisation, surprise (references in vqlesson.memorisation/analysis)
 # --------------------------------------------------------------------------------------------
 def check_pairwise_hamming(pairwise_hamming: Callable[[Tensor], float], seed: int = 0
                            ) -> CheckResult:
@@ -671,9 +672,10 @@ def check_pairwise_hamming(pairwise_hamming: Callable[[Tensor], float], seed: in
         pairwise_hamming: the student's function; ``codes`` (N, H, W) int64, N >= 2 -> float.
         seed: seeds the random code maps.
 
-    Compared with :func:`vqlesson.analysis.pairwise_hamming`; one case holds identical maps (0).
+    Compared with :func:`vqlesson.memorisation.pairwise_hamming`; one case holds identical maps
+    (0).
     """
-    from .analysis import pairwise_hamming as reference
+    from .memorisation import pairwise_hamming as reference
 
     def cases() -> str:
         g = _generator(seed)
@@ -707,10 +709,10 @@ def check_nearest_neighbours(nearest_neighbours: Callable[[Tensor, Tensor], Sequ
             (M, H, W) int64 -> ``index`` (N,) int64 and ``distance`` (N,) float in [0, 1].
         seed: seeds the random maps.
 
-    Compared with :func:`vqlesson.analysis.nearest_neighbours` (``metric="hamming"``); two
+    Compared with :func:`vqlesson.memorisation.nearest_neighbours` (``metric="hamming"``); two
     queries are exact copies of references (distance 0).
     """
-    from .analysis import nearest_neighbours as reference
+    from .memorisation import nearest_neighbours as reference
 
     def cases() -> str:
         g = _generator(seed)

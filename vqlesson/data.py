@@ -12,52 +12,40 @@ Every item is ``(image, label)``: image ``(3, S, S)`` float32 in [-1, 1], label 
 (0 benign, 1 malignant; -1 for unlabelled folders). One range, end to end: the VQ-VAE's decoder
 ends in tanh and produces [-1, 1] too.
 
-Real files are decoded once: the first use resizes every image (centre crop to a square, then an
-antialiased resize to S x S) into a cache beside the data, keyed by the image size and rebuilt
-when the source files change. Cleaning rules for every file: EXIF orientation is applied;
-greyscale, RGBA, palette, 16-bit and CMYK images become RGB (transparency is composited on black,
-the colour of the dermoscope's surround); an unreadable or truncated file raises
-:class:`CorruptImageError` naming it, or with ``on_error="skip"`` is left out with one warning
-that counts and names the skipped files.
+Real files are decoded, cleaned and resized once, into a cache beside the data
+(:mod:`vqlesson.image_files`); an unreadable file raises
+:class:`~vqlesson.image_files.CorruptImageError`, or with ``on_error="skip"`` is left out with
+one warning.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, build_transforms
-from .checkpoint import atomic_torch_save
 from .cifar import cifar10_splits
 from .download import default_isic_root
+from .image_files import CACHE_DIRNAME, IMAGE_EXTENSIONS, cached_images, warn_skipped
 from .metrics import to_unit_range
 from .runtime import Profile, get_profile, worker_init_fn
 from .synthetic import SyntheticLesions
 
 __all__ = [
-    "CLASSES", "CorruptImageError", "DatasetNotFoundError", "ISIC2016", "ImageFolderDataset",
-    "SyntheticLesions", "Loaders", "make_loaders", "default_isic_root", "load_rgb",
+    "CLASSES", "DatasetNotFoundError", "ISIC2016", "ImageFolderDataset",
+    "SyntheticLesions", "Loaders", "make_loaders", "default_isic_root",
     "to_model_range", "to_unit_range",
 ]
 
 LOGGER = logging.getLogger("vqlesson")
 CLASSES = ("benign", "malignant")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-CACHE_DIRNAME = ".vqlesson_cache"
-CACHE_FORMAT = 1
 SYNTHETIC_GPU_SIZE = 4000  # synthetic training images when the profile says "all" (gpu)
 
 ISIC_FILES = {
@@ -66,87 +54,16 @@ ISIC_FILES = {
 }
 
 
-class CorruptImageError(ValueError):
-    """An image file that cannot be decoded (unreadable, truncated or not an image)."""
-
-
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset folder that is missing or holds no data."""
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers: ranges, decoding, cleaning
+# Helpers: ranges, argument checks, items
 # --------------------------------------------------------------------------------------------
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
     """``[0, 1] -> [-1, 1]`` (clamped first), the range every model of the course uses."""
     return x.clamp(0.0, 1.0) * 2.0 - 1.0
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB. Alpha is composited on black; 16/32-bit greys are rescaled."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
-
-
-def load_rgb(path: str | os.PathLike, size: int | None = None) -> Image.Image:
-    """Decode one image file into a cleaned RGB PIL image.
-
-    Args:
-        path: an image file (JPEG, PNG, BMP, ...).
-        size: when given, the image is centre-cropped to a square and resized (antialiased) to
-            ``size x size`` pixels; large JPEGs are decoded at reduced scale first (much faster).
-
-    Returns:
-        A PIL image in mode ``"RGB"``, EXIF orientation applied.
-
-    Raises:
-        CorruptImageError: the file cannot be decoded or is truncated (the message names it).
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            if size is not None and img.format == "JPEG":
-                img.draft("RGB", (size, size))  # DCT-domain downscale, keeps both sides >= size
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            if size is not None:
-                img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
-            return img
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise CorruptImageError(
-            f"cannot read image {path}: {err}. Replace or delete the file (re-run "
-            f"data_download.sh for ISIC 2016), or pass on_error='skip' to leave it out."
-        ) from err
-
-
-def _image_to_uint8_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) uint8 tensor."""
-    arr = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
-
-
-def _raw_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file from its header, after EXIF orientation; (0, 0) if unreadable."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
-            return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-        return (0, 0)
 
 
 def _check_on_error(on_error: str) -> None:
@@ -157,111 +74,6 @@ def _check_on_error(on_error: str) -> None:
 def _check_image_size(image_size: int) -> None:
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an int >= 8 (pixels), got {image_size!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# The resize cache
-# --------------------------------------------------------------------------------------------
-def _fingerprint(files: Sequence[Path], extra: bytes = b"") -> str:
-    """A hash of every file's path, size and modification time (cheap: no reading)."""
-    digest = hashlib.sha256(extra)
-    for f in files:
-        st = f.stat()
-        digest.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def _cache_file(root: Path, name: str, image_size: int) -> Path:
-    """``ROOT/.vqlesson_cache/NAME_Spx.pt``, or a user cache folder if ROOT is read-only."""
-    local = root / CACHE_DIRNAME
-    try:
-        local.mkdir(exist_ok=True)
-        if os.access(local, os.W_OK):
-            return local / f"{name}_{image_size}px.pt"
-    except OSError:
-        pass
-    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    fallback = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vqlesson" / key
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback / f"{name}_{image_size}px.pt"
-
-
-def _decode_all(
-    files: Sequence[Path], image_size: int, on_error: str, desc: str
-) -> tuple[torch.Tensor, list[int], list[str], list[tuple[int, int]]]:
-    """Decode and resize every file in parallel threads (PIL releases the GIL while decoding).
-
-    Returns (images (N_ok, 3, S, S) uint8, indices of the files kept, names skipped, raw sizes).
-    """
-    def work(path: Path):
-        try:
-            return _image_to_uint8_tensor(load_rgb(path, image_size)), None
-        except CorruptImageError as err:
-            if on_error == "raise":
-                raise
-            return None, err
-
-    images, kept, skipped = [], [], []
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(work, files)
-        for i, (tensor, err) in enumerate(
-            tqdm(results, total=len(files), desc=desc, unit="img", leave=False)
-        ):
-            if tensor is None:
-                skipped.append(files[i].name)
-            else:
-                images.append(tensor)
-                kept.append(i)
-    raw_sizes = [_raw_size(files[i]) for i in kept]
-    stacked = (
-        torch.stack(images) if images else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
-    )
-    return stacked, kept, skipped, raw_sizes
-
-
-def _cached_images(
-    root: Path, name: str, files: Sequence[Path], image_size: int, on_error: str, extra: bytes = b""
-) -> dict:
-    """The resized images of ``files``, from the cache when it is current, else built and stored.
-
-    Returns a dict with ``images`` (N, 3, S, S) uint8, ``kept`` (indices into ``files``),
-    ``skipped`` (file names) and ``raw_sizes`` ((width, height) per kept file).
-    """
-    fingerprint = _fingerprint(files, extra)
-    path = _cache_file(root, name, image_size)
-    if path.exists():
-        try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if (
-                cached.get("format") == CACHE_FORMAT
-                and cached.get("fingerprint") == fingerprint
-                and cached.get("on_error") == on_error
-            ):
-                return cached
-        except Exception:  # noqa: BLE001 - an unreadable cache is simply rebuilt
-            pass
-    images, kept, skipped, raw_sizes = _decode_all(
-        files, image_size, on_error, desc=f"Resizing {name} to {image_size} px (once, cached)"
-    )
-    cached = {
-        "format": CACHE_FORMAT, "fingerprint": fingerprint, "on_error": on_error,
-        "images": images, "kept": kept, "skipped": skipped, "raw_sizes": raw_sizes,
-    }
-    try:
-        atomic_torch_save(cached, path)
-    except OSError as err:
-        warnings.warn(f"could not write the image cache {path}: {err}; images will be decoded again "
-                      "next time", stacklevel=3)
-    return cached
-
-
-def _warn_skipped(skipped: Sequence[str], where: Path) -> None:
-    if skipped:
-        shown = ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        warnings.warn(
-            f"skipped {len(skipped)} unreadable image(s) in {where}: {shown}", stacklevel=3
-        )
 
 
 def _make_item(image: torch.Tensor, label: torch.Tensor, transform: Callable | None):
@@ -362,6 +174,64 @@ def _stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> 
     return sorted(train_idx), sorted(val_idx)
 
 
+class _ListedImages(NamedTuple):
+    """The CSV rows of an ISIC split matched to image files (``missing``: ids without one)."""
+
+    files: list[Path]
+    labels: list[int]
+    ids: list[str]
+    missing: list[str]
+
+
+def _isic_rows(root: Path, split: str) -> tuple[Path, Path, list[tuple[str, int]]]:
+    """``(image folder, label CSV, its rows)`` of an ISIC 2016 split under ``root``.
+
+    Raises:
+        DatasetNotFoundError: ``root`` missing or empty, the folder or CSV missing, no rows.
+    """
+    if not root.is_dir() or not any(root.iterdir()):
+        raise _not_found(root, "the folder is missing or empty")
+    folder_name, csv_name = ISIC_FILES["test" if split == "test" else "train"]
+    folder, csv_path = root / folder_name, root / csv_name
+    if not folder.is_dir():
+        raise _not_found(root, f"the image folder {folder_name}/ is missing")
+    if not csv_path.is_file():
+        raise _not_found(root, f"the label file {csv_name} is missing")
+    rows = read_isic_labels(csv_path)
+    if not rows:
+        raise _not_found(root, f"{csv_name} holds no rows")
+    return folder, csv_path, rows
+
+
+def _match_isic_images(folder: Path, csv_path: Path, rows: Sequence[tuple[str, int]],
+                       on_error: str) -> _ListedImages:
+    """Each row's image file in ``folder`` (.jpg, .jpeg, .JPG or .png).
+
+    Raises:
+        ValueError: rows without an image, with ``on_error="raise"`` (says how to fix it).
+    """
+    files, labels, ids, missing = [], [], [], []
+    for image_id, label in rows:
+        path = next(
+            (folder / f"{image_id}{ext}" for ext in (".jpg", ".jpeg", ".JPG", ".png")
+             if (folder / f"{image_id}{ext}").is_file()),
+            None,
+        )
+        if path is None:
+            missing.append(image_id)
+            continue
+        files.append(path)
+        labels.append(label)
+        ids.append(image_id)
+    if missing and on_error == "raise":
+        raise ValueError(
+            f"{len(missing)} image(s) listed in {csv_path} are missing from {folder}: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. Re-run "
+            "data_download.sh, or pass on_error='skip'."
+        )
+    return _ListedImages(files, labels, ids, missing)
+
+
 class ISIC2016(_CachedImageDataset):
     """ISBI 2016 challenge, Part 3: 900 training and 379 test dermoscopy images (Gutman et al. 2016).
 
@@ -378,7 +248,6 @@ class ISIC2016(_CachedImageDataset):
             to [-1, 1] (e.g. :func:`vqlesson.augment.build_transforms`).
         on_error: ``"raise"`` (default) or ``"skip"`` unreadable files, with one warning.
         val_fraction, split_seed: the validation split, see above.
-        download: fetch it into ``root`` first when missing (:mod:`vqlesson.download`).
 
     Items:
         ``(image, label)``: image (3, S, S) float32 in [-1, 1]; label int64, 0 benign,
@@ -386,7 +255,7 @@ class ISIC2016(_CachedImageDataset):
 
     Raises:
         DatasetNotFoundError: ``root`` is missing, empty or lacks a file (says how to get it).
-        CorruptImageError: an unreadable image (with ``on_error="raise"``).
+        ~vqlesson.image_files.CorruptImageError: an unreadable image (with ``on_error="raise"``).
         ValueError: a bad CSV row, a CSV row without its image, or a bad argument.
     """
 
@@ -414,45 +283,16 @@ class ISIC2016(_CachedImageDataset):
         if download:  # torchvision's convention: fetch when missing (a no-op when in place)
             from .download import download_isic2016
             download_isic2016(self.root)
-        if not self.root.is_dir() or not any(self.root.iterdir()):
-            raise _not_found(self.root, "the folder is missing or empty")
+        folder, csv_path, rows = _isic_rows(self.root, split)
+        listed = _match_isic_images(folder, csv_path, rows, on_error)
 
-        folder_name, csv_name = ISIC_FILES["test" if split == "test" else "train"]
-        folder, csv_path = self.root / folder_name, self.root / csv_name
-        if not folder.is_dir():
-            raise _not_found(self.root, f"the image folder {folder_name}/ is missing")
-        if not csv_path.is_file():
-            raise _not_found(self.root, f"the label file {csv_name} is missing")
-        rows = read_isic_labels(csv_path)
-        if not rows:
-            raise _not_found(self.root, f"{csv_name} holds no rows")
-
-        files, labels, ids, missing = [], [], [], []
-        for image_id, label in rows:
-            path = next(
-                (folder / f"{image_id}{ext}" for ext in (".jpg", ".jpeg", ".JPG", ".png")
-                 if (folder / f"{image_id}{ext}").is_file()),
-                None,
-            )
-            if path is None:
-                missing.append(image_id)
-                continue
-            files.append(path)
-            labels.append(label)
-            ids.append(image_id)
-        if missing and on_error == "raise":
-            raise ValueError(
-                f"{len(missing)} image(s) listed in {csv_path} are missing from {folder}: "
-                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. Re-run "
-                "data_download.sh, or pass on_error='skip'."
-            )
-
-        cached = _cached_images(
-            self.root, folder_name, files, image_size, on_error, extra=csv_path.read_bytes()
+        cached = cached_images(
+            self.root, folder.name, listed.files, image_size, on_error,
+            extra=csv_path.read_bytes(),
         )
-        _warn_skipped(list(cached["skipped"]) + missing, folder)
+        warn_skipped(list(cached["skipped"]) + listed.missing, folder)
         kept = list(cached["kept"])
-        all_labels = [labels[i] for i in kept]
+        all_labels = [listed.labels[i] for i in kept]
         self.raw_sizes = list(cached["raw_sizes"])
         if split == "test":
             chosen = list(range(len(kept)))
@@ -461,7 +301,7 @@ class ISIC2016(_CachedImageDataset):
             chosen = train_idx if split == "train" else val_idx
         self.images = cached["images"][chosen]  # (N, 3, S, S) uint8
         self.labels = torch.tensor([all_labels[i] for i in chosen], dtype=torch.int64)
-        self.image_ids = [ids[kept[i]] for i in chosen]
+        self.image_ids = [listed.ids[kept[i]] for i in chosen]
         self.raw_sizes = [self.raw_sizes[i] for i in chosen]
 
     def __repr__(self) -> str:
@@ -490,7 +330,7 @@ class ImageFolderDataset(_CachedImageDataset):
 
     Raises:
         DatasetNotFoundError: the folder is missing or holds no image.
-        CorruptImageError: an unreadable image (with ``on_error="raise"``).
+        ~vqlesson.image_files.CorruptImageError: an unreadable image (with ``on_error="raise"``).
     """
 
     def __init__(
@@ -524,8 +364,8 @@ class ImageFolderDataset(_CachedImageDataset):
         self.classes = tuple(sorted({r.parts[0] for r in relative})) if labelled else ()
         labels = [self.classes.index(r.parts[0]) if labelled else -1 for r in relative]
 
-        cached = _cached_images(self.root, "folder", files, image_size, on_error)
-        _warn_skipped(cached["skipped"], self.root)
+        cached = cached_images(self.root, "folder", files, image_size, on_error)
+        warn_skipped(cached["skipped"], self.root)
         kept = list(cached["kept"])
         self.images = cached["images"]
         self.labels = torch.tensor([labels[i] for i in kept], dtype=torch.int64)
@@ -573,6 +413,98 @@ def _folder_splits(dataset: ImageFolderDataset, seed: int) -> tuple[list, list, 
     rest_labels = dataset.labels[rest].tolist()
     train_i, val_i = _stratified_split(rest_labels, 1 / 9, seed + 1)
     return [rest[i] for i in train_i], [rest[i] for i in val_i], test
+
+
+class _Splits(NamedTuple):
+    """The three datasets of one data source and its class names."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    classes: tuple[str, ...]
+
+
+def _resolve_source(source: object, isic_root: Path) -> tuple[str, str]:
+    """``(kind, why)``: the kind of ``source`` (``"auto"`` resolved to ISIC 2016 when it is on
+    disk, else the synthetic set) and, in words, why.
+
+    Raises:
+        ValueError: an unknown source, or ``"folder:"`` without a path.
+    """
+    kind = source.split(":", 1)[0] if isinstance(source, str) else None
+    if kind not in ("auto", "isic2016", "synthetic", "cifar10", "folder"):
+        raise ValueError(f"unknown data source {source!r}; use 'auto', 'isic2016', 'synthetic', "
+                         "'cifar10' or 'folder:PATH'.")
+    if kind == "folder":
+        folder = source.split(":", 1)[1] if ":" in source else ""
+        if not folder:
+            raise ValueError("source 'folder:PATH' needs a path, e.g. 'folder:data/my_images'")
+        return kind, f"images from {folder}"
+    if kind != "auto":
+        return kind, f"source={source!r}"
+    if isic_available(isic_root):
+        return "isic2016", f"ISIC 2016 found in {isic_root}"
+    return "synthetic", (f"ISIC 2016 not found in {isic_root} (run data_download.sh "
+                         "to get it); using the offline synthetic lesions")
+
+
+def _synthetic_splits(n_train: int | None, size: int, seed: int,
+                      train_transform: Callable | None) -> _Splits:
+    """Disjoint synthetic sets (seeds ``seed``, ``+ 1``, ``+ 2``); validation and test a fifth
+    of the training size (at least 16)."""
+    n = n_train if n_train is not None else SYNTHETIC_GPU_SIZE
+    n_eval = max(16, n // 5)
+    train = SyntheticLesions(n, size, seed=seed, transform=train_transform)
+    val = SyntheticLesions(n_eval, size, seed=seed + 1)
+    test = SyntheticLesions(n_eval, size, seed=seed + 2)
+    return _Splits(train, val, test, tuple(train.classes))
+
+
+def _isic_splits(isic_root: Path, n_train: int | None, size: int, seed: int,
+                 train_transform: Callable | None, on_error: str) -> _Splits:
+    """ISIC 2016's train/val/test splits; at most ``n_train`` training images (a seeded draw)."""
+    train_base = ISIC2016(isic_root, "train", size, on_error=on_error)
+    val = ISIC2016(isic_root, "val", size, on_error=on_error)
+    test = ISIC2016(isic_root, "test", size, on_error=on_error)
+    indices = np.arange(len(train_base))
+    if n_train is not None and n_train < len(train_base):
+        indices = np.sort(np.random.default_rng(seed).permutation(len(train_base))[:n_train])
+    train = _WithTransform(train_base, indices.tolist(), train_transform)
+    return _Splits(train, val, test, CLASSES)
+
+
+def _folder_splits_of(folder: str, n_train: int | None, size: int, seed: int,
+                      train_transform: Callable | None, on_error: str) -> _Splits:
+    """A folder of images split 80/10/10 (:func:`_folder_splits`); the first ``n_train``
+    training images."""
+    base = ImageFolderDataset(folder, size, on_error=on_error)
+    train_i, val_i, test_i = _folder_splits(base, seed)
+    if n_train is not None:
+        train_i = train_i[:n_train]
+    train = _WithTransform(base, train_i, train_transform)
+    val, test = _WithTransform(base, val_i, None), _WithTransform(base, test_i, None)
+    return _Splits(train, val, test, base.classes)
+
+
+def _make_data_loaders(splits: _Splits, batch: int, workers: int, seed: int, kind: str,
+                       details: str) -> Loaders:
+    """The three ``DataLoader`` s (training shuffled by a generator seeded with ``seed``)."""
+    generator = torch.Generator().manual_seed(seed)
+    common = dict(
+        batch_size=batch, num_workers=workers, worker_init_fn=worker_init_fn,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+    )
+    train, val, test = splits.train, splits.val, splits.test
+    return Loaders(
+        train=DataLoader(train, shuffle=True, drop_last=len(train) > batch, generator=generator,
+                         **common),
+        val=DataLoader(val, shuffle=False, **common),
+        test=DataLoader(test, shuffle=False, **common),
+        source=kind,
+        description=(f"{kind}: {len(train)} train / {len(val)} val / {len(test)} test images at "
+                     f"{details}"),
+        classes=splits.classes,
+    )
 
 
 def make_loaders(
@@ -623,65 +555,18 @@ def make_loaders(
         aug_config = AugmentConfig() if augment else None
     train_transform = build_transforms(aug_config, size)
 
-    kind = source.split(":", 1)[0] if isinstance(source, str) else None
-    if kind not in ("auto", "isic2016", "synthetic", "cifar10", "folder"):
-        raise ValueError(f"unknown data source {source!r}; use 'auto', 'isic2016', 'synthetic', "
-                         "'cifar10' or 'folder:PATH'.")
     isic_root = Path(root) if root is not None else default_isic_root()
-    if kind == "auto":
-        if isic_available(isic_root):
-            kind, why = "isic2016", f"ISIC 2016 found in {isic_root}"
-        else:
-            kind, why = "synthetic", (f"ISIC 2016 not found in {isic_root} (run data_download.sh "
-                                      "to get it); using the offline synthetic lesions")
-    else:
-        why = f"source={source!r}"
-
+    kind, why = _resolve_source(source, isic_root)
     if kind == "synthetic":
-        n = n_train if n_train is not None else SYNTHETIC_GPU_SIZE
-        n_eval = max(16, n // 5)
-        train = SyntheticLesions(n, size, seed=seed, transform=train_transform)
-        val = SyntheticLesions(n_eval, size, seed=seed + 1)
-        test = SyntheticLesions(n_eval, size, seed=seed + 2)
-        classes = tuple(train.classes)
+        splits = _synthetic_splits(n_train, size, seed, train_transform)
     elif kind == "isic2016":
-        train_base = ISIC2016(isic_root, "train", size, on_error=on_error)
-        val = ISIC2016(isic_root, "val", size, on_error=on_error)
-        test = ISIC2016(isic_root, "test", size, on_error=on_error)
-        indices = np.arange(len(train_base))
-        if n_train is not None and n_train < len(train_base):
-            indices = np.sort(np.random.default_rng(seed).permutation(len(train_base))[:n_train])
-        train = _WithTransform(train_base, indices.tolist(), train_transform)
-        classes = CLASSES
+        splits = _isic_splits(isic_root, n_train, size, seed, train_transform, on_error)
     elif kind == "cifar10":
-        train, val, test, classes = cifar10_splits(root, size, n_train, seed, augment)
+        splits = _Splits(*cifar10_splits(root, size, n_train, seed, augment))
     else:
-        folder = source.split(":", 1)[1] if ":" in source else ""
-        if not folder:
-            raise ValueError("source 'folder:PATH' needs a path, e.g. 'folder:data/my_images'")
-        base = ImageFolderDataset(folder, size, on_error=on_error)
-        train_i, val_i, test_i = _folder_splits(base, seed)
-        if n_train is not None:
-            train_i = train_i[:n_train]
-        train = _WithTransform(base, train_i, train_transform)
-        val, test = _WithTransform(base, val_i, None), _WithTransform(base, test_i, None)
-        classes = base.classes
-        why = f"images from {folder}"
-
-    generator = torch.Generator().manual_seed(seed)
-    common = dict(
-        batch_size=batch, num_workers=workers, worker_init_fn=worker_init_fn,
-        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-    )
-    loaders = Loaders(
-        train=DataLoader(train, shuffle=True, drop_last=len(train) > batch, generator=generator,
-                         **common),
-        val=DataLoader(val, shuffle=False, **common),
-        test=DataLoader(test, shuffle=False, **common),
-        source=kind,
-        description=(f"{kind}: {len(train)} train / {len(val)} val / {len(test)} test images at "
-                     f"{size} px, batch {batch} ({why})"),
-        classes=classes,
-    )
+        splits = _folder_splits_of(source.split(":", 1)[1], n_train, size, seed,
+                                   train_transform, on_error)
+    loaders = _make_data_loaders(splits, batch, workers, seed, kind,
+                                 f"{size} px, batch {batch} ({why})")
     LOGGER.info("data: %s", loaders.description)
     return loaders

@@ -46,8 +46,8 @@ def _reduce(per_image: torch.Tensor, reduction: str) -> float | torch.Tensor:
     raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _as_counts(counts) -> torch.Tensor:
-    counts = torch.as_tensor(counts).detach().to("cpu", torch.float64)
+def _check_counts(counts: torch.Tensor) -> None:
+    """Raise a ValueError unless ``counts`` is a non-empty (K,) of finite counts >= 0."""
     if counts.dim() != 1 or counts.numel() == 0:
         raise ValueError(
             f"counts must be a non-empty 1-D tensor of per-code counts (K,), got shape "
@@ -55,7 +55,6 @@ def _as_counts(counts) -> torch.Tensor:
         )
     if bool((counts < 0).any()) or not bool(torch.isfinite(counts).all()):
         raise ValueError("counts must be finite and non-negative (how often each code was used)")
-    return counts
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,26 +169,33 @@ def sharpness(x: torch.Tensor, reduction: str = "mean") -> float | torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Codebook usage
 # --------------------------------------------------------------------------------------------
-def perplexity_from_counts(counts) -> float:
+def perplexity_from_counts(counts, *, check: bool = True) -> torch.Tensor:
     """Codebook perplexity ``exp(-sum_k p_k log p_k)`` with ``p = counts / sum(counts)``.
 
     It is the "effective number of codes in use": ``K`` when all ``K`` codes are used equally
     often, 1 when a single code is used (codebook collapse). ``0 log 0`` is taken as 0. All-zero
-    counts (nothing encoded yet) give 1.0.
+    counts (nothing encoded yet) give 1. Computed in float64 (float32 on MPS) on the counts'
+    device; the quantiser uses it for its per-batch perplexity.
 
     Args:
         counts: ``(K,)`` non-negative counts (tensor, array or list) of how often each code was
             chosen.
+        check: validate ``counts`` (``False`` skips it, and with it a device synchronisation:
+            the quantiser passes its own bincounts).
 
     Returns:
-        float in ``[1, K]``.
+        0-dim float32 tensor in ``[1, K]`` on the counts' device (``float(...)`` for a number).
 
     Raises:
-        ValueError: not 1-D, empty, negative or non-finite counts.
+        ValueError: not 1-D, empty, negative or non-finite counts (with ``check``).
     """
-    from .quantize import perplexity_from_counts as _perplexity  # the one implementation
-
-    return float(_perplexity(_as_counts(counts)).item())
+    counts = torch.as_tensor(counts).detach()
+    if check:
+        _check_counts(counts)
+    counts = counts.to(torch.float32 if counts.device.type == "mps" else torch.float64)  # (K,)
+    p = counts / counts.sum().clamp(min=1.0)  # (K,)
+    entropy = -torch.special.xlogy(p, p).sum()
+    return entropy.exp().float()
 
 
 def active_fraction(counts) -> float:
@@ -201,7 +207,8 @@ def active_fraction(counts) -> float:
     Raises:
         ValueError: not 1-D, empty, negative or non-finite counts.
     """
-    counts = _as_counts(counts)
+    counts = torch.as_tensor(counts).detach()
+    _check_counts(counts)
     return float((counts > 0).double().mean().item())
 
 

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import torch
 
 from . import analysis as A
+from . import memorisation as M
 from . import plots
 from .checkpoint import atomic_write_text
 from .distributed import barrier, is_main_process
@@ -201,12 +202,12 @@ def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict
     import matplotlib.pyplot as plt
 
     n_ref = min(config.num_samples, len(e.test_codes))
-    reference = A.diversity(A.flat_codes(e.test_codes, "test")[:n_ref], e.test_images[:n_ref])
+    reference = M.diversity(A.flat_codes(e.test_codes, "test")[:n_ref], e.test_images[:n_ref])
     rows = {}
     device = next(loaded.vqvae.parameters()).device
     for t in config.temperatures:  # the test NLL does not depend on T: computed once above
         generator = torch.Generator(device=device).manual_seed(ctx.options["seed"])
-        row = A.evaluate_remedy(f"T = {t:g}", loaded.vqvae, loaded.priors, None, e.train_codes,
+        row = M.evaluate_remedy(f"T = {t:g}", loaded.vqvae, loaded.priors, None, e.train_codes,
                                 e.train_images, config, temperature=t, generator=generator)
         rows[t] = row._replace(test_bits_per_code=result["prior_test_bits_per_code"])
     result["reference_diversity"] = reference._asdict()
@@ -214,7 +215,7 @@ def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict
     result["temperatures"] = [{"temperature": t, **{k: v for k, v in r._asdict().items()
                                                     if k not in hidden}}
                               for t, r in rows.items()]
-    result["table"] = A.remedy_table(list(rows.values()), reference)
+    result["table"] = M.remedy_table(list(rows.values()), reference)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     plots.diversity_curves(config.temperatures, {"prior": [r.code_hamming for r in rows.values()]},
                            reference.code_hamming, ax=ax)

@@ -163,7 +163,8 @@ def vqvae2_diagram() -> plt.Figure:
 
 
 # --------------------------------------------------------------------------------------------
-# Failure analysis (vqlesson.analysis results; notebook 05 and the pipeline's report)
+# Failure analysis (vqlesson.analysis and vqlesson.memorisation results; notebook 05 and the
+# pipeline's report)
 # --------------------------------------------------------------------------------------------
 def score_distributions(splits: dict, classes: Sequence[str] = (),
                         metrics: Sequence[str] = ("psnr", "ssim")) -> plt.Figure:
@@ -310,7 +311,7 @@ def near_copies(samples: torch.Tensor, train_images: torch.Tensor, memorisation,
     Args:
         samples: (N, 3, H, W) float in [-1, 1].
         train_images: (M, 3, H, W) float in [-1, 1], indexed by ``memorisation.code.index``.
-        memorisation: ``vqlesson.analysis.Memorisation`` of these samples.
+        memorisation: ``vqlesson.memorisation.Memorisation`` of these samples.
     """
     order = torch.argsort(memorisation.code.distance)[:n]
     pairs = torch.cat([samples[order], train_images[memorisation.code.index[order]]])

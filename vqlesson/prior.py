@@ -75,7 +75,7 @@ from .runtime import get_device, seed_everything
 def check_prior(prior: object) -> PixelCNNPrior:
     if not isinstance(prior, PixelCNNPrior):
         raise TypeError(
-            f"prior must be a vqlesson.pixelcnn.PixelCNNPrior, got {type(prior).__name__}"
+            f"prior must be a vqlesson.pixelcnn_prior.PixelCNNPrior, got {type(prior).__name__}"
         )
     return prior
 
@@ -267,7 +267,7 @@ def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
     """Negative log-likelihood of a split's code maps under the prior (eval mode, no_grad).
 
     Args:
-        prior: a :class:`~vqlesson.pixelcnn.PixelCNNPrior` (moved to ``device`` if given).
+        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (moved to ``device`` if given).
         codes: the split's :class:`CodeDataset`.
         device: where to evaluate; ``None``: the prior's device.
         level: ``"top"``/``"bottom"`` for VQ-VAE-2 codes, ``None`` for VQ-VAE codes.
@@ -378,7 +378,7 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
     step for step (2 epochs + 1 resumed epoch == 3 epochs).
 
     Args:
-        prior: a :class:`~vqlesson.pixelcnn.PixelCNNPrior` (moved to the chosen device).
+        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (moved to the chosen device).
         train_codes: :class:`CodeDataset` of the training split.
         val_codes: :class:`CodeDataset` of the validation split, or ``None`` (no validation,
             no early stopping, the last weights are kept).

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
+from .metrics import perplexity_from_counts
 from .validate import check_codes, check_latents
 
 INIT_METHODS = ("kmeans", "random")
@@ -61,22 +62,6 @@ def squared_distances(x: Tensor, codes: Tensor) -> Tensor:
     x_sq = x.pow(2).sum(dim=1, keepdim=True)  # (N, 1)
     codes_sq = codes.pow(2).sum(dim=1)  # (K,)
     return torch.addmm(codes_sq, x, codes.t(), beta=1.0, alpha=-2.0).add_(x_sq)  # (N, K)
-
-
-def perplexity_from_counts(counts: Tensor) -> Tensor:
-    """``exp(-sum_k p_k log p_k)``, ``p = counts / counts.sum()``: the effective number of codes.
-
-    Args:
-        counts: (K,) non-negative float or int, how often each code was used.
-
-    Returns:
-        Scalar float tensor in ``[1, K]``: 1 when one code is used, K when all are used equally;
-        1 when ``counts`` is all zero.
-    """
-    counts = counts.to(torch.float32 if counts.device.type == "mps" else torch.float64)  # MPS: no float64
-    p = counts / counts.sum().clamp(min=1.0)  # (K,)
-    entropy = -torch.special.xlogy(p, p).sum()
-    return entropy.exp().float()
 
 
 def _jitter(vectors: Tensor, reference: Tensor, scale: float = JITTER) -> Tensor:
@@ -198,13 +183,14 @@ class VQOutput(NamedTuple):
         indices: (B, H, W) int64 in ``[0, K)``, the index of the nearest code.
         loss: scalar float32, ``codebook + beta * commitment`` (both mean squared errors); with
             ``ema=True`` only ``beta * commitment`` (the codebook is learnt by EMA).
-        perplexity: scalar float32 in ``[1, K]``, ``exp(entropy)`` of this batch's code usage.
+        batch_perplexity: scalar float32 in ``[1, K]``, ``exp(entropy)`` of this batch's code
+            usage (:func:`~vqlesson.metrics.perplexity_from_counts`).
     """
 
     z_q: Tensor
     indices: Tensor
     loss: Tensor
-    perplexity: Tensor
+    batch_perplexity: Tensor
 
 
 class VectorQuantizer(nn.Module):
@@ -316,7 +302,8 @@ class VectorQuantizer(nn.Module):
             z_e: (B, D, H, W) float encoder outputs, D = ``code_dim``; any float dtype.
 
         Returns:
-            :class:`VQOutput` (z_q in ``z_e``'s dtype; loss and perplexity float32 scalars).
+            :class:`VQOutput` (z_q in ``z_e``'s dtype; loss and batch_perplexity float32
+                scalars).
 
         Raises:
             TypeError: ``z_e`` is not a floating-point tensor.
@@ -349,10 +336,10 @@ class VectorQuantizer(nn.Module):
                 else:
                     counts = self._count_codes(flat_indices)
                 self.usage_counts += counts.round().to(self.usage_counts.dtype)
-                perplexity = perplexity_from_counts(counts)
+                batch_perplexity = perplexity_from_counts(counts, check=False)
 
         indices = flat_indices.view(b, h, w)  # (B, H, W)
-        return VQOutput(z_q.to(z_e.dtype), indices, loss, perplexity)
+        return VQOutput(z_q.to(z_e.dtype), indices, loss, batch_perplexity)
 
     @torch.no_grad()
     def update_codebook(self, flat_z: Tensor, indices: Tensor) -> Tensor:
@@ -479,7 +466,7 @@ class VectorQuantizer(nn.Module):
 
         1.0 when nothing has been counted yet.
         """
-        return float(perplexity_from_counts(self.usage_counts))
+        return float(perplexity_from_counts(self.usage_counts, check=False))
 
     def active_fraction(self) -> float:
         """Fraction in ``[0, 1]`` of codes used at least once since :meth:`reset_usage`."""

@@ -5,7 +5,7 @@ Learning*, §3.2: draw a code map from the prior ``p(z)`` position by position (
 then decode it with the frozen VQ-VAE decoder. For the two-level VQ-VAE-2, Razavi, van den Oord
 & Vinyals (2019), *Generating Diverse High-Fidelity Images with VQ-VAE-2*, Algorithm 2: the top
 code map first, then the bottom map conditioned on it, then the decoder. The samplers of one
-prior (naive and cached) are :meth:`vqlesson.pixelcnn.PixelCNNPrior.sample`.
+prior (naive and cached) are :meth:`vqlesson.pixelcnn_prior.PixelCNNPrior.sample`.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def sample_images(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tenso
 
     Args:
         vqvae: a trained :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2`.
-        priors: a :class:`~vqlesson.pixelcnn.PixelCNNPrior` for a VQ-VAE;
+        priors: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` for a VQ-VAE;
             ``(top_prior, bottom_prior)`` or ``{"top": ..., "bottom": ...}`` for a VQ-VAE-2.
         n: number of images (>= 1).
         label: class index (int) or (n,) int64, given to every class-conditional prior.

@@ -19,24 +19,9 @@ How one image is drawn (all vectorised on a coordinate grid in ``[-1, 1]^2``, no
 3. **Hair** (with probability ``hair_probability``): thin dark circular arcs.
 4. **Dermoscope**: black outside a slightly off-centre circle with a soft edge, and lens fall-off.
 
-The label follows the dermoscopic ABCD rule (Stolz et al. 1994; Nachbar et al. 1994) and is
-computed from the generator's parameters, never from pixels:
-
-- ``asymmetry`` A in [0, 2]: for each principal axis of the outline (through its centroid), the
-  fraction of the lesion area without a mirror partner, ``|M xor mirror(M)| / (2 |M|)`` (on a
-  36 x 36 grid), ramped from 0 at ``0.02`` to 1 at ``0.08``; the two axes are added (Stolz
-  scores 0, 1 or 2 asymmetric axes).
-- ``border`` B in [0, 8]: for each of the 8 octants around the lesion centre, the RMS of the
-  high-frequency (``k >= 3``) part of ``d ln r / d theta`` ramped from 0 at ``0.15`` to 1 at
-  ``0.6``; the octants are added (Stolz counts octants with an abrupt border).
-- ``colour`` C in {1, ..., 6}: the number of dermoscopic colours in the lesion's palette.
-- ``diameter`` D in [1, 5]: the equivalent diameter ``2 sqrt(area / pi)`` as a fraction of the
-  field width, mapped linearly from 1 at ``0.2`` to 5 at ``0.65``. *Variant*: in Stolz's
-  dermoscopic rule D is the number of differential structures; here it is the diameter of the
-  clinical ABCD rule, put on the same 1–5 range so that the weights still apply.
-
-The score is the Total Dermoscopy Score ``TDS = 1.3 A + 0.1 B + 0.5 C + 0.5 D`` and an item is
-malignant when ``TDS > 5.45`` (Stolz's threshold for "suspicious of melanoma"). A latent
+The label follows the dermoscopic ABCD rule (Stolz et al. 1994) and is computed from the
+generator's parameters, never from pixels (:mod:`vqlesson.synthetic_abcd`: asymmetry, border,
+colours and diameter of the outline and palette, the Total Dermoscopy Score, malignant above 5.45). A latent
 *atypia* ``z ~ U(0, 1)`` drives all four features (plus independent noise per feature), so the
 features are correlated as in real lesions and the classes differ visibly (malignant lesions are
 larger, more irregular, more variegated, have sharper edges, more dots and atypical networks).
@@ -54,8 +39,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .synthetic_abcd import TDS_THRESHOLD, abcd_features
+
 # --------------------------------------------------------------------------------------------
-# Constants: colours, ABCD scoring, parameter ranges
+# Constants: colours, parameter ranges
 # --------------------------------------------------------------------------------------------
 #: The six dermoscopic colours of the ABCD rule, RGB in [0, 1].
 COLOUR_NAMES = ("light brown", "dark brown", "black", "blue-grey", "red", "white")
@@ -86,15 +73,6 @@ MAX_HARMONIC_SUM = 0.75  # sum_k |a_k| <= this keeps r(theta) > 0 and the outlin
 MAX_DOTS = 40
 MAX_HAIRS = 8
 
-TDS_WEIGHTS = (1.3, 0.1, 0.5, 0.5)  # A, B, C, D (Stolz et al. 1994)
-TDS_THRESHOLD = 5.45  # TDS above this: malignant
-ASYMMETRY_RAMP = (0.02, 0.08)  # per-axis unmatched area fraction -> 0..1
-BORDER_RAMP = (0.15, 0.6)  # per-octant RMS of high-frequency d ln r / d theta -> 0..1
-DIAMETER_RAMP = (0.2, 0.65)  # equivalent diameter / field width -> D from 1 to 5
-FEATURE_GRID = 36  # grid side for the asymmetry masks (in units of the lesion radius)
-FEATURE_ANGLES = 128  # samples of r(theta) for the outline geometry
-FEATURE_CHUNK = 256  # items per vectorised chunk when computing features
-
 # Noise fields: number of control points per side (more = finer texture).
 NOISE_NODES = (4, 6, 7, 9, 12, 16)
 
@@ -124,11 +102,6 @@ def _smoothstep(edge0: float | np.ndarray, edge1: float | np.ndarray, x: np.ndar
     return t * t * (3.0 - 2.0 * t)
 
 
-def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Linear ramp clipped to [0, 1]: 0 at ``lo``, 1 at ``hi``."""
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-
-
 def _wrap_angle(a: np.ndarray) -> np.ndarray:
     """Angles wrapped to [-pi, pi)."""
     return (a + np.pi) % (2.0 * np.pi) - np.pi
@@ -148,160 +121,15 @@ def _to_builtin(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# ABCD features from the generator parameters (vectorised over items)
-# --------------------------------------------------------------------------------------------
-def total_dermoscopy_score(
-    asymmetry: np.ndarray | torch.Tensor,
-    border: np.ndarray | torch.Tensor,
-    colour: np.ndarray | torch.Tensor,
-    diameter: np.ndarray | torch.Tensor,
-) -> np.ndarray | torch.Tensor:
-    """``TDS = 1.3 A + 0.1 B + 0.5 C + 0.5 D`` (Stolz et al. 1994), elementwise.
-
-    Args: A in [0, 2], B in [0, 8], C in [1, 6], D in [1, 5] (any matching shapes). Returns the
-    score in [1, 8.9]; above :data:`TDS_THRESHOLD` (5.45) a lesion counts as malignant.
-    """
-    wa, wb, wc, wd = TDS_WEIGHTS
-    return wa * asymmetry + wb * border + wc * colour + wd * diameter
-
-
-def _outline_profile(amplitudes: np.ndarray, phases: np.ndarray, theta: np.ndarray) -> tuple:
-    """``r(theta) / R`` and the high-frequency (``k >= 3``) part of ``d r / d theta / R``.
-
-    amplitudes, phases: (n, K), theta: (M,) radians -> two float64 arrays (n, M).
-    """
-    k = np.arange(1, amplitudes.shape[1] + 1, dtype=np.float64)  # (K,)
-    arg = k[None, :, None] * theta[None, None, :] + phases[:, :, None]  # (n, K, M)
-    r = 1.0 + np.einsum("nk,nkm->nm", amplitudes, np.cos(arg))  # (n, M)
-    dr_high = -np.einsum("nk,nkm->nm", (amplitudes * k[None, :])[:, 2:], np.sin(arg[:, 2:]))
-    return r, dr_high
-
-
-def _polygon_moments(r: np.ndarray, theta: np.ndarray) -> tuple:
-    """Area, centroid and central second moments of the polygon with vertices r(theta).
-
-    r: (n, M), theta: (M,) -> area (n,), centroid (n, 2), covariance (n, 2, 2) (per unit area).
-    """
-    x = r * np.cos(theta)[None, :]  # (n, M)
-    y = r * np.sin(theta)[None, :]  # (n, M)
-    x1, y1 = np.roll(x, -1, axis=1), np.roll(y, -1, axis=1)  # next vertex, (n, M)
-    cross = x * y1 - x1 * y  # (n, M)
-    area = 0.5 * cross.sum(axis=1)  # (n,)
-    cx = ((x + x1) * cross).sum(axis=1) / (6.0 * area)
-    cy = ((y + y1) * cross).sum(axis=1) / (6.0 * area)
-    ixx = ((x * x + x * x1 + x1 * x1) * cross).sum(axis=1) / 12.0
-    iyy = ((y * y + y * y1 + y1 * y1) * cross).sum(axis=1) / 12.0
-    ixy = ((x * y1 + 2 * x * y + 2 * x1 * y1 + x1 * y) * cross).sum(axis=1) / 24.0
-    cov = np.empty((r.shape[0], 2, 2))
-    cov[:, 0, 0] = ixx / area - cx * cx
-    cov[:, 1, 1] = iyy / area - cy * cy
-    cov[:, 0, 1] = cov[:, 1, 0] = ixy / area - cx * cy
-    return area, np.stack([cx, cy], axis=1), cov
-
-
-def _inside(r_table: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """Whether points lie inside the outlines; r(theta) looked up (linear) in ``r_table``.
-
-    r_table: (n, M) samples of r at theta = 2 pi m / M; px, py: (n, P) -> bool (n, P).
-    """
-    m = r_table.shape[1]
-    pos = (np.arctan2(py, px) % (2.0 * np.pi)) * (m / (2.0 * np.pi))  # (n, P) in [0, M)
-    lo = np.floor(pos).astype(np.int64) % m
-    frac = pos - np.floor(pos)
-    r_lo = np.take_along_axis(r_table, lo, axis=1)
-    r_hi = np.take_along_axis(r_table, (lo + 1) % m, axis=1)
-    return np.hypot(px, py) < r_lo + frac * (r_hi - r_lo)
-
-
-def abcd_features(
-    amplitudes: np.ndarray, phases: np.ndarray, radius: np.ndarray, n_colours: np.ndarray
-) -> dict[str, np.ndarray]:
-    """The four ABCD features and the TDS of star-shaped lesions (see the module docstring).
-
-    The outline is ``r(theta) = R (1 + sum_k a_k cos(k theta + phi_k))``, ``k = 1..K``.
-
-    Args:
-        amplitudes: (n, K) float, a_k, with ``sum_k |a_k| < 1`` per row (so r > 0).
-        phases: (n, K) float, phi_k in radians.
-        radius: (n,) float > 0, R in field half-widths (the image spans [-1, 1]).
-        n_colours: (n,) int in [1, 6], the number of dermoscopic colours.
-
-    Returns:
-        dict of float64 arrays (n,): ``asymmetry`` in [0, 2], ``border`` in [0, 8], ``colour``
-        in [1, 6], ``diameter`` in [1, 5], ``score`` (TDS, see :func:`total_dermoscopy_score`).
-
-    Raises:
-        ValueError: mismatched shapes, ``sum_k |a_k| >= 1``, a radius <= 0 or a colour count
-            outside [1, 6].
-    """
-    amplitudes = np.asarray(amplitudes, dtype=np.float64)
-    phases = np.asarray(phases, dtype=np.float64)
-    radius = np.asarray(radius, dtype=np.float64)
-    n_colours = np.asarray(n_colours)
-    if amplitudes.ndim != 2 or phases.shape != amplitudes.shape:
-        raise ValueError(f"amplitudes and phases must both be (n, K); got {amplitudes.shape} "
-                         f"and {phases.shape}")
-    n = amplitudes.shape[0]
-    if radius.shape != (n,) or n_colours.shape != (n,):
-        raise ValueError(f"radius and n_colours must be ({n},); got {radius.shape} and "
-                         f"{n_colours.shape}")
-    harmonic_sum = np.abs(amplitudes).sum(axis=1)  # (n,)
-    if np.any(harmonic_sum >= 1.0):
-        raise ValueError("each row of amplitudes must have sum |a_k| < 1 so that r(theta) > 0; "
-                         f"the largest is {harmonic_sum.max():.3f}")
-    if np.any(radius <= 0):
-        raise ValueError("radius must be > 0 (field half-widths)")
-    if np.any((n_colours < 1) | (n_colours > 6)):
-        raise ValueError("n_colours must be in [1, 6] (the six dermoscopic colours)")
-    theta = np.arange(FEATURE_ANGLES) * (2.0 * np.pi / FEATURE_ANGLES)  # (M,)
-    axis = (np.arange(FEATURE_GRID) + 0.5) / FEATURE_GRID * 2.0 - 1.0  # (G,) in [-1, 1]
-    unit_x, unit_y = np.meshgrid(axis, axis)  # (G, G) each
-    unit_x, unit_y = unit_x.reshape(1, -1), unit_y.reshape(1, -1)  # (1, G*G)
-    asym = np.empty(n)
-    border = np.empty(n)
-    area = np.empty(n)
-    octant = (np.arange(FEATURE_ANGLES) * 8) // FEATURE_ANGLES  # (M,) octant of each angle
-    for start in range(0, n, FEATURE_CHUNK):
-        sl = slice(start, min(start + FEATURE_CHUNK, n))
-        r, dr_high = _outline_profile(amplitudes[sl], phases[sl], theta)  # (c, M) each
-        a, centroid, cov = _polygon_moments(r, theta)
-        extent = 1.05 + harmonic_sum[sl, None]  # (c, 1) each item's grid just covers it
-        gx, gy = unit_x * extent, unit_y * extent  # (c, G*G)
-        area[sl] = a
-        # Asymmetry: reflect the grid about each principal axis through the centroid.
-        _, vecs = np.linalg.eigh(cov)  # (c, 2, 2), columns = axes (minor, major)
-        inside = _inside(r, gx, gy)  # (c, G*G)
-        count = inside.sum(axis=1)  # (c,) lesion area in grid cells
-        total = np.zeros(r.shape[0])
-        for j in range(2):
-            u = vecs[:, :, j]  # (c, 2) unit axis direction
-            dx = gx - centroid[:, :1]  # (c, G*G)
-            dy = gy - centroid[:, 1:]
-            along = dx * u[:, :1] + dy * u[:, 1:]  # (c, G*G)
-            qx = centroid[:, :1] + 2.0 * along * u[:, :1] - dx  # mirror image of each point
-            qy = centroid[:, 1:] + 2.0 * along * u[:, 1:] - dy
-            mirrored = _inside(r, qx, qy)
-            unmatched = (inside != mirrored).sum(axis=1) / (2.0 * np.maximum(count, 1))
-            total += _ramp(unmatched, *ASYMMETRY_RAMP)
-        asym[sl] = total
-        # Border: high-frequency (k >= 3) part of d ln r / d theta, RMS per octant.
-        hf = dr_high / r  # (c, M)
-        rms = np.sqrt(np.stack([(hf[:, octant == o] ** 2).mean(axis=1) for o in range(8)], 1))
-        border[sl] = _ramp(rms, *BORDER_RAMP).sum(axis=1)  # (c,)
-    equivalent_diameter = 2.0 * radius * np.sqrt(area / np.pi)  # field half-widths
-    diameter = 1.0 + 4.0 * _ramp(equivalent_diameter / 2.0, *DIAMETER_RAMP)
-    colour = n_colours.astype(np.float64)
-    score = total_dermoscopy_score(asym, border, colour, diameter)
-    return {"asymmetry": asym, "border": border, "colour": colour, "diameter": diameter,
-            "score": score}
-
-
-# --------------------------------------------------------------------------------------------
 # Blocks: sampling the parameters of one item, rendering one item
 # --------------------------------------------------------------------------------------------
 def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
                    hair_probability: float) -> dict[str, Any]:
-    """All generator parameters of one item (NumPy values; see :meth:`SyntheticLesions.params`)."""
+    """All generator parameters of one item (NumPy values; see :meth:`SyntheticLesions.params`).
+
+    The steps draw from ``rng`` in a fixed order (skin, outline, colours, structures), hair from
+    its own ``hair_rng``; the same generators give the same item.
+    """
     z = rng.random()  # latent atypia: 0 = banal naevus, 1 = florid melanoma
 
     def driver() -> float:  # per-feature atypia: z plus independent noise
@@ -311,7 +139,16 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     p: dict[str, Any] = {"atypia": z, "atypia_asymmetry": z_asym, "atypia_border": z_border,
                          "atypia_colour": z_colour, "atypia_size": z_size,
                          "atypia_structures": z_struct}
-    # Skin and dermoscope.
+    _sample_skin(rng, p)
+    _sample_outline(rng, p, z_asym, z_border, z_size)
+    _sample_colours(rng, p, z_colour)
+    _sample_structures(rng, p, z_struct)
+    p["hairs"] = _sample_hairs(hair_rng, hair_probability)
+    return p
+
+
+def _sample_skin(rng: np.random.Generator, p: dict[str, Any]) -> None:
+    """Skin tone and the dermoscope's brightness and vignette, into ``p``."""
     tone = rng.beta(2.0, 2.0) * (len(SKIN_TONES) - 1)
     lo = min(int(tone), len(SKIN_TONES) - 2)
     skin = SKIN_TONES[lo] + (tone - lo) * (SKIN_TONES[lo + 1] - SKIN_TONES[lo])
@@ -322,7 +159,11 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     p["vignette_radius"] = rng.uniform(0.95, 1.25)
     p["vignette_softness"] = rng.uniform(0.02, 0.08)
     p["vignette_falloff"] = rng.uniform(0.1, 0.35)
-    # Outline.
+
+
+def _sample_outline(rng: np.random.Generator, p: dict[str, Any], z_asym: float, z_border: float,
+                    z_size: float) -> None:
+    """Centre, radius and the harmonics of r(theta) (asymmetry, border), into ``p``."""
     angle, offset = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(0.03, 0.2)
     p["lesion_center"] = offset * np.array([np.cos(angle), np.sin(angle)])
     p["lesion_radius"] = rng.uniform(0.23, 0.39) + 0.26 * z_size
@@ -336,7 +177,10 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     p["harmonic_phases"] = rng.uniform(0.0, 2.0 * np.pi, NUM_HARMONICS)
     p["edge_softness"] = rng.uniform(0.03, 0.13) * (1.0 - 0.7 * z_border)  # in units of R
     p["edge_roughness"] = 0.01 + 0.05 * z_border  # small-scale noise on the outline, units of R
-    # Colours: 1..6, the first is light or dark brown.
+
+
+def _sample_colours(rng: np.random.Generator, p: dict[str, Any], z_colour: float) -> None:
+    """The palette (1..6 colours, the first light or dark brown) and pigment, into ``p``."""
     n_colours = 1 + rng.binomial(5, 0.2 + 0.8 * z_colour)
     first = int(rng.integers(0, 2))
     weights = (1 - z_colour) * COLOUR_WEIGHTS_TYPICAL + z_colour * COLOUR_WEIGHTS_ATYPICAL
@@ -350,13 +194,16 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     p["colour_strengths"] = strength
     p["pigment_density"] = rng.uniform(0.75, 0.98)
     p["central_darkening"] = rng.uniform(0.0, 0.35)
-    # Pigment network (typical: regular, fading at the periphery; atypical: thick, broken).
+
+
+def _sample_structures(rng: np.random.Generator, p: dict[str, Any], z_struct: float) -> None:
+    """Pigment network (typical: regular, fading at the periphery; atypical: thick, broken) and
+    dots and globules, in lesion polar coordinates (angle, fraction of r(theta)), into ``p``."""
     p["network"] = bool(rng.random() < 0.7)
     p["network_period"] = rng.uniform(0.05, 0.09)
     p["network_angle"] = rng.uniform(0.0, np.pi)
     p["network_contrast"] = rng.uniform(0.35, 0.65)
     p["network_atypia"] = z_struct
-    # Dots and globules, in lesion polar coordinates (angle, fraction of r(theta)).
     n_dots = int(min(MAX_DOTS, rng.poisson(1.0 + 18.0 * z_struct**1.5)))
     reach = 0.5 + 0.45 * z_struct  # atypical: dots out to the periphery
     p["dots_angle"] = rng.uniform(0.0, 2.0 * np.pi, n_dots)
@@ -364,7 +211,11 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
     growth = 1.0 + 0.8 * rng.random(n_dots) * z_struct  # atypical: some dots become globules
     p["dots_radius"] = rng.uniform(0.008, 0.02, n_dots) * growth
     p["dots_colour"] = rng.choice([1, 2, 3], size=n_dots, p=[0.6, 0.3, 0.1]).astype(np.int64)
-    # Hair: its own stream, so hair_probability changes nothing else.
+
+
+def _sample_hairs(hair_rng: np.random.Generator, hair_probability: float) -> list[dict]:
+    """Hairs (circular arcs) from their own stream, so ``hair_probability`` changes nothing
+    else: none with probability ``1 - hair_probability``, else 1..``MAX_HAIRS``."""
     hairs = []
     if hair_rng.random() < hair_probability:
         for _ in range(1 + min(MAX_HAIRS - 1, int(hair_rng.geometric(0.3)) - 1)):
@@ -376,8 +227,7 @@ def _sample_params(rng: np.random.Generator, hair_rng: np.random.Generator,
                 "width": hair_rng.uniform(0.006, 0.016),
                 "darkness": hair_rng.uniform(0.6, 0.95),
             })
-    p["hairs"] = hairs
-    return p
+    return hairs
 
 
 class _Canvas:
@@ -404,18 +254,41 @@ class _Canvas:
 def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.ndarray:
     """Draw one item from its parameters ``p``: (3, S, S) float32 in [0, 1].
 
-    ``rng`` supplies only the textures (noise fields), so the geometry is fully in ``p``.
+    ``rng`` supplies only the textures (noise fields), drawn in a fixed order by the steps
+    below, so the geometry is fully in ``p``. Scalars are used as Python floats and arrays as
+    float32, so nothing promotes to float64.
     """
-    # Scalars are used as Python floats and arrays as float32, so nothing promotes to float64.
-    x, y, px, size = canvas.x, canvas.y, canvas.pixel, canvas.size
-    # --- Skin: tone x low-frequency shading, erythema, later grain.
+    image = _draw_skin(p, canvas, rng)  # (3, S, S)
+    mask, frac = _outline_mask(p, canvas, rng)  # (S, S) each
+    lesion, pigmented = _lesion_colours(p, canvas, rng, frac)  # (3, S, S), (S, S)
+    _pigment_network(p, canvas, rng, lesion, frac, pigmented)
+    # Composite the lesion over the skin.
+    density = p["pigment_density"] * (1.0 - 0.25 * frac**2) * (1.0 + 0.1 * canvas.noise(rng, 9))
+    alpha = np.clip(mask * density, 0.0, 1.0)[None]  # (1, S, S)
+    image = image * (1.0 - alpha) + lesion * alpha
+    _draw_dots(p, canvas, image)
+    image = _draw_hairs(p, canvas, image)
+    return _dermoscope(p, canvas, rng, image)
+
+
+def _draw_skin(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.ndarray:
+    """Skin: tone x low-frequency shading, erythema (grain comes last). -> (3, S, S)."""
     shade = (1.0 + 0.05 * canvas.noise(rng, 4) + 0.025 * canvas.noise(rng, 9)
              + 0.015 * canvas.noise(rng, 16))  # (S, S)
     image = p["skin_rgb"].astype(np.float32)[:, None, None] * shade[None]  # (3, S, S)
     ery = p["erythema"] * np.clip(canvas.noise(rng, 6), 0.0, None)  # (S, S)
     image += np.array([0.6, -0.6, -0.4], np.float32)[:, None, None] * ery[None]
+    return image
 
-    # --- Lesion outline: r(theta) via powers of e^{i theta} (no per-harmonic trig).
+
+def _outline_mask(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The lesion outline r(theta), via powers of e^{i theta} (no per-harmonic trig).
+
+    Returns ``(mask, frac)``: (S, S) soft inside-mask in [0, 1], and (S, S) the radius as a
+    fraction of the outline's in that direction (0 centre, 1 outline, clipped to 1.5).
+    """
+    x, y, px, size = canvas.x, canvas.y, canvas.pixel, canvas.size
     cx, cy = (float(v) for v in p["lesion_center"])
     radius = float(p["lesion_radius"])
     dx, dy = x - np.float32(cx), y - np.float32(cy)
@@ -432,9 +305,17 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
     width = max(p["edge_softness"] * radius, 0.75 * px)
     mask = _smoothstep(width, -width, signed)  # (S, S) in [0, 1]
     frac = np.clip(rho / np.maximum(r_theta, 1e-6), 0.0, 1.5)  # 0 centre, 1 outline
+    return mask, frac
 
-    # --- Colours in patches with a radial preference (softmax over the palette).
-    palette = p["palette"]
+
+def _lesion_colours(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator,
+                    frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Colours in patches with a radial preference (softmax over the palette), mottling
+    (structureless blotches) and a darker centre.
+
+    Returns ``(lesion, pigmented)``: (3, S, S) lesion colour, (S, S) share of browns and black.
+    """
+    size, palette = canvas.size, p["palette"]
     logits = np.stack([
         2.5 * (canvas.noise(rng, 7) + float(s + COLOUR_PATCH_BIAS[c])
                + float(COLOUR_RADIAL_PREFERENCE[c]) * (1.0 - 2.0 * frac))
@@ -447,39 +328,46 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
     for w, c in zip(weights, palette):
         lesion += w[None] * COLOUR_RGB[c].astype(np.float32)[:, None, None]  # (3, S, S)
     pigmented = weights[palette <= 2].sum(axis=0)  # (S, S) share of browns and black
-    # Mottling (structureless blotches) and a darker centre.
     mottle = 1.0 + 0.12 * canvas.noise(rng, 16) + 0.08 * canvas.noise(rng, 9)
     lesion *= (mottle * (1.0 - p["central_darkening"] * np.clip(1.0 - frac**2, 0.0, 1.0)))[None]
+    return lesion, pigmented
 
-    # --- Pigment network: a domain-warped honeycomb (three plane waves at 120 degrees) of dark
-    # lines over lighter holes, faded out where its period would alias at this resolution.
+
+def _pigment_network(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator,
+                     lesion: np.ndarray, frac: np.ndarray, pigmented: np.ndarray) -> None:
+    """Darken ``lesion`` (3, S, S) in place with the pigment network: a domain-warped
+    honeycomb (three plane waves at 120 degrees) of dark lines over lighter holes, faded out
+    where its period would alias at this resolution."""
+    x, y, px = canvas.x, canvas.y, canvas.pixel
     period = p["network_period"]
     visibility = float(np.clip((period / px - 2.5) / 3.0, 0.0, 1.0))
-    if p["network"] and visibility > 0.0:
-        atyp = p["network_atypia"]
-        warp, jitter = np.float32(period * (1.0 + 1.5 * atyp)), np.float32(0.3 * period)
-        wx = x + warp * canvas.noise(rng, 12) + jitter * canvas.noise(rng, 16)  # (S, S)
-        wy = y + warp * canvas.noise(rng, 12) + jitter * canvas.noise(rng, 16)
-        waves = np.zeros_like(wx)
-        for j in range(3):
-            ang = p["network_angle"] + j * 2.0 * np.pi / 3.0
-            wavenumber = np.float32(2.0 * np.pi / period)
-            waves += np.cos((wx * math.cos(ang) + wy * math.sin(ang)) * wavenumber)
-        # waves in [-1.5, 3]: lines where it is lowest; atypical networks have thicker lines.
-        lines = np.exp(-(waves + 1.5) / (0.9 + 1.2 * atyp))
-        lines *= _smoothstep(-1.0, 0.5, canvas.noise(rng, 16))  # uneven line darkness
-        lines *= pigmented  # only over the brown/black colours
-        if atyp > 0.4:  # broken, irregular network
-            lines *= _smoothstep(-0.3, 0.3, canvas.noise(rng, 9) + 1.2 - 1.5 * atyp)
-        fade = _smoothstep(1.0, 0.5 - 0.4 * atyp, frac)  # typical: fades at the periphery
-        lesion *= 1.0 - (visibility * p["network_contrast"] * lines * fade)[None]
+    if not p["network"] or visibility <= 0.0:
+        return
+    atyp = p["network_atypia"]
+    warp, jitter = np.float32(period * (1.0 + 1.5 * atyp)), np.float32(0.3 * period)
+    wx = x + warp * canvas.noise(rng, 12) + jitter * canvas.noise(rng, 16)  # (S, S)
+    wy = y + warp * canvas.noise(rng, 12) + jitter * canvas.noise(rng, 16)
+    waves = np.zeros_like(wx)
+    for j in range(3):
+        ang = p["network_angle"] + j * 2.0 * np.pi / 3.0
+        wavenumber = np.float32(2.0 * np.pi / period)
+        waves += np.cos((wx * math.cos(ang) + wy * math.sin(ang)) * wavenumber)
+    # waves in [-1.5, 3]: lines where it is lowest; atypical networks have thicker lines.
+    lines = np.exp(-(waves + 1.5) / (0.9 + 1.2 * atyp))
+    lines *= _smoothstep(-1.0, 0.5, canvas.noise(rng, 16))  # uneven line darkness
+    lines *= pigmented  # only over the brown/black colours
+    if atyp > 0.4:  # broken, irregular network
+        lines *= _smoothstep(-0.3, 0.3, canvas.noise(rng, 9) + 1.2 - 1.5 * atyp)
+    fade = _smoothstep(1.0, 0.5 - 0.4 * atyp, frac)  # typical: fades at the periphery
+    lesion *= 1.0 - (visibility * p["network_contrast"] * lines * fade)[None]
 
-    # --- Composite the lesion over the skin.
-    density = p["pigment_density"] * (1.0 - 0.25 * frac**2) * (1.0 + 0.1 * canvas.noise(rng, 9))
-    alpha = np.clip(mask * density, 0.0, 1.0)[None]  # (1, S, S)
-    image = image * (1.0 - alpha) + lesion * alpha
 
-    # --- Dots and globules: Gaussian blobs drawn in small windows.
+def _draw_dots(p: dict[str, Any], canvas: _Canvas, image: np.ndarray) -> None:
+    """Dots and globules into ``image`` (3, S, S), in place: Gaussian blobs drawn in small
+    windows, placed in lesion polar coordinates."""
+    x, y, px, size = canvas.x, canvas.y, canvas.pixel, canvas.size
+    cx, cy = (float(v) for v in p["lesion_center"])
+    radius = float(p["lesion_radius"])
     for ang, f, rad, col in zip(p["dots_angle"], p["dots_fraction"], p["dots_radius"],
                                 p["dots_colour"]):
         prof = 1.0 + sum(a * math.cos((k + 1) * ang + phi) for k, (a, phi) in
@@ -501,7 +389,10 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
         dot_rgb = COLOUR_RGB[col].astype(np.float32)[:, None, None]  # (3, 1, 1)
         image[:, r0:r1, c0:c1] = patch * (1.0 - blob) + dot_rgb * blob
 
-    # --- Hair: circular arcs, anti-aliased by coverage.
+
+def _draw_hairs(p: dict[str, Any], canvas: _Canvas, image: np.ndarray) -> np.ndarray:
+    """Hair over ``image`` (3, S, S): circular arcs, anti-aliased by coverage. -> (3, S, S)."""
+    x, y, px = canvas.x, canvas.y, canvas.pixel
     for hair in p["hairs"]:
         hx, hy = (float(v) for v in hair["point"])
         d, rc = float(hair["direction"]), float(hair["curvature_radius"])
@@ -517,8 +408,14 @@ def _render(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator) -> np.
         coverage = np.clip((half_w - off) / px + 0.5, 0.0, 1.0)
         a_h = float(hair["darkness"]) * min(1.0, float(hair["width"]) / px) * coverage * taper
         image = image * (1.0 - a_h[None]) + HAIR_RGB.astype(np.float32)[:, None, None] * a_h[None]
+    return image
 
-    # --- Dermoscope: lens fall-off, black outside the field stop, grain.
+
+def _dermoscope(p: dict[str, Any], canvas: _Canvas, rng: np.random.Generator,
+                image: np.ndarray) -> np.ndarray:
+    """The dermoscope: lens fall-off, black outside the field stop, grain; clipped to [0, 1].
+    (3, S, S) -> (3, S, S) float32."""
+    x, y, size = canvas.x, canvas.y, canvas.size
     vx, vy = (float(v) for v in p["vignette_center"])
     vr = np.hypot(x - np.float32(vx), y - np.float32(vy))
     vrad, vsoft = p["vignette_radius"], p["vignette_softness"]
@@ -540,7 +437,8 @@ class SyntheticLesions(Dataset):
     number of ``DataLoader`` workers give identical images. Labels and features are computed once,
     at construction, from the generator parameters (no rendering); about half the items are
     malignant (measured 48.6 % over 1000 items with seed 0, 47–53 % for seeds 0–10). The module
-    docstring says how the images are drawn and how the ABCD features and the TDS are defined.
+    docstring says how the images are drawn; :mod:`vqlesson.synthetic_abcd` how the ABCD
+    features and the TDS are defined.
 
     Transform contract: ``transform`` receives the image as a float32 tensor ``(3, S, S)`` in
     ``[0, 1]`` (what ``torchvision.transforms.v2`` colour transforms such as ``ColorJitter``

@@ -27,10 +27,11 @@ checkpoint from rank 0 only. Without a process group nothing of this happens.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,10 @@ from .runtime import get_device, seed_everything
 OPTIMIZERS = ("adamw", "sgd")
 #: Evaluation keys that are constants of the model, not recorded per epoch in the history.
 _STATIC_KEYS = ("bits_per_image", "compression_ratio")
+#: Output fields logged under another name: VQ-VAE-2's per-batch perplexities keep the history
+#: keys they had before the fields were named ``*_batch_perplexity``.
+_LOG_NAMES = {"top_batch_perplexity": "top_perplexity",
+              "bottom_batch_perplexity": "bottom_perplexity"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +133,8 @@ def _code_metrics(quantizers: list[tuple[str, VectorQuantizer]]) -> dict[str, fl
 
 def _scalar_terms(output: Any, reserved: Iterable[str]) -> dict[str, Tensor]:
     """The 0-dim tensor fields of a model output, by log name (``batch_<field>`` when the field
-    name collides with a code-usage key such as ``perplexity``).
+    name collides with a code-usage key such as ``perplexity``; VQ-VAE-2's per-level
+    ``*_batch_perplexity`` fields keep their history keys, see ``_LOG_NAMES``).
 
     Raises:
         TypeError: the output is not a NamedTuple with ``x_hat`` and ``loss``.
@@ -145,7 +151,8 @@ def _scalar_terms(output: Any, reserved: Iterable[str]) -> dict[str, Tensor]:
     for field in fields:
         value = getattr(output, field)
         if field != "x_hat" and isinstance(value, Tensor) and value.dim() == 0:
-            terms[f"batch_{field}" if field in reserved else field] = value
+            name = _LOG_NAMES.get(field, field)
+            terms[f"batch_{name}" if name in reserved else name] = value
     return terms
 
 
@@ -256,11 +263,44 @@ def evaluate_vqvae(
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     model.to(device)
-    autocast, amp_dtype, _ = amp_settings(device, amp)
     quantizers = find_quantizers(model)
     prefixes = _code_keys(quantizers)
     reserved = {p + k for p in prefixes.values() for k in ("perplexity", "active_fraction")}
+    shard = distributed and is_distributed()
+    if shard:
+        loader = shard_eval_loader(loader)
+    with _recorded_code_grids(quantizers) as latent_shapes:
+        sums, n_images, image_shape = _evaluation_sums(model, loader, device, amp, quantizers,
+                                                       reserved)
+    if shard:  # sums over every process's share: the whole split on every process
+        keys = sorted(sums)
+        packed = torch.stack([sums[k] for k in keys]
+                             + [torch.tensor(float(n_images), dtype=torch.float64, device=device)])
+        all_reduce_sum_(packed)  # (len(keys) + 1,) float64
+        sums = dict(zip(keys, packed[:-1]))
+        n_images = int(packed[-1].item())
+        for _, q in quantizers:
+            all_reduce_sum_(q.usage_counts)
+    if n_images == 0:
+        raise ValueError("the evaluation loader yielded no batches; give it at least one image")
+    results = {name: float(total.item()) / n_images for name, total in sums.items()}
+    results.setdefault("ssim", math.nan)
+    if quantizers:
+        results.update(_code_metrics(quantizers))
+        levels = [(latent_shapes[name], q.codebook_size) for name, q in quantizers
+                  if name in latent_shapes]
+        if levels:
+            bits = metrics.bits_per_image(levels)
+            results["bits_per_image"] = bits
+            results["compression_ratio"] = metrics.compression_ratio(image_shape, bits)
+    return results
 
+
+@contextlib.contextmanager
+def _recorded_code_grids(quantizers: list[tuple[str, VectorQuantizer]]
+                         ) -> Iterator[dict[str, tuple[int, ...]]]:
+    """While the block runs, forward hooks record ``{module name: (H', W')}``, the code grid
+    each quantiser last produced; the hooks are removed afterwards."""
     latent_shapes: dict[str, tuple[int, ...]] = {}
 
     def remember_shape(name: str):
@@ -269,9 +309,19 @@ def evaluate_vqvae(
         return hook
 
     handles = [q.register_forward_hook(remember_shape(name)) for name, q in quantizers]
-    shard = distributed and is_distributed()
-    if shard:
-        loader = shard_eval_loader(loader)
+    try:
+        yield latent_shapes
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _evaluation_sums(model: nn.Module, loader: Iterable, device: torch.device, amp: bool,
+                     quantizers: list[tuple[str, VectorQuantizer]], reserved: set[str]
+                     ) -> tuple[dict[str, Tensor], int, tuple[int, ...]]:
+    """One pass over ``loader`` in eval mode (restored afterwards), the quantisers' usage reset
+    first. Returns (image-weighted float64 sums of every logged value, images, image shape)."""
+    autocast, amp_dtype, _ = amp_settings(device, amp)
     was_training = model.training
     model.eval()
     for _, q in quantizers:
@@ -297,30 +347,8 @@ def evaluate_vqvae(
                 sums[name] = sums[name] + value if name in sums else value
             n_images += b
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    if shard:  # sums over every process's share: the whole split on every process
-        keys = sorted(sums)
-        packed = torch.stack([sums[k] for k in keys]
-                             + [torch.tensor(float(n_images), dtype=torch.float64, device=device)])
-        all_reduce_sum_(packed)  # (len(keys) + 1,) float64
-        sums = dict(zip(keys, packed[:-1]))
-        n_images = int(packed[-1].item())
-        for _, q in quantizers:
-            all_reduce_sum_(q.usage_counts)
-    if n_images == 0:
-        raise ValueError("the evaluation loader yielded no batches; give it at least one image")
-    results = {name: float(total.item()) / n_images for name, total in sums.items()}
-    results.setdefault("ssim", math.nan)
-    if quantizers:
-        results.update(_code_metrics(quantizers))
-        levels = [(latent_shapes[name], q.codebook_size) for name, q in quantizers if name in latent_shapes]
-        if levels:
-            bits = metrics.bits_per_image(levels)
-            results["bits_per_image"] = bits
-            results["compression_ratio"] = metrics.compression_ratio(image_shape, bits)
-    return results
+    return sums, n_images, image_shape
 
 
 # --------------------------------------------------------------------------------------------

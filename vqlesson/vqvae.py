@@ -263,7 +263,9 @@ class VQVAEOutput(NamedTuple):
         recon_loss: scalar, mean squared error between x and x_hat (both in [-1, 1]).
         vq_loss: scalar, the quantiser's loss (codebook + beta * commitment, or beta *
             commitment with EMA).
-        perplexity: scalar, the batch's code-usage perplexity in [1, K].
+        batch_perplexity: scalar, this batch's code-usage perplexity in [1, K] (the history
+            of :func:`~vqlesson.train.train_vqvae` logs it as ``batch_perplexity``, next to the
+            epoch's ``perplexity``).
     """
 
     x_hat: Tensor
@@ -271,7 +273,7 @@ class VQVAEOutput(NamedTuple):
     loss: Tensor
     recon_loss: Tensor
     vq_loss: Tensor
-    perplexity: Tensor
+    batch_perplexity: Tensor
 
 
 class VQVAE(nn.Module):
@@ -323,8 +325,25 @@ class VQVAE(nn.Module):
         """
         return self.quantizer.nearest_indices(self.encode_latents(x))
 
+    def decode(self, z_q: Tensor) -> Tensor:
+        """Quantised latents (code vectors) to images.
+
+        Args:
+            z_q: (B, D, h, w) float, code vectors (or their straight-through version),
+                D = ``config.code_dim``.
+
+        Returns:
+            (B, C, h*f, w*f) float in [-1, 1].
+
+        Raises:
+            TypeError, ValueError: ``z_q`` is not a (B, D, h, w) float tensor (see
+                :func:`~vqlesson.validate.check_latents`).
+        """
+        check_latents(z_q, self.config.code_dim, "z_q")
+        return torch.tanh(self.decoder(z_q))  # (B, C, h*f, w*f) in [-1, 1]
+
     def decode_indices(self, indices: Tensor) -> Tensor:
-        """Code indices to images.
+        """Code indices to images: their code vectors, then :meth:`decode`.
 
         Args:
             indices: (B, h, w) int64 in [0, K).
@@ -335,7 +354,7 @@ class VQVAE(nn.Module):
         Raises:
             TypeError, ValueError: see :meth:`VectorQuantizer.lookup`.
         """
-        return torch.tanh(self.decoder(self.quantizer.lookup(indices)))
+        return self.decode(self.quantizer.lookup(indices))
 
     def forward(self, x: Tensor) -> VQVAEOutput:
         """Reconstruct ``x`` through the discrete bottleneck.
@@ -350,7 +369,7 @@ class VQVAE(nn.Module):
             TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.validate.check_images`).
         """
         vq = self.quantizer(self.encode_latents(x))
-        x_hat = torch.tanh(self.decoder(vq.z_q))  # (B, C, H, W) in [-1, 1]
+        x_hat = self.decode(vq.z_q)  # (B, C, H, W) in [-1, 1]
         recon_loss = F.mse_loss(x_hat.float(), x.float())
         return VQVAEOutput(
             x_hat=x_hat,
@@ -358,7 +377,7 @@ class VQVAE(nn.Module):
             loss=recon_loss + vq.loss,
             recon_loss=recon_loss,
             vq_loss=vq.loss,
-            perplexity=vq.perplexity,
+            batch_perplexity=vq.batch_perplexity,
         )
 
     def latent_shape(self, image_size: int | None = None) -> tuple[int, int]:

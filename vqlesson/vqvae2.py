@@ -155,8 +155,10 @@ class VQVAE2Output(NamedTuple):
         top_vq_loss: scalar, the top quantiser's loss (codebook + beta * commitment, or beta *
             commitment with EMA).
         bottom_vq_loss: scalar, the bottom quantiser's loss.
-        top_perplexity: scalar, this batch's top code-usage perplexity in ``[1, K_top]``.
-        bottom_perplexity: scalar, this batch's bottom code-usage perplexity in ``[1, K_bottom]``.
+        top_batch_perplexity: scalar, this batch's top code-usage perplexity in ``[1, K_top]``
+            (logged by :func:`~vqlesson.train.train_vqvae` as ``top_perplexity``).
+        bottom_batch_perplexity: scalar, this batch's bottom code-usage perplexity in
+            ``[1, K_bottom]`` (logged as ``bottom_perplexity``).
     """
 
     x_hat: Tensor
@@ -166,8 +168,8 @@ class VQVAE2Output(NamedTuple):
     recon_loss: Tensor
     top_vq_loss: Tensor
     bottom_vq_loss: Tensor
-    top_perplexity: Tensor
-    bottom_perplexity: Tensor
+    top_batch_perplexity: Tensor
+    bottom_batch_perplexity: Tensor
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,8 +230,8 @@ class VQVAE2(nn.Module):
         joint = torch.cat([h_bottom, top_decoded.to(h_bottom.dtype)], dim=1)  # (B, 2hid, H/4, W/4)
         return self.pre_quant_bottom(joint)
 
-    def decode_codes(self, z_q_top: Tensor, z_q_bottom: Tensor) -> Tensor:
-        """Quantised latents of both levels to images.
+    def decode(self, z_q_top: Tensor, z_q_bottom: Tensor) -> Tensor:
+        """Quantised latents (code vectors) of both levels to images.
 
         Args:
             z_q_top: (B, D, h, w) float, top code vectors (or their straight-through version).
@@ -296,7 +298,7 @@ class VQVAE2(nn.Module):
         check_level_shapes(top, bottom, "top_indices", "bottom_indices", TOP_FACTOR)
         z_q_top = self.quantizer_top.lookup(top)  # (B, D, h, w)
         z_q_bottom = self.quantizer_bottom.lookup(bottom)  # (B, D, 2h, 2w)
-        return self.decode_codes(z_q_top, z_q_bottom)
+        return self.decode(z_q_top, z_q_bottom)
 
     def forward(self, x: Tensor) -> VQVAE2Output:
         """Reconstruct ``x`` through both discrete levels.
@@ -319,7 +321,7 @@ class VQVAE2(nn.Module):
         vq_top = self.quantizer_top(z_e_top)  # z_q (B, D, H/8, W/8), indices (B, H/8, W/8)
         z_e_bottom = self._bottom_latents(h_bottom, vq_top.z_q)  # (B, D, H/4, W/4)
         vq_bottom = self.quantizer_bottom(z_e_bottom)  # z_q (B, D, H/4, W/4), indices (B, H/4, W/4)
-        x_hat = self.decode_codes(vq_top.z_q, vq_bottom.z_q)  # (B, C, H, W) in [-1, 1]
+        x_hat = self.decode(vq_top.z_q, vq_bottom.z_q)  # (B, C, H, W) in [-1, 1]
         recon_loss = F.mse_loss(x_hat.float(), x.float())
         return VQVAE2Output(
             x_hat=x_hat,
@@ -329,8 +331,8 @@ class VQVAE2(nn.Module):
             recon_loss=recon_loss,
             top_vq_loss=vq_top.loss,
             bottom_vq_loss=vq_bottom.loss,
-            top_perplexity=vq_top.perplexity,
-            bottom_perplexity=vq_bottom.perplexity,
+            top_batch_perplexity=vq_top.batch_perplexity,
+            bottom_batch_perplexity=vq_bottom.batch_perplexity,
         )
 
     def latent_shapes(
