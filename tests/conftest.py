@@ -13,7 +13,7 @@ from PIL import Image
 
 from vqlesson.pixelcnn import PriorConfig
 from vqlesson.pixelcnn_prior import PixelCNNPrior
-from vqlesson.prior import CodeDataset
+from vqlesson.codes import CodeDataset
 
 TRAIN_DIR, TRAIN_CSV = "ISBI2016_ISIC_Part3_Training_Data", "ISBI2016_ISIC_Part3_Training_GroundTruth.csv"
 TEST_DIR, TEST_CSV = "ISBI2016_ISIC_Part3_Test_Data", "ISBI2016_ISIC_Part3_Test_GroundTruth.csv"

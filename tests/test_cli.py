@@ -115,3 +115,21 @@ def test_a_prior_checkpoint_where_a_vqvae_is_expected_is_a_clear_error(tmp_path,
                  "--resume", "--dataset-size", "16"]) == 2
     err = capsys.readouterr().err
     assert "PixelCNNPrior" in err and "--resume" in err
+
+
+def test_on_error_skip_from_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(24):
+        Image.new("RGB", (40, 40), (10 * i, 100, 150)).save(folder / f"img_{i:02d}.png")
+    (folder / "notes.png").write_text("not an image")
+    (folder / "empty.jpg").write_bytes(b"")
+    args = ["data-preview", "--data", f"folder:{folder}", "--profile", "ci",
+            "--out", str(tmp_path / "preview")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "notes.png" in err and "empty.jpg" in err and "--on-error skip" in err
+    assert main([*args, "--on-error", "skip"]) == 0
+    assert (tmp_path / "preview" / "training_batch.png").is_file()

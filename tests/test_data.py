@@ -282,3 +282,35 @@ def test_training_shuffle_is_reproducible_for_a_seed():
     torch.manual_seed(0)
     xb, yb = next(iter(b.train))
     assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_decompression_bomb_is_named_and_can_be_skipped(tmp_path):
+    """A 20000 x 20000 PNG (400 M pixels, a few kB on disk): PIL refuses it with its own
+    DecompressionBombError, which must become the course's clear error or a skip."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("1", (20000, 20000)).save(folder / "bomb.png")
+    for i in range(3):
+        Image.new("RGB", (20, 20), (40 * i, 80, 120)).save(folder / f"ok_{i}.png")
+    with pytest.raises(CorruptImageError, match=r"bomb\.png.*decompression bomb.*on_error='skip'"):
+        load_rgb(folder / "bomb.png", 16)
+    with pytest.raises(CorruptImageError, match="bomb.png"):
+        ImageFolderDataset(folder, image_size=16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = ImageFolderDataset(folder, image_size=16, on_error="skip")
+    assert len(data) == 3 and any("bomb.png" in str(w.message) for w in caught)
+
+
+def test_every_bad_file_of_a_folder_is_reported_at_once(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20), (40 * i, 80, 120)).save(folder / f"ok_{i}.png")
+    save_truncated_jpeg(folder / "broken.jpg")
+    (folder / "notes.png").write_text("not an image")
+    with pytest.raises(CorruptImageError) as info:
+        ImageFolderDataset(folder, image_size=16)
+    message = str(info.value)
+    assert "2 images" in message and "broken.jpg" in message and "notes.png" in message
+    assert "on_error='skip'" in message and "--on-error skip" in message

@@ -81,10 +81,17 @@ def load_rgb(path: str | os.PathLike, size: int | None = None) -> Image.Image:
             if size is not None:
                 img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
             return img
+    except Image.DecompressionBombError as err:  # PIL refuses to decode it: not an OSError
+        raise CorruptImageError(
+            f"cannot read image {path}: it declares more pixels than PIL decodes safely "
+            f"({err}); a decompression bomb or a broken header. Replace or delete the file, or "
+            f"pass on_error='skip' (--on-error skip) to leave it out."
+        ) from err
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise CorruptImageError(
             f"cannot read image {path}: {err}. Replace or delete the file (re-run "
-            f"data_download.sh for ISIC 2016), or pass on_error='skip' to leave it out."
+            f"data_download.sh for ISIC 2016), or pass on_error='skip' (--on-error skip) to "
+            f"leave it out."
         ) from err
 
 
@@ -101,7 +108,7 @@ def _raw_size(path: Path) -> tuple[int, int]:
             w, h = img.size
             orientation = img.getexif().get(0x0112, 1)
             return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
         return (0, 0)
 
 
@@ -138,16 +145,18 @@ def _decode_all(
     """Decode and resize every file in parallel threads (PIL releases the GIL while decoding).
 
     Returns (images (N_ok, 3, S, S) uint8, indices of the files kept, names skipped, raw sizes).
+
+    Raises:
+        CorruptImageError: with ``on_error="raise"``, after every file was tried: one error
+            that names every unreadable file (not only the first).
     """
     def work(path: Path):
         try:
             return _image_to_uint8_tensor(load_rgb(path, image_size)), None
         except CorruptImageError as err:
-            if on_error == "raise":
-                raise
             return None, err
 
-    images, kept, skipped = [], [], []
+    images, kept, skipped, errors = [], [], [], []
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(work, files)
@@ -156,14 +165,31 @@ def _decode_all(
         ):
             if tensor is None:
                 skipped.append(files[i].name)
+                errors.append(err)
             else:
                 images.append(tensor)
                 kept.append(i)
+    if errors and on_error == "raise":
+        raise _all_unreadable(errors, files[0].parent)
     raw_sizes = [_raw_size(files[i]) for i in kept]
     stacked = (
         torch.stack(images) if images else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
     )
     return stacked, kept, skipped, raw_sizes
+
+
+def _all_unreadable(errors: Sequence[CorruptImageError], where: Path) -> CorruptImageError:
+    """One error for every unreadable file of a folder (the single file's own error when there
+    is one)."""
+    if len(errors) == 1:
+        return errors[0]
+    reasons = "\n  ".join(str(e).split(". Replace")[0].removeprefix("cannot read image ")
+                          for e in errors)
+    return CorruptImageError(
+        f"cannot read {len(errors)} images below {where}:\n  {reasons}\nReplace or delete "
+        f"these files (re-run data_download.sh for ISIC 2016), or pass on_error='skip' "
+        f"(--on-error skip) to leave them out."
+    )
 
 
 def cached_images(

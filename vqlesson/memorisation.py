@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from .analysis import AnalysisConfig, flat_codes, prior_bits_per_code
 from .metrics import to_unit_range
-from .prior import CodeDataset, decode_codes, sample_codes
+from .codes import CodeDataset
+from .sampling import decode_codes, sample_codes
 from .validate import check_images
 
 
