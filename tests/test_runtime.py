@@ -55,3 +55,17 @@ def test_profiles_grow_from_ci_to_gpu():
     assert ci.dataset_size < cpu.dataset_size
     changed = cpu.with_overrides(epochs=1, batch_size=None)
     assert isinstance(changed, Profile) and changed.epochs == 1 and changed.batch_size == cpu.batch_size
+
+
+def test_loader_workers_are_capped_at_the_usable_cpus(monkeypatch):
+    """The gpu profile asks for 4 workers; free Colab has 2 CPUs."""
+    import os
+
+    from vqlesson.runtime import get_profile, loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert get_profile("gpu").num_workers == 4
+    assert loader_workers(get_profile("gpu").num_workers) == 2
+    assert loader_workers(1) == 1 and loader_workers(0) == 0
+    with pytest.raises(ValueError, match="num_workers"):
+        loader_workers(-1)

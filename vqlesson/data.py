@@ -35,7 +35,7 @@ from .cifar import cifar10_splits
 from .download import default_isic_root
 from .image_files import CACHE_DIRNAME, IMAGE_EXTENSIONS, cached_images, warn_skipped
 from .metrics import to_unit_range
-from .runtime import Profile, get_profile, worker_init_fn
+from .runtime import Profile, get_profile, loader_workers, worker_init_fn
 from .synthetic import SyntheticLesions
 
 __all__ = [
@@ -530,7 +530,8 @@ def make_loaders(
             is the number of synthetic training images, or a cap on real training images.
         augment: ``True`` for the dermoscopy defaults of :class:`AugmentConfig`, an
             ``AugmentConfig``, or ``False``/``None`` for none. Only the training split is augmented.
-        num_workers: ``DataLoader`` workers (default: the profile's).
+        num_workers: ``DataLoader`` workers (default: the profile's), capped at the CPUs this
+            process may use.
         seed: seeds the synthetic sets, the folder split and the training shuffle.
         on_error: ``"raise"`` or ``"skip"`` unreadable image files.
 
@@ -548,7 +549,7 @@ def make_loaders(
     size = image_size or prof.image_size
     batch = batch_size or prof.batch_size
     n_train = dataset_size if dataset_size is not None else prof.dataset_size
-    workers = prof.num_workers if num_workers is None else num_workers
+    workers = loader_workers(prof.num_workers if num_workers is None else num_workers)
     if isinstance(augment, AugmentConfig):
         aug_config = augment
     else:

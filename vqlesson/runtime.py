@@ -101,6 +101,22 @@ def worker_init_fn(worker_id: int) -> None:
     random.seed(seed)
 
 
+def loader_workers(requested: int) -> int:
+    """``DataLoader`` workers to start: ``requested``, capped at the CPUs this process may use
+    (free Colab has 2; more workers than CPUs only adds overhead, and PyTorch warns).
+
+    Raises:
+        ValueError: ``requested`` < 0.
+    """
+    if requested < 0:
+        raise ValueError(f"num_workers must be >= 0, got {requested}")
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return min(requested, cpus)
+
+
 # --------------------------------------------------------------------------------------------
 # Profiles
 # --------------------------------------------------------------------------------------------
