@@ -209,25 +209,24 @@ class Segmentation(NamedTuple):
     Attributes:
         masks: (B, H, W) bool, the lesion (all False where none was found).
         found: (B,) bool.
-        field: (B, H, W) bool, the dermoscope's field of view the lesion was searched in.
     """
 
     masks: torch.Tensor
     found: torch.Tensor
-    field: torch.Tensor
 
 
 class _Lesion(NamedTuple):
-    """One segmented image (internal): the lesion ``mask`` (H, W) bool and its sub-pixel ``soft``
-    version (H, W) in [0, 1]; ``texture``, the flattened luminance with hair and dots kept (H, W,
-    skin = 1); ``rgb``, the image with the lens fall-off divided out (H, W, 3); ``field`` (H, W)
-    bool, the field of view."""
+    """One segmented image (internal): the lesion ``mask`` (H, W) bool, its ``core`` without the
+    border band, and its sub-pixel ``soft`` version (H, W) in [0, 1]; ``texture``, the flattened
+    luminance with hair and dots kept (H, W, skin = 1); ``rgb``, the image with the lens fall-off
+    divided out (H, W, 3); ``skin`` (H, W) bool, the field of view outside the lesion's band."""
 
     mask: np.ndarray
+    core: np.ndarray
     soft: np.ndarray
     texture: np.ndarray
     rgb: np.ndarray
-    field: np.ndarray
+    skin: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,38 +245,37 @@ def _field_of_view(lum: np.ndarray, config: ABCDConfig) -> np.ndarray:
 
 
 def _illumination(lum: np.ndarray, field: np.ndarray, config: ABCDConfig) -> np.ndarray:
-    """(H, W) quadratic surface fitted to the skin's luminance (lesion pixels dropped by refits)."""
+    """(H, W) quadratic surface fitted to the skin's luminance (lesion pixels dropped by refits;
+    fitted on every second row and column, which is plenty for six coefficients)."""
     h, w = lum.shape
     y, x = np.mgrid[0:h, 0:w]
     x, y = x / max(w - 1, 1) * 2.0 - 1.0, y / max(h - 1, 1) * 2.0 - 1.0  # (H, W) in [-1, 1]
     basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)  # (H, W, 6)
-    keep = field
-    surface = np.full_like(lum, np.median(lum[field]))
+    sub_basis, sub_lum, sub_field = basis[::2, ::2], lum[::2, ::2], field[::2, ::2]
+    keep, coef = sub_field, None
     for _ in range(3):
         if keep.sum() < 4 * basis.shape[-1]:
             break
-        rows = basis[keep]  # (N, 6); normal equations: a 6 x 6 solve, no SVD
-        coef = np.linalg.solve(rows.T @ rows + 1e-9 * np.eye(6), rows.T @ lum[keep])  # (6,)
-        surface = basis @ coef  # (H, W)
-        keep = field & (lum >= (1.0 - config.skin_band) * surface)
-    return np.maximum(surface, 1e-3)
+        rows = sub_basis[keep]  # (N, 6); normal equations: a 6 x 6 solve
+        coef = np.linalg.solve(rows.T @ rows + 1e-9 * np.eye(6), rows.T @ sub_lum[keep])  # (6,)
+        keep = sub_field & (sub_lum >= (1.0 - config.skin_band) * (sub_basis @ coef))
+    if coef is None:
+        return np.full_like(lum, max(float(np.median(lum[field])), 1e-3))
+    return np.maximum(basis @ coef, 1e-3)
 
 
-def _soft_mask(mask: np.ndarray, darkness: np.ndarray, skin: float, config: ABCDConfig
-               ) -> np.ndarray:
-    """(H, W) float in [0, 1]: 1 inside, 0 outside, the lesion's coverage in the border band.
+def _soft_mask(mask: np.ndarray, core: np.ndarray, outer: np.ndarray, darkness: np.ndarray,
+               skin: float) -> np.ndarray:
+    """(H, W) float in [0, 1]: 1 in the ``core``, 0 outside ``outer``, coverage in between.
 
-    Across the border the flattened luminance goes from the lesion's level to the skin's; the
-    fraction of that step is the lesion's sub-pixel coverage, so ray integrals of this mask give
-    the outline's radius to a fraction of a pixel.
+    Across the border the darkness goes from the lesion's rim level to the skin's; the fraction
+    of that step is the lesion's sub-pixel coverage, so ray integrals of this mask give the
+    outline's radius to a fraction of a pixel.
     """
-    band = config.pixels(config.edge_band, min(mask.shape))
-    inner = ndi.binary_erosion(mask, disk(band))
-    outer = ndi.binary_dilation(mask, disk(band))
-    rim = mask & ~inner
+    rim = mask & ~core
     level = float(np.median(darkness[rim if rim.any() else mask]))
     coverage = np.clip((darkness - skin) / max(level - skin, 1e-3), 0.0, 1.0)  # (H, W)
-    return np.where(inner, 1.0, np.where(outer, coverage, 0.0))
+    return np.where(core, 1.0, np.where(outer, coverage, 0.0))
 
 
 def _segment(rgb: np.ndarray, config: ABCDConfig) -> _Lesion | None:
@@ -303,10 +301,14 @@ def _segment(rgb: np.ndarray, config: ABCDConfig) -> _Lesion | None:
     if not config.min_area <= mask.sum() / field.sum() <= config.max_area \
             or np.median(darkness[mask]) - skin < config.min_contrast * (1.0 - skin):
         return None
-    soft = _soft_mask(mask, darkness, skin, config)
+    band = disk(config.pixels(config.edge_band, min(lum.shape)))
+    core, outer = ndi.binary_erosion(mask, band), ndi.binary_dilation(mask, band)
+    soft = _soft_mask(mask, core, outer, darkness, skin)
     gain = np.percentile(surface[field], 90) / surface  # (H, W) divides the lens fall-off out
     texture = lum / surface / (1.0 - skin)  # (H, W) dots and hair kept, skin = 1
-    return _Lesion(mask, soft, texture, rgb * gain[..., None], field)
+    skin_area = field & ~outer
+    return _Lesion(mask, core if core.sum() >= 8 else mask, soft, texture,
+                   rgb * gain[..., None], skin_area if skin_area.any() else field)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,15 +347,10 @@ def _colour_count(lesion: _Lesion, config: ABCDConfig) -> int:
     image's own skin (opacity ``pigment_opacity``); pixels take the nearest reference in CIELAB
     (Delta E 1976).
     """
-    width = min(lesion.mask.shape)
-    core = ndi.binary_erosion(lesion.mask, disk(config.pixels(config.edge_band, width)))
-    if core.sum() < 8:
-        core = lesion.mask
-    skin_area = lesion.field & ~ndi.binary_dilation(lesion.mask, disk(2))
-    skin = np.median(lesion.rgb[skin_area if skin_area.any() else lesion.field], axis=0)  # (3,)
+    skin = np.median(lesion.rgb[lesion.skin], axis=0)  # (3,)
     blend = config.pigment_opacity * COLOUR_RGB + (1.0 - config.pigment_opacity) * skin  # (6, 3)
     reference = rgb2lab(np.clip(blend, 0.0, 1.0)[None])[0]  # (6, 3)
-    lab = rgb2lab(np.clip(lesion.rgb[core], 0.0, 1.0)[None])[0]  # (N, 3)
+    lab = rgb2lab(np.clip(lesion.rgb[lesion.core], 0.0, 1.0)[None])[0]  # (N, 3)
     nearest = ((lab[:, None, :] - reference[None]) ** 2).sum(axis=-1).argmin(axis=1)  # (N,)
     share = np.bincount(nearest, minlength=len(reference)) / nearest.size  # (6,)
     return max(1, int((share >= config.colour_min_fraction).sum()))
@@ -375,10 +372,7 @@ def _blobs(depth: np.ndarray, core: np.ndarray, radius: int) -> tuple[int, int]:
 
 def _structure_count(lesion: _Lesion, config: ABCDConfig) -> tuple[int, int]:
     """D: (differential structures detected, in [1, 5]; the number of dots and globules)."""
-    width = min(lesion.mask.shape)
-    core = ndi.binary_erosion(lesion.mask, disk(config.pixels(config.edge_band, width)))
-    if core.sum() < 8:
-        core = lesion.mask
+    width, core = min(lesion.mask.shape), lesion.core
     radius = config.pixels(config.dot_radius, width)
     texture = lesion.texture
     depth = ndi.grey_closing(texture, footprint=disk(2 * radius)) - texture  # black top-hat
@@ -421,7 +415,7 @@ def segment_lesions(images: torch.Tensor, config: ABCDConfig | None = None) -> S
         config: the estimator's settings (:class:`ABCDConfig` defaults when None).
 
     Returns:
-        :class:`Segmentation`: masks (B, H, W) bool, found (B,) bool, field (B, H, W) bool.
+        :class:`Segmentation`: masks (B, H, W) bool, found (B,) bool.
 
     Raises:
         TypeError, ValueError: images of another type, shape or dtype, or with NaNs.
@@ -429,13 +423,12 @@ def segment_lesions(images: torch.Tensor, config: ABCDConfig | None = None) -> S
     config = config if config is not None else ABCDConfig()
     rgb = _as_rgb(images)
     masks = np.zeros(rgb.shape[:3], bool)
-    fields_ = np.zeros(rgb.shape[:3], bool)
     found = np.zeros(len(rgb), bool)
     for i, image in enumerate(rgb):
         lesion = _segment(image, config)
         if lesion is not None:
-            masks[i], fields_[i], found[i] = lesion.mask, lesion.field, True
-    return Segmentation(torch.from_numpy(masks), torch.from_numpy(found), torch.from_numpy(fields_))
+            masks[i], found[i] = lesion.mask, True
+    return Segmentation(torch.from_numpy(masks), torch.from_numpy(found))
 
 
 def abcd_features(images: torch.Tensor, config: ABCDConfig | None = None) -> ABCDFeatures:
@@ -480,3 +473,105 @@ def abcd_features(images: torch.Tensor, config: ABCDConfig | None = None) -> ABC
                                                      shape["colour"], out["structures"][index])
     return ABCDFeatures(torch.from_numpy(found),
                         *(torch.from_numpy(out[k].astype(np.float32)) for k in out))
+
+
+def tds_band(score: torch.Tensor) -> torch.Tensor:
+    """Stolz's band of each TDS: 0 benign (< 4.75), 1 suspicious (4.75 to 5.45), 2 malignant
+    (> 5.45), -1 where the score is NaN (no lesion found). score: (B,) float -> (B,) int64."""
+    score = torch.as_tensor(score, dtype=torch.float64)
+    band = (score >= TDS_BANDS[0]).long() + (score > TDS_BANDS[1]).long()  # (B,)
+    return torch.where(torch.isnan(score), torch.full_like(band, -1), band)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation on the synthetic lesions, whose features are known from their parameters
+# --------------------------------------------------------------------------------------------
+class SyntheticValidation(NamedTuple):
+    """How well the estimator recovers the synthetic lesions' ground truth.
+
+    Attributes:
+        n: images measured; found_fraction: the fraction where a lesion was found, in [0, 1].
+        correlation: Pearson r per ground-truth feature (``asymmetry``, ``border``, ``colour``,
+            ``diameter``, ``score``) against the estimate (``score``: ``score_diameter``, the
+            synthetic lesions' TDS), over the images where a lesion was found.
+        mean_abs_error: the mean absolute error per feature, in the feature's units.
+        label_agreement: fraction of found images whose estimated TDS falls on the same side of
+            5.45 as the true one (the true label), in [0, 1].
+        auc: the probability that a malignant image gets a higher estimated TDS than a benign
+            one (ROC AUC, threshold-free), in [0, 1].
+        structures_correlation: Pearson r of the estimated structures (Stolz's D) with the
+            generator's structure atypia (which drives its dots and network; there is no
+            ground-truth D).
+        estimated: the :class:`ABCDFeatures`; truth: the data set's features (dict of (n,)
+            float32 tensors) and ``labels`` (n,) int64.
+    """
+
+    n: int
+    found_fraction: float
+    correlation: dict
+    mean_abs_error: dict
+    label_agreement: float
+    auc: float
+    structures_correlation: float
+    estimated: ABCDFeatures
+    truth: dict
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r, NaN when either side is constant or has fewer than 3 values."""
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _auc(score: np.ndarray, label: np.ndarray) -> float:
+    """ROC AUC of ``score`` for ``label`` (the Mann-Whitney U statistic); NaN for one class."""
+    positive, negative = score[label == 1], score[label == 0]
+    if not len(positive) or not len(negative):
+        return math.nan
+    return float(stats.mannwhitneyu(positive, negative).statistic / (len(positive) * len(negative)))
+
+
+def validate_on_synthetic(dataset: SyntheticLesions | None = None, n: int = 256,
+                          image_size: int = 64, seed: int = 1,
+                          config: ABCDConfig | None = None) -> SyntheticValidation:
+    """Measure the estimator against the ground truth of synthetic lesions.
+
+    Args:
+        dataset: a :class:`~vqlesson.synthetic.SyntheticLesions` (its first ``n`` items, without
+            a transform); None draws ``SyntheticLesions(n, image_size, seed)``.
+        n: images to measure, >= 3. image_size, seed: of the data set drawn when ``dataset`` is
+            None (seed 1 by default; the estimator's settings were chosen on seed 2).
+        config: the estimator's settings.
+
+    Returns:
+        :class:`SyntheticValidation`.
+
+    Raises:
+        TypeError: ``dataset`` is not a SyntheticLesions (other data sets have no ground truth).
+        ValueError: ``n < 3``.
+    """
+    if dataset is None:
+        dataset = SyntheticLesions(n, image_size=image_size, seed=seed)
+    if not isinstance(dataset, SyntheticLesions):
+        raise TypeError(f"dataset must be a SyntheticLesions (the only data with known ABCD "
+                        f"features), got {type(dataset).__name__}")
+    n = min(int(n), len(dataset))
+    if n < 3:
+        raise ValueError(f"n must be >= 3 images to correlate, got {n}")
+    images = torch.stack([dataset[i][0] for i in range(n)])  # (n, 3, S, S)
+    estimated = abcd_features(images, config)
+    truth = {k: v[:n] for k, v in dataset.features.items()}
+    truth["labels"] = dataset.labels[:n]
+    ok = estimated.found.numpy()
+    correlation, error = {}, {}
+    for true_name, estimate_name in VALIDATED:
+        t, e = truth[true_name].numpy()[ok], getattr(estimated, estimate_name).numpy()[ok]
+        correlation[true_name] = _pearson(t, e)
+        error[true_name] = float(np.abs(t - e).mean()) if ok.any() else math.nan
+    score, labels = estimated.score_diameter.numpy()[ok], truth["labels"].numpy()[ok]
+    atypia = np.array([dataset.params(i)["atypia_structures"] for i in range(n)])[ok]
+    return SyntheticValidation(
+        n, float(ok.mean()), correlation, error,
+        float(((score > TDS_THRESHOLD) == (labels == 1)).mean()) if ok.any() else math.nan,
+        _auc(score, labels), _pearson(estimated.structures.numpy()[ok], atypia), estimated, truth)
