@@ -12,63 +12,65 @@ branched streaks), combined into the Total Dermoscopy Score
                                             malignant (suspicious of melanoma) above 5.45.
 
 This module measures those features on images, so that generated lesions can be compared with
-real ones in the terms a dermatologist uses (no download, unlike FID). Per image:
+real ones in the terms a dermatologist uses (no download, unlike FID; :mod:`vqlesson.realism`
+does the comparing and the validation). Per image:
 
 1. **Field of view**: dark pixels (the dermoscope's surround, vignette corners) connected to the
    image border are left out, and the field is eroded by a small margin.
 2. **Hair**: a grey-level closing with a small disk removes dark lines thinner than the disk
    (the morphological step of DullRazor, Lee et al. 1997).
 3. **Illumination**: a quadratic surface fitted to the skin's luminance (refitted twice without
-   the darker pixels) divides out the lens fall-off.
+   the darker pixels) divides out the lens fall-off; *darkness* = 1 - luminance / surface.
 4. **Segmentation**: Otsu's threshold (Otsu N., "A threshold selection method from gray-level
-   histograms", IEEE Trans. Syst. Man Cybern. 9, 1979, 62-66) on the flattened luminance inside
-   the field; an opening, the largest component, holes filled. No lesion is *found* when the
-   component is darker than the skin by less than ``min_contrast`` or covers too little or too
-   much of the field: its features are then NaN and ``found`` is False.
-5. **Outline**: the lesion's radius ``r(theta)`` along 128 rays from its centroid (the integral of
-   a sub-pixel soft mask along each ray) and its Fourier harmonics ``k = 1..10``, i.e. the
-   outline ``r(theta) = R (1 + sum_k a_k cos(k theta + phi_k))`` that the synthetic lesions are
-   drawn from. A, B and the diameter are then computed by
-   :func:`vqlesson.synthetic.abcd_features`, exactly as the generator scores its own lesions:
-   A from the area without a mirror partner about each principal axis, B from the high-frequency
-   irregularity of the outline per octant, diameter from the area. A is thus the *shape* part of
-   Stolz's asymmetry (colour and structure asymmetry are not measured).
-6. **C**: each lesion pixel (the lesion eroded by its border band) takes the nearest of the six
-   dermoscopic colours in CIELAB (:data:`vqlesson.synthetic.COLOUR_RGB`); a colour counts when
-   it covers at least ``colour_min_fraction`` of the lesion.
-7. **D (differential structures)**: four detectors, each adding one structure: *dots* (at least
-   ``min_dots`` small dark blobs, by black top-hat), *globules* (at least ``min_dots`` larger
-   ones), *structureless areas* (at least ``structureless_fraction`` of the lesion with almost no
-   local texture) and a *pigment network* (fine texture energy in the lesion above
-   ``network_energy``); D = max(1, count), in {1..5} where branched streaks are not detected.
-   At 32 to 64 px networks and streaks are barely resolved, so D is a coarse count there.
+   histograms", IEEE Trans. Syst. Man Cybern. 9, 1979, 62-66) on the darkness inside the field,
+   grown by hysteresis halfway down to the skin's level (so that a dark centre keeps its lighter
+   rim); an opening, the largest component, holes filled. No lesion is *found* when it is barely
+   darker than the skin (``min_contrast``) or covers too little or too much of the field: its
+   features are then NaN and ``found`` is False.
+5. **Outline**: the radius ``r(theta)`` along 128 rays from the centroid (the integral of a
+   sub-pixel soft mask along each ray) and its Fourier harmonics ``k = 1..10``: the outline
+   ``r(theta) = R (1 + sum_k a_k cos(k theta + phi_k))`` the synthetic lesions are drawn from.
+   A, B and the diameter are then computed by :func:`vqlesson.synthetic.abcd_features`, exactly
+   as the generator scores its own lesions: A from the area without a mirror partner about each
+   principal axis, B from the high-frequency irregularity of the outline per octant, the
+   diameter from the area. A is thus the *shape* part of Stolz's asymmetry (the asymmetry of
+   colours and structures is not measured), and B measures irregularity, not the abruptness of
+   the pigment's cut-off.
+6. **C**: each pixel of the lesion's core takes the nearest of the six dermoscopic colours
+   (:data:`vqlesson.synthetic.COLOUR_RGB`, seen through the epidermis: blended with the image's
+   own skin) in CIELAB; a colour counts when it covers at least ``colour_min_fraction``.
+7. **D (differential structures)** is approximated by the structures that can be seen at the
+   course's 32 to 128 px: *dots* (at least ``min_dots`` small dark blobs, by black top-hat),
+   *globules* (as many larger ones) and *structureless areas* (at least
+   ``structureless_fraction`` of the lesion without local texture); D = max(1, count) in
+   {1, 2, 3}. Pigment network and branched streaks are not detected: their meshes are a few
+   pixels wide at these sizes, and a texture measure could not tell them from mottling and dots
+   on the synthetic lesions. D (and with it Stolz's TDS) is thus a lower, coarse estimate.
 
 The synthetic lesions (:mod:`vqlesson.synthetic`) score D as the lesion's *diameter* (the clinical
-ABCD rule), not the number of differential structures. This module reports both: ``structures``
-(Stolz's D) with ``score`` (Stolz's TDS), and ``diameter`` with ``score_diameter`` (the synthetic
-lesions' TDS, the one their labels and :func:`validate_on_synthetic` use).
+ABCD rule, mapped to 1..5), not as the number of differential structures. This module reports
+both: ``structures`` (Stolz's D) with ``score`` (Stolz's TDS), and ``diameter`` with
+``score_diameter`` (the synthetic lesions' TDS, the one their labels use).
 
-Every function takes ``(B, 3, H, W)`` float images in [-1, 1] (the course's range; square or
-not, any size >= 16 px) or features already computed, and returns NamedTuples of tensors.
+Functions take ``(B, 3, H, W)`` float images in [-1, 1] (the course's range; square or not, any
+size >= 16 px) and return NamedTuples of tensors, one row per image.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, fields
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
-from scipy import stats
 from skimage.color import rgb2lab
 from skimage.filters import apply_hysteresis_threshold, threshold_otsu
 from skimage.morphology import disk
 
-from .synthetic import COLOUR_RGB, TDS_THRESHOLD, SyntheticLesions, abcd_features as outline_features
-from .synthetic import total_dermoscopy_score
+from .synthetic import COLOUR_RGB, TDS_THRESHOLD, total_dermoscopy_score
+from .synthetic import abcd_features as outline_features
 
 #: The estimated features, in the order of :class:`ABCDFeatures` (``found`` aside).
 FEATURES = ("asymmetry", "border", "colour", "structures", "diameter", "score", "score_diameter")
@@ -78,12 +80,10 @@ TDS_BANDS = (4.75, TDS_THRESHOLD)
 BAND_NAMES = ("benign", "suspicious", "malignant")
 #: ITU-R BT.601 luma weights (R, G, B).
 LUMA = np.array([0.299, 0.587, 0.114])
-#: Ground-truth features of the synthetic lesions that the estimator recovers, and its fields.
-_INT_FIELDS = {"angles": 32, "harmonics": 3, "min_dots": 1}  # ABCDConfig ints and their minimum
+_INT_FIELDS = {"angles": 32, "harmonics": 3, "min_dots": 1}
+#: ABCDConfig's integer fields with their minimum, and its fields in (0, 1).
 _UNIT_FIELDS = ("field_level", "skin_band", "grow", "min_contrast", "min_area", "max_area",
-                "pigment_opacity", "colour_min_fraction", "structureless_fraction")  # ABCDConfig fields in (0, 1)
-VALIDATED = (("asymmetry", "asymmetry"), ("border", "border"), ("colour", "colour"),
-             ("diameter", "diameter"), ("score", "score_diameter"))
+                "pigment_opacity", "colour_min_fraction", "structureless_fraction")
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,97 +481,3 @@ def tds_band(score: torch.Tensor) -> torch.Tensor:
     score = torch.as_tensor(score, dtype=torch.float64)
     band = (score >= TDS_BANDS[0]).long() + (score > TDS_BANDS[1]).long()  # (B,)
     return torch.where(torch.isnan(score), torch.full_like(band, -1), band)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation on the synthetic lesions, whose features are known from their parameters
-# --------------------------------------------------------------------------------------------
-class SyntheticValidation(NamedTuple):
-    """How well the estimator recovers the synthetic lesions' ground truth.
-
-    Attributes:
-        n: images measured; found_fraction: the fraction where a lesion was found, in [0, 1].
-        correlation: Pearson r per ground-truth feature (``asymmetry``, ``border``, ``colour``,
-            ``diameter``, ``score``) against the estimate (``score``: ``score_diameter``, the
-            synthetic lesions' TDS), over the images where a lesion was found.
-        mean_abs_error: the mean absolute error per feature, in the feature's units.
-        label_agreement: fraction of found images whose estimated TDS falls on the same side of
-            5.45 as the true one (the true label), in [0, 1].
-        auc: the probability that a malignant image gets a higher estimated TDS than a benign
-            one (ROC AUC, threshold-free), in [0, 1].
-        structures_correlation: Pearson r of the estimated structures (Stolz's D) with the
-            generator's structure atypia (which drives its dots and network; there is no
-            ground-truth D).
-        estimated: the :class:`ABCDFeatures`; truth: the data set's features (dict of (n,)
-            float32 tensors) and ``labels`` (n,) int64.
-    """
-
-    n: int
-    found_fraction: float
-    correlation: dict
-    mean_abs_error: dict
-    label_agreement: float
-    auc: float
-    structures_correlation: float
-    estimated: ABCDFeatures
-    truth: dict
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r, NaN when either side is constant or has fewer than 3 values."""
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return math.nan
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _auc(score: np.ndarray, label: np.ndarray) -> float:
-    """ROC AUC of ``score`` for ``label`` (the Mann-Whitney U statistic); NaN for one class."""
-    positive, negative = score[label == 1], score[label == 0]
-    if not len(positive) or not len(negative):
-        return math.nan
-    return float(stats.mannwhitneyu(positive, negative).statistic / (len(positive) * len(negative)))
-
-
-def validate_on_synthetic(dataset: SyntheticLesions | None = None, n: int = 256,
-                          image_size: int = 64, seed: int = 1,
-                          config: ABCDConfig | None = None) -> SyntheticValidation:
-    """Measure the estimator against the ground truth of synthetic lesions.
-
-    Args:
-        dataset: a :class:`~vqlesson.synthetic.SyntheticLesions` (its first ``n`` items, without
-            a transform); None draws ``SyntheticLesions(n, image_size, seed)``.
-        n: images to measure, >= 3. image_size, seed: of the data set drawn when ``dataset`` is
-            None (seed 1 by default; the estimator's settings were chosen on seed 2).
-        config: the estimator's settings.
-
-    Returns:
-        :class:`SyntheticValidation`.
-
-    Raises:
-        TypeError: ``dataset`` is not a SyntheticLesions (other data sets have no ground truth).
-        ValueError: ``n < 3``.
-    """
-    if dataset is None:
-        dataset = SyntheticLesions(n, image_size=image_size, seed=seed)
-    if not isinstance(dataset, SyntheticLesions):
-        raise TypeError(f"dataset must be a SyntheticLesions (the only data with known ABCD "
-                        f"features), got {type(dataset).__name__}")
-    n = min(int(n), len(dataset))
-    if n < 3:
-        raise ValueError(f"n must be >= 3 images to correlate, got {n}")
-    images = torch.stack([dataset[i][0] for i in range(n)])  # (n, 3, S, S)
-    estimated = abcd_features(images, config)
-    truth = {k: v[:n] for k, v in dataset.features.items()}
-    truth["labels"] = dataset.labels[:n]
-    ok = estimated.found.numpy()
-    correlation, error = {}, {}
-    for true_name, estimate_name in VALIDATED:
-        t, e = truth[true_name].numpy()[ok], getattr(estimated, estimate_name).numpy()[ok]
-        correlation[true_name] = _pearson(t, e)
-        error[true_name] = float(np.abs(t - e).mean()) if ok.any() else math.nan
-    score, labels = estimated.score_diameter.numpy()[ok], truth["labels"].numpy()[ok]
-    atypia = np.array([dataset.params(i)["atypia_structures"] for i in range(n)])[ok]
-    return SyntheticValidation(
-        n, float(ok.mean()), correlation, error,
-        float(((score > TDS_THRESHOLD) == (labels == 1)).mean()) if ok.any() else math.nan,
-        _auc(score, labels), _pearson(estimated.structures.numpy()[ok], atypia), estimated, truth)
