@@ -398,7 +398,7 @@ def abcd_distributions(sets: dict, features: Sequence[str] = ("asymmetry", "bord
 
 def abcd_validation(validation, classes: Sequence[str] = ("benign", "malignant")) -> plt.Figure:
     """Estimated against true ABCD features of synthetic lesions, one scatter per feature, with
-    the identity line and the correlation in each title.
+    the identity line and the correlation in each title (colour counts jittered by up to 0.2).
 
     Args:
         validation: a ``SyntheticValidation`` from ``vqlesson.realism.validate_on_synthetic``.
@@ -409,9 +409,12 @@ def abcd_validation(validation, classes: Sequence[str] = ("benign", "malignant")
     fig, axes = plt.subplots(1, len(pairs), figsize=(13, 2.9))
     found = validation.estimated.found
     labels = validation.truth["labels"][found]
+    jitter = np.random.default_rng(0).uniform(-0.2, 0.2, (2, int(found.sum())))  # (2, n)
     for ax, (true_name, estimate_name) in zip(axes, pairs):
         truth = validation.truth[true_name][found].numpy()
         estimate = getattr(validation.estimated, estimate_name)[found].numpy()
+        if true_name == "colour":  # whole numbers: spread the points to show how many
+            truth, estimate = truth + jitter[0], estimate + jitter[1]
         for k, colour in ((0, "tab:blue"), (1, "tab:red")):
             chosen = (labels == k).numpy()
             ax.scatter(truth[chosen], estimate[chosen], s=7, alpha=0.5, color=colour,
