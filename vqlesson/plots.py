@@ -382,8 +382,8 @@ def abcd_distributions(sets: dict, features: Sequence[str] = ("asymmetry", "bord
         for label, feats in sets.items():
             values = getattr(feats, name)[feats.found].numpy()
             found = float(feats.found.float().mean()) if len(feats.found) else 0.0
-            ax.hist(values, bins=ABCD_BINS[name], density=True, histtype="step", lw=1.6,
-                    label=f"{label} ({found:.0%} found)")
+            ax.hist(values, bins=ABCD_BINS[name], density=bool(len(values)), histtype="step",
+                    lw=1.6, label=f"{label} ({found:.0%} found)")  # no lesion: an empty line
         if name.startswith("score"):
             for limit in TDS_BANDS:
                 ax.axvline(limit, color="k", ls=":", lw=1)

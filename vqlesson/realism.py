@@ -264,12 +264,16 @@ def comparison_table(comparisons: Mapping[str, FeatureComparison], reference: st
     header = " | ".join(f"W1 {name}" for name in FEATURES)
     lines = [f"| set | {header} | lesion found | TDS malignant |",
              "|---|" + "---|" * (len(FEATURES) + 2)]
+    def number(value: float, spec: str) -> str:
+        return "n/a" if math.isnan(value) else format(value, spec)
+
     for name, c in comparisons.items():
         row = c.summaries["a"]["all"]
-        cells = " | ".join(f"{c.wasserstein[f]:.3f}" for f in FEATURES)
-        lines.append(f"| {name} | {cells} | {row['found']:.0%} | {row['malignant']:.0%} |")
+        cells = " | ".join(number(c.wasserstein[f], ".3f") for f in FEATURES)
+        lines.append(f"| {name} | {cells} | {row['found']:.0%} | {number(row['malignant'], '.0%')} |")
     if comparisons:
         row = next(iter(comparisons.values())).summaries["b"]["all"]
         blank = " | ".join("" for _ in FEATURES)
-        lines.append(f"| *{reference}* | {blank} | {row['found']:.0%} | {row['malignant']:.0%} |")
+        lines.append(f"| *{reference}* | {blank} | {row['found']:.0%} | "
+                     f"{number(row['malignant'], '.0%')} |")
     return "\n".join(lines)
