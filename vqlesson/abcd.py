@@ -80,8 +80,8 @@ TDS_BANDS = (4.75, TDS_THRESHOLD)
 BAND_NAMES = ("benign", "suspicious", "malignant")
 #: ITU-R BT.601 luma weights (R, G, B).
 LUMA = np.array([0.299, 0.587, 0.114])
-_INT_FIELDS = {"angles": 32, "harmonics": 3, "min_dots": 1}
 #: ABCDConfig's integer fields with their minimum, and its fields in (0, 1).
+_INT_FIELDS = {"angles": 32, "harmonics": 3, "min_dots": 1}
 _UNIT_FIELDS = ("field_level", "skin_band", "grow", "min_contrast", "min_area", "max_area",
                 "pigment_opacity", "colour_min_fraction", "structureless_fraction")
 
@@ -184,7 +184,8 @@ class ABCDFeatures(NamedTuple):
         asymmetry: A in [0, 2], shape asymmetry about the two principal axes.
         border: B in [0, 8], octants with an irregular outline.
         colour: C in {1..6}, dermoscopic colours covering enough of the lesion.
-        structures: D in {1..5}, differential structures detected (Stolz's D).
+        structures: Stolz's D, the differential structures seen: {1, 2, 3} (dots, globules,
+            structureless areas; network and streaks are not detected).
         diameter: in [1, 5], equivalent diameter mapped as the synthetic lesions do.
         score: Stolz's TDS ``1.3 A + 0.1 B + 0.5 C + 0.5 structures``.
         score_diameter: the synthetic lesions' TDS ``1.3 A + 0.1 B + 0.5 C + 0.5 diameter``.
@@ -370,8 +371,8 @@ def _blobs(depth: np.ndarray, core: np.ndarray, radius: int) -> tuple[int, int]:
     return dots, globules
 
 
-def _structure_count(lesion: _Lesion, config: ABCDConfig) -> tuple[int, int]:
-    """D: (differential structures detected, in [1, 5]; the number of dots and globules)."""
+def _structure_count(lesion: _Lesion, config: ABCDConfig) -> int:
+    """D: the differential structures detected (dots, globules, structureless areas), 1 to 3."""
     width, core = min(lesion.mask.shape), lesion.core
     radius = config.pixels(config.dot_radius, width)
     texture = lesion.texture
@@ -383,7 +384,7 @@ def _structure_count(lesion: _Lesion, config: ABCDConfig) -> tuple[int, int]:
     structureless = (local_sd[core] < config.structureless_level).mean()
     found = [dots >= config.min_dots, globules >= config.min_dots,
              structureless >= config.structureless_fraction]
-    return max(1, int(sum(found))), dots + globules
+    return max(1, int(sum(found)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +442,7 @@ def abcd_features(images: torch.Tensor, config: ABCDConfig | None = None) -> ABC
 
     Returns:
         :class:`ABCDFeatures`, tensors (B,): ``found`` bool; ``asymmetry`` [0, 2], ``border``
-        [0, 8], ``colour`` {1..6}, ``structures`` {1..5}, ``diameter`` [1, 5], ``score``
+        [0, 8], ``colour`` {1..6}, ``structures`` {1, 2, 3}, ``diameter`` [1, 5], ``score``
         (Stolz's TDS), ``score_diameter`` (the synthetic lesions' TDS), ``area`` [0, 1], all
         float32 and NaN where no lesion was found.
 
@@ -461,7 +462,7 @@ def abcd_features(images: torch.Tensor, config: ABCDConfig | None = None) -> ABC
             continue
         found[i] = True
         outlines.append((i, *_outline(lesion.soft, config), _colour_count(lesion, config)))
-        out["structures"][i] = _structure_count(lesion, config)[0]
+        out["structures"][i] = _structure_count(lesion, config)
         out["area"][i] = lesion.mask.mean()
     if outlines:
         index, amplitudes, phases, radius, colours = (np.array(v) for v in zip(*outlines))
