@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
+from .abcd import TDS_BANDS
 from .data import to_unit_range
 
 
@@ -163,8 +165,7 @@ def vqvae2_diagram() -> plt.Figure:
 
 
 # --------------------------------------------------------------------------------------------
-# Failure analysis (vqlesson.analysis and vqlesson.memorisation results; notebook 05 and the
-# pipeline's report)
+# Failure analysis (vqlesson.analysis results; notebook 05 and the pipeline's report)
 # --------------------------------------------------------------------------------------------
 def score_distributions(splits: dict, classes: Sequence[str] = (),
                         metrics: Sequence[str] = ("psnr", "ssim")) -> plt.Figure:
@@ -311,7 +312,7 @@ def near_copies(samples: torch.Tensor, train_images: torch.Tensor, memorisation,
     Args:
         samples: (N, 3, H, W) float in [-1, 1].
         train_images: (M, 3, H, W) float in [-1, 1], indexed by ``memorisation.code.index``.
-        memorisation: ``vqlesson.memorisation.Memorisation`` of these samples.
+        memorisation: ``vqlesson.analysis.Memorisation`` of these samples.
     """
     order = torch.argsort(memorisation.code.distance)[:n]
     pairs = torch.cat([samples[order], train_images[memorisation.code.index[order]]])
@@ -346,6 +347,86 @@ def diversity_curves(temperatures: Sequence[float], curves: dict, reference=None
     ax.set_title("sample diversity: fraction of codes that differ", fontsize=10)
     ax.legend(fontsize=8)
     return ax
+
+
+# --------------------------------------------------------------------------------------------
+# The ABCD realism measure (vqlesson.abcd features, vqlesson.realism validation)
+# --------------------------------------------------------------------------------------------
+#: Axis range and histogram bin edges of each ABCD feature (integer features: one bin each).
+ABCD_BINS = {"asymmetry": np.linspace(0, 2, 17), "border": np.linspace(0, 8, 17),
+             "colour": np.arange(0.5, 7.0), "structures": np.arange(0.5, 6.0),
+             "diameter": np.linspace(1, 5, 17), "score": np.linspace(1, 9, 17),
+             "score_diameter": np.linspace(1, 9, 17)}
+
+
+def abcd_distributions(sets: dict, features: Sequence[str] = ("asymmetry", "border", "colour",
+                       "structures", "diameter", "score"), title: str | None = None
+                       ) -> plt.Figure:
+    """Per-feature distributions of two or more image sets, one panel per ABCD feature.
+
+    Args:
+        sets: ``{name: ABCDFeatures}`` (from ``vqlesson.abcd.abcd_features``); images without a
+            lesion are left out, and the legend gives each set's fraction with one.
+        features: fields of ``ABCDFeatures`` to show (``score`` panels get Stolz's band limits
+            4.75 and 5.45 as dotted lines).
+        title: the figure's title.
+
+    Raises:
+        ValueError: an unknown feature name.
+    """
+    unknown = [f for f in features if f not in ABCD_BINS]
+    if unknown:
+        raise ValueError(f"unknown features {unknown}; choose from {list(ABCD_BINS)}")
+    fig, axes = plt.subplots(1, len(features), figsize=(2.6 * len(features), 2.8), squeeze=False)
+    for ax, name in zip(axes.flat, features):
+        for label, feats in sets.items():
+            values = getattr(feats, name)[feats.found].numpy()
+            found = float(feats.found.float().mean()) if len(feats.found) else 0.0
+            ax.hist(values, bins=ABCD_BINS[name], density=bool(len(values)), histtype="step",
+                    lw=1.6, label=f"{label} ({found:.0%} found)")  # no lesion: an empty line
+        if name.startswith("score"):
+            for limit in TDS_BANDS:
+                ax.axvline(limit, color="k", ls=":", lw=1)
+        ax.set_title(name, fontsize=10)
+        ax.set_yticks([])
+    axes.flat[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.15))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def abcd_validation(validation, classes: Sequence[str] = ("benign", "malignant")) -> plt.Figure:
+    """Estimated against true ABCD features of synthetic lesions, one scatter per feature, with
+    the identity line and the correlation in each title (colour counts jittered by up to 0.2).
+
+    Args:
+        validation: a ``SyntheticValidation`` from ``vqlesson.realism.validate_on_synthetic``.
+        classes: names of the true labels (point colours).
+    """
+    pairs = (("asymmetry", "asymmetry"), ("border", "border"), ("colour", "colour"),
+             ("diameter", "diameter"), ("score", "score_diameter"))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(13, 2.9))
+    found = validation.estimated.found
+    labels = validation.truth["labels"][found]
+    jitter = np.random.default_rng(0).uniform(-0.2, 0.2, (2, int(found.sum())))  # (2, n)
+    for ax, (true_name, estimate_name) in zip(axes, pairs):
+        truth = validation.truth[true_name][found].numpy()
+        estimate = getattr(validation.estimated, estimate_name)[found].numpy()
+        if true_name == "colour":  # whole numbers: spread the points to show how many
+            truth, estimate = truth + jitter[0], estimate + jitter[1]
+        for k, colour in ((0, "tab:blue"), (1, "tab:red")):
+            chosen = (labels == k).numpy()
+            ax.scatter(truth[chosen], estimate[chosen], s=7, alpha=0.5, color=colour,
+                       label=classes[k] if k < len(classes) else str(k))
+        edges = ABCD_BINS[estimate_name]
+        ax.plot(edges[[0, -1]], edges[[0, -1]], color="k", lw=0.8)
+        ax.set_title(f"{true_name}: r = {validation.correlation[true_name]:.2f}", fontsize=10)
+        ax.set_xlabel("true (from parameters)", fontsize=8)
+    axes[0].set_ylabel("estimated from pixels", fontsize=8)
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def codebook_usage_levels(quantizers: Sequence[tuple[str, Any]]) -> plt.Figure:
