@@ -59,6 +59,10 @@ def test_pipeline_stops_resumes_and_writes_its_report(tmp_path, monkeypatch, cap
     assert [r["name"] for r in analysis["temperatures"]] == ["T = 0.3", "T = 0.5", "T = 0.7", "T = 1"]
     assert all(0.0 <= r["near_copy_fraction"] <= 1.0 for r in analysis["temperatures"])
     assert set(analysis["reconstruction"]["test"]) >= {"all", "benign", "malignant"}
+    # Do the samples look like lesions? ABCD features of samples against real test lesions.
+    assert "analysis_abcd.png" in figures and "## Do the samples look like lesions?" in report
+    assert set(analysis["realism"]["wasserstein"]) >= {"asymmetry", "border", "colour", "score"}
+    assert analysis["realism"]["summaries"]["b"]["all"]["n"] == 16  # the ci test split
 
     # A finished run is not redone; a missing output makes its stage run again.
     (run / "report.md").unlink()
@@ -90,4 +94,5 @@ def test_pipeline_with_a_vqvae2_and_class_conditional_priors(tmp_path, one_threa
     assert set(analysis["prior"]) == {"prior_top", "prior_bottom"}
     report = (run / "report.md").read_text()
     assert "top: perplexity train / test" in report and "bottom: perplexity" in report
+    assert set(analysis["realism"]["by_class"]) <= {"benign", "malignant"}  # per class
     assert all((run / name).is_file() for name in linked_figures(report))

@@ -197,8 +197,9 @@ def _prior_generalisation(ctx: Context, loaded: Any, e: _Encoded, result: dict,
 
 
 def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict,
-               figures: dict) -> None:
-    """4-5. Sample diversity against temperature, and near-copies of training images."""
+               figures: dict) -> Any:
+    """4-5. Sample diversity against temperature, and near-copies of training images. Returns
+    the row of the run's own temperature (its samples)."""
     import matplotlib.pyplot as plt
 
     n_ref = min(config.num_samples, len(e.test_codes))
@@ -224,6 +225,30 @@ def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict
     figures[f"samples ({at_run.name}) and their nearest training images"] = _save(
         plots.near_copies(at_run.samples, e.train_images, at_run.memorisation),
         ctx.run.analysis_figure("near_copies"))
+    return at_run
+
+
+def _realism(ctx: Context, e: _Encoded, at_run: Any, result: dict, figures: dict) -> None:
+    """6. Do the samples look like lesions? The ABCD features (Stolz et al. 1994) measured from
+    the pixels of the samples against those of the real test lesions, per class for a
+    class-conditional prior (its samples are drawn with the classes in turn)."""
+    from .abcd import abcd_features
+    from .realism import compare_features, comparison_table
+
+    samples = at_run.samples.float().cpu()
+    conditional = ctx.config.label_conditional and len(e.classes) > 1
+    sample_labels = torch.arange(len(samples)) % len(e.classes) if conditional else None
+    real_labels = e.test_codes.labels if conditional else None
+    sample_features, real_features = abcd_features(samples), abcd_features(e.test_images)
+    comparison = compare_features(sample_features, real_features, sample_labels, real_labels,
+                                  e.classes)
+    result["realism"] = comparison._asdict()
+    result["realism_table"] = comparison_table({f"samples ({at_run.name})": comparison},
+                                               reference="real test lesions")
+    figures["ABCD features of samples and real test lesions"] = _save(
+        plots.abcd_distributions({f"samples ({at_run.name})": sample_features,
+                                  "real test lesions": real_features}),
+        ctx.run.analysis_figure("abcd"))
 
 
 def _stage_analysis(ctx: Context) -> None:
@@ -236,7 +261,8 @@ def _stage_analysis(ctx: Context) -> None:
     result: dict[str, Any] = {"config": dataclasses.asdict(config)}
     _reconstruction_and_usage(ctx, loaded.vqvae, encoded, config, result, figures)
     _prior_generalisation(ctx, loaded, encoded, result, figures)
-    _diversity(ctx, loaded, encoded, config, result, figures)
+    at_run = _diversity(ctx, loaded, encoded, config, result, figures)
+    _realism(ctx, encoded, at_run, result, figures)
     result["figures"] = figures
     atomic_write_text(ctx.run.analysis, json.dumps(result, indent=2, default=float))
 
@@ -306,7 +332,12 @@ def _stage_report(ctx: Context) -> None:
         "between two samples; real test images give the reference. A near-copy is a sample "
         f"within {analysis.get('config', {}).get('near_copy_hamming', 0.1):.0%} of the code "
         "positions (or a small pixel distance) of a training image.", "",
-        "## Figures", "",
+        "## Do the samples look like lesions?", "",
+        analysis.get("realism_table", "n/a"), "",
+        "The ABCD rule of dermoscopy (Stolz et al. 1994) measured from the pixels (vqlesson.abcd): "
+        "W1 is the Wasserstein-1 distance between the samples' and the real test lesions' "
+        "distribution of each feature, in the feature's own units (0: the same distribution).",
+        "", "## Figures", "",
     ]
     figures = {
         "reconstructions (test)": run.reconstructions.name,
