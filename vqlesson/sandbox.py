@@ -374,14 +374,16 @@ def _bwrap_problem() -> str | None:
 
 def check_python(isolation: Isolation, limits: SandboxLimits, gpu: bool = False,
                  data_dir: Path | None = None) -> float:
-    """Check that the sandbox's Python imports what grading needs (nbclient, ipykernel,
-    vqlesson and torch) under ``limits``; returns the seconds it took.
+    """Check that the sandbox's Python runs under ``limits`` and finds what grading needs
+    (nbclient, ipykernel, torch, numpy, vqlesson); returns the seconds it took.
 
     Raises:
         RuntimeError: it does not, with the sandbox's output (e.g. a Python installation the
             sandbox user cannot read, or a memory limit too low for torch).
     """
-    code = "import nbclient, ipykernel, vqlesson.grading_io; print('imports ok')"
+    code = ("import importlib.util as u\nmissing = [m for m in ('nbclient', 'ipykernel', 'torch', "
+            "'numpy', 'vqlesson') if not u.find_spec(m)]\n"
+            "print('missing: ' + ', '.join(missing) if missing else 'imports ok')")
     with sandbox_tempdir("vqlesson-probe-") as tmp:
         run = sandboxed(tmp / "box", isolation, 0, limits, 300, [sys.executable, "-c", code],
                         {}, gpu=gpu, data_dir=data_dir)
