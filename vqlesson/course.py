@@ -523,27 +523,8 @@ def _cmd_colab_links(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_course_commands(sub) -> None:
-    """Register ``student-version``, ``grade``, ``sync-notebooks`` and ``colab-links`` on the
-    ``add_subparsers()`` object of ``python -m vqlesson``."""
+def _add_grade_command(sub) -> None:
     from .sandbox import SandboxLimits
-
-    notebooks_help = "folder of the instructor notebooks (default: notebooks)"
-    student = sub.add_parser(
-        "student-version", help="generate the student notebooks and the autograders (otter-grader)",
-        description="Runs otter-grader's `otter assign` on every instructor notebook: writes "
-                    "OUT/student/ (every notebook, solutions and hidden tests removed, the "
-                    "vqlesson.checks calls kept), OUT/autograder/NN_name.zip (one per notebook "
-                    "with exercises, for `grade` or Gradescope) and OUT/build/ (otter's full "
-                    "output).")
-    student.add_argument("--notebooks", default=NOTEBOOKS_DIR, help=notebooks_help)
-    student.add_argument("--out", default="dist", help="output folder (default dist)")
-    student.add_argument("--only", nargs="+", default=None, metavar="NAME",
-                         help="only these notebooks, e.g. 02_vqvae")
-    student.add_argument("--verify", action="store_true",
-                         help="also execute each instructor notebook under otter (current "
-                              "VQLESSON_PROFILE) and fail unless it scores full marks")
-    student.set_defaults(func=_cmd_student_version)
 
     grade = sub.add_parser(
         "grade", help="grade a folder of submitted notebooks into a CSV, each in a sandbox",
@@ -585,6 +566,29 @@ def add_course_commands(sub) -> None:
                        help="a folder holding isic2016/, given read-only to every submission "
                             "(default: none, the synthetic data)")
     grade.set_defaults(func=_cmd_grade)
+
+
+def add_course_commands(sub) -> None:
+    """Register ``student-version``, ``grade``, ``sync-notebooks`` and ``colab-links`` on the
+    ``add_subparsers()`` object of ``python -m vqlesson``."""
+    notebooks_help = "folder of the instructor notebooks (default: notebooks)"
+    student = sub.add_parser(
+        "student-version", help="generate the student notebooks and the autograders (otter-grader)",
+        description="Runs otter-grader's `otter assign` on every instructor notebook: writes "
+                    "OUT/student/ (every notebook, solutions and hidden tests removed, the "
+                    "vqlesson.checks calls kept), OUT/autograder/NN_name.zip (one per notebook "
+                    "with exercises, for `grade` or Gradescope) and OUT/build/ (otter's full "
+                    "output).")
+    student.add_argument("--notebooks", default=NOTEBOOKS_DIR, help=notebooks_help)
+    student.add_argument("--out", default="dist", help="output folder (default dist)")
+    student.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                         help="only these notebooks, e.g. 02_vqvae")
+    student.add_argument("--verify", action="store_true",
+                         help="also execute each instructor notebook under otter (current "
+                              "VQLESSON_PROFILE) and fail unless it scores full marks")
+    student.set_defaults(func=_cmd_student_version)
+
+    _add_grade_command(sub)
 
     sync = sub.add_parser(
         "sync-notebooks", help="rewrite each notebook's Colab cell, run time and otter config",

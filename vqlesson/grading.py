@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +51,7 @@ WIDGETS_ENV = "VQLESSON_WIDGETS"
 MAX_SUBMISSION_BYTES = 64 * 2**20
 MAX_EXECUTED_BYTES = 32 * 2**20  # the executed notebook copied into the logs
 JUDGE_TIMEOUT_S, JUDGE_MEMORY_MB = 300, 8192
+TIMING = "sandbox {:.2f} s, checks {:.2f} s"  # the last line of each submission's log
 __all__ = ["GradeReport", "GradeSettings", "STATUSES", "SubmissionResult", "grade"]
 
 
@@ -226,12 +228,15 @@ def _grade_one(path: Path, batch: _Batch) -> SubmissionResult:
                 return SubmissionResult(
                     name, "timeout", time.perf_counter() - start, None, None, {}, [], {},
                     f"killed after the time limit of {settings.timeout_s:g} s", kind, digest)
-            info = _run_info(outbox)
+            info, checked = _run_info(outbox), time.perf_counter()
             try:
                 judged = _judge(autograder, outbox)
             except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
                 return SubmissionResult(name, "ungradable", time.perf_counter() - start, None,
                                         None, {}, [], {}, str(error)[:500], kind, digest)
+            timing = TIMING.format(run.seconds, time.perf_counter() - checked)
+            with open(batch.logs_dir / f"{path.stem}.log", "a") as log:
+                log.write(f"\n[grader: {timing}]\n")
     finally:
         batch.slots.put(slot)
     return _scored(name, autograder, judged, info, run, time.perf_counter() - start, kind, digest)
@@ -332,6 +337,8 @@ def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path =
     autograders = _autograders(Path(autograder))
     kept = {} if regrade else {r.submission: r for r in read_csv(csv_path)}
     isolation = detect_isolation(settings.isolation)
+    if isolation.kind != BWRAP:
+        warnings.warn(f"grading without bubblewrap: {isolation.detail}", stacklevel=2)
     check_python(isolation, settings.limits, settings.profile == "gpu", settings.data_dir)
     logs_dir = csv_path.with_name(csv_path.stem + "_logs")
     logs_dir.mkdir(parents=True, exist_ok=True)
