@@ -268,3 +268,14 @@ def test_a_confined_run_is_stopped_at_its_time_limit(tmp_path):
                        {"PATH": "/usr/bin:/bin"}, 1, SandboxLimits(), None, None, tmp_path,
                        cwd=tmp_path)
     assert run.timed_out and run.returncode is None and run.seconds < 30
+
+
+def test_a_confined_run_that_fills_the_disk_is_stopped(tmp_path):
+    script = ("import os, time\nfor i in range(10_000):\n"
+              "    open(f'f{i}', 'wb').write(b'x' * 100_000)\n    time.sleep(0.001)\n"
+              "time.sleep(60)\n")
+    run = run_confined([sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, 120,
+                       SandboxLimits(disk_mb=2), None, None, tmp_path, cwd=tmp_path,
+                       watched=(tmp_path,))
+    assert run.stopped == "it wrote more than 2 MiB to disk" and not run.timed_out
+    assert run.seconds < 60

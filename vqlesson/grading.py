@@ -68,7 +68,7 @@ class GradeReport(NamedTuple):
     logs_dir: Path
     summary_text: str
     isolation: Isolation | None = None
-    skipped: list[str] = []
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,9 @@ def _scored(name: str, autograder: Autograder, judged: dict, info: dict, run, se
             failed.append(f"{test.column}: {verdict['message']}")
     errors = list(info["cell_errors"]) + [e for e in (info["failure"],
                                                       judged.get("metrics_error")) if e]
-    if run.returncode not in (0, None) and not info["failure"]:
+    if run.stopped:
+        errors.append(f"stopped early: {run.stopped}")
+    elif run.returncode not in (0, None) and not info["failure"]:
         errors.append(f"the sandbox exited with status {run.returncode}")
     notes = [f"{run.killed} processes left running were killed"] if run.killed else []
     return SubmissionResult(name, "error" if errors else "ok", seconds, round(score, 6),
@@ -316,7 +318,8 @@ def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path =
         out_csv: the CSV; the summary goes beside it (``NAME.md``), logs and executed notebooks
             into ``NAME_logs/``. Rows already in it for an unchanged file are kept and that
             submission is not run again, unless ``regrade``.
-        timeout_s, profile: shortcuts for ``settings.timeout_s`` and ``settings.profile``.
+        timeout_s, profile: the time limit per submission and its ``VQLESSON_PROFILE``
+            (they override the fields of ``settings``).
         jobs: submissions graded at once (>= 1).
         regrade: grade every submission again.
         settings: sandbox limits, data folder and isolation (:class:`GradeSettings`).
@@ -358,7 +361,12 @@ def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path =
     write_csv(list(results.values()), csv_path)
 
     def work(path: Path) -> None:
-        result = _grade_one(path, batch)
+        try:
+            result = _grade_one(path, batch)
+        except Exception as error:  # a fault of the grader or the machine: this row, not the batch
+            result = SubmissionResult(path.name, "ungradable", 0.0, None, None, {}, [], {},
+                                      f"the grader failed: {type(error).__name__}: {error}",
+                                      isolation.kind)
         with lock:
             results[result.submission] = result
             write_csv(list(results.values()), csv_path)
@@ -373,4 +381,4 @@ def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path =
     text = summary(rows, header)
     summary_path = csv_path.with_suffix(".md")
     summary_path.write_text(text)
-    return GradeReport(rows, csv_path, summary_path, logs_dir, text, isolation, skipped)
+    return GradeReport(rows, csv_path, summary_path, logs_dir, text, isolation, tuple(skipped))

@@ -48,6 +48,7 @@ IN_DIR, OUT_DIR, DATA_DIR = "/grader/in", "/grader/out", "/grader/data"  # insid
 SANDBOX_TMP = "/tmp"
 SANDBOX_UID_BASE = 1_500_000_000  # root only: one unused uid per concurrent sandbox
 SANDBOX_USER = "student"
+MAX_FILES = 100_000  # files a run may leave in the host folders it writes into
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
              "hosts", "ssl", "ca-certificates", "fonts", "mime.types", "alternatives")
 SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -62,6 +63,11 @@ if spec["uid"] is not None:
     os.setgroups([])
     os.setgid(spec["uid"])
     os.setuid(spec["uid"])
+try:  # Linux: killed when the grader dies (set after setuid, which clears it)
+    import ctypes, signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+except Exception:
+    pass
 os.umask(0o077)
 os.execvp(sys.argv[2], sys.argv[2:])
 """
@@ -140,6 +146,7 @@ class SandboxRun(NamedTuple):
         output: its stdout and stderr, capped (a note says how much was dropped).
         killed: processes still alive after it ended (or at the limit), all killed.
         layout: its folders (:func:`sandboxed`), to read its outbox.
+        stopped: why it was stopped before its end (too much written to disk), or None.
     """
 
     returncode: int | None
@@ -148,6 +155,7 @@ class SandboxRun(NamedTuple):
     output: str
     killed: int
     layout: Layout | None = None
+    stopped: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +429,7 @@ def sandboxed(root: Path, isolation: Isolation, slot: int, limits: SandboxLimits
     env = scrubbed_env(layout, env_extra(layout) if callable(env_extra) else env_extra)
     if isolation.kind != BWRAP:
         run = run_confined(argv, env, timeout_s, limits, uid, uid, layout.scratch,
-                           cwd=layout.scratch / "work")
+                           cwd=layout.scratch / "work", watched=(layout.outbox, layout.scratch))
         return run._replace(layout=layout)
     # bwrap starts as the grader (a launcher inside drops to uid); its options, which name
     # host paths, go through a file descriptor so that the run cannot read them in
@@ -435,7 +443,7 @@ def sandboxed(root: Path, isolation: Isolation, slot: int, limits: SandboxLimits
     try:
         run = run_confined(["bwrap", "--args", str(fd)] + full[split:], env, timeout_s, limits,
                            uid, None, layout.scratch, cwd=layout.scratch / "work",
-                           pass_fds=(fd,))
+                           pass_fds=(fd,), watched=(layout.outbox,))
     finally:
         os.close(fd)
     return run._replace(layout=layout)
@@ -559,7 +567,8 @@ def kill_leftovers(process: subprocess.Popen, uid: int | None, scratch: Path | N
 
 def run_confined(command: list[str], env: dict[str, str], timeout_s: float,
                  limits: SandboxLimits, uid: int | None, drop: int | None, scratch: Path | None,
-                 cwd: Path | None = None, pass_fds: tuple[int, ...] = ()) -> SandboxRun:
+                 cwd: Path | None = None, pass_fds: tuple[int, ...] = (),
+                 watched: tuple[Path, ...] = ()) -> SandboxRun:
     """Run ``command`` under ``limits`` in a session of its own, for at most ``timeout_s``
     seconds; capture its output (capped); then kill whatever is left of it
     (:func:`kill_leftovers`).
@@ -570,6 +579,8 @@ def run_confined(command: list[str], env: dict[str, str], timeout_s: float,
         scratch: the sandbox's host folder (without ``uid``, its processes are found by it).
         cwd: the working folder to start in.
         pass_fds: file descriptors the command inherits.
+        watched: host folders the run writes into; it is stopped once they hold more than
+            ``limits.disk_mb`` MiB or :data:`MAX_FILES` files (checked every second).
     """
     launcher = launcher_command(_rlimits(limits, timeout_s, uid), drop)
     start = time.perf_counter()
@@ -579,12 +590,33 @@ def run_confined(command: list[str], env: dict[str, str], timeout_s: float,
                                pass_fds=pass_fds)
     reader = _CappedReader(process.stdout, limits.output_kb * 1024)
     reader.start()
-    try:
-        returncode, timed_out = process.wait(timeout=timeout_s), False
-    except subprocess.TimeoutExpired:
-        returncode, timed_out = None, True
+    returncode, timed_out, stopped = None, False, None
+    while returncode is None and not timed_out and stopped is None:
+        try:
+            returncode = process.wait(timeout=min(1.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            timed_out = time.perf_counter() - start >= timeout_s
+            stopped = _over_quota(watched, limits.disk_mb * 2**20)
     seconds = time.perf_counter() - start
     killed = kill_leftovers(process, uid, scratch)
     reader.join(timeout=5)
     process.stdout.close()
-    return SandboxRun(returncode, timed_out, seconds, reader.text(), killed)
+    return SandboxRun(returncode, timed_out, seconds, reader.text(), killed, stopped=stopped)
+
+
+def _over_quota(folders: tuple[Path, ...], max_bytes: int) -> str | None:
+    """Why ``folders`` hold too much (bytes or files), or None."""
+    total = files = 0
+    for folder in folders:
+        for root, dirs, names in os.walk(folder, followlinks=False):
+            files += len(names) + len(dirs)
+            if files > MAX_FILES:
+                return f"it wrote more than {MAX_FILES} files"
+            for name in names:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                except OSError:
+                    pass
+            if total > max_bytes:
+                return f"it wrote more than {max_bytes // 2**20} MiB to disk"
+    return None
