@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from . import grading_runner
 from .autograder import Autograder, autograder_for, read_autograder
 from .checks import EXERCISES, METRICS_ENV
 from .grade_report import (RESERVED, STATUSES, SubmissionResult, read_csv, summary, write_csv)
@@ -52,6 +51,7 @@ MAX_SUBMISSION_BYTES = 64 * 2**20
 MAX_EXECUTED_BYTES = 32 * 2**20  # the executed notebook copied into the logs
 JUDGE_TIMEOUT_S, JUDGE_MEMORY_MB = 300, 8192
 TIMING = "sandbox {:.2f} s, checks {:.2f} s"  # the last line of each submission's log
+RUNNER = Path(__file__).with_name("grading_runner.py")  # run as a script inside the sandbox
 __all__ = ["GradeReport", "GradeSettings", "STATUSES", "SubmissionResult", "grade"]
 
 
@@ -133,10 +133,11 @@ def _judge(autograder: Autograder, outbox: Path) -> dict:
     done = subprocess.run(launcher_command(limits, None) + [
         sys.executable, "-m", "vqlesson.judge", str(outbox)], input=json.dumps(spec),
         capture_output=True, text=True, timeout=JUDGE_TIMEOUT_S, env=env, cwd=outbox)
-    if done.returncode != 0:
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
         raise RuntimeError(f"the check process failed (exit {done.returncode}): "
                            f"{done.stderr.strip()[-500:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
 
 
 def _run_info(outbox: Path) -> dict:
@@ -249,7 +250,7 @@ def _sandbox_run(tmp: Path, notebook: str, autograder: Autograder, batch: _Batch
     bwrap = batch.isolation.kind == BWRAP
 
     def command(layout):
-        return [sys.executable, "-I", grading_runner.__file__, layout.in_path, layout.out_path,
+        return [sys.executable, "-I", str(RUNNER), layout.in_path, layout.out_path,
                 layout.work, str(settings.timeout_s), str(settings.limits.output_kb)]
 
     def prepare(layout):
