@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from grading_course import fill, make_tiny_course, solution, student, with_cell
 from vqlesson import course
 from vqlesson.__main__ import build_parser, main
 
@@ -154,6 +155,7 @@ def test_the_readme_has_one_colab_link_per_notebook_built_from_the_url():
 def test_the_commands_are_registered(capsys):
     args = build_parser().parse_args(["grade", "subs", "--autograder", "dist/autograder"])
     assert (args.timeout, args.profile, args.jobs, args.out) == (1200.0, "ci", 1, "grades.csv")
+    assert (args.regrade, args.isolation, args.memory_mb) == (False, "auto", None)
     args = build_parser().parse_args(["student-version", "--only", "02_vqvae"])
     assert args.only == ["02_vqvae"] and args.out == "dist"
     assert main(["colab-links", "--notebooks", str(NOTEBOOKS)]) == 0
@@ -253,59 +255,13 @@ def test_the_generated_student_notebook_runs_up_to_its_first_exercise(real_versi
 
 # --------------------------------------------------------------------------------------------
 # Grading a batch: correct, wrong, erroring, hanging and broken submissions
+# (attacks on the grader: tests/test_grading.py)
 # --------------------------------------------------------------------------------------------
-def _question(name, prompt, solution, check):
-    test = (f"def test_{name}({name}):\n    from vqlesson import checks\n"
-            f"    result = checks.{check}({name}{{seed}})\n    assert result.passed, result.message\n")
-    v4 = nbformat.v4
-    return [v4.new_raw_cell(f"# BEGIN QUESTION\nname: {name}\npoints: 1\ncheck_cell: false"),
-            v4.new_markdown_cell(prompt), v4.new_raw_cell("# BEGIN SOLUTION"),
-            v4.new_code_cell(f"{solution}\n\nchecks.{check}({name})"),
-            v4.new_raw_cell("# END SOLUTION"), v4.new_raw_cell("# BEGIN TESTS"),
-            v4.new_code_cell(test.format(seed="")),
-            v4.new_code_cell("# HIDDEN\n" + test.format(seed=", seed=1").replace(
-                f"test_{name}(", f"test_{name}_hidden(")),
-            v4.new_raw_cell("# END TESTS"), v4.new_raw_cell("# END QUESTION")]
-
-
-MASK = '''def build_mask(kernel_size, mask_type):
-    # BEGIN SOLUTION
-    mask = torch.zeros(kernel_size, kernel_size)
-    mask[: kernel_size // 2] = 1
-    mask[kernel_size // 2, : kernel_size // 2 + (mask_type == "B")] = 1
-    return mask
-    # END SOLUTION'''
-BITS = '''def bits_per_code(logits, codes):
-    # BEGIN SOLUTION
-    return float(F.cross_entropy(logits, codes) / math.log(2))
-    # END SOLUTION'''
-
-
 @pytest.fixture(scope="module")
 def tiny_course(tmp_path_factory):
     """A two-exercise instructor notebook, its student version and autograder."""
     root = tmp_path_factory.mktemp("tiny")
-    v4 = nbformat.v4
-    cells = [v4.new_markdown_cell("# 01 · A tiny course"),
-             v4.new_code_cell("import math, torch\nimport torch.nn.functional as F\n"
-                              "from vqlesson import checks")]
-    cells += _question("build_mask", "Write the mask.", MASK, "check_causal_mask")
-    cells += _question("bits_per_code", "Write the NLL.", BITS, "check_bits_per_code")
-    cells.append(v4.new_code_cell("checks.record_metrics(psnr=12.5, perplexity=3.0)"))
-    nb = v4.new_notebook(cells=cells, metadata={"kernelspec": {
-        "name": "python3", "display_name": "Python 3", "language": "python"}})
-    (root / "notebooks").mkdir()
-    nbformat.write(course.synced(nb, "01_tiny"), root / "notebooks" / "01_tiny.ipynb")
-    return root, course.make_student_version(root / "notebooks", root / "dist")
-
-
-def _fill(nb, function, body):
-    """Replace the `...` of an exercise in a student notebook."""
-    for cell in nb.cells:
-        if cell.source.startswith(f"def {function}("):
-            cell.source = cell.source.replace("    ...", body, 1)
-            return nb
-    raise AssertionError(function)
+    return root, make_tiny_course(root)
 
 
 def test_the_grader_scores_correct_wrong_erroring_and_hanging_submissions_in_one_batch(
@@ -315,18 +271,14 @@ def test_the_grader_scores_correct_wrong_erroring_and_hanging_submissions_in_one
     root, made = tiny_course
     subs = tmp_path / "submissions"
     subs.mkdir()
-    solution = _read(made.build_dir / "01_tiny" / "autograder" / "01_tiny.ipynb")
-    nbformat.write(solution, subs / "dan_correct.ipynb")
-    wrong = _fill(_read(made.student_dir / "01_tiny.ipynb"), "build_mask",
-                  "    return torch.ones(kernel_size, kernel_size)")
-    wrong = _fill(wrong, "bits_per_code",
-                  "    return float(F.cross_entropy(logits, codes) / math.log(2))")
+    nbformat.write(solution(made), subs / "dan_correct.ipynb")
+    wrong = fill(student(made), "build_mask", "    return torch.ones(kernel_size, kernel_size)")
+    wrong = fill(wrong, "bits_per_code",
+                 "    return float(F.cross_entropy(logits, codes) / math.log(2))")
     nbformat.write(wrong, subs / "ben_wrong.ipynb")
-    erroring = _read(made.student_dir / "01_tiny.ipynb")
-    erroring.cells.insert(3, nbformat.v4.new_code_cell("raise ValueError('my own bug')"))
+    erroring = with_cell(student(made), "raise ValueError('my own bug')", index=3)
     nbformat.write(erroring, subs / "cat_erroring.ipynb")
-    hanging = _read(made.build_dir / "01_tiny" / "autograder" / "01_tiny.ipynb")
-    hanging.cells.append(nbformat.v4.new_code_cell("import time\ntime.sleep(3600)"))
+    hanging = with_cell(solution(made), "import time\ntime.sleep(3600)")
     nbformat.write(hanging, subs / "abe_hanging.ipynb")  # first: it holds a worker longest
     (subs / "eve_broken.ipynb").write_text("this is not a notebook")
 
@@ -339,8 +291,9 @@ def test_the_grader_scores_correct_wrong_erroring_and_hanging_submissions_in_one
     correct = by_name["dan_correct.ipynb"]
     assert (correct.status, correct.score, correct.possible) == ("ok", 2, 2), correct
     assert correct.checks == {"build_mask - 1": True, "build_mask - 2 (hidden)": True,
-                          "bits_per_code - 1": True, "bits_per_code - 2 (hidden)": True}
+                              "bits_per_code - 1": True, "bits_per_code - 2 (hidden)": True}
     assert correct.metrics == {"psnr": 12.5, "perplexity": 3.0} and correct.failed == []
+    assert correct.isolation == report.isolation.kind
 
     ben = by_name["ben_wrong.ipynb"]
     assert ben.status == "ok" and ben.score == 1 < ben.possible
@@ -354,6 +307,7 @@ def test_the_grader_scores_correct_wrong_erroring_and_hanging_submissions_in_one
     assert by_name["abe_hanging.ipynb"].status == "timeout"
     assert by_name["abe_hanging.ipynb"].score is None
     assert by_name["eve_broken.ipynb"].status == "ungradable"
+    assert "not a Jupyter notebook" in by_name["eve_broken.ipynb"].message
 
     with open(report.csv_path) as handle:
         rows = {row["submission"]: row for row in csv.DictReader(handle)}

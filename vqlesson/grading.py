@@ -1,349 +1,385 @@
-"""Grading a folder of submitted notebooks: one isolated, time-limited run each, one CSV.
+"""Grading a folder of submitted notebooks: each in a sandbox of its own, scored outside it.
 
-Each submission is graded by otter-grader's non-containerised runner (``otter run``; the
-Docker-based ``otter grade`` is not needed) in its own worker process, started in a fresh
-temporary folder (its working directory and ``$TMPDIR``), with the course's profile, static
-figures instead of widgets, and ``$VQLESSON_METRICS_FILE`` pointing at a file the notebook's
-:func:`vqlesson.checks.record_metrics` calls fill. The worker executes the notebook headless (a
-cell that raises does not stop it: otter runs every test afterwards) and writes its results as
-JSON. A worker that exceeds the time limit is killed with its kernel, and the batch goes on.
+For each submission (``python -m vqlesson grade SUBMISSIONS --autograder ZIP_OR_FOLDER``):
 
-Statuses: ``ok`` (graded, no cell raised), ``error`` (graded, but some cells raised; their
-errors are in ``message``), ``timeout`` (killed at the limit; no scores), ``ungradable`` (the
-notebook could not be executed or matched to an autograder; no scores).
+1. The trusted grader reads it as a notebook, picks its autograder (:mod:`vqlesson.autograder`:
+   the tests, their points, the check and seed of each) and writes a sandbox's inbox: the
+   notebook, a manifest and each test's inputs as data (:mod:`vqlesson.grading_io`). No test
+   code, no expected result, no other submission.
+2. The sandbox (:mod:`vqlesson.sandbox`: bubblewrap where it works, else limits only) runs
+   :mod:`vqlesson.grading_runner`: the notebook headless in a fresh kernel (a cell that raises
+   does not stop it), then one more cell that calls each test's student function on its inputs
+   and writes what it returned as arrays. Then everything left of the sandbox is killed.
+3. A separate process, :mod:`vqlesson.judge`, that never runs student code, rebuilds each
+   test's inputs from its seed, compares the outputs with the library's reference (the same
+   code as the notebooks' instant feedback) and validates the recorded metrics.
+4. The row is written to the CSV at once (:mod:`vqlesson.grade_report`: atomic rewrite), so a
+   stopped batch keeps what it graded; run again, it skips submissions already graded (same
+   file content) unless ``regrade``.
 
-Run as ``python -m vqlesson grade SUBMISSIONS --autograder ZIP_OR_FOLDER``; the worker is
-``python -m vqlesson.grading SUBMISSION AUTOGRADER RESULT_JSON EXECUTED_IPYNB``.
+A student's notebook can therefore only change its own outputs: replacing ``checks.check_*``,
+editing test files or patching ``torch.isclose`` has no effect on its score.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import json
-import math
-import os
-import shutil
-import signal
+import queue
 import subprocess
 import sys
-import tempfile
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from .checks import METRICS_ENV
+from .autograder import Autograder, autograder_for, read_autograder
+from .checks import EXERCISES, METRICS_ENV
+from .grade_report import (RESERVED, STATUSES, SubmissionResult, read_csv, summary, write_csv)
+from .grading_io import (MANIFEST_NAME, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
+                         encode_inputs, read_regular_file, save_arrays)
 from .runtime import PROFILES
+from .sandbox import (BWRAP, DATA_DIR, Isolation, SandboxLimits, check_python, detect_isolation,
+                      launcher_command, package_dir, sandbox_tempdir, sandboxed)
 
 GRADING_ENV = "VQLESSON_GRADING"
 WIDGETS_ENV = "VQLESSON_WIDGETS"
-STATUSES = ("ok", "error", "timeout", "ungradable")
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-class SubmissionResult(NamedTuple):
-    """The grade of one submission.
-
-    Attributes:
-        submission: the file name.
-        status: one of :data:`STATUSES`.
-        seconds: wall-clock seconds of its run.
-        score, possible: otter's points (``None`` unless graded).
-        checks: check name (``"nearest_code - 1"``, hidden ones end in ``" (hidden)"``) ->
-            passed.
-        failed: ``"check: hint"`` for every failed check.
-        metrics: what the notebook recorded with :func:`vqlesson.checks.record_metrics`.
-        message: cell errors, the time limit, or why it could not be graded.
-    """
-
-    submission: str
-    status: str
-    seconds: float
-    score: float | None
-    possible: float | None
-    checks: dict[str, bool]
-    failed: list[str]
-    metrics: dict[str, float]
-    message: str
+MAX_SUBMISSION_BYTES = 64 * 2**20
+MAX_EXECUTED_BYTES = 32 * 2**20  # the executed notebook copied into the logs
+JUDGE_TIMEOUT_S, JUDGE_MEMORY_MB = 300, 8192
+TIMING = "sandbox {:.2f} s, checks {:.2f} s"  # the last line of each submission's log
+RUNNER = Path(__file__).with_name("grading_runner.py")  # run as a script inside the sandbox
+__all__ = ["GradeReport", "GradeSettings", "STATUSES", "SubmissionResult", "grade"]
 
 
 class GradeReport(NamedTuple):
-    """What :func:`grade` returns: the per-submission results and where it wrote them
-    (``csv_path``, the markdown ``summary_path``, and ``logs_dir`` with each submission's log
-    and executed notebook); ``summary_text`` is the summary's markdown."""
+    """What :func:`grade` returns: every row of the CSV (this run's and the earlier ones it
+    kept), where it wrote them (``csv_path``, the markdown ``summary_path``, and ``logs_dir``
+    with each submission's log and executed notebook), ``summary_text`` (the summary's
+    markdown), the ``isolation`` the runs had, and the submissions ``skipped`` as already
+    graded."""
 
     results: list[SubmissionResult]
     csv_path: Path
     summary_path: Path
     logs_dir: Path
     summary_text: str
+    isolation: Isolation | None = None
+    skipped: tuple[str, ...] = ()
 
 
-def _hint(message: str) -> str:
-    """The useful last line of an otter failure message (our checks' hint)."""
-    lines = [line.strip() for line in (message or "").strip().split("\n") if line.strip()]
-    if not lines:
-        return "failed"
-    last = lines[-1]
-    return last.split("AssertionError: ", 1)[1] if last.startswith("AssertionError: ") else last
+@dataclass(frozen=True)
+class GradeSettings:
+    """How each submission runs.
+
+    Attributes:
+        timeout_s: wall-clock seconds per submission's sandbox (> 0).
+        profile: ``VQLESSON_PROFILE`` of the runs.
+        limits: the sandbox's resource limits.
+        data_dir: a folder holding ``isic2016/``, readable by the runs (read-only).
+        isolation: ``"auto"``, ``"bwrap"`` (refuse to grade without it) or ``"none"``.
+    """
+
+    timeout_s: float = 1200.0
+    profile: str = "ci"
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    data_dir: Path | None = None
+    isolation: str = "auto"
 
 
-def _kill_tree(process: subprocess.Popen) -> None:
-    """Kill a worker, its process group and every descendant (the notebook's kernel runs in a
-    session of its own)."""
+# --------------------------------------------------------------------------------------------
+# One submission
+# --------------------------------------------------------------------------------------------
+class _Batch(NamedTuple):
+    """What every submission of a batch shares."""
+
+    autograders: list[Autograder]
+    inputs: dict[tuple[str, int], dict]  # (exercise, seed) -> encoded arrays
+    settings: GradeSettings
+    isolation: Isolation
+    logs_dir: Path
+    slots: queue.Queue
+
+
+def _write_inbox(inbox: Path, in_path: str, out_path: str, notebook: str,
+                 autograder: Autograder, inputs: dict) -> None:
+    """The sandbox's read-only inbox: the notebook, the manifest, each test's inputs."""
+    (inbox / "inputs").mkdir()
+    tests = []
+    for test in autograder.tests:
+        name = f"{test.exercise}-seed{test.seed}.npz"
+        if not (inbox / "inputs" / name).exists():
+            save_arrays(inbox / "inputs" / name, inputs[(test.exercise, test.seed)])
+        tests.append({"id": test.id, "exercise": test.exercise, "function": test.function,
+                      "inputs": name})
+    (inbox / "submission.ipynb").write_text(notebook)
+    (inbox / MANIFEST_NAME).write_text(json.dumps({
+        "tests": tests, "inputs_dir": f"{in_path}/inputs",
+        "outputs_dir": f"{out_path}/{OUTPUTS_DIR}"}))
+    for path in [inbox / "inputs", *inbox.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _judge(autograder: Autograder, outbox: Path) -> dict:
+    """Run :mod:`vqlesson.judge` on a sandbox's outbox, in a process of its own."""
+    spec = {"tests": [{"id": t.id, "exercise": t.exercise, "seed": t.seed}
+                      for t in autograder.tests], "reserved": sorted(RESERVED)}
+    limits = {"RLIMIT_AS": JUDGE_MEMORY_MB * 2**20, "RLIMIT_CORE": 0}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package_dir().parent),
+           "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(launcher_command(limits, None) + [
+        sys.executable, "-m", "vqlesson.judge", str(outbox)], input=json.dumps(spec),
+        capture_output=True, text=True, timeout=JUDGE_TIMEOUT_S, env=env, cwd=outbox)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the check process failed (exit {done.returncode}): "
+                           f"{done.stderr.strip()[-500:]}")
+    return json.loads(lines[-1])
+
+
+def _run_info(outbox: Path) -> dict:
+    """``run.json`` of the runner, checked (it was written beside student code)."""
     try:
-        import psutil
+        info = json.loads(read_regular_file(outbox / "run.json", 2**20))
+        errors = [str(e)[:400] for e in info.get("cell_errors", [])][:50]
+        failure = info.get("failure")
+        return {"cell_errors": errors, "failure": str(failure)[:400] if failure else None}
+    except (UnsafeFileError, ValueError, AttributeError, TypeError) as error:
+        return {"cell_errors": [], "failure": f"the runner's report is unusable ({error})"}
 
-        children = psutil.Process(process.pid).children(recursive=True)
-    except Exception:  # psutil missing or the process already gone
-        children = []
-    for child in children:
-        try:
-            child.kill()
-        except Exception:
-            pass
+
+def _keep_logs(run, outbox: Path, log_path: Path, executed_path: Path) -> None:
+    note = f"\n[grader: {run.killed} processes left running were killed]\n" if run.killed else ""
+    log_path.write_text(run.output + note)
     try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, AttributeError):
-        process.kill()
-    process.wait()
+        executed_path.write_bytes(read_regular_file(outbox / "executed.ipynb",
+                                                    MAX_EXECUTED_BYTES))
+    except UnsafeFileError:
+        executed_path.unlink(missing_ok=True)
 
 
-def _autograder_for(submission: Path, autograder: Path) -> Path:
-    """The autograder zip of a submission: ``autograder`` itself, or, for a folder of zips, the
-    one named after the notebook (its otter assignment name, else a matching file stem)."""
-    if autograder.is_file():
-        return autograder
-    zips = {p.stem: p for p in sorted(autograder.glob("*.zip"))}
-    if len(zips) == 1:
-        return next(iter(zips.values()))
-    name = None
+def _scored(name: str, autograder: Autograder, judged: dict, info: dict, run, seconds: float,
+            isolation: str, digest: str) -> SubmissionResult:
+    verdicts = {t["id"]: t for t in judged["tests"]}
+    checks, failed, score, possible = {}, [], 0.0, 0.0
+    for test in autograder.tests:
+        verdict = verdicts.get(test.id, {"passed": False, "message": "not judged"})
+        checks[test.column] = bool(verdict["passed"])
+        possible += test.points
+        if verdict["passed"]:
+            score += test.points
+        else:
+            failed.append(f"{test.column}: {verdict['message']}")
+    errors = list(info["cell_errors"]) + [e for e in (info["failure"],
+                                                      judged.get("metrics_error")) if e]
+    if run.stopped:
+        errors.append(f"stopped early: {run.stopped}")
+    elif run.returncode not in (0, None) and not info["failure"]:
+        errors.append(f"the sandbox exited with status {run.returncode}")
+    notes = [f"{run.killed} processes left running were killed"] if run.killed else []
+    return SubmissionResult(name, "error" if errors else "ok", seconds, round(score, 6),
+                            round(possible, 6), checks, failed, judged.get("metrics", {}),
+                            "; ".join(errors + notes), isolation, digest)
+
+
+def _read_submission(path: Path) -> tuple[str, dict | None, str]:
+    """(sha256, notebook as a dict or None, why not) of a submitted file."""
     try:
-        name = json.loads(submission.read_text()).get("metadata", {}).get("otter", {}).get(
-            "assignment_name")
-    except (OSError, ValueError, AttributeError):
-        pass
-    if name in zips:
-        return zips[name]
-    matches = [zip_path for stem, zip_path in zips.items() if stem in submission.stem]
-    if len(matches) == 1:
-        return matches[0]
-    raise ValueError(f"cannot tell which of the autograders {sorted(zips)} grades "
-                     f"{submission.name}; pass --autograder with one zip")
-
-
-def _grade_one(submission: Path, autograder: Path, logs_dir: Path, timeout_s: float,
-               profile: str) -> SubmissionResult:
-    """Grade one submission in a worker process in its own temporary folder."""
-    start = time.perf_counter()
+        data = read_regular_file(path, MAX_SUBMISSION_BYTES)
+    except UnsafeFileError as error:
+        return "", None, str(error)
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        zip_path = _autograder_for(submission, autograder)
+        import nbformat
+
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+    except Exception as error:  # any parse or schema error: not a notebook
+        return digest, None, f"not a Jupyter notebook ({type(error).__name__}: {str(error)[:200]})"
+    return digest, nb, ""
+
+
+def _grade_one(path: Path, batch: _Batch) -> SubmissionResult:
+    """Grade one submission: sandbox, checks, row."""
+    import nbformat
+
+    start, name, settings = time.perf_counter(), path.name, batch.settings
+    digest, nb, why = _read_submission(path)
+    kind = batch.isolation.kind
+    if nb is None:
+        return SubmissionResult(name, "ungradable", 0.0, None, None, {}, [], {}, why, kind, digest)
+    try:
+        autograder = autograder_for(nb, name, batch.autograders)
     except ValueError as error:
-        return SubmissionResult(submission.name, "ungradable", 0.0, None, None, {}, [], {},
-                                str(error))
-    log_path = logs_dir / f"{submission.stem}.log"
-    executed = logs_dir / f"{submission.stem}.executed.ipynb"
-    with tempfile.TemporaryDirectory(prefix="vqlesson-grade-") as tmp:
-        result_path, metrics_path = Path(tmp) / "result.json", Path(tmp) / "metrics.json"
-        env = dict(os.environ)
-        env.update({
-            "VQLESSON_PROFILE": profile, METRICS_ENV: str(metrics_path), GRADING_ENV: "1",
-            WIDGETS_ENV: "0", "MPLBACKEND": "Agg", "TMPDIR": tmp, "PYTHONUNBUFFERED": "1",
-        })
-        command = [sys.executable, "-m", "vqlesson.grading", str(submission.resolve()),
-                   str(zip_path.resolve()), str(result_path), str(executed.resolve())]
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(command, cwd=tmp, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        return SubmissionResult(name, "ungradable", 0.0, None, None, {}, [], {}, str(error),
+                                kind, digest)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    notebook = nbformat.writes(nb)
+    slot = batch.slots.get()
+    try:
+        with sandbox_tempdir() as tmp:
+            run = _sandbox_run(tmp, notebook, autograder, batch, slot)
+            outbox = run.layout.outbox
+            _keep_logs(run, outbox, batch.logs_dir / f"{path.stem}.log",
+                       batch.logs_dir / f"{path.stem}.executed.ipynb")
+            if run.timed_out:
+                return SubmissionResult(
+                    name, "timeout", time.perf_counter() - start, None, None, {}, [], {},
+                    f"killed after the time limit of {settings.timeout_s:g} s", kind, digest)
+            info, checked = _run_info(outbox), time.perf_counter()
             try:
-                process.wait(timeout=timeout_s)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                _kill_tree(process)
-                timed_out = True
-        seconds = time.perf_counter() - start
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        if timed_out:
-            return SubmissionResult(submission.name, "timeout", seconds, None, None, {}, [],
-                                    metrics, f"killed after the time limit of {timeout_s:g} s")
-        if process.returncode != 0 or not result_path.is_file():
-            tail = log_path.read_text(errors="replace").strip().split("\n")[-1:]
-            return SubmissionResult(submission.name, "ungradable", seconds, None, None, {}, [],
-                                    metrics, f"the grader failed (exit {process.returncode}): "
-                                             f"{' '.join(tail)[-300:]}; see {log_path}")
-        payload = json.loads(result_path.read_text())
-    if payload.get("catastrophic"):
-        return SubmissionResult(submission.name, "ungradable", seconds, None, None, {}, [],
-                                metrics, f"otter could not grade it: {payload['catastrophic']}")
-    checks, failed = {}, []
-    for test in payload["tests"]:
-        name = test["name"] + (" (hidden)" if test["hidden"] else "")
-        checks[name] = bool(test["passed"])
-        if not test["passed"]:
-            failed.append(f"{name}: {_hint(test['message'])}")
-    errors = payload.get("cell_errors", [])
-    return SubmissionResult(submission.name, "error" if errors else "ok", seconds,
-                            payload["total"], payload["possible"], checks, failed, metrics,
-                            "; ".join(errors))
+                judged = _judge(autograder, outbox)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
+                return SubmissionResult(name, "ungradable", time.perf_counter() - start, None,
+                                        None, {}, [], {}, str(error)[:500], kind, digest)
+            timing = TIMING.format(run.seconds, time.perf_counter() - checked)
+            with open(batch.logs_dir / f"{path.stem}.log", "a") as log:
+                log.write(f"\n[grader: {timing}]\n")
+    finally:
+        batch.slots.put(slot)
+    return _scored(name, autograder, judged, info, run, time.perf_counter() - start, kind, digest)
 
 
-def _format(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
+def _sandbox_run(tmp: Path, notebook: str, autograder: Autograder, batch: _Batch, slot: int):
+    settings = batch.settings
+    bwrap = batch.isolation.kind == BWRAP
 
+    def command(layout):
+        return [sys.executable, "-I", str(RUNNER), layout.in_path, layout.out_path,
+                layout.work, str(settings.timeout_s), str(settings.limits.output_kb)]
 
-def _write_csv(results: list[SubmissionResult], path: Path) -> None:
-    check_names = list(dict.fromkeys(name for r in results for name in r.checks))
-    metric_names = list(dict.fromkeys(name for r in results for name in r.metrics))
-    header = (["submission", "status", "seconds", "score", "possible"] + check_names
-              + ["failed"] + metric_names + ["message"])
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for r in results:
-            writer.writerow(
-                [r.submission, r.status, f"{r.seconds:.1f}", _format(r.score), _format(r.possible)]
-                + [{True: "pass", False: "fail"}.get(r.checks.get(n), "") for n in check_names]
-                + [" | ".join(r.failed)]
-                + [_format(r.metrics.get(n)) for n in metric_names]
-                + [r.message])
+    def prepare(layout):
+        _write_inbox(layout.inbox, layout.in_path, layout.out_path, notebook, autograder,
+                     batch.inputs)
 
+    def env(layout):
+        variables = {"VQLESSON_PROFILE": settings.profile, GRADING_ENV: "1", WIDGETS_ENV: "0",
+                     METRICS_ENV: f"{layout.out_path}/{METRICS_NAME}"}
+        if settings.data_dir is not None:
+            variables["VQLESSON_DATA_DIR"] = DATA_DIR if bwrap else str(settings.data_dir)
+        return variables
 
-def _summary(results: list[SubmissionResult], autograder: Path, profile: str,
-             timeout_s: float) -> str:
-    lines = [f"# Grades: {len(results)} submissions",
-             "",
-             f"Autograder `{autograder}`, profile `{profile}`, time limit {timeout_s:g} s per "
-             "submission.",
-             "",
-             "| submission | status | score | seconds | failed checks |",
-             "|---|---|---|---|---|"]
-    for r in results:
-        score = f"{r.score:g} / {r.possible:g}" if r.score is not None else "-"
-        failed = "; ".join(f.split(":", 1)[0] for f in r.failed) or ("-" if r.checks else r.message)
-        lines.append(f"| {r.submission} | {r.status} | {score} | {r.seconds:.1f} | {failed} |")
-    check_names = list(dict.fromkeys(name for r in results for name in r.checks))
-    if check_names:
-        lines += ["", "| check | passed by |", "|---|---|"]
-        for name in check_names:
-            graded = [r for r in results if name in r.checks]
-            lines.append(f"| {name} | {sum(r.checks[name] for r in graded)} of {len(graded)} |")
-    metric_names = list(dict.fromkeys(name for r in results for name in r.metrics))
-    if metric_names:
-        lines += ["", "| metric | mean | min | max |", "|---|---|---|---|"]
-        for name in metric_names:
-            values = [r.metrics[name] for r in results if name in r.metrics]
-            lines.append(f"| {name} | {sum(values) / len(values):.4g} | {min(values):.4g} | "
-                         f"{max(values):.4g} |")
-    timed = [r.seconds for r in results if r.status in ("ok", "error")]
-    if timed:
-        lines += ["", f"Seconds per graded submission: mean {sum(timed) / len(timed):.1f}, "
-                      f"max {max(timed):.1f}."]
-    return "\n".join(lines) + "\n"
+    return sandboxed(tmp / "box", batch.isolation, slot, settings.limits, settings.timeout_s,
+                     command, env, gpu=settings.profile == "gpu", data_dir=settings.data_dir,
+                     prepare=prepare)
 
 
 # --------------------------------------------------------------------------------------------
 # API
 # --------------------------------------------------------------------------------------------
-def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path = "grades.csv",
-          timeout_s: float = 1200.0, profile: str = "ci", jobs: int = 1) -> GradeReport:
-    """Grade every ``*.ipynb`` in a folder; write a CSV, a markdown summary and per-submission
-    logs and executed notebooks.
-
-    Args:
-        submissions: folder of submitted notebooks (one file per student; the file stem names
-            the submission).
-        autograder: an autograder zip made by :func:`vqlesson.course.make_student_version`, or a
-            folder of them (each submission is matched to its notebook's zip).
-        out_csv: the CSV to write; the summary goes beside it (``NAME.md``), logs and executed
-            notebooks into ``NAME_logs/``.
-        timeout_s: seconds per submission (> 0) before it is killed and reported as timed out.
-        profile: ``VQLESSON_PROFILE`` for the runs (``ci`` is fast; ``cpu``/``gpu`` give
-            meaningful metrics).
-        jobs: submissions graded at once (>= 1).
-
-    Returns:
-        :class:`GradeReport`, results in file-name order.
-
-    Raises:
-        FileNotFoundError: no such folder or autograder, or no notebooks in the folder.
-        ValueError: a non-positive ``timeout_s`` or ``jobs``, or an unknown profile.
-    """
-    folder, autograder = Path(submissions), Path(autograder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"submissions folder {folder} not found")
+def _autograders(autograder: Path) -> list[Autograder]:
     if not autograder.exists():
         raise FileNotFoundError(f"autograder {autograder} not found; make it with "
                                 "`python -m vqlesson student-version`")
-    if autograder.is_dir() and not list(autograder.glob("*.zip")):
+    zips = [autograder] if autograder.is_file() else sorted(autograder.glob("*.zip"))
+    if not zips:
         raise FileNotFoundError(f"no autograder zip in {autograder}")
-    paths = sorted(folder.glob("*.ipynb"))
+    return [read_autograder(z) for z in zips]
+
+
+def _check_arguments(folder: Path, settings: GradeSettings, jobs: int) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"submissions folder {folder} not found")
+    paths = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
     if not paths:
         raise FileNotFoundError(f"no submitted notebooks (*.ipynb) in {folder}")
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
+    if not settings.timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0 seconds, got {settings.timeout_s!r}")
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    csv_path = Path(out_csv)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    if settings.profile not in PROFILES:
+        raise ValueError(f"unknown profile {settings.profile!r}; choose one of "
+                         f"{', '.join(PROFILES)}")
+    if settings.data_dir is not None and not Path(settings.data_dir).is_dir():
+        raise FileNotFoundError(f"data folder {settings.data_dir} not found")
+    return paths
+
+
+def _inputs(autograders: list[Autograder]) -> dict[tuple[str, int], dict]:
+    """Each test's inputs, encoded once per batch (trusted side)."""
+    wanted = {(t.exercise, t.seed) for a in autograders for t in a.tests}
+    return {key: encode_inputs(EXERCISES[key[0]].make_inputs(key[1])) for key in sorted(wanted)}
+
+
+def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path = "grades.csv",
+          timeout_s: float = 1200.0, profile: str = "ci", jobs: int = 1, *,
+          regrade: bool = False, settings: GradeSettings | None = None) -> GradeReport:
+    """Grade every ``*.ipynb`` in a folder, each in a sandbox; write a row of the CSV as soon as
+    a submission is graded, then a markdown summary; keep each one's log and executed notebook.
+
+    Args:
+        submissions: folder of submitted notebooks (one file per student).
+        autograder: an autograder zip made by :func:`vqlesson.course.make_student_version`, or a
+            folder of them (each submission is matched to its notebook's zip).
+        out_csv: the CSV; the summary goes beside it (``NAME.md``), logs and executed notebooks
+            into ``NAME_logs/``. Rows already in it for an unchanged file are kept and that
+            submission is not run again, unless ``regrade``.
+        timeout_s, profile: the time limit per submission and its ``VQLESSON_PROFILE``
+            (they override the fields of ``settings``).
+        jobs: submissions graded at once (>= 1).
+        regrade: grade every submission again.
+        settings: sandbox limits, data folder and isolation (:class:`GradeSettings`).
+
+    Returns:
+        :class:`GradeReport`, rows in file-name order.
+
+    Raises:
+        FileNotFoundError: no such folder, autograder or data folder, or no notebooks.
+        ValueError: a bad ``timeout_s``, ``jobs`` or profile, an autograder whose tests the
+            grader cannot run, or an existing CSV of another format.
+        RuntimeError: isolation ``"bwrap"`` required and unavailable, or the sandbox cannot
+            run Python (the message says why).
+    """
+    settings = replace(settings or GradeSettings(), timeout_s=timeout_s, profile=profile)
+    folder, csv_path = Path(submissions), Path(out_csv)
+    paths = _check_arguments(folder, settings, jobs)
+    autograders = _autograders(Path(autograder))
+    kept = {} if regrade else {r.submission: r for r in read_csv(csv_path)}
+    isolation = detect_isolation(settings.isolation)
+    if isolation.kind != BWRAP:
+        warnings.warn(f"grading without bubblewrap: {isolation.detail}", stacklevel=2)
+    check_python(isolation, settings.limits, settings.profile == "gpu", settings.data_dir)
     logs_dir = csv_path.with_name(csv_path.stem + "_logs")
-    shutil.rmtree(logs_dir, ignore_errors=True)
-    logs_dir.mkdir()
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    todo, skipped = [], []
+    for path in paths:
+        previous = kept.get(path.name)
+        if previous is not None and previous.sha256 and \
+                previous.sha256 == _read_submission(path)[0]:
+            skipped.append(path.name)
+        else:
+            todo.append(path)
+    slots: queue.Queue = queue.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    batch = _Batch(autograders, _inputs(autograders), settings, isolation, logs_dir, slots)
+    results, lock = dict(kept), threading.Lock()
+    write_csv(list(results.values()), csv_path)
+
+    def work(path: Path) -> None:
+        try:
+            result = _grade_one(path, batch)
+        except Exception as error:  # a fault of the grader or the machine: this row, not the batch
+            result = SubmissionResult(path.name, "ungradable", 0.0, None, None, {}, [], {},
+                                      f"the grader failed: {type(error).__name__}: {error}",
+                                      isolation.kind)
+        with lock:
+            results[result.submission] = result
+            write_csv(list(results.values()), csv_path)
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(
-            lambda p: _grade_one(p, autograder, logs_dir, timeout_s, profile), paths))
-    _write_csv(results, csv_path)
-    text = _summary(results, autograder, profile, timeout_s)
+        list(pool.map(work, todo))
+    header = [f"Autograder `{', '.join(str(a.path) for a in autograders)}`, profile "
+              f"`{settings.profile}`, time limit {settings.timeout_s:g} s per submission.",
+              f"Isolation: {isolation.kind} ({isolation.detail}).",
+              f"Graded now: {len(todo)}; kept from an earlier run: {len(skipped)}."]
+    rows = sorted(results.values(), key=lambda r: r.submission)
+    text = summary(rows, header)
     summary_path = csv_path.with_suffix(".md")
     summary_path.write_text(text)
-    return GradeReport(results, csv_path, summary_path, logs_dir, text)
-
-
-# --------------------------------------------------------------------------------------------
-# Worker: one submission, in its own process
-# --------------------------------------------------------------------------------------------
-def _cell_errors(nb) -> list[str]:
-    errors = []
-    for cell in nb.cells if nb is not None else []:
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                first = cell.source.strip().split("\n", 1)[0][:60]
-                errors.append(f"{output.get('ename')}: {str(output.get('evalue'))[:200]} "
-                              f"(in the cell starting `{first}`)")
-    return errors
-
-
-def _worker(argv: list[str]) -> int:
-    """Grade one submission with ``otter run`` and write the results as JSON."""
-    submission, autograder, result_path, executed_path = argv
-    import nbformat
-    from otter.run import main as otter_run
-
-    results = otter_run(submission, autograder=autograder, output_dir=None, no_logo=True)
-    tests = []
-    for question, test_file in results.results.items():
-        for case in test_file.test_case_results:
-            tests.append({"question": question, "name": case.test_case.name,
-                          "hidden": bool(case.test_case.hidden), "passed": bool(case.passed),
-                          "message": case.message or ""})
-    payload = {
-        "total": float(results.total), "possible": float(results.possible), "tests": tests,
-        "cell_errors": _cell_errors(results.notebook),
-        "catastrophic": (f"{type(results.catastrophic_error).__name__}: "
-                         f"{results.catastrophic_error}" if results.catastrophic_error else None),
-    }
-    if results.notebook is not None:
-        nbformat.write(results.notebook, executed_path)
-    Path(result_path).write_text(json.dumps(payload, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1:]))
+    return GradeReport(rows, csv_path, summary_path, logs_dir, text, isolation, tuple(skipped))

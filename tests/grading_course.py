@@ -1,0 +1,84 @@
+"""A tiny two-exercise course for the grading tests (test_course.py, test_grading.py): its
+instructor notebook, student version and autograder, and helpers to write submissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from vqlesson import course
+
+MASK = '''def build_mask(kernel_size, mask_type):
+    # BEGIN SOLUTION
+    mask = torch.zeros(kernel_size, kernel_size)
+    mask[: kernel_size // 2] = 1
+    mask[kernel_size // 2, : kernel_size // 2 + (mask_type == "B")] = 1
+    return mask
+    # END SOLUTION'''
+BITS = '''def bits_per_code(logits, codes):
+    # BEGIN SOLUTION
+    return float(F.cross_entropy(logits, codes) / math.log(2))
+    # END SOLUTION'''
+
+
+def read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def question(name, prompt, solution, check):
+    """The otter-format cells of one exercise (public and hidden test)."""
+    test = (f"def test_{name}({name}):\n    from vqlesson import checks\n"
+            f"    result = checks.{check}({name}{{seed}})\n    assert result.passed, result.message\n")
+    v4 = nbformat.v4
+    return [v4.new_raw_cell(f"# BEGIN QUESTION\nname: {name}\npoints: 1\ncheck_cell: false"),
+            v4.new_markdown_cell(prompt), v4.new_raw_cell("# BEGIN SOLUTION"),
+            v4.new_code_cell(f"{solution}\n\nchecks.{check}({name})"),
+            v4.new_raw_cell("# END SOLUTION"), v4.new_raw_cell("# BEGIN TESTS"),
+            v4.new_code_cell(test.format(seed="")),
+            v4.new_code_cell("# HIDDEN\n" + test.format(seed=", seed=1").replace(
+                f"test_{name}(", f"test_{name}_hidden(")),
+            v4.new_raw_cell("# END TESTS"), v4.new_raw_cell("# END QUESTION")]
+
+
+def make_tiny_course(root: Path):
+    """Write ``root/notebooks/01_tiny.ipynb`` (two exercises, recorded metrics) and its student
+    version and autograder under ``root/dist``; returns :class:`course.StudentVersion`."""
+    v4 = nbformat.v4
+    cells = [v4.new_markdown_cell("# 01 · A tiny course"),
+             v4.new_code_cell("import math, torch\nimport torch.nn.functional as F\n"
+                              "from vqlesson import checks")]
+    cells += question("build_mask", "Write the mask.", MASK, "check_causal_mask")
+    cells += question("bits_per_code", "Write the NLL.", BITS, "check_bits_per_code")
+    cells.append(v4.new_code_cell("checks.record_metrics(psnr=12.5, perplexity=3.0)"))
+    nb = v4.new_notebook(cells=cells, metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}})
+    (root / "notebooks").mkdir()
+    nbformat.write(course.synced(nb, "01_tiny"), root / "notebooks" / "01_tiny.ipynb")
+    return course.make_student_version(root / "notebooks", root / "dist")
+
+
+def solution(made):
+    """The instructor's notebook of the tiny course (full marks)."""
+    return read(made.build_dir / "01_tiny" / "autograder" / "01_tiny.ipynb")
+
+
+def student(made):
+    """The student version of the tiny course, unfinished (no marks)."""
+    return read(made.student_dir / "01_tiny.ipynb")
+
+
+def fill(nb, function, body):
+    """Replace the `...` of an exercise in a student notebook."""
+    for cell in nb.cells:
+        if cell.source.startswith(f"def {function}("):
+            cell.source = cell.source.replace("    ...", body, 1)
+            return nb
+    raise AssertionError(function)
+
+
+def with_cell(nb, source, index=None):
+    """``nb`` with one more code cell (at the end, or at ``index``)."""
+    cell = nbformat.v4.new_code_cell(source)
+    nb.cells.insert(len(nb.cells) if index is None else index, cell)
+    return nb

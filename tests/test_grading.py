@@ -1,0 +1,359 @@
+"""The grader against hostile submissions (vqlesson.grading, sandbox, judge).
+
+One batch of submissions written the way a determined student writes them is graded once
+(module fixture); each test checks one verdict: cheats score no more than an empty submission,
+nothing outside the sandbox is read or changed, no process survives, output is capped, bad
+metrics are that submission's error and the batch goes on, the honest submission gets full
+marks. Where bubblewrap cannot run, the tests of what only bwrap gives are skipped with the
+reason, and the limits-only grading is tested on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from grading_course import make_tiny_course, solution, student, with_cell
+from vqlesson.grading import GradeSettings, grade
+from vqlesson.sandbox import BWRAP, RLIMITS_ONLY
+
+otter = pytest.importorskip("otter", reason="otter-grader is part of the dev install")
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "vqlesson-test-daemon-7f3a"  # in the command line of every daemon a submission starts
+SECRET = "VQLESSON_TEST_INSTRUCTOR_SECRET"
+
+CHEAT_CHECKS = """\
+from vqlesson import check_core, checks
+passed = lambda *args, **kwargs: check_core.CheckResult("x", True, "passed (cheat)")
+for name in [n for n in vars(checks) if n.startswith("check_")]:
+    setattr(checks, name, passed)
+check_core.run_check = check_core.judge_outputs = passed
+for name, exercise in list(checks.EXERCISES.items()):
+    checks.EXERCISES[name] = exercise._replace(judge=lambda inputs, outputs: "cheat")
+print(checks.check_causal_mask(build_mask))
+"""
+CHEAT_TESTS = """\
+import glob, os, pathlib
+for root in ("/grader", os.getcwd(), os.path.expanduser("~"), os.environ.get("TMPDIR", "/tmp")):
+    for path in glob.glob(f"{root}/**/*", recursive=True):
+        try:
+            text = pathlib.Path(path).read_text()
+            pathlib.Path(path).write_text(text.replace("assert", "pass  #"))
+        except (OSError, UnicodeDecodeError):
+            pass
+os.makedirs("tests", exist_ok=True)
+for name in ("build_mask", "bits_per_code"):
+    pathlib.Path(f"tests/{name}.py").write_text(f"OK_FORMAT = False\\nname = {name!r}\\n")
+"""
+CHEAT_TORCH = """\
+import math, numpy, torch
+torch.isclose = lambda a, b, *args, **kwargs: torch.ones(torch.as_tensor(a).shape, dtype=torch.bool)
+torch.allclose = torch.equal = numpy.allclose = math.isclose = lambda *args, **kwargs: True
+torch.Tensor.__eq__ = lambda self, other: torch.ones(self.shape, dtype=torch.bool)
+torch.Tensor.__ne__ = lambda self, other: torch.zeros(self.shape, dtype=torch.bool)
+"""
+CHEAT_FORGE = """\
+import glob, json, os, threading, time, numpy
+outputs = os.path.join(os.path.dirname(os.environ["VQLESSON_METRICS_FILE"]), "outputs")
+names = ["case0", "case1", "1A", "1B", "3A", "3B", "5A", "5B", "7A", "7B"]
+records = json.dumps({k: {"kind": "number", "type": "float", "value": 0.0} for k in names})
+def overwrite():  # whatever the grader's call writes is replaced by forged records
+    while True:
+        for path in glob.glob(outputs + "/*.npz"):
+            try:
+                with open(path, "wb") as handle:
+                    numpy.savez(handle, __records__=numpy.array(records))
+            except OSError:
+                pass
+        time.sleep(0.005)
+threading.Thread(target=overwrite, daemon=True).start()
+"""
+ATTACK = """\
+import json, os, pathlib, subprocess, sys
+from vqlesson import checks
+paths = json.loads({paths!r})
+def readable(path):
+    try:
+        if os.path.isdir(path):
+            return bool(os.listdir(path))
+        with open(path, "rb") as handle:
+            return len(handle.read(16)) > 0
+    except OSError:
+        return False
+def writes(path, data=b"overwritten by a classmate"):
+    try:
+        pathlib.Path(path).write_bytes(data)
+        return True
+    except OSError:
+        return False
+cmdlines = ""
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmdlines += open(f"/proc/{{pid}}/cmdline", "rb").read().decode(errors="replace")
+    except OSError:
+        pass
+leaks = dict(
+    read_autograder=readable(paths["autograder"]), read_solutions=readable(paths["build"]),
+    read_classmate=readable(paths["classmate"]), read_submissions=readable(paths["submissions"]),
+    read_home=readable(paths["home_file"]), read_env=os.environ.get({secret!r}) is not None,
+    read_cmdline=paths["autograder"] in cmdlines or paths["submissions"] in cmdlines,
+    wrote_classmate=writes(paths["classmate"]), wrote_autograder=writes(paths["autograder"]),
+    wrote_home=writes(paths["home_file"]), wrote_csv=writes(paths["csv"]),
+    wrote_submissions=writes(paths["submissions"] + "/zz_planted.ipynb"),
+)
+daemon = (f"import pathlib, time\\nwhile True:\\n    time.sleep(0.2)\\n"
+          f"    try: pathlib.Path({{paths['csv']!r}}).write_text('HACKED')\\n"
+          f"    except OSError: pass\\n# {token}")
+subprocess.Popen([sys.executable, "-c", daemon], start_new_session=True)
+if os.fork() == 0:  # a double-forked daemon too
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c", daemon])
+    os._exit(0)
+checks.record_metrics(**{{name: float(value) for name, value in leaks.items()}})
+"""
+LOUD = """\
+import os
+print("x" * 30_000_000)
+os.write(1, b"y" * 5_000_000)
+"""
+LIMITS = """\
+import threading, time
+from vqlesson import checks
+started = 0
+try:
+    for _ in range(3000):
+        threading.Thread(target=time.sleep, args=(2,), daemon=True).start()
+        started += 1
+except RuntimeError:
+    pass
+try:
+    block = bytearray(64 * 2**30)
+    allocated = 1.0
+except MemoryError:
+    allocated = 0.0
+time.sleep(2.5)
+checks.record_metrics(threads_started=started, allocated_64_gib=allocated)
+"""
+BAD_JSON = 'import os\nopen(os.environ["VQLESSON_METRICS_FILE"], "w").write("{not json")'
+TEXT_METRIC = ('import json, os\n'
+               'open(os.environ["VQLESSON_METRICS_FILE"], "w").write(json.dumps({"psnr": "high"}))')
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _daemons() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if TOKEN in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_course(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def attacked(tiny, tmp_path_factory):
+    """The attack batch, graded once with two jobs."""
+    root = tmp_path_factory.mktemp("attack")
+    subs, home = root / "submissions", root / "home"
+    subs.mkdir()
+    home.mkdir()
+    (home / "secret.txt").write_text("the instructor's notes")
+    zip_path = tiny.autograders["01_tiny"]
+    paths = {"autograder": str(zip_path), "build": str(tiny.build_dir), "home_file":
+             str(home / "secret.txt"), "classmate": str(subs / "b_honest.ipynb"),
+             "submissions": str(subs), "csv": str(root / "grades.csv")}
+    notebooks = {
+        "a_empty": student(tiny),
+        "b_honest": solution(tiny),
+        "c_cheat_checks": with_cell(student(tiny), CHEAT_CHECKS),
+        "d_cheat_tests": with_cell(student(tiny), CHEAT_TESTS),
+        "e_cheat_torch": with_cell(student(tiny), CHEAT_TORCH),
+        "f_cheat_forge": with_cell(student(tiny), CHEAT_FORGE),
+        "g_attacker": with_cell(solution(tiny), ATTACK.format(
+            paths=json.dumps(paths), secret=SECRET, token=TOKEN)),
+        "h_loud": with_cell(solution(tiny), LOUD),
+        "i_bad_json": with_cell(solution(tiny), BAD_JSON),
+        "j_text_metric": with_cell(solution(tiny), TEXT_METRIC),
+        "k_limits": with_cell(solution(tiny), LIMITS),
+    }
+    for name, nb in notebooks.items():
+        nbformat.write(nb, subs / f"{name}.ipynb")
+    (subs / "l_garbage.ipynb").write_text("not a notebook at all")
+    before = {p.name: _sha(p) for p in [*subs.iterdir(), zip_path]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SECRET, "s3cret")
+        patch.setenv("HOME", str(home))
+        report = grade(subs, zip_path, out_csv=root / "grades.csv", timeout_s=300, jobs=2)
+    time.sleep(1.0)  # a surviving daemon would now rewrite grades.csv
+    return {"report": report, "rows": {r.submission[:-6]: r for r in report.results},
+            "subs": subs, "home": home, "zip": zip_path, "before": before, "csv": root / "grades.csv"}
+
+
+def _bwrap_only(report):
+    if report.isolation.kind != BWRAP:
+        pytest.skip(f"bubblewrap is unusable here ({report.isolation.detail}): without it the "
+                    "grader promises limits and a scrubbed environment, not a private file "
+                    "system")
+
+
+def test_the_honest_submission_gets_full_marks(attacked):
+    honest = attacked["rows"]["b_honest"]
+    assert (honest.status, honest.score, honest.possible) == ("ok", 2, 2), honest
+    assert honest.metrics == {"psnr": 12.5, "perplexity": 3.0} and honest.failed == []
+    assert honest.isolation == attacked["report"].isolation.kind
+
+
+@pytest.mark.parametrize("cheat", ["c_cheat_checks", "d_cheat_tests", "e_cheat_torch",
+                                   "f_cheat_forge"])
+def test_cheats_score_no_more_than_an_empty_submission(attacked, cheat):
+    empty, row = attacked["rows"]["a_empty"], attacked["rows"][cheat]
+    assert empty.score == 0 and empty.possible == 2
+    assert row.score is not None and row.score <= empty.score, row
+    assert row.checks and not any(row.checks.values())
+
+
+def test_the_sandbox_reads_no_instructor_environment_variable(attacked):
+    attacker = attacked["rows"]["g_attacker"]
+    assert attacker.metrics["read_env"] == 0.0
+    assert attacker.score == 2  # its own solutions still count
+
+
+def test_nothing_outside_the_sandbox_is_readable(attacked):
+    _bwrap_only(attacked["report"])
+    metrics = attacked["rows"]["g_attacker"].metrics
+    for leak in ("read_autograder", "read_solutions", "read_classmate", "read_submissions",
+                 "read_home", "read_cmdline"):
+        assert metrics[leak] == 0.0, leak
+
+
+def test_nothing_outside_the_sandbox_changes(attacked):
+    _bwrap_only(attacked["report"])
+    metrics = attacked["rows"]["g_attacker"].metrics
+    for attempt in ("wrote_classmate", "wrote_autograder", "wrote_home", "wrote_csv",
+                    "wrote_submissions"):
+        assert metrics[attempt] == 0.0, attempt
+    after = {p.name: _sha(p) for p in [*attacked["subs"].iterdir(), attacked["zip"]]}
+    assert after == attacked["before"]
+    assert [p.name for p in attacked["home"].iterdir()] == ["secret.txt"]
+    assert attacked["rows"]["b_honest"].score == 2
+
+
+def test_no_process_survives_and_the_csv_is_the_graders(attacked):
+    assert _daemons() == []
+    with open(attacked["csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and "HACKED" not in attacked["csv"].read_text()
+
+
+def test_huge_output_is_capped(attacked):
+    loud = attacked["rows"]["h_loud"]
+    assert (loud.status, loud.score) == ("ok", 2), loud
+    logs = attacked["report"].logs_dir
+    assert (logs / "h_loud.log").stat().st_size < 600_000
+    assert "bytes of output dropped" in (logs / "h_loud.log").read_text()
+    assert (logs / "h_loud.executed.ipynb").stat().st_size < 1_000_000
+    assert "output dropped by the grader" in (logs / "h_loud.executed.ipynb").read_text()
+
+
+def test_memory_and_tasks_are_limited(attacked):
+    limits = attacked["rows"]["k_limits"]
+    assert limits.score == 2, limits
+    assert limits.metrics["allocated_64_gib"] == 0.0
+    assert limits.metrics["threads_started"] < 3000
+
+
+@pytest.mark.parametrize("name, message", [("i_bad_json", "not valid JSON"),
+                                           ("j_text_metric", "metric 'psnr' is not a number")])
+def test_bad_metrics_are_that_submissions_error_and_the_batch_goes_on(attacked, name, message):
+    row = attacked["rows"][name]
+    assert row.status == "error" and message in row.message, row
+    assert row.score == 2 and row.metrics == {}
+    assert attacked["rows"]["l_garbage"].status == "ungradable"
+    assert len(attacked["report"].results) == 12
+
+
+def test_a_rerun_skips_graded_submissions_and_grades_changed_or_missing_ones(attacked, tiny):
+    csv_path, subs = attacked["csv"], attacked["subs"]
+    with open(csv_path) as handle:
+        rows = list(csv.reader(handle))
+    kept = [row for row in rows if not row[0].startswith("j_text_metric")]
+    with open(csv_path, "w", newline="") as handle:  # as if the batch was killed before it
+        csv.writer(handle).writerows(kept)
+    changed = with_cell(student(tiny), "x = 1")
+    nbformat.write(changed, subs / "a_empty.ipynb")
+    report = grade(subs, attacked["zip"], out_csv=csv_path, timeout_s=300)
+    assert sorted(report.skipped) == sorted(
+        f"{n}.ipynb" for n in attacked["rows"] if n not in ("a_empty", "j_text_metric"))
+    rows = {r.submission: r for r in report.results}
+    assert len(rows) == 12 and rows["j_text_metric.ipynb"].status == "error"
+    assert rows["a_empty.ipynb"].sha256 == _sha(subs / "a_empty.ipynb")
+    assert rows["b_honest.ipynb"] == attacked["rows"]["b_honest"]._replace(
+        seconds=rows["b_honest.ipynb"].seconds)
+
+
+def test_regrade_grades_every_submission_again(tmp_path, tiny):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "x.ipynb").write_text("not a notebook")
+    first = grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv")
+    assert first.results[0].status == "ungradable"
+    text = (tmp_path / "g.csv").read_text().replace("ungradable", "ok")
+    (tmp_path / "g.csv").write_text(text)  # a row the grader would not write again
+    assert grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv").results[
+        0].status == "ok"
+    again = grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv", regrade=True)
+    assert again.results[0].status == "ungradable" and again.skipped == ()
+
+
+def test_without_bwrap_grading_runs_with_limits_and_kills_every_process(tmp_path, tiny):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbformat.write(solution(tiny), subs / "honest.ipynb")
+    daemon = (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', "
+              f"'import time\\nwhile True: time.sleep(0.2)  # {TOKEN}'], start_new_session=True)")
+    nbformat.write(with_cell(solution(tiny), daemon), subs / "daemon.ipynb")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SECRET, "s3cret")
+        report = grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv",
+                       timeout_s=300, settings=GradeSettings(isolation="none"))
+    assert report.isolation.kind == RLIMITS_ONLY
+    assert [(r.status, r.score, r.isolation) for r in report.results] == [
+        ("ok", 2, RLIMITS_ONLY)] * 2
+    assert re.search(r"\d+ processes left running were killed", report.results[0].message)
+    assert _daemons() == []
+    with open(tmp_path / "g.csv") as handle:
+        assert {row["isolation"] for row in csv.DictReader(handle)} == {RLIMITS_ONLY}
+
+
+def test_a_real_course_notebook_graded_end_to_end_gets_full_marks(tmp_path):
+    from vqlesson import course
+
+    made = course.make_student_version(ROOT / "notebooks", tmp_path / "dist", only=["02_vqvae"])
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbformat.write(nbformat.read(made.build_dir / "02_vqvae" / "autograder" / "02_vqvae.ipynb",
+                                 as_version=4), subs / "instructor.ipynb")
+    report = grade(subs, made.autograders["02_vqvae"], out_csv=tmp_path / "g.csv",
+                   timeout_s=900)
+    row = report.results[0]
+    assert (row.status, row.score, row.possible) == ("ok", 3, 3), row
+    assert len(row.checks) == 6 and all(row.checks.values())
+    assert {"psnr", "perplexity"} <= set(row.metrics)

@@ -1,0 +1,281 @@
+"""The grader's parts, without running notebooks: the autograder reader, the data-only I/O and
+its safe reads, the trusted judge against forged outputs, the CSV, the sandbox's environment,
+output cap and clean-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from grading_course import make_tiny_course
+from vqlesson import checks
+from vqlesson.check_core import Mismatch, Opaque, Outputs, collect_safely
+from vqlesson.grade_report import SubmissionResult, csv_safe, read_csv, summary, write_csv
+from vqlesson.grading_io import (UnsafeFileError, decode_inputs, encode_inputs, load_outputs,
+                                 parse_metrics, read_regular_file, save_arrays)
+from vqlesson.judge import NO_RESULT, judge_test, read_metrics
+from vqlesson.sandbox import (BWRAP, SandboxLimits, bwrap_command, detect_isolation,
+                              make_layout, package_dir, run_confined, scrubbed_env)
+
+otter = pytest.importorskip("otter", reason="otter-grader is part of the dev install")
+
+
+def build_mask(k, kind):
+    mask = torch.zeros(k, k)
+    mask[: k // 2] = 1
+    mask[k // 2, : k // 2 + (kind == "B")] = 1
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# The autograder zip
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_zip(tmp_path_factory):
+    return make_tiny_course(tmp_path_factory.mktemp("tiny")).autograders["01_tiny"]
+
+
+def test_the_autograder_gives_each_tests_check_seed_and_points(tiny_zip):
+    from vqlesson.autograder import read_autograder
+
+    autograder = read_autograder(tiny_zip)
+    assert autograder.assignment == "01_tiny"
+    got = [(t.column, t.exercise, t.function, t.seed, t.points) for t in autograder.tests]
+    assert got == [("bits_per_code - 1", "bits_per_code", "bits_per_code", 0, 0.5),
+                   ("bits_per_code - 2 (hidden)", "bits_per_code", "bits_per_code", 1, 0.5),
+                   ("build_mask - 1", "causal_mask", "build_mask", 0, 0.5),
+                   ("build_mask - 2 (hidden)", "causal_mask", "build_mask", 1, 0.5)]
+    assert len({t.id for t in autograder.tests}) == 4
+
+
+@pytest.mark.parametrize("body, error", [
+    ("assert build_mask(1, 'A') is not None", "expected one call"),
+    ("checks.check_nope(build_mask)", "has no check_nope"),
+    ("checks.check_causal_mask(build_mask, seed=SEED)", "integer literal"),
+    ("checks.check_causal_mask(other)", "the test's parameter"),
+])
+def test_an_autograder_test_the_grader_cannot_run_is_refused_by_name(tmp_path, body, error):
+    from vqlesson.autograder import read_autograder
+
+    source = ("from otter.test_files import test_case\nOK_FORMAT = False\nname = 'q'\n"
+              "points = 1\n@test_case(points=None, hidden=False)\ndef test_q(build_mask):\n"
+              f"    from vqlesson import checks\n    {body}\n")
+    path = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("tests/q.py", source)
+    with pytest.raises(ValueError, match=error) as info:
+        read_autograder(path)
+    assert "bad.zip" in str(info.value) and "tests/q.py" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Data across the wall
+# --------------------------------------------------------------------------------------------
+def test_inputs_travel_as_arrays_and_come_back_equal(tmp_path):
+    inputs = checks.EXERCISES["sampling_loop"].make_inputs(3)  # a prior's config and weights
+    save_arrays(tmp_path / "in.npz", encode_inputs(inputs))
+    with np.load(tmp_path / "in.npz", allow_pickle=False) as data:
+        back = decode_inputs({k: data[k] for k in data.files})
+    assert back.keys() == inputs.keys() and back["prior_config"] == inputs["prior_config"]
+    assert all(torch.equal(back[k], v) for k, v in inputs.items() if isinstance(v, torch.Tensor))
+    with pytest.raises(TypeError, match="cannot be sent"):
+        encode_inputs({"fn": print})
+
+
+def test_outputs_record_results_as_data_and_decode_them():
+    outputs = Outputs()
+    outputs.call("tensor", lambda: torch.arange(3))
+    outputs.call("pair", lambda: (torch.zeros(2), 1.5))
+    outputs.call("opaque", lambda: True and object())
+    outputs.call("raised", lambda: 1 / 0)
+    back = Outputs.from_arrays(outputs.to_arrays())
+    assert torch.equal(back.got("tensor"), torch.arange(3))
+    pair = back.got("pair")
+    assert isinstance(pair, tuple) and pair[1] == 1.5 and torch.equal(pair[0], torch.zeros(2))
+    assert isinstance(back.got("opaque"), Opaque) and not isinstance(back.got("opaque"), tuple)
+    with pytest.raises(Mismatch, match="ZeroDivisionError"):
+        back.got("raised")
+    with pytest.raises(Mismatch, match="no result"):
+        back.got("absent")
+    assert all(a.dtype.kind != "O" for a in outputs.to_arrays().values())
+
+
+@pytest.mark.parametrize("text, error", [
+    (b"{not json", "not valid JSON"), (b"[1, 2]", "not a JSON object"),
+    (b'{"psnr": "high"}', "metric 'psnr' is not a number"),
+    (b'{"psnr": true}', "metric 'psnr' is not a number"),
+    (b'{"=cmd()": 1}', "not a plain name"),
+])
+def test_bad_metrics_are_named(text, error):
+    with pytest.raises(ValueError, match=error):
+        parse_metrics(text)
+
+
+def test_metrics_may_be_infinite_or_nan_and_may_not_take_a_columns_name(tmp_path):
+    metrics = parse_metrics(b'{"psnr": Infinity, "ssim": NaN, "n": 3}')
+    assert metrics["psnr"] == float("inf") and metrics["n"] == 3.0
+    (tmp_path / "metrics.json").write_text('{"score": 10}')
+    assert read_metrics(tmp_path / "metrics.json", {"score"}) == (
+        {}, "metric name 'score' is reserved for a column of the grades")
+    assert read_metrics(tmp_path / "absent.json", set()) == ({}, None)
+
+
+def test_outputs_are_read_only_from_regular_files_of_bounded_size(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("instructor")
+    (tmp_path / "link").symlink_to(secret)
+    os.mkfifo(tmp_path / "fifo")  # opening it blocking would hang the grader
+    (tmp_path / "big").write_bytes(b"x" * 2000)
+    with pytest.raises(UnsafeFileError, match="opened safely"):
+        read_regular_file(tmp_path / "link", 10_000)
+    with pytest.raises(UnsafeFileError, match="not a regular file"):
+        read_regular_file(tmp_path / "fifo", 10_000)
+    with pytest.raises(UnsafeFileError, match="over the limit"):
+        read_regular_file(tmp_path / "big", 1000)
+    assert read_regular_file(secret, 100) == b"instructor"
+
+
+def test_pickled_or_oversized_outputs_are_refused(tmp_path):
+    with open(tmp_path / "pickled.npz", "wb") as handle:
+        np.savez(handle, __records__=np.array("{}"), a0=np.array([object()], dtype=object))
+    with pytest.raises(ValueError, match="pickled|Object arrays"):
+        load_outputs(tmp_path / "pickled.npz")
+    with open(tmp_path / "odd.npz", "wb") as handle:
+        np.savez(handle, __records__=np.array("{}"), payload=np.zeros(3))
+    with pytest.raises(ValueError, match="unexpected entries"):
+        load_outputs(tmp_path / "odd.npz")
+    with open(tmp_path / "large.npz", "wb") as handle:
+        np.savez(handle, __records__=np.array("{}"), a0=np.zeros(100_000))
+    with pytest.raises((ValueError, UnsafeFileError), match="limit|declares"):
+        load_outputs(tmp_path / "large.npz", max_bytes=200_000)
+
+
+# --------------------------------------------------------------------------------------------
+# The judge: only correct values pass
+# --------------------------------------------------------------------------------------------
+def _collected(tmp_path: Path, fn, seed: int) -> Path:
+    exercise = checks.EXERCISES["causal_mask"]
+    outputs = collect_safely(exercise, fn, exercise.make_inputs(seed))
+    path = tmp_path / f"out{seed}.npz"
+    save_arrays(path, outputs.to_arrays())
+    return path
+
+
+def test_the_judge_passes_correct_outputs_and_fails_forged_missing_or_linked_ones(tmp_path):
+    honest = _collected(tmp_path, build_mask, 1)
+    assert judge_test("causal_mask", 1, honest).passed
+    forged = tmp_path / "forged.npz"
+    records = {f"{k}{t}": {"kind": "tensor", "type": "Tensor", "array": "a0"}
+               for k in (1, 3, 5, 7) for t in "AB"}
+    save_arrays(forged, {"__records__": np.array(json.dumps(records)), "a0": np.ones((3, 3))})
+    assert not judge_test("causal_mask", 1, forged).passed
+    assert judge_test("causal_mask", 1, tmp_path / "absent.npz").message == NO_RESULT
+    (tmp_path / "linked.npz").symlink_to(honest)
+    linked = judge_test("causal_mask", 1, tmp_path / "linked.npz")
+    assert not linked.passed and "opened safely" in linked.message
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK garbage")
+    assert not judge_test("causal_mask", 1, broken).passed
+
+
+def test_the_judges_verdict_is_the_instant_feedback_of_the_same_function(tmp_path):
+    wrong = lambda k, kind: build_mask(k, kind).T  # noqa: E731
+    for fn in (build_mask, wrong, lambda k, kind: None):
+        assert judge_test("causal_mask", 0, _collected(tmp_path, fn, 0)) == \
+            checks.check_causal_mask(fn)
+
+
+# --------------------------------------------------------------------------------------------
+# The CSV
+# --------------------------------------------------------------------------------------------
+def _row(name, **changes):
+    row = SubmissionResult(name, "ok", 3.25, 1.5, 2.0, {"q - 1": True, "q - 2 (hidden)": False},
+                           ["q - 2 (hidden): =HYPERLINK(\"x\")"], {"psnr": 21.5}, "", "bwrap",
+                           "ab" * 32)
+    return row._replace(**changes)
+
+
+def test_the_csv_round_trips_and_defuses_spreadsheet_formulas(tmp_path):
+    rows = [_row("=cmd|' /C calc'!A0.ipynb", message="-2+3"), _row("b.ipynb", score=None)]
+    write_csv(rows, tmp_path / "grades.csv")
+    text = (tmp_path / "grades.csv").read_text()
+    assert "\n=cmd" not in text and "'=cmd" in text and ",'-2+3," in text
+    assert [p.name for p in tmp_path.iterdir()] == ["grades.csv"]  # no temporary file left
+    back = read_csv(tmp_path / "grades.csv")
+    assert [r._replace(seconds=round(r.seconds, 1)) for r in back] == \
+        [r._replace(seconds=round(r.seconds, 1)) for r in rows]
+    assert "| b.ipynb | ok | - |" in summary(back, ["header"])
+    assert csv_safe("@SUM(1)") == "'@SUM(1)" and csv_safe("a\x00b") == "a b"
+
+
+def test_a_csv_of_another_format_is_refused_by_name(tmp_path):
+    (tmp_path / "grades.csv").write_text("name,grade\nann,A\n")
+    with pytest.raises(ValueError, match="grades.csv.*--regrade"):
+        read_csv(tmp_path / "grades.csv")
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox
+# --------------------------------------------------------------------------------------------
+def test_the_sandbox_environment_is_an_allow_list(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    layout = make_layout(tmp_path / "box", BWRAP, None)
+    env = scrubbed_env(layout, {"VQLESSON_PROFILE": "ci"})
+    assert "AWS_SECRET_ACCESS_KEY" not in env and env["OMP_NUM_THREADS"] == "1"
+    assert env["HOME"] == "/tmp/home" and env["PYTHONPATH"] == str(package_dir().parent)
+
+
+def test_bwrap_mounts_the_package_but_not_its_repository(tmp_path):
+    layout = make_layout(tmp_path / "box", BWRAP, None)
+    command = bwrap_command(layout, SandboxLimits(), ["python"], None)
+    sources = [command[i + 1] for i, a in enumerate(command) if a in ("--ro-bind", "--bind")]
+    repo = package_dir().parent
+    assert str(package_dir()) in sources and str(repo) not in sources
+    assert [command[i + 1] for i, a in enumerate(command) if a == "--bind"] == [
+        str(layout.outbox)]
+    assert "--unshare-all" in command or "--unshare-net" in command
+    with pytest.raises(ValueError, match="auto, bwrap or none"):
+        detect_isolation("docker")
+
+
+def test_a_confined_run_is_capped_and_leaves_no_process(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    token = "vqlesson-parts-daemon-91c"
+    script = ("import subprocess, sys\n"
+              f"subprocess.Popen([sys.executable, '-c', 'import time\\nwhile 1: time.sleep(.2)"
+              f"  # {token}'], start_new_session=True)\n"
+              "sys.stdout.write('z' * 3_000_000)\n")
+    run = run_confined([sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, 60,
+                       SandboxLimits(output_kb=64), None, None, scratch, cwd=scratch)
+    assert run.returncode == 0 and not run.timed_out and run.killed >= 1
+    assert len(run.output) < 70_000 and "bytes of output dropped" in run.output
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if token in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_confined_run_is_stopped_at_its_time_limit(tmp_path):
+    run = run_confined([sys.executable, "-c", "import time; time.sleep(60)"],
+                       {"PATH": "/usr/bin:/bin"}, 1, SandboxLimits(), None, None, tmp_path,
+                       cwd=tmp_path)
+    assert run.timed_out and run.returncode is None and run.seconds < 30
+
+
+def test_a_confined_run_that_fills_the_disk_is_stopped(tmp_path):
+    script = ("import os, time\nfor i in range(10_000):\n"
+              "    open(f'f{i}', 'wb').write(b'x' * 100_000)\n    time.sleep(0.001)\n"
+              "time.sleep(60)\n")
+    run = run_confined([sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, 120,
+                       SandboxLimits(disk_mb=2), None, None, tmp_path, cwd=tmp_path,
+                       watched=(tmp_path,))
+    assert run.stopped == "it wrote more than 2 MiB to disk" and not run.timed_out
+    assert run.seconds < 60

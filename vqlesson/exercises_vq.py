@@ -1,0 +1,361 @@
+"""The exercises of notebooks 02 (vector quantisation) and 03 (a VQ-VAE-2 hierarchy), as
+:class:`vqlesson.check_core.Exercise` objects: seeded inputs, the call of the student's function,
+and the comparison with the library's reference with a hint for each known mistake.
+
+References, and the papers they implement:
+
+- nearest-code lookup, straight-through estimator, EMA codebook update:
+  :class:`vqlesson.quantize.VectorQuantizer` (van den Oord, Vinyals & Kavukcuoglu 2017, *Neural
+  Discrete Representation Learning*, §3.1-3.2 and appendix A.1);
+- rate of a two-level code, PSNR, code perplexity: :mod:`vqlesson.metrics` (Razavi, van den Oord
+  & Vinyals 2019, *Generating Diverse High-Fidelity Images with VQ-VAE-2*, §3.1).
+
+Students call these through :mod:`vqlesson.checks` (``checks.check_nearest_code(fn)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, as_float, as_tensor, close,
+                         compare, compare_number, equal_if_tensor, generator)
+
+NEAREST_CODE_CASES = ((2, 4, 3, 3, 8), (1, 16, 4, 5, 32), (3, 2, 1, 1, 1))  # (B, D, H, W, K)
+STRAIGHT_THROUGH_SIZE = (2, 4, 3, 3, 8)  # (B, D, H, W, K)
+EMA_SIZE, EMA_DECAY, EMA_EPS = (6, 3), 0.9, 0.1  # (K, D); a large eps, so the smoothing shows
+HIERARCHY_FIXED = ((32, 64, 64), (64, 256, 256), (128, 512, 16), (256, 16, 512))  # (S, Kt, Kb)
+HIERARCHY_DRAWN = 2  # more (S, K_top, K_bottom) drawn from the seed
+PSNR_NOISE = (0.02, 0.05, 0.1, 0.3)  # noise std of each of the 4 images
+PERPLEXITY_K = 16
+
+
+def _quantizer(codebook: Tensor, *cluster_size: Tensor, ema: bool = False, **kwargs):
+    """A :class:`VectorQuantizer` holding ``codebook`` (K, D) (and, for EMA, the cluster
+    sizes (K,))."""
+    from .quantize import VectorQuantizer
+
+    k, d = codebook.shape
+    vq = VectorQuantizer(k, d, ema=ema, init="random", **kwargs)
+    vq.set_codebook(codebook, *cluster_size)
+    return vq
+
+
+# --------------------------------------------------------------------------------------------
+# Nearest-code lookup
+# --------------------------------------------------------------------------------------------
+def _nearest_code_inputs(seed: int) -> dict:
+    g = generator(seed)
+    inputs = {}
+    for i, (b, d, h, w, k) in enumerate(NEAREST_CODE_CASES):
+        inputs[f"z_e{i}"] = torch.randn(b, d, h, w, generator=g)
+        inputs[f"codebook{i}"] = torch.randn(k, d, generator=g)
+    return inputs
+
+
+def _nearest_code_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    for i in range(len(NEAREST_CODE_CASES)):
+        outputs.call(f"case{i}", fn, inputs[f"z_e{i}"].clone(), inputs[f"codebook{i}"].clone())
+    return outputs
+
+
+def _nearest_code_judge(inputs: dict, outputs: Outputs) -> str:
+    from .quantize import squared_distances
+
+    for i in range(len(NEAREST_CODE_CASES)):
+        z_e, codebook = inputs[f"z_e{i}"], inputs[f"codebook{i}"]
+        (b, d, h, w), k = z_e.shape, codebook.shape[0]
+        expected = _quantizer(codebook).nearest_indices(z_e)  # (B, H, W)
+        tensor = as_tensor(outputs.got(f"case{i}"), "the result")
+        if tensor.numel() == expected.numel() and tensor.shape != expected.shape:
+            raise Mismatch(f"the result has shape {tuple(tensor.shape)}; one index per "
+                           f"position is right, but reshape it to (B, H, W) = "
+                           f"{tuple(expected.shape)}.")
+        if tensor.shape == expected.shape and not tensor.is_floating_point():
+            no_permute = squared_distances(z_e.reshape(-1, d), codebook).argmin(1)
+            farthest = squared_distances(
+                z_e.permute(0, 2, 3, 1).reshape(-1, d), codebook).argmax(1)  # (B·H·W,)
+            if k > 1 and torch.equal(tensor.long(), farthest.view(b, h, w)):
+                raise Mismatch("these are the *farthest* codes: the nearest code has the "
+                               "smallest distance (argmin).")
+            if h * w > 1 and torch.equal(tensor.long(), no_permute.view(b, h, w)) and not \
+                    torch.equal(expected, no_permute.view(b, h, w)):
+                raise Mismatch("the indices match z_e reshaped without moving D last: "
+                               "flatten with z_e.permute(0, 2, 3, 1).reshape(-1, D) so that "
+                               "each row is one position's D-vector.")
+        compare(tensor, expected, f"the result for z_e {tuple(z_e.shape)} and K = {k}")
+    return "3 cases, including K = 1 on a 1x1 grid"
+
+
+NEAREST_CODE = Exercise("nearest_code", _nearest_code_inputs, _nearest_code_collect,
+                        _nearest_code_judge)
+
+
+# --------------------------------------------------------------------------------------------
+# Straight-through estimator
+# --------------------------------------------------------------------------------------------
+def _straight_through_inputs(seed: int) -> dict:
+    g = generator(seed)
+    b, d, h, w, k = STRAIGHT_THROUGH_SIZE
+    z_data = torch.randn(b, d, h, w, generator=g)
+    codes = torch.randn(k, d, generator=g)
+    upstream = torch.randn(b, d, h, w, generator=g)  # the decoder's gradient dL/dz_q
+    with torch.no_grad():
+        indices = _quantizer(codes)(z_data.clone()).indices  # (B, H, W)
+    return {"z_data": z_data, "codes": codes, "upstream": upstream, "indices": indices}
+
+
+def _straight_through_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    codebook = inputs["codes"].clone().requires_grad_(True)
+    z_e = inputs["z_data"].clone().requires_grad_(True)
+    e = F.embedding(inputs["indices"], codebook)  # (B, H, W, D)
+    e = e.permute(0, 3, 1, 2)  # (B, H, W, D) -> (B, D, H, W)
+    z_q = outputs.call("z_q", fn, z_e, e)
+    if isinstance(z_q, Tensor) and z_q.requires_grad:
+        try:
+            (z_q * inputs["upstream"]).sum().backward()
+            outputs.put("backward", None)
+        except Exception as error:  # the hint names the failure
+            outputs.fail("backward", f"backpropagating through z_q failed: {error}")
+        outputs.put("z_e_grad", z_e.grad)
+        outputs.put("codebook_grad", codebook.grad)
+    return outputs
+
+
+def _straight_through_judge(inputs: dict, outputs: Outputs) -> str:
+    codes, upstream = inputs["codes"], inputs["upstream"]
+    z_ref = inputs["z_data"].clone().requires_grad_(True)
+    reference = _quantizer(codes)(z_ref)
+    (reference.z_q * upstream).sum().backward()
+    z_q = outputs.got("z_q")
+    compare(z_q, reference.z_q, "the value of z_q (it must equal the chosen codes e)")
+    if not getattr(z_q, "requires_grad", False):
+        raise Mismatch("z_q carries no gradient: detach only the difference, "
+                       "z_q = z_e + (e - z_e).detach(), so that gradients reach z_e.")
+    outputs.got("backward")
+    z_e_grad = outputs.got("z_e_grad")
+    if z_e_grad is None:
+        raise Mismatch("no gradient reached z_e: the straight-through estimator copies "
+                       "dL/dz_q onto z_e.")
+    compare(z_e_grad, z_ref.grad, "the gradient reaching z_e (it must equal dL/dz_q)")
+    codebook_grad = outputs.got("codebook_grad")
+    if isinstance(codebook_grad, Tensor) and bool(codebook_grad.abs().gt(0).any()):
+        raise Mismatch("the codebook receives a gradient through z_q; in the VQ-VAE it "
+                       "learns only from its own loss term (or EMA). Detach e's part: "
+                       "z_e + (e - z_e).detach().")
+    return "value = e, dL/dz_e = dL/dz_q, no gradient to the codebook through z_q"
+
+
+STRAIGHT_THROUGH = Exercise("straight_through", _straight_through_inputs,
+                            _straight_through_collect, _straight_through_judge)
+
+
+# --------------------------------------------------------------------------------------------
+# EMA codebook update
+# --------------------------------------------------------------------------------------------
+def _ema_inputs(seed: int) -> dict:
+    g = generator(seed)
+    k, d = EMA_SIZE
+    cluster_size = torch.rand(k, generator=g) * 4 + 0.5
+    cluster_size[0] = 1e-3  # a code that has almost never been used ...
+    embed_sum = torch.randn(k, d, generator=g) * cluster_size[:, None]
+    counts = torch.randint(1, 5, (k,), generator=g).float()
+    counts[0] = 0.0  # ... and is unused in this batch too
+    sums = torch.randn(k, d, generator=g) * counts[:, None]
+    return {"cluster_size": cluster_size, "embed_sum": embed_sum, "counts": counts,
+            "sums": sums, "decay": EMA_DECAY, "eps": EMA_EPS}
+
+
+def _ema_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    outputs.call("result", fn, inputs["cluster_size"].clone(), inputs["embed_sum"].clone(),
+                 inputs["counts"].clone(), inputs["sums"].clone(), inputs["decay"],
+                 inputs["eps"])
+    return outputs
+
+
+def _ema_judge(inputs: dict, outputs: Outputs) -> str:
+    cluster_size, embed_sum = inputs["cluster_size"], inputs["embed_sum"]
+    counts, decay = inputs["counts"], inputs["decay"]
+    vq = _quantizer(embed_sum / cluster_size[:, None], cluster_size, ema=True, decay=decay,
+                    eps=inputs["eps"])
+    vq.ema_update(counts, inputs["sums"])
+    expected = (vq.ema_cluster_size, vq.ema_embed_sum, vq.codebook)
+    got = outputs.got("result")
+    if got is None:
+        raise Mismatch(NOT_DONE)
+    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 3:
+        raise Mismatch("return three tensors: (cluster_size (K,), embed_sum (K, D), "
+                       f"codebook (K, D)); got {outputs.type_name('result')}.")
+    new_n, new_m, new_codes = got
+    swapped = decay * counts + (1 - decay) * cluster_size
+    if equal_if_tensor(new_n, swapped):
+        raise Mismatch("the decay weights are swapped: the running average keeps `decay` "
+                       "of its old value and takes `1 - decay` of the batch statistics.")
+    compare(new_n, expected[0], "cluster_size (K,)")
+    compare(new_m, expected[1], "embed_sum (K, D)")
+    unsmoothed = expected[1] / expected[0][:, None]
+    if not torch.allclose(unsmoothed, expected[2]) and equal_if_tensor(new_codes, unsmoothed):
+        raise Mismatch("the codebook is embed_sum / cluster_size without Laplace smoothing: "
+                       "use N~ = (N + eps) / (sum(N) + K eps) * sum(N), so that an unused "
+                       "code never divides by zero.")
+    compare(new_codes, expected[2], "codebook (K, D)")
+    return "cluster sizes, sums and smoothed codebook, with an unused code"
+
+
+EMA_UPDATE = Exercise("ema_update", _ema_inputs, _ema_collect, _ema_judge)
+
+
+# --------------------------------------------------------------------------------------------
+# Rate of a two-level code
+# --------------------------------------------------------------------------------------------
+def _hierarchy_inputs(seed: int) -> dict:
+    g = generator(seed)
+    sizes = list(HIERARCHY_FIXED)
+    for _ in range(HIERARCHY_DRAWN):
+        s = 8 * int(torch.randint(2, 33, (1,), generator=g))
+        kt, kb = (2 ** int(torch.randint(1, 11, (1,), generator=g)) for _ in range(2))
+        sizes.append((s, kt, kb))
+    return {"sizes": torch.tensor(sizes, dtype=torch.int64)}  # (N, 3): S, K_top, K_bottom
+
+
+def _hierarchy_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    for i, (s, kt, kb) in enumerate(inputs["sizes"].tolist()):
+        outputs.call(f"case{i}", fn, s, kt, kb)
+    return outputs
+
+
+def _hierarchy_judge(inputs: dict, outputs: Outputs) -> str:
+    from .metrics import bits_per_image
+
+    sizes = inputs["sizes"].tolist()
+    for i, (s, kt, kb) in enumerate(sizes):
+        expected = bits_per_image([((s // 8, s // 8), kt), ((s // 4, s // 4), kb)])
+        value = as_float(outputs.got(f"case{i}"), "the result")
+        top = (s // 8) ** 2 * math.log2(kt)
+        bottom = (s // 4) ** 2 * math.log2(kb)
+        if not close(value, expected):
+            if close(value, top) or close(value, bottom):
+                raise Mismatch(f"for S={s}, K_top={kt}, K_bottom={kb} you return the bits "
+                               "of one level only; a VQ-VAE-2 stores both grids.")
+            if close(value, (s // 4) ** 2 * math.log2(kt) + (s // 8) ** 2 * math.log2(kb)):
+                raise Mismatch("the grids are swapped: the top grid is S/8 x S/8, the "
+                               "bottom grid S/4 x S/4.")
+            if close(value, (s // 8) ** 2 * kt + (s // 4) ** 2 * kb):
+                raise Mismatch("each code costs log2 K bits, not K.")
+            compare_number(value, expected, f"the rate for S={s}, K_top={kt}, K_bottom={kb}")
+    return f"{len(sizes)} sizes"
+
+
+HIERARCHY_BITS = Exercise("hierarchy_bits", _hierarchy_inputs, _hierarchy_collect,
+                          _hierarchy_judge)
+
+
+# --------------------------------------------------------------------------------------------
+# PSNR
+# --------------------------------------------------------------------------------------------
+def _psnr_inputs(seed: int) -> dict:
+    g = generator(seed)
+    n = len(PSNR_NOISE)
+    x = torch.rand(n, 3, 16, 16, generator=g) * 2 - 1
+    levels = torch.tensor(PSNR_NOISE).view(n, 1, 1, 1)  # noise std per image
+    noise = torch.randn(n, 3, 16, 16, generator=g) * levels
+    return {"x": x, "x_hat": (x + noise).clamp(-1, 1)}
+
+
+def _psnr_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    outputs.call("result", fn, inputs["x"].clone(), inputs["x_hat"].clone())
+    return outputs
+
+
+def _psnr_judge(inputs: dict, outputs: Outputs) -> str:
+    from .metrics import psnr
+
+    expected = psnr(inputs["x"], inputs["x_hat"], reduction="none")  # (B,)
+    got = outputs.got("result")
+    if got is None:
+        raise Mismatch(NOT_DONE)
+    if isinstance(got, (int, float)) or (isinstance(got, Tensor) and got.numel() == 1):
+        mean = close(as_float(got, "it"), float(expected.mean()))
+        hint = " (that is the mean over images)" if mean else ""
+        raise Mismatch(f"you return one number{hint}; return one PSNR per image, shape "
+                       f"(B,) = {tuple(expected.shape)}.")
+    tensor = as_tensor(got, "the result")
+    if tensor.shape == expected.shape and tensor.is_floating_point():
+        shift = 20 * math.log10(2)
+        if torch.allclose(tensor.double(), expected.double() - shift, atol=1e-3):
+            raise Mismatch("every PSNR is 6.02 dB too low: the MSE was taken on [-1, 1] "
+                           "images with peak 1. Map both images to [0, 1] first, "
+                           "(x + 1) / 2, whose MSE is 4 times smaller.")
+        if torch.allclose(tensor.double(), expected.double() * math.log(10), rtol=1e-3):
+            raise Mismatch("decibels use log10, not the natural log.")
+    compare(tensor, expected, "the PSNR per image (dB)", atol=1e-3, rtol=1e-4)
+    return "4 images with different noise levels"
+
+
+PSNR = Exercise("psnr", _psnr_inputs, _psnr_collect, _psnr_judge)
+
+
+# --------------------------------------------------------------------------------------------
+# Code perplexity
+# --------------------------------------------------------------------------------------------
+PERPLEXITY_CASES = ("skewed use with unused codes", "a collapsed codebook", "uniform use")
+
+
+def _perplexity_inputs(seed: int) -> dict:
+    g = generator(seed)
+    k = PERPLEXITY_K
+    weights = torch.rand(k, generator=g) ** 3
+    weights[:4] = 0.0  # four codes never used
+    skewed = torch.multinomial(weights, 5 * 4 * 4, replacement=True, generator=g).view(5, 4, 4)
+    collapsed = torch.full((2, 4, 4), 3, dtype=torch.int64)
+    uniform = torch.arange(k).repeat(2).view(2, 4, 4)
+    return {"codes0": skewed, "codes1": collapsed, "codes2": uniform, "k": k}
+
+
+def _perplexity_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    for i in range(len(PERPLEXITY_CASES)):
+        outputs.call(f"case{i}", fn, inputs[f"codes{i}"].clone(), inputs["k"])
+    return outputs
+
+
+def _perplexity_judge(inputs: dict, outputs: Outputs) -> str:
+    from .metrics import perplexity_from_counts
+
+    k = inputs["k"]
+    for i, name in enumerate(PERPLEXITY_CASES):
+        counts = torch.bincount(inputs[f"codes{i}"].flatten(), minlength=k)
+        expected = perplexity_from_counts(counts)
+        value = as_float(outputs.got(f"case{i}"), "the result")
+        if math.isnan(value):
+            raise Mismatch(f"NaN for {name}: 0 log 0 must count as 0 (drop unused codes, "
+                           "or use torch.special.xlogy(p, p)).")
+        if not close(value, expected):
+            entropy = math.log(expected)
+            if close(value, 1 / expected):
+                raise Mismatch("the sign is wrong: the entropy is -sum p log p, and the "
+                               "perplexity exp(entropy) is at least 1.")
+            report_d = (2 * math.exp(-entropy / k), 2 * math.exp(-entropy))
+            if any(close(value, v) for v in report_d):
+                raise Mismatch("that looks like report D's `2 exp(mean p log p)`; the "
+                               "perplexity is exp(-sum_k p_k log p_k).")
+            if close(value, 2 ** entropy):
+                raise Mismatch("2 ** (entropy in nats) mixes units: use exp(entropy in "
+                               "nats), or 2 ** (entropy in bits).")
+            compare_number(value, expected, f"the perplexity for {name}")
+    return "skewed use with unused codes, a collapsed codebook (1), uniform use (K)"
+
+
+CODE_PERPLEXITY = Exercise("code_perplexity", _perplexity_inputs, _perplexity_collect,
+                           _perplexity_judge)
+
+EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, EMA_UPDATE, HIERARCHY_BITS, PSNR, CODE_PERPLEXITY)

@@ -1,0 +1,187 @@
+"""The grader's records: one row per submission in ``grades.csv``, kept up to date atomically
+after every submission, read back to resume a stopped batch, and a markdown summary.
+
+Columns: ``submission``, ``status``, ``isolation``, ``seconds``, ``score``, ``possible``, one
+``pass``/``fail`` column per test (hidden ones end in ``" (hidden)"``), ``failed`` (each failed
+test with its hint, ``" | "``-separated), one column per recorded metric, ``message``, and
+``sha256`` (of the submitted file: a changed file is graded again). Text that a spreadsheet
+would take for a formula (``=``, ``+``, ``-``, ``@`` first) is prefixed with ``'``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+STATUSES = ("ok", "error", "timeout", "ungradable")
+HEAD = ("submission", "status", "isolation", "seconds", "score", "possible")
+TAIL = ("message", "sha256")
+FAILED = "failed"
+RESERVED = set(HEAD) | set(TAIL) | {FAILED}
+FORMULA_START = "=+-@\t\r"
+MAX_CELL = 2000  # characters kept per text cell
+
+
+class SubmissionResult(NamedTuple):
+    """The grade of one submission.
+
+    Attributes:
+        submission: the file name.
+        status: one of :data:`STATUSES`: ``ok``; ``error`` (graded, but cells raised, the
+            kernel died or the metrics were unusable: ``message`` says which); ``timeout``
+            (killed at the time limit; no scores); ``ungradable`` (not a notebook, no
+            autograder fits, or the check process failed; no scores).
+        seconds: wall-clock seconds of its grading (sandbox and checks).
+        score, possible: points (``None`` unless graded).
+        checks: test column (``"nearest_code - 1"``, hidden ones end in ``" (hidden)"``) ->
+            passed.
+        failed: ``"test: hint"`` for every failed test.
+        metrics: what the notebook recorded with :func:`vqlesson.checks.record_metrics`.
+        message: cell errors, the time limit, or why it could not be graded.
+        isolation: ``bwrap`` or ``rlimits-only`` (see :mod:`vqlesson.sandbox`).
+        sha256: of the submitted file.
+    """
+
+    submission: str
+    status: str
+    seconds: float
+    score: float | None
+    possible: float | None
+    checks: dict[str, bool]
+    failed: list[str]
+    metrics: dict[str, float]
+    message: str
+    isolation: str = ""
+    sha256: str = ""
+
+
+def csv_safe(text: str) -> str:
+    """``text`` shortened and made inert for spreadsheets (no leading formula character, no
+    control characters)."""
+    text = "".join(c if c.isprintable() or c == "\n" else " " for c in str(text))[:MAX_CELL]
+    return "'" + text if text[:1] and text[0] in FORMULA_START + "'" else text
+
+
+def _unsafe(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:2] and text[1] in FORMULA_START + "'" \
+        else text
+
+
+def _number(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+def _columns(results: list[SubmissionResult]) -> tuple[list[str], list[str]]:
+    checks = list(dict.fromkeys(name for r in results for name in r.checks))
+    metrics = list(dict.fromkeys(name for r in results for name in r.metrics))
+    return checks, metrics
+
+
+def write_csv(results: list[SubmissionResult], path: Path) -> None:
+    """Write every row (in submission order) to ``path`` atomically: a temporary file beside
+    it, flushed to disk, then renamed over it; a crash leaves the previous complete file."""
+    results = sorted(results, key=lambda r: r.submission)
+    check_names, metric_names = _columns(results)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(list(HEAD) + check_names + [FAILED] + metric_names + list(TAIL))
+    for r in results:
+        writer.writerow(
+            [csv_safe(r.submission), r.status, r.isolation, f"{r.seconds:.1f}", _number(r.score),
+             _number(r.possible)]
+            + [{True: "pass", False: "fail"}.get(r.checks.get(n), "") for n in check_names]
+            + [csv_safe(" | ".join(r.failed))]
+            + [_number(r.metrics.get(n)) for n in metric_names]
+            + [csv_safe(r.message), r.sha256])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text) if text != "" else None
+    except ValueError:
+        return None
+
+
+def read_csv(path: Path) -> list[SubmissionResult]:
+    """The rows of a ``grades.csv`` written by :func:`write_csv` (empty when there is none).
+
+    Raises:
+        ValueError: the file is not such a CSV (the message names it: move it away or pass
+            ``--regrade``).
+    """
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    header = rows[0] if rows else []
+    if tuple(header[:len(HEAD)]) != HEAD or tuple(header[-len(TAIL):]) != TAIL or \
+            FAILED not in header:
+        raise ValueError(f"{path} is not a grades CSV of this grader (its header is "
+                         f"{header[:4]}...); move it away or pass --regrade")
+    failed_at = header.index(FAILED)
+    check_names, metric_names = header[len(HEAD):failed_at], header[failed_at + 1:-len(TAIL)]
+    results = []
+    for row in rows[1:]:
+        if len(row) != len(header):
+            continue  # a row cut short: that submission is graded again
+        cell = dict(zip(header, row))
+        checks = {n: cell[n] == "pass" for n in check_names if cell[n] in ("pass", "fail")}
+        metrics = {n: v for n in metric_names if (v := _float(cell[n])) is not None}
+        failed = _unsafe(cell[FAILED]).split(" | ") if cell[FAILED] else []
+        results.append(SubmissionResult(
+            _unsafe(cell["submission"]), cell["status"], _float(cell["seconds"]) or 0.0,
+            _float(cell["score"]), _float(cell["possible"]), checks, failed, metrics,
+            _unsafe(cell["message"]), cell["isolation"], cell["sha256"]))
+    return results
+
+
+def summary(results: list[SubmissionResult], header: list[str]) -> str:
+    """The markdown summary: ``header`` lines, one row per submission, each test's pass rate,
+    each metric's range, the time per submission."""
+    results = sorted(results, key=lambda r: r.submission)
+    lines = [f"# Grades: {len(results)} submissions", "", *header, "",
+             "| submission | status | score | seconds | failed checks |", "|---|---|---|---|---|"]
+    for r in results:
+        score = f"{r.score:g} / {r.possible:g}" if r.score is not None else "-"
+        failed = "; ".join(f.split(":", 1)[0] for f in r.failed) or ("-" if r.checks else
+                                                                    r.message[:120])
+        name = r.submission.replace("|", "/")
+        lines.append(f"| {name} | {r.status} | {score} | {r.seconds:.1f} | "
+                     f"{failed.replace('|', '/')} |")
+    check_names, metric_names = _columns(results)
+    if check_names:
+        lines += ["", "| check | passed by |", "|---|---|"]
+        for name in check_names:
+            graded = [r for r in results if name in r.checks]
+            lines.append(f"| {name} | {sum(r.checks[name] for r in graded)} of {len(graded)} |")
+    if metric_names:
+        lines += ["", "| metric | mean | min | max |", "|---|---|---|---|"]
+        for name in metric_names:
+            values = [r.metrics[name] for r in results
+                      if name in r.metrics and not math.isnan(r.metrics[name])]
+            if values:
+                lines.append(f"| {name} | {sum(values) / len(values):.4g} | {min(values):.4g} "
+                             f"| {max(values):.4g} |")
+    timed = [r.seconds for r in results if r.status in ("ok", "error")]
+    if timed:
+        lines += ["", f"Seconds per graded submission: mean {sum(timed) / len(timed):.1f}, "
+                      f"max {max(timed):.1f}."]
+    return "\n".join(lines) + "\n"
