@@ -93,7 +93,9 @@ def _run_colab_cell(tmp_path, monkeypatch, cuda: bool, **flags):
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr("torch.cuda.is_available", lambda: cuda)
-    monkeypatch.delenv("VQLESSON_PROFILE", raising=False)
+    for name in ("VQLESSON_PROFILE", "VQLESSON_DATA_DIR"):  # the cell sets them: undone after
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     exec(compile(source, "colab-cell", "exec"), {})
     return commands, mounted
@@ -110,8 +112,8 @@ def test_the_colab_cell_does_nothing_heavy_outside_colab(monkeypatch, tmp_path):
 
 def test_the_colab_cell_installs_and_picks_the_gpu_profile(monkeypatch, tmp_path, capsys):
     commands, mounted = _run_colab_cell(tmp_path, monkeypatch, cuda=True)
-    assert commands[0] == ["git", "clone", "--depth", "1", course.REPO_URL,
-                           str(tmp_path / "content/vqlesson")]
+    assert commands[0] == ["git", "clone", "--depth", "1", "--branch", course.BRANCH,
+                           course.REPO_URL, str(tmp_path / "content/vqlesson")]
     assert commands[1][-3:] == ["install", "-q", str(tmp_path / "content/vqlesson")]
     assert len(commands) == 2 and mounted == []  # no download, no Drive unless asked
     assert Path.cwd() == tmp_path / "content/vqlesson/notebooks"
@@ -123,14 +125,24 @@ def test_the_colab_cell_warns_on_a_cpu_runtime_downloads_and_keeps_runs_on_drive
         monkeypatch, tmp_path, capsys):
     commands, mounted = _run_colab_cell(tmp_path, monkeypatch, cuda=False, DOWNLOAD_ISIC=True,
                                         KEEP_RUNS_ON_DRIVE=True)
-    assert ["bash", "../data_download.sh"] in commands
+    root = tmp_path / "content/vqlesson"
+    assert ["bash", "../data_download.sh", f"{root}/data/isic2016"] in commands
     assert mounted == [str(tmp_path / "content/drive")]
-    runs = tmp_path / "content/vqlesson/runs"
-    assert runs.is_symlink() and runs.resolve() == (tmp_path / "content/drive/MyDrive/vqlesson/runs")
+    for name in ("runs", "data"):  # ISIC and its resized cache survive the session too
+        kept = root / name
+        assert kept.is_symlink() and kept.resolve() == tmp_path / f"content/drive/MyDrive/vqlesson/{name}"
+    assert __import__("os").environ["VQLESSON_DATA_DIR"] == f"{root}/data"
     assert __import__("os").environ["VQLESSON_PROFILE"] == "cpu"
     out = capsys.readouterr().out
     assert "WARNING: this Colab session runs on a CPU runtime" in out
     assert "Change runtime type" in out
+
+
+def test_notebooks_open_on_a_colab_gpu_runtime_with_jupyterlab_s_kernelspec():
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        metadata = nbformat.read(path, as_version=4).metadata
+        assert metadata["accelerator"] == "GPU" and metadata["colab"]["gpuType"] == "T4", path.name
+        assert metadata["kernelspec"]["name"] == "python3", path.name
 
 
 def test_colab_links_are_built_from_the_one_repository_url():

@@ -115,28 +115,35 @@ def runtime_markdown(name: str) -> str:
 # The Colab set-up cell and the Colab links
 # --------------------------------------------------------------------------------------------
 COLAB_CELL_TEMPLATE = '''\
-# Set-up. In Colab: install the course, optionally fetch ISIC 2016 and keep runs/ on Google Drive,
-# and pick the profile from the runtime. Elsewhere this cell does nothing heavy.
+# Set-up. In Colab: install the course, optionally fetch ISIC 2016 and keep runs/ and data/ on
+# Google Drive, and pick the profile from the runtime. Elsewhere this cell does nothing heavy.
 REPO_URL = "{repo_url}"  # written by `python -m vqlesson sync-notebooks`
+BRANCH = "{branch}"
 DOWNLOAD_ISIC = False       # True: fetch ISIC 2016 (about 830 MB) with data_download.sh
-KEEP_RUNS_ON_DRIVE = False  # True: keep runs/ on Google Drive: a disconnected session resumes
+KEEP_RUNS_ON_DRIVE = False  # True: runs/ and data/ on Google Drive: a disconnected session
+                            # resumes its training, and ISIC (and its resized cache) stays
 import importlib, os, subprocess, sys
 if "google.colab" in sys.modules:
     ROOT = "/content/vqlesson"
     if not os.path.isdir(ROOT):
-        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, ROOT], check=True)
+        subprocess.run(["git", "clone", "--depth", "1", "--branch", BRANCH, REPO_URL, ROOT],
+                       check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", ROOT], check=True)
     importlib.invalidate_caches()
     os.chdir(ROOT + "/notebooks")
-    if KEEP_RUNS_ON_DRIVE and not os.path.islink(ROOT + "/runs"):
-        from google.colab import drive
-        drive.mount("/content/drive")
-        os.makedirs("/content/drive/MyDrive/vqlesson/runs", exist_ok=True)
-        if os.path.isdir(ROOT + "/runs"):
-            os.rename(ROOT + "/runs", ROOT + "/runs.local")
-        os.symlink("/content/drive/MyDrive/vqlesson/runs", ROOT + "/runs")
+    for name in ("runs", "data") if KEEP_RUNS_ON_DRIVE else ():
+        here, kept = ROOT + "/" + name, "/content/drive/MyDrive/vqlesson/" + name
+        if not os.path.islink(here):
+            from google.colab import drive
+            if not os.path.isdir("/content/drive/MyDrive"):
+                drive.mount("/content/drive")
+            os.makedirs(kept, exist_ok=True)
+            if os.path.isdir(here):
+                os.rename(here, here + ".local")
+            os.symlink(kept, here)
+    os.environ.setdefault("VQLESSON_DATA_DIR", ROOT + "/data")
     if DOWNLOAD_ISIC:
-        subprocess.run(["bash", "../data_download.sh"], check=True)
+        subprocess.run(["bash", "../data_download.sh", ROOT + "/data/isic2016"], check=True)
     import torch
     os.environ.setdefault("VQLESSON_PROFILE", "gpu" if torch.cuda.is_available() else "cpu")
     print("Colab set-up done: profile", os.environ["VQLESSON_PROFILE"])
@@ -146,12 +153,12 @@ if "google.colab" in sys.modules:
               "(e.g. T4), then run the notebook again from the top.")'''
 
 
-def colab_cell_source(repo_url: str = REPO_URL) -> str:
+def colab_cell_source(repo_url: str = REPO_URL, branch: str = BRANCH) -> str:
     """The source of the Colab set-up cell, the first code cell of every notebook.
 
-    It cannot import vqlesson (it installs it), so the URL is written into it.
+    It cannot import vqlesson (it installs it), so the URL and branch are written into it.
     """
-    return COLAB_CELL_TEMPLATE.format(repo_url=repo_url)
+    return COLAB_CELL_TEMPLATE.format(repo_url=repo_url, branch=branch)
 
 
 def _github_path(repo_url: str) -> str:
@@ -297,10 +304,21 @@ def _set_cell(nb, tag: str, kind: str, source: str, index: int) -> bool:
     return True
 
 
+#: Notebook metadata every course notebook carries: Colab opens it on a GPU runtime (a T4 on the
+#: free tier), and the kernelspec is the one JupyterLab writes, so a notebook does not open
+#: "modified".
+NOTEBOOK_METADATA = {
+    "accelerator": "GPU",
+    "colab": {"provenance": [], "gpuType": "T4"},
+    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+}
+
+
 def synced(nb, name: str, repo_url: str = REPO_URL):
     """A copy of notebook ``nb`` (file stem ``name``) with its generated cells up to date: the
     run-time statement and the Colab set-up cell right after the first markdown cell, and,
-    where the notebook has exercises, the assignment config right after them."""
+    where the notebook has exercises, the assignment config right after them; and the notebook
+    metadata of :data:`NOTEBOOK_METADATA` (Colab's GPU runtime, the kernelspec)."""
     nb = copy.deepcopy(nb)
     # A set-up cell from before the tags existed is replaced, not duplicated.
     for cell in nb.cells:
@@ -318,6 +336,7 @@ def synced(nb, name: str, repo_url: str = REPO_URL):
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+    nb.metadata.update(NOTEBOOK_METADATA)
     return nb
 
 
