@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_torch_save
+from .validate import split_batch
 from .vqvae import VQVAE
 from .vqvae2 import VQVAE2
 
@@ -108,28 +109,6 @@ def _model_levels(model: nn.Module) -> tuple[tuple[str, ...], dict[str, int]]:
         f"model must be a VQVAE or a VQVAE2 (vqlesson.vqvae / vqlesson.vqvae2), got "
         f"{type(model).__name__}"
     )
-
-
-def _split_batch(batch: Any, loader_name: str) -> tuple[Tensor, Tensor | None]:
-    """``(images (B, C, H, W) float, labels (B,) int64 or None)`` of a loader batch."""
-    if isinstance(batch, (tuple, list)):
-        x = batch[0]
-        y = batch[1] if len(batch) > 1 else None
-    else:
-        x, y = batch, None
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise TypeError(
-            f"{loader_name} must yield (image, label) batches with image a (B, C, H, W) float "
-            f"tensor in [-1, 1], got "
-            + (f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
-               if isinstance(x, Tensor) else type(x).__name__)
-        )
-    if y is not None and (not isinstance(y, Tensor) or y.shape != (x.shape[0],)):
-        raise TypeError(
-            f"{loader_name}'s labels must be a (B,) integer tensor, got "
-            + (f"shape {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__)
-        )
-    return x, y
 
 
 
@@ -448,7 +427,7 @@ def extract_codes(model: nn.Module, loader: Any, path: str | os.PathLike | None 
             bar = tqdm(loader, desc=f"codes, pass {pass_index + 1}/{passes}",
                        disable=not progress, unit="batch")
             for batch in bar:
-                x, y = _split_batch(batch, "loader")
+                x, y = split_batch(batch, "loader")
                 image_shape = tuple(x.shape[1:])
                 out = model.encode(x.to(device, non_blocking=True))
                 maps = (out,) if isinstance(out, Tensor) else (out.top, out.bottom)

@@ -66,6 +66,7 @@ from .loop import (
 )
 from .quantize import VectorQuantizer
 from .runtime import get_device, seed_everything
+from .validate import split_batch
 
 OPTIMIZERS = ("adamw", "sgd")
 #: Evaluation keys that are constants of the model, not recorded per epoch in the history.
@@ -154,19 +155,6 @@ def _scalar_terms(output: Any, reserved: Iterable[str]) -> dict[str, Tensor]:
             name = _LOG_NAMES.get(field, field)
             terms[f"batch_{name}" if name in reserved else name] = value
     return terms
-
-
-def _images(batch: Any, loader_name: str) -> Tensor:
-    """The image tensor of a batch ``(image, label)`` (or a bare image tensor)."""
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise TypeError(
-            f"{loader_name} must yield (image, label) batches with image a (B, C, H, W) float "
-            f"tensor in [-1, 1], got "
-            + (f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
-               if isinstance(x, Tensor) else type(x).__name__)
-        )
-    return x
 
 
 def _loader_generators(loader: Any) -> list[torch.Generator]:
@@ -331,7 +319,7 @@ def _evaluation_sums(model: nn.Module, loader: Iterable, device: torch.device, a
     image_shape: tuple[int, ...] = ()
     try:
         for batch in loader:
-            x = _images(batch, "loader").to(device, non_blocking=True)
+            x = split_batch(batch, "loader")[0].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
                 output = model(x)
             terms = _scalar_terms(output, reserved)
@@ -392,7 +380,7 @@ def _train_one_epoch(
         disable=not config.progress or not is_main_process(), leave=True, unit="batch",
     )
     for batch_index, batch in enumerate(bar):
-        x = _images(batch, "train_loader").to(device, non_blocking=True)
+        x = split_batch(batch, "train_loader")[0].to(device, non_blocking=True)
         finite = bool(torch.isfinite(x).all())
         if synced:  # every process stops together, before a NaN reaches the shared codebook
             finite, _ = all_agree(finite, device)

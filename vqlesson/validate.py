@@ -16,6 +16,8 @@ function takes, so either ``except`` clause catches it. A wrong type or dtype ra
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -197,3 +199,30 @@ def check_codebook_size(codebook_size: object, name: str = "codebook_size") -> i
     if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size < 1:
         raise ValueError(f"{name} must be a positive int (K), got {codebook_size!r}")
     return codebook_size
+
+
+def split_batch(batch: Any, loader_name: str) -> tuple[Tensor, Tensor | None]:
+    """``(images (B, C, H, W) float, labels (B,) int64 or None)`` of a loader batch
+    ``(image, label)`` (a bare image tensor: no labels).
+
+    Raises:
+        TypeError: not an image batch, or labels that are not a (B,) tensor (the loader named).
+    """
+    if isinstance(batch, (tuple, list)):
+        x = batch[0]
+        y = batch[1] if len(batch) > 1 else None
+    else:
+        x, y = batch, None
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise TypeError(
+            f"{loader_name} must yield (image, label) batches with image a (B, C, H, W) float "
+            f"tensor in [-1, 1], got "
+            + (f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+               if isinstance(x, Tensor) else type(x).__name__)
+        )
+    if y is not None and (not isinstance(y, Tensor) or y.shape != (x.shape[0],)):
+        raise TypeError(
+            f"{loader_name}'s labels must be a (B,) integer tensor, got "
+            + (f"shape {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__)
+        )
+    return x, y
