@@ -46,6 +46,7 @@ from typing import NamedTuple
 BWRAP, RLIMITS_ONLY = "bwrap", "rlimits-only"
 IN_DIR, OUT_DIR, DATA_DIR = "/grader/in", "/grader/out", "/grader/data"  # inside bwrap
 SANDBOX_TMP = "/tmp"
+ALTERNATIVE_TMP = "/scratch"  # when the host's Python or package lies below /tmp
 SANDBOX_UID_BASE = 1_500_000_000  # root only: one unused uid per concurrent sandbox
 SANDBOX_USER = "student"
 MAX_FILES = 100_000  # files a run may leave in the host folders it writes into
@@ -192,6 +193,17 @@ def python_dirs() -> list[Path]:
     return [p for p in found if not str(p).startswith("/usr/") and str(p) != "/usr"]
 
 
+def sandbox_tmp() -> str:
+    """The sandbox's own temporary folder (a fresh tmpfs): ``/tmp``, unless the Python
+    installation or the package the sandbox mounts live below ``/tmp`` on the host (a checkout
+    or virtual environment in ``/tmp``): then ``/scratch``, so that the tmpfs never lies over
+    the mounted installation (runs in such a layout were killed mid-notebook)."""
+    mounted = python_dirs() + [package_dir()]
+    if any(path == Path(SANDBOX_TMP) or Path(SANDBOX_TMP) in path.parents for path in mounted):
+        return ALTERNATIVE_TMP
+    return SANDBOX_TMP
+
+
 def make_layout(root: Path, kind: str, uid: int | None) -> Layout:
     """Create the sandbox's host folders under ``root`` (an empty folder) for ``kind``; owned
     by ``uid`` where they must be writable."""
@@ -205,12 +217,11 @@ def make_layout(root: Path, kind: str, uid: int | None) -> Layout:
         for folder in (outbox, scratch / "work", scratch / "home", scratch / "tmp"):
             os.chown(folder, uid, uid)
     if kind == BWRAP:
-        inside = os.getuid() if uid is None else uid
-        home = f"{SANDBOX_TMP}/home"
+        inside, tmp = (os.getuid() if uid is None else uid), sandbox_tmp()
+        home = f"{tmp}/home"
         (inbox / "passwd").write_text(f"{SANDBOX_USER}:x:{inside}:{inside}::{home}:/bin/sh\n")
         (inbox / "group").write_text(f"{SANDBOX_USER}:x:{inside}:\n")
-        return Layout(root, inbox, outbox, scratch, IN_DIR, OUT_DIR, f"{SANDBOX_TMP}/work",
-                      home, SANDBOX_TMP)
+        return Layout(root, inbox, outbox, scratch, IN_DIR, OUT_DIR, f"{tmp}/work", home, tmp)
     return Layout(root, inbox, outbox, scratch, str(inbox), str(outbox), str(scratch / "work"),
                   str(scratch / "home"), str(scratch / "tmp"))
 
@@ -289,7 +300,7 @@ def bwrap_command(layout: Layout, limits: SandboxLimits, command: list[str], uid
         namespaces = ["--unshare-all", "--cap-drop", "ALL"]
     return (["bwrap", *namespaces, "--die-with-parent", "--new-session", "--hostname", "sandbox",
              "--proc", "/proc", "--dev", "/dev",
-             "--perms", "01777", "--size", str(limits.disk_mb * 2**20), "--tmpfs", SANDBOX_TMP,
+             "--perms", "01777", "--size", str(limits.disk_mb * 2**20), "--tmpfs", layout.tmp,
              "--perms", "0777", "--dir", layout.work, "--perms", "0777", "--dir", layout.home]
             + _bwrap_mounts(layout, gpu, data_dir) + ["--chdir", layout.work, "--"] + command)
 
