@@ -498,7 +498,9 @@ def make_student_version(notebooks_dir: str | Path = NOTEBOOKS_DIR, out_dir: str
 
     Each notebook with exercises goes through ``otter assign`` (otter-grader); the student
     notebook keeps every ``checks.check_*`` call and loses every solution and hidden test. A
-    notebook without exercises is copied as it is. Writes ``OUT/student/NN_name.ipynb``,
+    notebook without exercises is copied as it is. Every autograder zip carries vqlesson's wheel
+    (:func:`build_wheel`) and installs it (:data:`AUTOGRADER_REQUIREMENT`), so it grades on
+    Gradescope as it is. Writes ``OUT/student/NN_name.ipynb``,
     ``OUT/autograder/NN_name.zip`` and ``OUT/build/NN_name/`` (replacing those three folders'
     previous contents).
 
@@ -514,8 +516,8 @@ def make_student_version(notebooks_dir: str | Path = NOTEBOOKS_DIR, out_dir: str
 
     Raises:
         FileNotFoundError: no notebooks, or a name in ``only`` that matches none.
-        RuntimeError: otter-grader is not installed, or a solution survived in a student
-            notebook.
+        RuntimeError: otter-grader is not installed, the wheel could not be built, or a
+            solution survived in a student notebook.
     """
     import nbformat
 
