@@ -52,8 +52,10 @@ def test_titles_figures_and_errors_for_bad_input(tmp_path):
 
 def test_the_kernel_gets_static_widgets_the_profile_and_this_vqlesson(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as the root conftest sets it: no figure outputs
     env = site.kernel_environment("cpu")
     assert env["VQLESSON_WIDGETS"] == "0" and env["VQLESSON_PROFILE"] == "cpu"
+    assert env["MPLBACKEND"] == "module://matplotlib_inline.backend_inline"
     assert env["PYTHONPATH"].split(":") == [str(ROOT), "/elsewhere"]
 
 
@@ -122,8 +124,11 @@ def browser(built):
     chromium = _chromium()
     if chromium is None:
         pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does it)")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built.out_dir))
-    handler.log_message = lambda *args: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(built.out_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with sync_api.sync_playwright() as playwright:

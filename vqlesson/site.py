@@ -122,9 +122,12 @@ def count_figures(nb) -> int:
 
 def kernel_environment(profile: str) -> dict[str, str]:
     """The environment the notebooks execute in: this one, with ``VQLESSON_PROFILE=profile``,
-    ``VQLESSON_WIDGETS=0`` (static figures) and this vqlesson first on ``PYTHONPATH``."""
+    ``VQLESSON_WIDGETS=0`` (static figures), matplotlib's inline backend (a non-interactive
+    ``MPLBACKEND`` such as ``Agg``, which test runs set, would leave every figure out of the
+    outputs) and this vqlesson first on ``PYTHONPATH``."""
     package_root = str(Path(vqlesson.__file__).resolve().parent.parent)
-    env = dict(os.environ, VQLESSON_PROFILE=profile, VQLESSON_WIDGETS="0")
+    env = dict(os.environ, VQLESSON_PROFILE=profile, VQLESSON_WIDGETS="0",
+               MPLBACKEND="module://matplotlib_inline.backend_inline")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return env
 
