@@ -447,8 +447,8 @@ def _check_student_notebook(path: Path, instructor) -> None:
 
 
 def build_wheel(out_dir: Path) -> Path:
-    """Build vqlesson's wheel (no dependencies, no network) from this source checkout into
-    ``out_dir`` with pip, for the autograder zip.
+    """Build vqlesson's wheel (no dependencies, no network) from a clean copy of this source
+    checkout into ``out_dir`` with pip, for the autograder zip.
 
     Raises:
         RuntimeError: vqlesson was not imported from a source checkout (no ``pyproject.toml``
@@ -462,9 +462,16 @@ def build_wheel(out_dir: Path) -> Path:
         raise RuntimeError(f"the autograder needs vqlesson's wheel, built from the source "
                            f"checkout, but {root} holds no pyproject.toml: run student-version "
                            "from a clone of the repository (pip install -e .)")
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                           "--no-build-isolation", "--wheel-dir", str(out_dir), str(root)],
-                          capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:  # a clean copy: no stale build/ in the wheel
+        source = Path(tmp) / "vqlesson-source"
+        shutil.copytree(root / "vqlesson", source / "vqlesson",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            if (root / name).is_file():
+                shutil.copy(root / name, source / name)
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                               "--no-build-isolation", "--wheel-dir", str(out_dir), str(source)],
+                              capture_output=True, text=True)
     wheels = sorted(Path(out_dir).glob("vqlesson-*.whl"))
     if done.returncode != 0 or len(wheels) != 1:
         raise RuntimeError(f"building vqlesson's wheel failed:\n{done.stdout}{done.stderr}")
