@@ -93,3 +93,12 @@ def test_notebooks_are_stored_without_outputs(path):
              and (cell.get("outputs") or cell.get("execution_count") is not None)]
     assert not dirty, (f"{path.name}: cells {dirty} carry outputs; run "
                        f"`jupyter nbconvert --clear-output --inplace {path}` before committing")
+
+
+def test_the_license_and_citation_agree_with_pyproject():
+    project = _pyproject()["project"]
+    assert project["license"] == {"text": "MIT"}
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["license"] == "MIT" and citation["version"] == project["version"]
+    assert citation["cff-version"] == "1.2.0" and citation["title"].startswith(project["name"])

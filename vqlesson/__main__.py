@@ -12,6 +12,8 @@ Commands:
     pipeline      the whole course headless (VQ-VAE, prior, samples, failure analysis) with a
                   report.md; resumes from the last finished stage.
     download      ISIC 2016 (or --dataset cifar10) into the data folder, verified.
+    build-site    execute the notebooks and render the course as a static website (vqlesson.site).
+    gallery       a pipeline run's key figures, resized, for the README (vqlesson.gallery).
     student-version, grade, sync-notebooks, colab-links
                   the course layer for instructors (vqlesson.course, vqlesson.grading).
 
@@ -159,6 +161,24 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_site(args: argparse.Namespace) -> int:
+    from .site import build_site
+
+    site = build_site(args.notebooks, args.out, args.profile, args.timeout,
+                      report=lambda line: print(line, flush=True))
+    print(f"open {site.index} (or serve it: python -m http.server -d {site.out_dir})")
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from .gallery import GalleryConfig, make_gallery
+
+    made = make_gallery(args.run, args.out, GalleryConfig(**given(dict(max_width=args.width))))
+    print(f"wrote {len(made.images)} images, {made.total_bytes / 1024:.0f} kB in all, and "
+          f"{made.readme}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # The parser
 # --------------------------------------------------------------------------------------------
@@ -172,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {"train-vqvae": cmd_train_vqvae, "evaluate": cmd_evaluate,
                 "data-preview": cmd_data_preview, "train-prior": cmd_train_prior,
-                "sample": cmd_sample, "pipeline": cmd_pipeline, "download": cmd_download}
+                "sample": cmd_sample, "pipeline": cmd_pipeline, "download": cmd_download,
+                "build-site": cmd_build_site, "gallery": cmd_gallery}
     for name, func in commands.items():
         add_command(sub, name, func, STAGE_NAMES)
     add_course_commands(sub)

@@ -164,6 +164,23 @@ def _download(parser: argparse.ArgumentParser) -> None:
     add_download_arguments(parser)
 
 
+def _build_site(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
+                        help="sizes the notebooks run under (default cpu; ci for a quick check)")
+    parser.add_argument("--out", default="site", help="site folder (default site)")
+    parser.add_argument("--notebooks", default="notebooks",
+                        help="folder of the course notebooks (default notebooks)")
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds one cell may run (default 1800)")
+
+
+def _gallery(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="a finished pipeline run folder, e.g. runs/course")
+    parser.add_argument("--out", default="docs/gallery", help="folder (default docs/gallery)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="largest width of a gallery image in px (default: the gallery's)")
+
+
 #: name -> (one-line help, description, function adding the options)
 COMMANDS: dict[str, tuple[str, str, Callable[..., None]]] = {
     "train-vqvae": (
@@ -212,6 +229,17 @@ COMMANDS: dict[str, tuple[str, str, Callable[..., None]]] = {
         "first, the archive mirror second; an interrupted download resumes; nothing is "
         "installed unless every check passes; a second call does nothing. --dataset cifar10 "
         "fetches CIFAR-10 through torchvision instead.", _download),
+    "build-site": (
+        "execute the notebooks and render the course as a static website",
+        "Copies the notebooks into a temporary folder, executes them in order under --profile "
+        "(widgets show their static figures) and writes --out/index.html (the landing page) and "
+        "one HTML page per notebook with its outputs and figures, the profile and the date; "
+        "the repository's notebooks stay without outputs.", _build_site),
+    "gallery": (
+        "copy a pipeline run's key figures, resized, into a gallery folder for the README",
+        "Copies a finished pipeline run's reconstructions, codebook usage, samples and sample "
+        "diversity figures into --out as small PNGs and writes --out/README.md naming the run, "
+        "its profile and data.", _gallery),
 }
 
 

@@ -39,6 +39,11 @@ REPO_URL = "https://github.com/vqlesson/vqlesson"
 BRANCH = "main"
 NOTEBOOKS_DIR = "notebooks"  # relative to the repository root
 STUDENT_DIR, AUTOGRADER_DIR, BUILD_DIR = "student", "autograder", "build"
+#: The autograder zip's requirement that installs vqlesson: the wheel otter puts in the zip's
+#: ``files/``. Gradescope unpacks the zip into /autograder/source and its setup runs pip from
+#: there (conda/mamba run an environment file's pip section in the file's folder), so the path
+#: is relative to the zip's root; it needs no network and no repository access.
+AUTOGRADER_REQUIREMENT = "./files/{wheel}"
 RUNTIME_TAG, COLAB_TAG, CONFIG_TAG = "course-runtime", "colab-setup", "otter-config"
 MEASURED_ON = ("a 2-core x86_64 CPU without GPU (machine A in benchmarks/RESULTS.md), shared with "
                "other jobs")
@@ -199,13 +204,22 @@ def _notebooks(notebooks_dir: str | Path) -> list[Path]:
     return paths
 
 
-def assignment_config(name: str) -> str:
+def assignment_config(name: str, wheel: str | None = None) -> str:
     """The ``# ASSIGNMENT CONFIG`` raw cell of notebook ``name`` for otter-grader.
 
     No otter cells are added to the notebooks (students need no otter; instant feedback comes
     from :mod:`vqlesson.checks`), tests are exception-based files (hidden ones only in the
     autograder), and no PDFs are made.
+
+    With ``wheel`` (a wheel's file name beside the master notebook; :func:`make_student_version`
+    builds it), the wheel goes into the autograder zip (``files/``) and the zip's requirements
+    install it: :data:`AUTOGRADER_REQUIREMENT` with the name filled in. The notebooks keep the
+    config without it.
     """
+    package = [] if wheel is None else [
+        "files:", f"  - {wheel}",
+        "requirements:", f"  - {AUTOGRADER_REQUIREMENT.format(wheel=wheel)}",
+        "overwrite_requirements: false"]
     return "\n".join([
         "# ASSIGNMENT CONFIG",
         f"name: {name}",
@@ -220,6 +234,7 @@ def assignment_config(name: str) -> str:
         "  pdf: false",
         "  show_stdout: true",
         "  show_hidden: false",
+        *package,
     ])
 
 
@@ -431,13 +446,68 @@ def _check_student_notebook(path: Path, instructor) -> None:
         raise RuntimeError(f"{path.name}: an otter marker survived in the student version")
 
 
+def build_wheel(out_dir: Path) -> Path:
+    """Build vqlesson's wheel (no dependencies, no network) from a clean copy of this source
+    checkout into ``out_dir`` with pip, for the autograder zip.
+
+    Raises:
+        RuntimeError: vqlesson was not imported from a source checkout (no ``pyproject.toml``
+            beside the package), or pip failed (its output is in the message).
+    """
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise RuntimeError(f"the autograder needs vqlesson's wheel, built from the source "
+                           f"checkout, but {root} holds no pyproject.toml: run student-version "
+                           "from a clone of the repository (pip install -e .)")
+    with tempfile.TemporaryDirectory() as tmp:  # a clean copy: no stale build/ in the wheel
+        source = Path(tmp) / "vqlesson-source"
+        shutil.copytree(root / "vqlesson", source / "vqlesson",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            if (root / name).is_file():
+                shutil.copy(root / name, source / name)
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                               "--no-build-isolation", "--wheel-dir", str(out_dir), str(source)],
+                              capture_output=True, text=True)
+    wheels = sorted(Path(out_dir).glob("vqlesson-*.whl"))
+    if done.returncode != 0 or len(wheels) != 1:
+        raise RuntimeError(f"building vqlesson's wheel failed:\n{done.stdout}{done.stderr}")
+    return wheels[0]
+
+
+def _otter_assign(path: Path, nb, wheel: Path, result: Path, verify: bool) -> Path:
+    """Run ``otter assign`` on instructor notebook ``nb`` (read from ``path``) with vqlesson's
+    ``wheel`` in its autograder; returns otter's output folder ``result``."""
+    import nbformat
+    from otter.assign import main as otter_assign
+
+    with tempfile.TemporaryDirectory() as tmp:
+        master = Path(tmp) / path.name
+        shutil.copy(wheel, Path(tmp) / wheel.name)
+        config = assignment_config(path.stem, wheel.name)
+        if verify:
+            config = config.replace("run_tests: false", "run_tests: true")
+        master_nb = synced(nb, path.stem)
+        for cell in master_nb.cells:
+            if _tagged(cell, CONFIG_TAG):
+                cell.source = config
+        nbformat.write(master_nb, master)
+        otter_assign(str(master), str(result), no_pdfs=True, no_run_tests=not verify)
+    return result
+
+
 def make_student_version(notebooks_dir: str | Path = NOTEBOOKS_DIR, out_dir: str | Path = "dist",
                          only: list[str] | None = None, verify: bool = False) -> StudentVersion:
     """Generate the student notebooks and the autograders from the instructor notebooks.
 
     Each notebook with exercises goes through ``otter assign`` (otter-grader); the student
     notebook keeps every ``checks.check_*`` call and loses every solution and hidden test. A
-    notebook without exercises is copied as it is. Writes ``OUT/student/NN_name.ipynb``,
+    notebook without exercises is copied as it is. Every autograder zip carries vqlesson's wheel
+    (:func:`build_wheel`) and installs it (:data:`AUTOGRADER_REQUIREMENT`), so it grades on
+    Gradescope as it is. Writes ``OUT/student/NN_name.ipynb``,
     ``OUT/autograder/NN_name.zip`` and ``OUT/build/NN_name/`` (replacing those three folders'
     previous contents).
 
@@ -453,13 +523,13 @@ def make_student_version(notebooks_dir: str | Path = NOTEBOOKS_DIR, out_dir: str
 
     Raises:
         FileNotFoundError: no notebooks, or a name in ``only`` that matches none.
-        RuntimeError: otter-grader is not installed, or a solution survived in a student
-            notebook.
+        RuntimeError: otter-grader is not installed, the wheel could not be built, or a
+            solution survived in a student notebook.
     """
     import nbformat
 
     try:
-        from otter.assign import main as otter_assign
+        import otter.assign  # noqa: F401  (used by _otter_assign)
     except ImportError:
         raise RuntimeError("otter-grader is not installed: pip install -e \".[grading]\" "
                            "(or \".[dev]\")") from None
@@ -470,30 +540,21 @@ def make_student_version(notebooks_dir: str | Path = NOTEBOOKS_DIR, out_dir: str
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     autograders = {}
-    for path in paths:
-        nb = nbformat.read(path, as_version=4)
-        if not has_questions(nb):
-            clean = synced(nb, path.stem)
-            nbformat.write(clean, student / path.name)
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            master = Path(tmp) / path.name
-            config = assignment_config(path.stem)
-            if verify:
-                config = config.replace("run_tests: false", "run_tests: true")
-            master_nb = synced(nb, path.stem)
-            for cell in master_nb.cells:
-                if _tagged(cell, CONFIG_TAG):
-                    cell.source = config
-            nbformat.write(master_nb, master)
-            result = build / path.stem
-            otter_assign(str(master), str(result), no_pdfs=True, no_run_tests=not verify)
-        shutil.copy(result / STUDENT_DIR / path.name, student / path.name)
-        _check_student_notebook(student / path.name, nb)
-        zips = sorted((result / AUTOGRADER_DIR).glob("*-autograder_*.zip"))
-        if len(zips) != 1:
-            raise RuntimeError(f"otter assign wrote {len(zips)} autograder zips for {path.name}")
-        autograders[path.stem] = Path(shutil.copy(zips[0], autograder / f"{path.stem}.zip"))
+    with tempfile.TemporaryDirectory() as wheel_dir:
+        wheel = build_wheel(Path(wheel_dir))
+        for path in paths:
+            nb = nbformat.read(path, as_version=4)
+            if not has_questions(nb):
+                nbformat.write(synced(nb, path.stem), student / path.name)
+                continue
+            result = _otter_assign(path, nb, wheel, build / path.stem, verify)
+            shutil.copy(result / STUDENT_DIR / path.name, student / path.name)
+            _check_student_notebook(student / path.name, nb)
+            zips = sorted((result / AUTOGRADER_DIR).glob("*-autograder_*.zip"))
+            if len(zips) != 1:
+                raise RuntimeError(f"otter assign wrote {len(zips)} autograder zips for "
+                                   f"{path.name}")
+            autograders[path.stem] = Path(shutil.copy(zips[0], autograder / f"{path.stem}.zip"))
     return StudentVersion(student, autograders, build)
 
 
