@@ -290,3 +290,48 @@ def test_record_metrics_rejects_bad_values():
 def test_a_bad_seed_is_a_clear_error_not_a_failed_check():
     with pytest.raises(ValueError, match="seed"):
         checks.check_nearest_code(nearest_code, seed=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# The open exercise: revive a collapsed codebook, graded by a measured run
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("settings", [(20, 0.99), (5, 0.9)])
+def test_reviving_settings_pass_with_a_measured_fraction(seed, settings, one_thread):
+    result = checks.check_revive_codebook(lambda: settings, seed=seed)
+    assert result.passed, result.message
+    percent = int(result.message.split("(")[1].split("%")[0])
+    assert 50 <= percent <= 100
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_restarts_leave_the_codebook_collapsed(seed, one_thread):
+    from vqlesson.exercises_vq import REVIVE_TARGET, _revive_inputs, revive_active_fraction
+
+    inputs = _revive_inputs(seed)
+    collapsed = revive_active_fraction(inputs, None, 0.99)
+    revived = revive_active_fraction(inputs, 20, 0.99)
+    assert collapsed < REVIVE_TARGET <= revived
+    assert revive_active_fraction(inputs, None, 0.99) == collapsed  # seeded: the same run
+    result = checks.check_revive_codebook(lambda: (None, 0.99), seed=seed)
+    assert not result.passed and "set restart_dead_after" in result.message
+
+
+@pytest.mark.parametrize("returned, hint", [
+    (None, "not done yet"), (3, "return two values"), ((20, 0.99, 1), "return two values"),
+    ((0, 0.99), "restart_dead_after must be"), ((2.5, 0.99), "restart_dead_after must be"),
+    ((20, 1.0), "decay must be"), ((20, "high"), "decay must be"),
+])
+def test_bad_revive_settings_get_a_hint(returned, hint):
+    result = checks.check_revive_codebook(lambda: returned)
+    assert not result.passed and hint in result.message, result.message
+    assert "Traceback" not in result.message
+
+
+def test_revive_settings_that_raise_are_reported_with_their_line():
+    def broken():
+        return {}["restart"]
+
+    result = checks.check_revive_codebook(broken)
+    assert not result.passed and "your function raised KeyError" in result.message
+    assert "(line " in result.message

@@ -97,6 +97,23 @@ def check_ema_update(ema_update: Callable[..., Sequence[Tensor]], seed: int = 0)
     return run_check(EXERCISES["ema_update"], ema_update, seed)
 
 
+def check_revive_codebook(revive_settings: Callable[[], Sequence], seed: int = 0
+                          ) -> CheckResult:
+    """Check an open exercise by a measured run: ``revive_settings() -> (restart_dead_after,
+    decay)`` must keep at least half of a codebook in use when it starts from ``init="random"``.
+
+    The check trains an EMA :class:`VectorQuantizer` (K = 32, D = 8, ``init="random"``) with the
+    returned settings on a seeded stream of vectors that drift away from the origin (where the
+    random codes sit), then counts the codes used on fresh vectors; it passes at >= 50 %.
+
+    Args:
+        revive_settings: the student's function, no arguments -> ``(restart_dead_after, decay)``:
+            an int >= 1 or ``None`` (no restarts), and the EMA decay in [0, 1).
+        seed: seeds the stream (the hidden test uses another seed).
+    """
+    return run_check(EXERCISES["revive_codebook"], revive_settings, seed)
+
+
 # --------------------------------------------------------------------------------------------
 # Notebook 03: rate, distortion and code usage of a hierarchy
 # --------------------------------------------------------------------------------------------

@@ -71,12 +71,12 @@ class RunTime:
 
 RUN_TIMES: dict[str, RunTime] = {
     "01_data_and_augmentation": RunTime(
-        ci=8, cpu=10, gpu=None,
+        ci=27, cpu=33, gpu=None,
         note="With ISIC 2016 the first run also resizes the 1279 images once (about a minute)."),
     "02_vqvae": RunTime(
-        ci=18, cpu=501, gpu=None,
-        note="The main model takes about 2 of the `cpu` minutes, the comparisons the rest; a "
-             "finished run in `runs/` is loaded instead of retrained."),
+        ci=144, cpu=None, gpu=None,
+        note="Most of the time goes to the side studies (equal-budget runs, two seeds of the "
+             "reference); a finished main run in `runs/` is loaded instead of retrained."),
     "03_vqvae2_hierarchy": RunTime(
         ci=31, cpu=524, gpu=None,
         note="The main model takes about 3 of the `cpu` minutes, the rate-distortion points the "

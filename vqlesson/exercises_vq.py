@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,10 @@ HIERARCHY_FIXED = ((32, 64, 64), (64, 256, 256), (128, 512, 16), (256, 16, 512))
 HIERARCHY_DRAWN = 2  # more (S, K_top, K_bottom) drawn from the seed
 PSNR_NOISE = (0.02, 0.05, 0.1, 0.3)  # noise std of each of the 4 images
 PERPLEXITY_K = 16
+# Revive a collapsed codebook: a quantiser of K codes of size D from init="random" trained on a
+# stream of (STEPS x BATCH) vectors drawn around K centres that drift away from the origin.
+REVIVE_SIZE, REVIVE_STEPS, REVIVE_BATCH, REVIVE_EVAL = (32, 8), 100, 128, 2048  # (K, D), ...
+REVIVE_TARGET = 0.5  # fraction of codes in use on fresh vectors after training
 
 
 def _quantizer(codebook: Tensor, *cluster_size: Tensor, ema: bool = False, **kwargs):
@@ -358,4 +363,81 @@ def _perplexity_judge(inputs: dict, outputs: Outputs) -> str:
 CODE_PERPLEXITY = Exercise("code_perplexity", _perplexity_inputs, _perplexity_collect,
                            _perplexity_judge)
 
-EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, EMA_UPDATE, HIERARCHY_BITS, PSNR, CODE_PERPLEXITY)
+# --------------------------------------------------------------------------------------------
+# An open exercise: revive a collapsed codebook (graded by a measured run, not a comparison)
+# --------------------------------------------------------------------------------------------
+def _revive_inputs(seed: int) -> dict:
+    g = generator(seed)
+    k, d = REVIVE_SIZE
+    return {"centres": torch.randn(k, d, generator=g) * 2,  # (K, D) cluster centres
+            "drift": torch.randn(d, generator=g) * 2,       # (D,) where the encoder drifts
+            "stream_seed": seed}
+
+
+def _revive_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    outputs.call("settings", fn)
+    return outputs
+
+
+def _revive_settings(got: Any) -> tuple[int | None, float]:
+    """``(restart_dead_after, decay)`` from what the student returned, or a hint."""
+    if got is None:
+        raise Mismatch(NOT_DONE)
+    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 2:
+        raise Mismatch("return two values: (restart_dead_after, decay), e.g. (None, 0.99).")
+    restart, decay = got
+    if restart is not None and (isinstance(restart, bool) or not isinstance(restart, int)
+                                or restart < 1):
+        raise Mismatch(f"restart_dead_after must be an int >= 1 or None, got {restart!r}.")
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise Mismatch(f"decay must be a number in [0, 1), got {decay!r}.")
+    return restart, float(decay)
+
+
+def revive_active_fraction(inputs: dict, restart_dead_after: int | None, decay: float) -> float:
+    """Train an EMA :class:`VectorQuantizer` from ``init="random"`` with these settings on the
+    seeded drifting stream of ``inputs`` (:data:`REVIVE_STEPS` batches) and return the fraction
+    of its K codes used on fresh vectors from the stream's end (in [0, 1])."""
+    from .quantize import VectorQuantizer
+
+    k, d = REVIVE_SIZE
+    g = generator(int(inputs["stream_seed"]))
+    centres, drift = inputs["centres"], inputs["drift"]
+
+    def batch(n: int, t: float) -> Tensor:
+        chosen = torch.randint(k, (n,), generator=g)  # (n,)
+        x = centres[chosen] + 0.2 * torch.randn(n, d, generator=g) + drift * (1 + t)  # (n, D)
+        return x.view(n, d, 1, 1)  # (n, D, 1, 1): n positions of a 1x1 grid
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(int(inputs["stream_seed"]))  # the restarts draw from torch's generator
+    try:
+        vq = VectorQuantizer(k, d, ema=True, decay=decay, init="random",
+                             restart_dead_after=restart_dead_after).train()
+        for step in range(REVIVE_STEPS):
+            vq(batch(REVIVE_BATCH, step / REVIVE_STEPS))
+        vq.eval().reset_usage()
+        vq(batch(REVIVE_EVAL, 1.0))
+        return vq.active_fraction()
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _revive_judge(inputs: dict, outputs: Outputs) -> str:
+    restart, decay = _revive_settings(outputs.got("settings"))
+    active = revive_active_fraction(inputs, restart, decay)
+    if active < REVIVE_TARGET:
+        cure = ("codes that no vector visits stay dead without restarts: set "
+                "restart_dead_after" if restart is None else
+                "restart dead codes sooner (a smaller restart_dead_after)")
+        raise Mismatch(f"only {active:.0%} of the codes are in use after training from "
+                       f"init='random' (target {REVIVE_TARGET:.0%}); {cure}.")
+    return (f"{active:.0%} of the codes in use from init='random' "
+            f"(restart_dead_after={restart}, decay={decay})")
+
+
+REVIVE_CODEBOOK = Exercise("revive_codebook", _revive_inputs, _revive_collect, _revive_judge)
+
+
+EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, EMA_UPDATE, REVIVE_CODEBOOK, HIERARCHY_BITS, PSNR, CODE_PERPLEXITY)

@@ -96,13 +96,83 @@ def codebook_usage(counts: torch.Tensor, title: str = "codebook usage", ax=None)
     return ax
 
 
+def categorical_palette(codebook_size: int, seed: int = 0):
+    """A colour map of ``codebook_size`` (K) distinct colours in a seeded random order, for code
+    maps: codes are categories, so neighbouring indices (17 and 18) get unrelated colours.
+
+    Returns:
+        ``matplotlib.colors.ListedColormap`` with K colours.
+
+    Raises:
+        ValueError: ``codebook_size`` < 1.
+    """
+    from matplotlib.colors import ListedColormap, hsv_to_rgb
+
+    if codebook_size < 1:
+        raise ValueError(f"codebook_size must be >= 1, got {codebook_size}")
+    k = np.arange(codebook_size)
+    hsv = np.stack([(k * 0.618034) % 1.0,                    # golden-ratio hues
+                    0.45 + 0.5 * ((k // 3) % 2),             # two saturations
+                    np.array((0.55, 0.78, 1.0))[k % 3]], 1)  # three brightnesses; (K, 3)
+    order = np.random.default_rng(seed).permutation(codebook_size)
+    return ListedColormap(hsv_to_rgb(hsv)[order], name=f"codes{codebook_size}")
+
+
+def code_map(codes: torch.Tensor, codebook_size: int, ax=None, title: str | None = None,
+             seed: int = 0) -> plt.Axes:
+    """Draw one code map with :func:`categorical_palette` (no colour bar: colours are names,
+    not values).
+
+    Args:
+        codes: (H, W) int64 in [0, K).
+        codebook_size: K.
+        ax: axes to draw into; ``None``: a new figure.
+        title: the panel title.
+        seed: the palette's order.
+
+    Raises:
+        ValueError: ``codes`` is not 2-D or holds an index outside [0, K).
+    """
+    codes = torch.as_tensor(codes)
+    if codes.dim() != 2:
+        raise ValueError(f"codes must be (H, W), got shape {tuple(codes.shape)}")
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
+        raise ValueError(f"codes must lie in [0, {codebook_size}), got "
+                         f"[{int(codes.min())}, {int(codes.max())}]")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(codes.cpu().numpy(), cmap=categorical_palette(codebook_size, seed),
+              vmin=-0.5, vmax=codebook_size - 0.5, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def _curve_label(key: str) -> str:
+    """``"val_recon_loss"`` -> ``"validation"``, ``"quantizer_top_perplexity"`` -> ``"train, top"``."""
+    split = "validation" if key.startswith("val_") else "train"
+    for level in ("top", "bottom"):
+        if f"_{level}_" in f"_{key}_":
+            return f"{split}, {level}"
+    return split
+
+
 def training_curves(history: dict[str, list], keys: Sequence[tuple[str, ...]] | None = None) -> plt.Figure:
     """Per-epoch curves of a training history (as returned by ``train_vqvae``).
+
+    One panel per group, titled by the metric, at most three panels a row; each curve is
+    labelled ``train`` or ``validation`` (and its level); axes show plain values (no offset).
+    A history of one epoch is drawn as labelled points, with a note saying so.
 
     Args:
         history: dict of per-epoch lists with an ``epoch`` key.
         keys: groups of history keys, one panel each; default: losses, perplexity, PSNR, SSIM
             (groups whose keys are all absent are dropped).
+
+    Raises:
+        ValueError: none of the keys is in the history.
     """
     if keys is None:
         keys = (("loss", "val_loss"), ("recon_loss", "val_recon_loss"),
@@ -113,15 +183,29 @@ def training_curves(history: dict[str, list], keys: Sequence[tuple[str, ...]] | 
     panels = [group for group in keys if any(k in history and history[k] for k in group)]
     if not panels:
         raise ValueError(f"none of the keys {keys} is in the history ({sorted(history)})")
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.8), squeeze=False)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)  # ceil
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False,
+                             layout="constrained")
     epochs = history.get("epoch") or list(range(1, len(history[panels[0][0]]) + 1))
     for ax, group in zip(axes.flat, panels):
         for key in group:
             if key in history and history[key]:
-                ax.plot(epochs[: len(history[key])], history[key], marker="o", ms=3, label=key)
+                values = history[key]
+                ax.plot(epochs[: len(values)], values, marker="o", ms=6 if len(values) == 1 else 3,
+                        label=_curve_label(key))
+                if len(values) == 1:
+                    ax.annotate(f"{values[0]:.4g}", (epochs[0], values[0]), fontsize=9,
+                                xytext=(6, 0), textcoords="offset points", va="center")
+        metric = group[0].removeprefix("val_").replace("quantizer_top_", "")
+        ax.set_title(metric.replace("_", " "), fontsize=11)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        ax.legend(fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if len(epochs) == 1:
+        fig.suptitle("one epoch so far: one point per curve", fontsize=10)
     return fig
 
 
