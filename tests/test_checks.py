@@ -60,6 +60,27 @@ def bits_per_code(logits, codes):
     return -log_p.mean() / math.log(2)
 
 
+def masked_conv2d(x, weight, bias, mask_type):
+    k = weight.shape[-1]
+    return F.conv2d(x, weight * build_mask(k, mask_type), bias, padding=k // 2)
+
+
+def gated_block(block, v, h, swap=False, link=True, residual=True):
+    p = block.pad
+    v_pre = block.v_conv(F.pad(v, (p, p, p, 0)))
+    a, b = v_pre.chunk(2, 1)
+    v_out = torch.tanh(a) * torch.sigmoid(b)
+    h_pre = block.h_conv(F.pad(h, (p, 0, 0, 0))) + (block.v_to_h(v_pre) if link else 0)
+    a, b = h_pre.chunk(2, 1)
+    gated = torch.sigmoid(a) * torch.tanh(b) if swap else torch.tanh(a) * torch.sigmoid(b)
+    h_out = block.h_out(gated) + (h if block.residual and residual else 0)
+    return v_out, h_out
+
+
+def measured_good():
+    return 5.1, 0.0, 256
+
+
 def sample_loop(prior, n, shape, temperature=1.0, generator=None):
     codes = torch.zeros(n, *shape, dtype=torch.int64)
     for r in range(shape[0]):
@@ -95,6 +116,9 @@ CORRECT = {
     "psnr": (checks.check_psnr, psnr_db),
     "code_perplexity": (checks.check_code_perplexity, code_perplexity),
     "causal_mask": (checks.check_causal_mask, build_mask),
+    "masked_conv": (checks.check_masked_conv, masked_conv2d),
+    "gated_block": (checks.check_gated_block, gated_block),
+    "heldout_prior": (checks.check_heldout_prior, measured_good),
     "bits_per_code": (checks.check_bits_per_code, bits_per_code),
     "sampling_loop": (checks.check_sampling_loop, sample_loop),
     "pairwise_hamming": (checks.check_pairwise_hamming, pairwise_hamming),
@@ -133,8 +157,12 @@ def test_a_wrong_shape_gets_a_hint_not_a_traceback(name):
     def wrong_shape(*args, **kwargs):
         out = fn(*args, **kwargs)
         if isinstance(out, tuple):
-            return tuple(o.unsqueeze(0) for o in out)
-        return torch.as_tensor(out).unsqueeze(0).repeat(2, *([1] * torch.as_tensor(out).dim()))
+            return tuple(twice(o) for o in out)
+        return twice(out)
+
+    def twice(value):  # (...) -> (2, ...)
+        value = torch.as_tensor(value)
+        return value.unsqueeze(0).repeat(2, *([1] * value.dim()))
 
     result = check(wrong_shape)
     assert not result.passed
@@ -232,6 +260,21 @@ MISTAKES = [
     (checks.check_causal_mask, lambda k, kind: build_mask(k, "B" if kind == "A" else "A"), "mask A"),
     (checks.check_causal_mask, lambda k, kind: build_mask(k, kind).T, "transposed"),
     (checks.check_causal_mask, lambda k, kind: build_mask(k, kind).flip(0, 1), "later positions"),
+    (checks.check_masked_conv, lambda x, w, b, t: F.conv2d(x, w, b, padding=w.shape[-1] // 2),
+     "mask is not applied"),
+    (checks.check_masked_conv, lambda x, w, b, t: masked_conv2d(x, w, b, "B" if t == "A" else "A"),
+     "mask A hides"),
+    (checks.check_masked_conv, lambda x, w, b, t: F.conv2d(x, w * build_mask(w.shape[-1], t), b),
+     "pad by kernel_size // 2"),
+    (checks.check_gated_block, lambda blk, v, h: gated_block(blk, v, h, link=False), "link"),
+    (checks.check_gated_block, lambda blk, v, h: gated_block(blk, v, h, swap=True), "swapped"),
+    (checks.check_gated_block, lambda blk, v, h: gated_block(blk, v, h, residual=False),
+     "residual"),
+    (checks.check_gated_block, lambda blk, v, h: gated_block(blk, v, h)[1], "two tensors"),
+    (checks.check_heldout_prior, lambda: (7.9, 0.0, 256), "not below"),
+    (checks.check_heldout_prior, lambda: (4.0, 0.5, 256), "near-copies"),
+    (checks.check_heldout_prior, lambda: (float("nan"), 0.0, 256), "not measured"),
+    (checks.check_heldout_prior, lambda: (4.0, 0.0), "three numbers"),
     (checks.check_bits_per_code, lambda lg, c: F.cross_entropy(lg, c), "ln 2"),
     (checks.check_bits_per_code, lambda lg, c: bits_per_code(lg, c) * c.numel(), "sum over"),
     (checks.check_bits_per_code, lambda lg, c: F.binary_cross_entropy_with_logits(

@@ -14,6 +14,7 @@ from vqlesson.pixelcnn import (
     PriorConfig,
     causal_mask,
     receptive_field,
+    receptive_field_weights,
 )
 from vqlesson.pixelcnn_prior import PixelCNNPrior
 
@@ -251,3 +252,37 @@ def test_models_need_a_prior_config():
         PixelCNNPrior({"codebook_size": 8})
     with pytest.raises(TypeError, match="PriorConfig"):
         GatedPixelCNN(None)
+
+
+def test_receptive_field_weights_vertical_stack_sees_only_rows_above():
+    config = tiny_config(num_layers=3)
+    gated = GatedPixelCNN(config)
+    shape, position = (8, 9), (6, 3)
+    vertical = receptive_field_weights(gated, shape, position, stack="vertical")
+    output = receptive_field_weights(gated, shape, position)
+    assert vertical.dtype.is_floating_point and bool((vertical >= 0).all())
+    assert vertical[position[0]:].eq(0).all() and vertical[: position[0]].gt(0).any()
+    assert output[position[0], : position[1]].gt(0).all()  # the horizontal stack adds the row
+    assert torch.equal(output > 0, receptive_field(gated, shape, position))
+    with pytest.raises(ValueError, match="stack"):
+        receptive_field_weights(PixelCNN(config), shape, position, stack="vertical")
+    with pytest.raises(ValueError, match="stack"):
+        receptive_field_weights(gated, shape, position, stack="diagonal")
+
+
+def test_code_palette_and_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    from vqlesson import plots
+
+    palette = plots.code_palette(32)
+    colours = palette(range(32))
+    assert len({tuple(c) for c in colours.round(4).tolist()}) == 32  # K distinct colours
+    hue_steps = abs(colours[1:, :3] - colours[:-1, :3]).sum(1)
+    assert hue_steps.mean() > 0.3  # neighbouring codes are not neighbouring colours
+    fig = plots.code_maps(torch.randint(0, 32, (3, 4, 4)), 32, ["a", "b", "c"])
+    assert len(fig.axes) == 3
+    config = tiny_config(num_layers=2)
+    field = receptive_field_weights(GatedPixelCNN(config), (6, 6), (4, 3))
+    fig = plots.receptive_fields({"gated": [field, field]}, [1, 2], (4, 3))
+    assert len(fig.axes) == 2 and "inputs" in fig.axes[0].get_title()

@@ -172,6 +172,31 @@ def check_causal_mask(build_mask: Callable[[int, str], Tensor], seed: int = 0) -
     return run_check(EXERCISES["causal_mask"], build_mask, seed)
 
 
+def check_masked_conv(masked_conv2d: Callable[[Tensor, Tensor, Tensor, str], Tensor],
+                      seed: int = 0) -> CheckResult:
+    """Check ``masked_conv2d(x, weight, bias, mask_type)``: ``x`` (B, C_in, H, W) float,
+    ``weight`` (C_out, C_in, k, k), ``bias`` (C_out,), ``mask_type`` ``"A"``/``"B"`` ->
+    (B, C_out, H, W) float, the convolution with the masked kernel (PixelRNN §3.4).
+
+    Compared with :class:`vqlesson.pixelcnn.MaskedConv2d`'s computation for k = 3, 5 and both
+    mask types; known mistakes (no mask, the other mask, no padding) get their hint.
+    """
+    return run_check(EXERCISES["masked_conv"], masked_conv2d, seed)
+
+
+def check_gated_block(gated_block: Callable[..., Sequence[Tensor]], seed: int = 0
+                      ) -> CheckResult:
+    """Check ``gated_block(block, v, h) -> (v_out, h_out)``, one layer of the Gated PixelCNN
+    (van den Oord et al. 2016, §2.2) written with the convolutions of a library
+    :class:`vqlesson.pixelcnn.GatedBlock` ``block`` (``v_conv``, ``h_conv``, ``v_to_h``,
+    ``h_out``, ``pad``, ``residual``); ``v``, ``h`` (B, C_in, H, W) float.
+
+    Compared with ``block(v, h, None)`` for a first block and a residual one; a missing link,
+    a swapped gate and a missing residual connection get their hint.
+    """
+    return run_check(EXERCISES["gated_block"], gated_block, seed)
+
+
 def check_bits_per_code(bits_per_code: Callable[[Tensor, Tensor], float], seed: int = 0
                         ) -> CheckResult:
     """Check ``bits_per_code(logits, codes) -> float``: the categorical cross-entropy (softmax
@@ -253,6 +278,17 @@ def check_surprise_maps(surprise_maps: Callable[..., Tensor], seed: int = 0) -> 
     Compared with :func:`vqlesson.analysis.surprise_maps`.
     """
     return run_check(EXERCISES["surprise_maps"], surprise_maps, seed)
+
+
+def check_heldout_prior(measured: Callable[[], Sequence[float]], seed: int = 0) -> CheckResult:
+    """Check an open exercise by its measured result: ``measured()`` returns this run's
+    ``(test_bits_per_code, near_copy_fraction, codebook_size)`` of the student's prior.
+
+    Passes when the held-out NLL is below ``exercises_prior.HELDOUT_FRACTION`` x log2 K and at
+    most ``exercises_prior.MAX_NEAR_COPIES`` of the samples are near-copies of training maps.
+    When grading, the figures come from the grader's own run of the notebook.
+    """
+    return run_check(EXERCISES["heldout_prior"], measured, seed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ and the comparison with the library's reference with a hint for each known mista
 
 References, and the papers they implement:
 
-- mask A/B, bits per code, the sampling loop: :mod:`vqlesson.pixelcnn` (van den Oord et al.
-  2016, *Pixel Recurrent Neural Networks* §3.4, and *Conditional Image Generation with PixelCNN
-  Decoders* §2);
+- mask A/B, the masked convolution, the gated block, bits per code, the sampling loop:
+  :mod:`vqlesson.pixelcnn` (van den Oord et al. 2016, *Pixel Recurrent Neural Networks* §3.4,
+  and *Conditional Image Generation with PixelCNN Decoders* §2.2);
+- an open exercise graded on its measured result (held-out NLL and near-copies of the
+  student's own prior, the figures the notebook also records with ``record_metrics``);
 - pairwise Hamming diversity, nearest neighbours in code space, surprise maps:
   :mod:`vqlesson.analysis`.
 
@@ -117,6 +119,199 @@ def _mask_judge(inputs: dict, outputs: Outputs) -> str:
 
 
 CAUSAL_MASK = Exercise("causal_mask", _mask_inputs, _mask_collect, _mask_judge)
+
+
+# --------------------------------------------------------------------------------------------
+# The masked convolution and the gated block
+# --------------------------------------------------------------------------------------------
+CONV_CASES = ((3, "A"), (3, "B"), (5, "A"), (5, "B"))  # (kernel_size, mask type)
+CONV_SHAPE, CONV_OUT = (2, 3, 6, 5), 4  # x (B, C_in, H, W), C_out
+BLOCK_CASES = ((4, 6, 5, False), (6, 6, 3, True))  # (C_in, C, kernel_size, residual)
+BLOCK_KEY = "block{}."  # inputs under this prefix hold a gated block's weights
+
+
+def _conv_inputs(seed: int) -> dict:
+    g = generator(seed)
+    inputs = {"x": torch.randn(*CONV_SHAPE, generator=g)}
+    for k, _ in CONV_CASES:
+        inputs[f"weight{k}"] = torch.randn(CONV_OUT, CONV_SHAPE[1], k, k, generator=g)
+        inputs[f"bias{k}"] = torch.randn(CONV_OUT, generator=g)
+    return inputs
+
+
+def _conv_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    for k, kind in CONV_CASES:
+        outputs.call(f"{k}{kind}", fn, inputs["x"].clone(), inputs[f"weight{k}"].clone(),
+                     inputs[f"bias{k}"].clone(), kind)
+    return outputs
+
+
+def _conv_judge(inputs: dict, outputs: Outputs) -> str:
+    from .pixelcnn import causal_mask
+
+    x = inputs["x"]
+    for k, kind in CONV_CASES:
+        weight, bias = inputs[f"weight{k}"], inputs[f"bias{k}"]
+        what = f"the output for kernel_size={k}, mask type {kind}"
+        tensor = as_tensor(outputs.got(f"{k}{kind}"), what)
+        expected = F.conv2d(x, weight * causal_mask(k, kind), bias, padding=k // 2)
+        if tensor.shape == expected.shape[:2] + (x.shape[2] - k + 1, x.shape[3] - k + 1):
+            raise Mismatch("the output is smaller than the input: pad by kernel_size // 2 "
+                           "(padding=kernel_size // 2) so that position (r, c) stays (r, c).")
+        if tensor.shape == expected.shape and tensor.is_floating_point():
+            other = "B" if kind == "A" else "A"
+            wrong = {"the mask is not applied: multiply the weight by the mask first (the "
+                     "output then sees later positions)": weight,
+                     f"that is mask {other}: mask A hides the centre, mask B keeps it":
+                         weight * causal_mask(k, other),
+                     "the mask is upside down: keep the rows above the centre and the "
+                     "columns left of it": weight * causal_mask(k, kind).flip(0, 1)}
+            for hint, w in wrong.items():
+                if torch.allclose(tensor.double(), F.conv2d(x, w, bias, padding=k // 2).double(),
+                                  rtol=1e-4, atol=1e-4):
+                    raise Mismatch(hint + ".")
+        compare(tensor, expected, what, atol=1e-4, rtol=1e-4)
+    return "kernel sizes 3 and 5, mask types A and B"
+
+
+MASKED_CONV = Exercise("masked_conv", _conv_inputs, _conv_collect, _conv_judge)
+
+
+def _block(case: tuple, state: dict | None = None):
+    """A :class:`~vqlesson.pixelcnn.GatedBlock` of one of :data:`BLOCK_CASES` (no skip, no
+    conditioning, no dropout), with ``state`` loaded when given."""
+    from .pixelcnn import GatedBlock
+
+    c_in, channels, k, residual = case
+    block = GatedBlock(c_in, channels, k, residual=residual, skip=False, dropout=0.0,
+                       num_classes=0, spatial_channels=0)
+    if state is not None:
+        block.load_state_dict(state)
+    return block.eval()
+
+
+def _block_inputs(seed: int) -> dict:
+    g = generator(seed)
+    inputs = {}
+    for i, case in enumerate(BLOCK_CASES):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 10 + i)
+            block = _block(case)
+        for name, tensor in block.state_dict().items():
+            inputs[BLOCK_KEY.format(i) + name] = tensor.detach().clone()
+        inputs[f"v{i}"] = torch.randn(2, case[0], 5, 6, generator=g)
+        inputs[f"h{i}"] = torch.randn(2, case[0], 5, 6, generator=g)
+    return inputs
+
+
+def block_from_inputs(inputs: dict, i: int):
+    """The gated block of case ``i`` held by ``inputs`` (see :data:`BLOCK_CASES`), eval mode."""
+    prefix = BLOCK_KEY.format(i)
+    return _block(BLOCK_CASES[i], {k[len(prefix):]: v for k, v in inputs.items()
+                                   if k.startswith(prefix)})
+
+
+def _block_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    for i in range(len(BLOCK_CASES)):
+        block = block_from_inputs(inputs, i)
+        with torch.no_grad():
+            outputs.call(f"case{i}", fn, block, inputs[f"v{i}"].clone(), inputs[f"h{i}"].clone())
+    return outputs
+
+
+def _block_variants(block, v: Tensor, h: Tensor) -> dict[str, Tensor]:
+    """The horizontal output of known mistakes, keyed by hint."""
+    from .pixelcnn import gate
+
+    p = block.pad
+    v_pre = block.v_conv(F.pad(v, (p, p, p, 0)))
+    h_conv = block.h_conv(F.pad(h, (p, 0, 0, 0)))
+    residual = h if block.residual else 0
+    a, b = (h_conv + block.v_to_h(v_pre)).chunk(2, dim=1)
+    variants = {"the horizontal stack misses the vertical stack's link: add "
+                "v_to_h(v_pre), the 1x1 convolution of the vertical pre-activation":
+                    block.h_out(gate(h_conv)) + residual,
+                "the gate is swapped: tanh of the first channel half times sigmoid of the "
+                "second": block.h_out(torch.sigmoid(a) * torch.tanh(b)) + residual}
+    if block.residual:
+        variants["the residual connection is missing: blocks after the first return "
+                 "h_out(gated) + h"] = block.h_out(gate(h_conv + block.v_to_h(v_pre)))
+    return variants
+
+
+def _block_judge(inputs: dict, outputs: Outputs) -> str:
+    for i in range(len(BLOCK_CASES)):
+        block = block_from_inputs(inputs, i)
+        v, h = inputs[f"v{i}"], inputs[f"h{i}"]
+        with torch.no_grad():
+            v_out, h_out, _ = block(v, h, None)
+            variants = _block_variants(block, v, h)
+        got = outputs.got(f"case{i}")
+        if got is None:
+            raise Mismatch(NOT_DONE)
+        if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 2:
+            raise Mismatch("return two tensors, (v_out, h_out); got "
+                           f"{outputs.type_name(f'case{i}')}.")
+        compare(got[0], v_out, f"v_out (vertical stack, case {i}: pad p rows on top and p "
+                               "columns on each side, then v_conv and the gate)", atol=1e-4)
+        got_h = as_tensor(got[1], "h_out")
+        if got_h.shape == h_out.shape and got_h.is_floating_point():
+            for hint, wrong in variants.items():
+                if torch.allclose(got_h.double(), wrong.double(), rtol=1e-4, atol=1e-4):
+                    raise Mismatch(hint + ".")
+        compare(got_h, h_out, f"h_out (horizontal stack, case {i}: pad p columns on the "
+                              "left, h_conv, plus the link)", atol=1e-4)
+    return "a first block (no residual) and a later block"
+
+
+GATED_BLOCK = Exercise("gated_block", _block_inputs, _block_collect, _block_judge)
+
+
+# --------------------------------------------------------------------------------------------
+# An open exercise: a measured result
+# --------------------------------------------------------------------------------------------
+HELDOUT_FRACTION = 0.95  # the held-out NLL must be below this fraction of log2 K (ci: 1 epoch)
+MAX_NEAR_COPIES = 0.05  # and at most this fraction of samples near-copies of training maps
+
+
+def _measured_inputs(seed: int) -> dict:
+    generator(seed)  # the student's run is the input
+    return {}
+
+
+def _measured_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    outputs.call("result", fn)
+    return outputs
+
+
+def _measured_judge(inputs: dict, outputs: Outputs) -> str:
+    got = outputs.got("result")
+    if got is None:
+        raise Mismatch(NOT_DONE)
+    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 3:
+        raise Mismatch("return three numbers, (test_bits_per_code, near_copy_fraction, "
+                       f"codebook_size); got {outputs.type_name('result')}.")
+    bits = as_float(got[0], "test_bits_per_code")
+    copies = as_float(got[1], "near_copy_fraction")
+    k = as_float(got[2], "codebook_size")
+    if not (math.isfinite(bits) and bits >= 0 and 0 <= copies <= 1 and k >= 2):
+        raise Mismatch(f"these are not measured figures: {bits} bits per code, {copies} "
+                       f"near-copies, K = {k}.")
+    limit = HELDOUT_FRACTION * math.log2(k)
+    if bits >= limit:
+        raise Mismatch(f"the held-out NLL, {bits:.2f} bits per code, is not below "
+                       f"{limit:.2f} ({HELDOUT_FRACTION:g} x log2 K): the prior barely beats a "
+                       "uniform guess; stop at the best validation epoch, augment, or regularise.")
+    if copies > MAX_NEAR_COPIES:
+        raise Mismatch(f"{copies:.0%} of the samples are near-copies of training maps (at most "
+                       f"{MAX_NEAR_COPIES:.0%} allowed): the prior memorised them.")
+    return f"{bits:.2f} bits per code < {limit:.2f}, {copies:.0%} near-copies"
+
+
+HELDOUT_PRIOR = Exercise("heldout_prior", _measured_inputs, _measured_collect, _measured_judge)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,5 +519,5 @@ def _surprise_judge(inputs: dict, outputs: Outputs) -> str:
 
 SURPRISE_MAPS = Exercise("surprise_maps", _surprise_inputs, _surprise_collect, _surprise_judge)
 
-EXERCISES = (CAUSAL_MASK, BITS_PER_CODE, SAMPLING_LOOP, PAIRWISE_HAMMING, NEAREST_NEIGHBOURS,
-             SURPRISE_MAPS)
+EXERCISES = (CAUSAL_MASK, MASKED_CONV, GATED_BLOCK, BITS_PER_CODE, SAMPLING_LOOP, HELDOUT_PRIOR,
+             PAIRWISE_HAMMING, NEAREST_NEIGHBOURS, SURPRISE_MAPS)

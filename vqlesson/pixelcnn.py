@@ -598,13 +598,26 @@ class GatedPixelCNN(PriorNetwork):
 # Inspection
 # --------------------------------------------------------------------------------------------
 def receptive_field(model: nn.Module, shape: tuple[int, int], position: tuple[int, int],
-                    samples: int = 4, seed: int = 0) -> Tensor:
-    """Which input positions the logits at ``position`` depend on, found by backpropagation.
+                    samples: int = 4, seed: int = 0, stack: str = "output") -> Tensor:
+    """Which input positions the logits at ``position`` depend on, found by backpropagation:
+    ``receptive_field_weights(...) > 0`` (see there for the arguments and errors).
+
+    Returns:
+        (H, W) bool tensor on the CPU; for a causal model only positions before ``position`` in
+        raster order can be True. Plot it with ``plt.imshow``.
+    """
+    return receptive_field_weights(model, shape, position, samples, seed, stack) > 0
+
+
+def receptive_field_weights(model: nn.Module, shape: tuple[int, int],
+                            position: tuple[int, int], samples: int = 4, seed: int = 0,
+                            stack: str = "output") -> Tensor:
+    """How strongly each input position influences ``position``: the gradient's magnitude.
 
     Random code maps (and random conditioning, if the model needs it) are embedded, the
-    embeddings made leaves that keep their gradient, and a random projection of the logits at
-    ``position`` is backpropagated; a position is in the receptive field when its embedding gets
-    a nonzero gradient for some of the ``samples`` maps. Eval mode (no dropout) while measuring.
+    embeddings made leaves that keep their gradient, and a random projection of the features at
+    ``position`` is backpropagated; the result is the gradient's absolute value summed over the
+    ``samples`` maps and the embedding channels. Eval mode (no dropout) while measuring.
 
     Args:
         model: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (its ``net``),
@@ -613,14 +626,17 @@ def receptive_field(model: nn.Module, shape: tuple[int, int], position: tuple[in
         position: (row, col) of the output position.
         samples: random code maps used (more makes an accidental zero gradient less likely).
         seed: seed of the random codes and projection.
+        stack: ``"output"`` (the logits: the horizontal stack of a gated network) or
+            ``"vertical"`` (a gated network's vertical stack as its last block hands it to the
+            horizontal one; its row r sees rows < r only).
 
     Returns:
-        (H, W) bool tensor on the CPU; for a causal model only positions before ``position`` in
-        raster order can be True. Plot it with ``plt.imshow``.
+        (H, W) float tensor >= 0 on the CPU (0 outside the receptive field).
 
     Raises:
         TypeError: ``model`` is not one of the above.
-        ValueError: ``position`` outside the grid.
+        ValueError: ``position`` outside the grid; ``stack`` unknown or ``"vertical"`` for a
+            plain PixelCNN (it has a single stack).
     """
     net = model.net if isinstance(getattr(model, "net", None), PriorNetwork) else model
     if not isinstance(net, PriorNetwork):
@@ -628,6 +644,10 @@ def receptive_field(model: nn.Module, shape: tuple[int, int], position: tuple[in
             "model must be a PixelCNNPrior, GatedPixelCNN or PixelCNN, got "
             f"{type(model).__name__}"
         )
+    if stack not in ("output", "vertical") or (stack == "vertical" and
+                                               not isinstance(net, GatedPixelCNN)):
+        raise ValueError(f"stack must be 'output', or 'vertical' for a gated network, got "
+                         f"{stack!r} for a {type(net).__name__}")
     height, width = shape
     row, col = position
     if not (0 <= row < height and 0 <= col < width):
@@ -639,17 +659,28 @@ def receptive_field(model: nn.Module, shape: tuple[int, int], position: tuple[in
     label = torch.randint(c.num_classes, (samples,), generator=gen) if c.num_classes else None
     cond_map = (torch.randint(c.cond_codebook_size, (samples, height, width), generator=gen)
                 if c.cond_codebook_size else None)
-    projection = torch.randn(samples, c.codebook_size, generator=gen)
     was_training = net.training
     net.eval()
     try:
         with torch.enable_grad():
             x = net.embed(codes.to(device)).detach().requires_grad_(True)  # (S, E, H, W)
-            logits = net.logits_from_embedding(
-                x, None if label is None else label.to(device),
-                None if cond_map is None else cond_map.to(device),
-            )
-            (logits[:, :, row, col] * projection.to(device)).sum().backward()
+            out = _features_at(net, x, label, cond_map, stack)  # (S, F, H, W)
+            projection = torch.randn(samples, out.shape[1], generator=gen).to(device)
+            (out[:, :, row, col] * projection).sum().backward()
     finally:
         net.train(was_training)
-    return (x.grad.abs().sum(dim=(0, 1)) > 0).cpu()  # (H, W)
+    return x.grad.abs().sum(dim=(0, 1)).cpu()  # (H, W)
+
+
+def _features_at(net: PriorNetwork, x: Tensor, label: Tensor | None, cond_map: Tensor | None,
+                 stack: str) -> Tensor:
+    """The logits, or a gated network's last vertical link, for embedded codes ``x``."""
+    device = x.device
+    label = None if label is None else label.to(device)
+    cond_map = None if cond_map is None else cond_map.to(device)
+    if stack == "output":
+        return net.logits_from_embedding(x, label, cond_map)  # (S, K, H, W)
+    b, _, height, width = x.shape
+    net.check_condition(label, cond_map, b, height, width)
+    cond = net.condition_features(label, cond_map, height, width)
+    return net.vertical_stack(x, net.block_conditions(cond))[-1]  # (S, 2C, H, W)

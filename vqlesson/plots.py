@@ -546,3 +546,63 @@ def prior_curves(histories: dict[str, dict]) -> plt.Figure:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def code_palette(codebook_size: int, seed: int = 0) -> "matplotlib.colors.ListedColormap":
+    """A categorical colour map for code maps: K distinct hues in a shuffled order, so that
+    neighbouring codes (17 and 18) get unrelated colours -- codes are categories, not numbers."""
+    from matplotlib.colors import ListedColormap
+
+    hues = plt.get_cmap("hsv")(np.linspace(0, 1, codebook_size, endpoint=False))  # (K, 4)
+    shade = 0.55 + 0.45 * (np.arange(codebook_size) % 3) / 2  # three brightness levels
+    hues[:, :3] *= shade[:, None]
+    order = np.random.default_rng(seed).permutation(codebook_size)
+    return ListedColormap(hues[order], name=f"codes{codebook_size}")
+
+
+def code_maps(codes: torch.Tensor, codebook_size: int, titles: Sequence[str] | None = None,
+              suptitle: str | None = None) -> plt.Figure:
+    """Code maps drawn with :func:`code_palette` (no colour bar: colours carry no order).
+
+    Args:
+        codes: (N, H, W) int64 in [0, codebook_size).
+        titles: optional N captions.
+    """
+    n = codes.shape[0]
+    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.2), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.imshow(codes[i].cpu().numpy(), cmap=code_palette(codebook_size), vmin=-0.5,
+                  vmax=codebook_size - 0.5, interpolation="nearest")
+        ax.set_xticks([]); ax.set_yticks([])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def receptive_fields(fields: dict[str, Sequence[torch.Tensor]], depths: Sequence[int],
+                     position: tuple[int, int]) -> plt.Figure:
+    """Receptive fields as functions of depth: one row per network or stack (``fields[name][i]``
+    at ``depths[i]``), each an (H, W) float map of gradient magnitudes (0: no influence), drawn
+    on a log scale relative to its maximum, the predicted position marked by a red square."""
+    from matplotlib.colors import LogNorm
+
+    names = list(fields)
+    fig, axes = plt.subplots(len(names), len(depths), squeeze=False,
+                             figsize=(1.9 * len(depths), 2.0 * len(names) + 0.4))
+    for r, name in enumerate(names):
+        for c, depth in enumerate(depths):
+            ax, field = axes[r, c], fields[name][c].float()
+            weights = (field / field.max().clamp_min(1e-30)).numpy()
+            weights[weights == 0] = np.nan  # outside the field: blank
+            ax.imshow(weights, cmap="viridis", norm=LogNorm(1e-4, 1))
+            ax.add_patch(plt.Rectangle((position[1] - 0.5, position[0] - 0.5), 1, 1,
+                                       fill=False, edgecolor="red", lw=1.5))
+            ax.set_title(f"{name}\n{depth} layers: {int((field > 0).sum())} inputs", fontsize=8)
+            ax.set_xticks([]); ax.set_yticks([])
+    fig.suptitle("receptive field of the red position: coloured = influences it "
+                 "(colour: gradient magnitude, log scale)", fontsize=9)
+    fig.tight_layout()
+    return fig
