@@ -175,7 +175,7 @@ def test_x_hat_in_range():
 
 @pytest.mark.parametrize("ema", [True, False])
 def test_reconstruction_gradient_reaches_both_encoders(ema):
-    model = tiny_vqvae2(ema=ema)
+    model = tiny_vqvae2(ema=ema, bottom_dropout=0.0)  # the paper's paths (dropout: see below)
     model(images(2, 32))  # k-means init of both codebooks
     out = model(images(2, 32))
     # The reconstruction loss reaches the encoders only through the straight-through z_q of
@@ -187,6 +187,82 @@ def test_reconstruction_gradient_reaches_both_encoders(ema):
         assert first_conv.weight.grad is not None
         assert first_conv.weight.grad.abs().sum() > 0
     assert model.pre_quant_top.weight.grad.abs().sum() > 0
+
+
+# ---- the course's remedy: bottom-level dropout -------------------------------------------------
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True, "0.5", None])
+def test_bottom_dropout_validated(bad):
+    with pytest.raises(ValueError, match="bottom_dropout must be a probability in \\[0, 1\\)"):
+        tiny_config(bottom_dropout=bad)
+
+
+@pytest.mark.parametrize("profile", ["ci", "cpu", "gpu"])
+def test_bottom_dropout_on_by_default(profile):
+    """The course's VQ-VAE-2 uses the remedy under every profile (and the dataclass default)."""
+    assert VQVAE2Config().bottom_dropout > 0
+    assert vqvae2_config(profile).bottom_dropout == VQVAE2Config().bottom_dropout
+    assert vqvae2_config(profile, bottom_dropout=0.0).bottom_dropout == 0.0  # the bypass, reachable
+
+
+def test_drop_bottom_replaces_whole_images_by_one_code_in_training_only():
+    model = tiny_vqvae2(bottom_dropout=0.5)
+    model(images(4, 32))  # k-means init
+    z = torch.randn(64, 8, 8, 8)  # (B, D, h, w)
+    model.train()
+    out = model.drop_bottom(z)
+    kept = [i for i in range(64) if torch.equal(out[i], z[i])]
+    dropped = [i for i in range(64) if i not in kept]
+    assert 16 <= len(dropped) <= 48, len(dropped)  # about half of the images, p = 0.5
+    codebook = model.quantizer_bottom.codebook
+    for i in dropped:
+        vector = out[i, :, 0, 0]  # (D,)
+        assert torch.equal(out[i], vector[:, None, None].expand(8, 8, 8))  # one vector everywhere
+        assert (codebook == vector).all(dim=1).any()  # ... and it is a code vector of the codebook
+    model.eval()
+    assert model.drop_bottom(z) is z  # eval mode: nothing changes
+    model.train()
+    model.config.bottom_dropout = 0.0
+    assert model.drop_bottom(z) is z
+
+
+def test_dropped_images_train_the_decoder_from_the_top_level_alone():
+    """With p close to 1 every image is dropped: the reconstruction's gradient reaches the top
+    encoder but not the bottom one (its codes were replaced), and the codebook gets none."""
+    model = tiny_vqvae2(bottom_dropout=0.999, ema=False)
+    model(images(2, 32))  # k-means init
+    out = model(images(4, 32))
+    out.recon_loss.backward()
+    assert model.encoder_top.net[0].weight.grad.abs().sum() > 0
+    assert model.pre_quant_bottom.weight.grad is None or model.pre_quant_bottom.weight.grad.abs().sum() == 0
+    assert model.quantizer_bottom.codebook.grad is None or model.quantizer_bottom.codebook.grad.abs().sum() == 0
+
+
+def paper_forward(model: VQVAE2, x: torch.Tensor) -> torch.Tensor:
+    """The VQ-VAE-2 forward pass without the remedy, from the model's pieces: x -> x_hat."""
+    h_bottom = model.encoder_bottom(x)
+    vq_top = model.quantizer_top(model.pre_quant_top(model.encoder_top(h_bottom)))
+    joint = torch.cat([h_bottom, model.decoder_top(vq_top.z_q)], dim=1)
+    vq_bottom = model.quantizer_bottom(model.pre_quant_bottom(joint))
+    return model.decode(vq_top.z_q, vq_bottom.z_q)
+
+
+def test_bottom_dropout_zero_is_the_paper_model_bit_for_bit():
+    """p = 0: the training forward pass equals the paper's, draws no random number, and a
+    trained model's eval output does not depend on p."""
+    model = tiny_vqvae2(bottom_dropout=0.0, restart_dead_after=None)
+    model(images(4, 32))  # k-means init
+    twin = VQVAE2(tiny_config(bottom_dropout=0.0, restart_dead_after=None))
+    twin.load_state_dict(model.state_dict())
+    x = images(3, 32)
+    rng = torch.get_rng_state()
+    got = model(x).x_hat
+    assert torch.equal(torch.get_rng_state(), rng)  # no random number drawn
+    assert torch.equal(got, paper_forward(twin, x))
+    dropping = VQVAE2(tiny_config(bottom_dropout=0.5, restart_dead_after=None))
+    dropping.load_state_dict(model.state_dict())
+    model.eval(), dropping.eval()
+    with torch.no_grad():
+        assert torch.equal(dropping(x).x_hat, model(x).x_hat)  # eval: p changes nothing
 
 
 # ---- separate codebooks ----------------------------------------------------------------------
@@ -330,3 +406,28 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(got.x_hat, expected.x_hat)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
+
+
+# ---- measuring level use (vqlesson.experiments.level_use) -------------------------------------
+def test_level_use_measures_the_top_level():
+    from vqlesson.experiments import LevelUse, level_use
+    from vqlesson.metrics import psnr
+    from vqlesson.vqvae import VQVAE, VQVAEConfig
+
+    model = tiny_vqvae2(image_size=16, decay=0.9)
+    x = smooth_batch(16)
+    overfit(model, x, steps=60)
+    use = level_use(model, x)
+    assert isinstance(use, LevelUse)
+    mean_image = x.mean(dim=0, keepdim=True).expand_as(x)
+    assert use.mean_image_psnr == pytest.approx(psnr(x, mean_image))
+    assert 0.0 <= use.swap_layout_shift <= 1.0
+    top, bottom = model.encode(x)
+    assert use.bottom_code == int(torch.bincount(bottom.flatten()).argmax())
+    with torch.no_grad():
+        top_only = model.decode_indices(top, torch.full_like(bottom, use.bottom_code))
+    assert use.top_only_psnr == pytest.approx(psnr(x, top_only))
+    with pytest.raises(TypeError, match="VQVAE2"):
+        level_use(VQVAE(VQVAEConfig(image_size=16)), x)
+    with pytest.raises(ValueError, match="B >= 2"):
+        level_use(model, x[:1])

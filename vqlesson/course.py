@@ -90,6 +90,11 @@ RUN_TIMES: dict[str, RunTime] = {
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
              "prints this run's time."),
+    "06_hierarchical_prior": RunTime(
+        ci=58, cpu=None, gpu=None,
+        note="With notebook 03's VQ-VAE-2 already in `runs/`; add notebook 03's main model "
+             "otherwise. Two priors are trained; finished ones in `runs/` are continued. The last "
+             "cell prints this run's time."),
 }
 
 

@@ -1,9 +1,13 @@
-"""Small experiments the notebooks and benchmarks share: rate-distortion points.
+"""Small experiments the notebooks and benchmarks share: rate-distortion points, level use.
 
 A *rate-distortion point* trains one autoencoder with a given configuration and budget and
 measures its rate (bits per image: ``H' W' log2 K`` summed over the levels) against its
 distortion on held-out images (PSNR in dB and SSIM on [0, 1] images). Comparing a VQ-VAE with a
 VQ-VAE-2 (Razavi et al. 2019, §3.1) at equal rate shows what the hierarchy buys.
+
+*Level use* (:func:`level_use`) measures whether a trained VQ-VAE-2 uses its top level: the
+top-only reconstruction (every bottom code set to one code) against the best constant guess (the
+mean image), and how far swapping top codes between two lesions moves the coarse layout.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ import dataclasses
 import time
 from typing import Iterable, NamedTuple
 
+import torch
+import torch.nn.functional as F
+
+from .metrics import psnr
 from .runtime import seed_everything
 from .train import TrainConfig, evaluate_vqvae, train_vqvae
 from .vqvae import VQVAE, VQVAEConfig
@@ -74,4 +82,66 @@ def rate_distortion_point(
         perplexity=sum(results[k] for k in levels) / max(1, len(levels)),
         active_fraction=sum(results[k] for k in active) / max(1, len(active)),
         seconds=seconds,
+    )
+
+
+class LevelUse(NamedTuple):
+    """What the top level of a VQ-VAE-2 carries, measured on held-out images (PSNR in dB on
+    [0, 1] images, averaged per image).
+
+    Attributes:
+        psnr: the full reconstruction (both levels).
+        top_only_psnr: the decode of the top codes with every bottom code set to
+            ``bottom_code`` (what the top level alone says).
+        mean_image_psnr: the mean image of the evaluated set, the best input-independent guess
+            under MSE; a top level that carries nothing scores about this.
+        swap_layout_shift: in [0, 1], how far decoding lesion i's bottom codes with lesion
+            i+1's top codes moves the coarse layout (images pooled to the top grid) from lesion
+            i's reconstruction towards lesion i+1's: ``d_own / (d_own + d_donor)`` of the mean
+            squared distances, 0 = unchanged (top bypassed), 1 = the donor's layout.
+        bottom_code: the bottom code used for the top-only decode (the most used one).
+    """
+
+    psnr: float
+    top_only_psnr: float
+    mean_image_psnr: float
+    swap_layout_shift: float
+    bottom_code: int
+
+
+@torch.no_grad()
+def level_use(model: VQVAE2, x: torch.Tensor) -> LevelUse:
+    """Measure how much a VQ-VAE-2 relies on its top level (see :class:`LevelUse`).
+
+    Args:
+        model: a :class:`~vqlesson.vqvae2.VQVAE2` (put in eval mode; its device is used).
+        x: (B, 3, H, W) float in [-1, 1], B >= 2 held-out images, H and W multiples of 8.
+
+    Raises:
+        TypeError: ``model`` is not a VQVAE2.
+        ValueError: fewer than 2 images, or bad images (see ``VQVAE2.encode``).
+    """
+    if not isinstance(model, VQVAE2):
+        raise TypeError(f"model must be a VQVAE2, got {type(model).__name__}")
+    if x.dim() != 4 or x.shape[0] < 2:
+        raise ValueError(f"x must be (B, 3, H, W) with B >= 2 images, got shape {tuple(x.shape)}")
+    model.eval()
+    x = x.to(next(model.parameters()).device)
+    top, bottom = model.encode(x)  # (B, H/8, W/8), (B, H/4, W/4)
+    code = int(torch.bincount(bottom.flatten()).argmax())
+    recon = model.decode_indices(top, bottom)  # (B, 3, H, W)
+    top_only = model.decode_indices(top, torch.full_like(bottom, code))
+    swapped = model.decode_indices(top.roll(-1, dims=0), bottom)  # lesion i+1's top codes
+    pool = x.shape[-1] // top.shape[-1]
+
+    def coarse(images: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(images.float(), pool)  # (B, 3, H/8, W/8)
+
+    d_own = (coarse(swapped) - coarse(recon)).pow(2).mean()
+    d_donor = (coarse(swapped) - coarse(recon.roll(-1, dims=0))).pow(2).mean()
+    mean_image = x.float().mean(dim=0, keepdim=True).expand_as(x)  # (1, 3, H, W) -> (B, 3, H, W)
+    return LevelUse(
+        psnr=float(psnr(x, recon)), top_only_psnr=float(psnr(x, top_only)),
+        mean_image_psnr=float(psnr(x, mean_image)),
+        swap_layout_shift=float(d_own / (d_own + d_donor).clamp_min(1e-12)), bottom_code=code,
     )

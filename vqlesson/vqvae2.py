@@ -18,6 +18,19 @@ Each level has its own codebook (:class:`~vqlesson.quantize.VectorQuantizer`, su
 is the reconstruction MSE plus each level's quantiser loss (codebook + beta x commitment, or beta x
 commitment with EMA codebooks; van den Oord et al. 2017, §3.2 eq. 3 and appendix A.1).
 
+**The course's remedy for a bypassed top level (not in the paper).** With enough bottom codes the
+decoder can rebuild the image from the bottom level alone and ignore the top level: the top codes
+then carry nothing (a top-only decode is a flat colour) and a prior over them is useless. The
+paper's large images (256 px, the global structure spanning many bottom positions) make this less
+likely; at the course's small sizes it happens. ``VQVAE2Config.bottom_dropout`` = p drops the
+bottom level during training: for each training image, with probability p, every bottom code
+vector is replaced by the code vector of one code drawn uniformly from the bottom codebook
+(:meth:`VQVAE2.drop_bottom`), so the decoder must rebuild those images from the top codes alone.
+It is dropout (Srivastava et al. 2014) applied to a whole latent level, like the word dropout of
+text VAEs whose decoder bypasses the latent (Bowman et al. 2016, *Generating Sentences from a
+Continuous Space*). Eval mode, ``encode`` and ``decode_indices`` are unchanged; p = 0 is the
+paper's model, bit for bit.
+
 The encoder and decoder blocks are those of the VQ-VAE (:mod:`vqlesson.vqvae`, van den Oord et al.
 2017 §4.1): strided 4x4 convolutions, a 3x3 convolution, residual blocks. As in the paper's
 256 px ImageNet model, the top grid is 1/8 and the bottom grid 1/4 of the image side (32x32 and
@@ -69,6 +82,12 @@ def _check_config(config: "VQVAE2Config") -> None:
             f"downsamples by {BOTTOM_FACTOR} to the bottom level and by {TOTAL_FACTOR} to the top "
             f"level); use e.g. {' or '.join(str(s) for s in nearby)}"
         )
+    dropout = config.bottom_dropout
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(
+            f"bottom_dropout must be a probability in [0, 1), got {dropout!r} (0 turns the "
+            "course's remedy off; 1 would never train the bottom level)"
+        )
     if config.init not in INIT_METHODS:
         raise ValueError(f"init must be one of {INIT_METHODS}, got {config.init!r}")
     # beta, decay, eps and restart_dead_after are checked by VectorQuantizer on construction.
@@ -98,6 +117,9 @@ class VQVAE2Config:
         eps: Laplace smoothing of the EMA cluster sizes.
         init: codebook init, ``"kmeans"`` (on the first training batch) or ``"random"``.
         restart_dead_after: training steps unused before a code is restarted; ``None``: never.
+        bottom_dropout: probability in [0, 1) that a training image's bottom code vectors are
+            all replaced by one random code's vector (the course's remedy for a bypassed top
+            level, not the paper's; see the module docstring). 0: the paper's model.
 
     Raises:
         ValueError: a field out of range, or ``image_size`` not a multiple of 8 (the message
@@ -118,6 +140,7 @@ class VQVAE2Config:
     eps: float = 1e-5
     init: str = "kmeans"
     restart_dead_after: int | None = 20
+    bottom_dropout: float = 0.5
 
     def __post_init__(self) -> None:
         _check_config(self)
@@ -252,6 +275,28 @@ class VQVAE2(nn.Module):
         joint = torch.cat([z_q_bottom, top_up.to(z_q_bottom.dtype)], dim=1)  # (B, 2D, 2h, 2w)
         return torch.tanh(self.decoder(joint))  # (B, C, 8h, 8w) in [-1, 1]
 
+    def drop_bottom(self, z_q_bottom: Tensor) -> Tensor:
+        """The course's remedy (not the paper's): in training mode, each image's bottom code
+        vectors are, with probability ``config.bottom_dropout``, all replaced by the code vector
+        of one bottom code drawn uniformly (detached: the codebook learns only from real codes).
+
+        Args:
+            z_q_bottom: (B, D, h, w) float, the quantised bottom level.
+
+        Returns:
+            (B, D, h, w), the same tensor in eval mode or when ``bottom_dropout`` is 0 (no random
+            number is drawn then); otherwise the dropped images' rows replaced.
+        """
+        p = self.config.bottom_dropout
+        if not self.training or p == 0:
+            return z_q_bottom
+        batch, device = z_q_bottom.shape[0], z_q_bottom.device
+        dropped = torch.rand(batch, device=device) < p  # (B,) bool
+        codes = torch.randint(self.config.codebook_size_bottom, (batch, 1, 1), device=device)
+        constant = self.quantizer_bottom.lookup(codes).detach()  # (B, D, 1, 1)
+        constant = constant.to(z_q_bottom.dtype).expand_as(z_q_bottom)  # (B, D, h, w)
+        return torch.where(dropped.view(batch, 1, 1, 1), constant, z_q_bottom)  # (B,)->(B,1,1,1)
+
     # ---- public API ---------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, x: Tensor) -> VQVAE2Codes:
@@ -304,7 +349,9 @@ class VQVAE2(nn.Module):
         """Reconstruct ``x`` through both discrete levels.
 
         In training mode the quantisers initialise their codebooks on the first call, update
-        them by EMA and restart dead codes; every call adds to their usage counts.
+        them by EMA and restart dead codes; every call adds to their usage counts; and, with
+        ``config.bottom_dropout`` > 0, the decoder sees some images' bottom level replaced by one
+        code (:meth:`drop_bottom`, the course's remedy); the returned indices are the encoder's.
 
         Args:
             x: (B, C, H, W) float in [-1, 1], H and W multiples of 8.
@@ -321,7 +368,8 @@ class VQVAE2(nn.Module):
         vq_top = self.quantizer_top(z_e_top)  # z_q (B, D, H/8, W/8), indices (B, H/8, W/8)
         z_e_bottom = self._bottom_latents(h_bottom, vq_top.z_q)  # (B, D, H/4, W/4)
         vq_bottom = self.quantizer_bottom(z_e_bottom)  # z_q (B, D, H/4, W/4), indices (B, H/4, W/4)
-        x_hat = self.decode(vq_top.z_q, vq_bottom.z_q)  # (B, C, H, W) in [-1, 1]
+        z_q_bottom = self.drop_bottom(vq_bottom.z_q)  # training: some images' bottom dropped
+        x_hat = self.decode(vq_top.z_q, z_q_bottom)  # (B, C, H, W) in [-1, 1]
         recon_loss = F.mse_loss(x_hat.float(), x.float())
         return VQVAE2Output(
             x_hat=x_hat,
