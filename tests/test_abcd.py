@@ -278,7 +278,8 @@ def test_figures(validation):
     other = abcd_features(torch.stack([SyntheticLesions(8, 64, seed=9)[i][0] for i in range(8)]))
     fig = plots.abcd_distributions({"real": validation.estimated, "samples": other})
     assert len(fig.axes) == 6
-    assert "found" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["real (100% found)",
+                                                                  "samples (100% found)"]
     assert len(plots.abcd_validation(validation).axes) == 5
     with pytest.raises(ValueError, match="unknown features"):
         plots.abcd_distributions({"real": other}, features=("nope",))
