@@ -121,6 +121,8 @@ def test_validation_rejects_data_without_ground_truth():
         validate_on_synthetic(dataset=[(torch.zeros(3, 32, 32), 0)] * 4)
     with pytest.raises(ValueError, match="n must be >= 3"):
         validate_on_synthetic(n=2, image_size=32)
+    with pytest.raises(ValueError, match="transform"):
+        validate_on_synthetic(SyntheticLesions(8, image_size=32, transform=lambda x: x))
 
 
 # ------------------------------------------------------------------------------------------
