@@ -121,6 +121,8 @@ def test_validation_rejects_data_without_ground_truth():
         validate_on_synthetic(dataset=[(torch.zeros(3, 32, 32), 0)] * 4)
     with pytest.raises(ValueError, match="n must be >= 3"):
         validate_on_synthetic(n=2, image_size=32)
+    with pytest.raises(ValueError, match="transform"):
+        validate_on_synthetic(SyntheticLesions(8, image_size=32, transform=lambda x: x))
 
 
 # ------------------------------------------------------------------------------------------
@@ -278,7 +280,8 @@ def test_figures(validation):
     other = abcd_features(torch.stack([SyntheticLesions(8, 64, seed=9)[i][0] for i in range(8)]))
     fig = plots.abcd_distributions({"real": validation.estimated, "samples": other})
     assert len(fig.axes) == 6
-    assert "found" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["real (100% found)",
+                                                                  "samples (100% found)"]
     assert len(plots.abcd_validation(validation).axes) == 5
     with pytest.raises(ValueError, match="unknown features"):
         plots.abcd_distributions({"real": other}, features=("nope",))

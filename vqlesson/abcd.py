@@ -450,7 +450,8 @@ def abcd_features(images: torch.Tensor, config: ABCDConfig | None = None) -> ABC
     Raises:
         TypeError, ValueError: images of another type, shape or dtype, or with NaNs.
 
-    About 3 ms per 64-px image on one CPU core (``benchmarks/bench_abcd.py``).
+    About 2 to 5 ms per 64-px image on one shared CPU core: 0.14 to 0.33 s per 64 images
+    (``benchmarks/bench_abcd.py``).
     """
     config = config if config is not None else ABCDConfig()
     rgb = _as_rgb(images)

@@ -438,7 +438,7 @@ def diversity_curves(temperatures: Sequence[float], curves: dict, reference=None
 # --------------------------------------------------------------------------------------------
 #: Axis range and histogram bin edges of each ABCD feature (integer features: one bin each).
 ABCD_BINS = {"asymmetry": np.linspace(0, 2, 17), "border": np.linspace(0, 8, 17),
-             "colour": np.arange(0.5, 7.0), "structures": np.arange(0.5, 6.0),
+             "colour": np.arange(0.5, 7.0), "structures": np.arange(0.5, 4.0),
              "diameter": np.linspace(1, 5, 17), "score": np.linspace(1, 9, 17),
              "score_diameter": np.linspace(1, 9, 17)}
 
@@ -461,7 +461,11 @@ def abcd_distributions(sets: dict, features: Sequence[str] = ("asymmetry", "bord
     unknown = [f for f in features if f not in ABCD_BINS]
     if unknown:
         raise ValueError(f"unknown features {unknown}; choose from {list(ABCD_BINS)}")
-    fig, axes = plt.subplots(1, len(features), figsize=(2.6 * len(features), 2.8), squeeze=False)
+    legend_rows = -(-len(sets) // 3)  # three sets per legend row, below the panels
+    legend_inches = 0.1 + 0.2 * legend_rows
+    height = 2.5 + legend_inches
+    fig, axes = plt.subplots(1, len(features), figsize=(2.6 * len(features), height),
+                             squeeze=False)
     for ax, name in zip(axes.flat, features):
         for label, feats in sets.items():
             values = getattr(feats, name)[feats.found].numpy()
@@ -473,10 +477,12 @@ def abcd_distributions(sets: dict, features: Sequence[str] = ("asymmetry", "bord
                 ax.axvline(limit, color="k", ls=":", lw=1)
         ax.set_title(name, fontsize=10)
         ax.set_yticks([])
-    axes.flat[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.15))
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(sets), 3), fontsize=8,
+               frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, legend_inches / height, 1.0, 1.0))
     return fig
 
 

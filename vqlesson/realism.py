@@ -100,13 +100,17 @@ def validate_on_synthetic(dataset: SyntheticLesions | None = None, n: int = 256,
 
     Raises:
         TypeError: ``dataset`` is not a SyntheticLesions (other data sets have no ground truth).
-        ValueError: ``n < 3``.
+        ValueError: ``n < 3``, or a dataset with a transform.
     """
     if dataset is None:
         dataset = SyntheticLesions(n, image_size=image_size, seed=seed)
     if not isinstance(dataset, SyntheticLesions):
         raise TypeError(f"dataset must be a SyntheticLesions (the only data with known ABCD "
                         f"features), got {type(dataset).__name__}")
+    if dataset.transform is not None:
+        raise ValueError("dataset has a transform: its images no longer match the features its "
+                         "parameters give (a crop changes the diameter); pass a SyntheticLesions "
+                         "without one")
     n = min(int(n), len(dataset))
     if n < 3:
         raise ValueError(f"n must be >= 3 images to correlate, got {n}")
