@@ -23,7 +23,8 @@ from vqlesson.grading_io import (UnsafeFileError, decode_inputs, encode_inputs, 
                                  parse_metrics, read_regular_file, save_arrays)
 from vqlesson.judge import NO_RESULT, judge_test, read_metrics
 from vqlesson.sandbox import (BWRAP, SandboxLimits, bwrap_command, detect_isolation,
-                              make_layout, package_dir, run_confined, scrubbed_env)
+                              make_layout, package_dir, run_confined, sandbox_tmp,
+                              scrubbed_env)
 
 otter = pytest.importorskip("otter", reason="otter-grader is part of the dev install")
 
@@ -231,7 +232,7 @@ def test_the_sandbox_environment_is_an_allow_list(tmp_path, monkeypatch):
     layout = make_layout(tmp_path / "box", BWRAP, None)
     env = scrubbed_env(layout, {"VQLESSON_PROFILE": "ci"})
     assert "AWS_SECRET_ACCESS_KEY" not in env and env["OMP_NUM_THREADS"] == "1"
-    assert env["HOME"] == "/tmp/home" and env["PYTHONPATH"] == str(package_dir().parent)
+    assert env["HOME"] == f"{sandbox_tmp()}/home" and env["PYTHONPATH"] == str(package_dir().parent)
 
 
 def test_bwrap_mounts_the_package_but_not_its_repository(tmp_path):

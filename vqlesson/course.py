@@ -78,15 +78,15 @@ RUN_TIMES: dict[str, RunTime] = {
         note="Most of the time goes to the side studies (equal-budget runs, two seeds of the "
              "reference); a finished main run in `runs/` is loaded instead of retrained."),
     "03_vqvae2_hierarchy": RunTime(
-        ci=31, cpu=524, gpu=None,
-        note="The main model takes about 3 of the `cpu` minutes, the rate-distortion points the "
-             "rest; a finished run in `runs/` is loaded instead of retrained."),
+        ci=129, cpu=None, gpu=None,
+        note="Two VQ-VAE-2 models (the bypass and the course's) and the rate-distortion points; "
+             "finished runs in `runs/` are loaded instead of retrained."),
     "04_pixelcnn_prior": RunTime(
-        ci=28, cpu=187, gpu=None,
+        ci=53, cpu=None, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "The last cell prints this run's time."),
     "05_test_set_failure_analysis": RunTime(
-        ci=40, cpu=252, gpu=None,
+        ci=85, cpu=None, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
              "prints this run's time."),
