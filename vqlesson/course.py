@@ -45,8 +45,8 @@ STUDENT_DIR, AUTOGRADER_DIR, BUILD_DIR = "student", "autograder", "build"
 #: is relative to the zip's root; it needs no network and no repository access.
 AUTOGRADER_REQUIREMENT = "./files/{wheel}"
 RUNTIME_TAG, COLAB_TAG, CONFIG_TAG = "course-runtime", "colab-setup", "otter-config"
-MEASURED_ON = ("a 2-core x86_64 CPU without GPU (machine A in benchmarks/RESULTS.md), shared with "
-               "other jobs")
+MEASURED_ON = ("a 2-core x86_64 CPU without GPU (machine A in benchmarks/RESULTS.md), quiet for "
+               "the `cpu` figures and often shared with other jobs for the `ci` ones")
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ RUN_TIMES: dict[str, RunTime] = {
         ci=27, cpu=33, gpu=None,
         note="With ISIC 2016 the first run also resizes the 1279 images once (about a minute)."),
     "02_vqvae": RunTime(
-        ci=144, cpu=None, gpu=None,
+        ci=144, cpu=217, gpu=None,
         note="Most of the time goes to the side studies (equal-budget runs, two seeds of the "
              "reference); a finished main run in `runs/` is loaded instead of retrained."),
     "03_vqvae2_hierarchy": RunTime(
@@ -82,11 +82,11 @@ RUN_TIMES: dict[str, RunTime] = {
         note="Two VQ-VAE-2 models (the bypass and the course's) and the rate-distortion points; "
              "finished runs in `runs/` are loaded instead of retrained."),
     "04_pixelcnn_prior": RunTime(
-        ci=53, cpu=None, gpu=None,
+        ci=53, cpu=171, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "The last cell prints this run's time."),
     "05_test_set_failure_analysis": RunTime(
-        ci=85, cpu=None, gpu=None,
+        ci=85, cpu=143, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
              "prints this run's time."),
