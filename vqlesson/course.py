@@ -78,7 +78,7 @@ RUN_TIMES: dict[str, RunTime] = {
         note="Most of the time goes to the side studies (equal-budget runs, two seeds of the "
              "reference); a finished main run in `runs/` is loaded instead of retrained."),
     "03_vqvae2_hierarchy": RunTime(
-        ci=129, cpu=None, gpu=None,
+        ci=129, cpu=209, gpu=None,
         note="Two VQ-VAE-2 models (the bypass and the course's) and the rate-distortion points; "
              "finished runs in `runs/` are loaded instead of retrained."),
     "04_pixelcnn_prior": RunTime(
@@ -91,7 +91,7 @@ RUN_TIMES: dict[str, RunTime] = {
              "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
              "prints this run's time."),
     "06_hierarchical_prior": RunTime(
-        ci=58, cpu=None, gpu=None,
+        ci=58, cpu=119, gpu=None,
         note="With notebook 03's VQ-VAE-2 already in `runs/`; add notebook 03's main model "
              "otherwise. Two priors are trained; finished ones in `runs/` are continued. The last "
              "cell prints this run's time."),
