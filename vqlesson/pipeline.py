@@ -147,12 +147,11 @@ class _Encoded(NamedTuple):
 def _encode_splits(ctx: Context, vqvae: torch.nn.Module) -> _Encoded:
     from .data import make_loaders
 
-    o = ctx.options
-    profile = get_profile(o["profile"]).with_overrides(
-        batch_size=o["batch_size"], dataset_size=o["dataset_size"],
-        image_size=vqvae.config.image_size)
-    plain = make_loaders(o["data"], root=o["data_root"], profile=profile, augment=False,
-                         seed=o["seed"], num_workers=0, on_error=ctx.data.on_error)
+    # Rank 0 alone runs this stage, so no main_process_first (DataChoice.loaders) here.
+    d = ctx.data
+    profile = d.sized_profile(image_size=vqvae.config.image_size)
+    plain = make_loaders(d.source, root=d.root, profile=profile, augment=False, seed=d.seed,
+                         num_workers=0, on_error=d.on_error)
     train_images, train_codes = A.encode_dataset(vqvae, plain.train.dataset, profile.batch_size)
     test_images, test_codes = A.encode_dataset(vqvae, plain.test.dataset, profile.batch_size)
     return _Encoded(train_images, train_codes, test_images, test_codes, list(plain.classes))
