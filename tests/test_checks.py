@@ -378,3 +378,39 @@ def test_revive_settings_that_raise_are_reported_with_their_line():
     result = checks.check_revive_codebook(broken)
     assert not result.passed and "your function raised KeyError" in result.message
     assert "(line " in result.message
+
+
+# --------------------------------------------------------------------------------------------
+# The open exercise of notebook 03: make a VQ-VAE-2 use its top level, graded by a measured run
+# --------------------------------------------------------------------------------------------
+def test_dropping_the_bottom_level_passes_and_the_papers_setting_fails(one_thread):
+    import random
+
+    import numpy as np
+
+    from vqlesson.exercises_vq import TOP_MARGIN, top_level_use
+
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    expected = random.random(), np.random.rand(), torch.rand(1).item()
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    remedied = checks.check_top_level(lambda: (0.5, 32))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected  # the caller's streams
+    assert remedied.passed, remedied.message
+    assert "top-only reconstruction" in remedied.message and "full" in remedied.message
+    paper = top_level_use(0.0, 32, seed=0)
+    assert paper.top_only_psnr < paper.mean_image_psnr + TOP_MARGIN  # the bypass, measured
+    assert top_level_use(0.0, 32, seed=0) == paper  # seeded: the same run
+    bypassed = checks.check_top_level(lambda: (0.0, 32))
+    assert not bypassed.passed and "the top level is bypassed" in bypassed.message
+
+
+@pytest.mark.parametrize("returned, hint", [
+    (None, "not done yet"), (0.5, "return two values"), ((0.5, 32, 1), "return two values"),
+    ((1.0, 32), "bottom_dropout must be"), ((-0.1, 32), "bottom_dropout must be"),
+    (("half", 32), "bottom_dropout must be"), ((0.5, 1), "codebook_size_bottom must be"),
+    ((0.5, 32.0), "codebook_size_bottom must be"), ((0.5, 4096), "codebook_size_bottom must be"),
+])
+def test_bad_top_level_settings_get_a_hint(returned, hint):
+    result = checks.check_top_level(lambda: returned)
+    assert not result.passed and hint in result.message, result.message
+    assert "Traceback" not in result.message

@@ -286,3 +286,23 @@ def test_code_palette_and_figures():
     field = receptive_field_weights(GatedPixelCNN(config), (6, 6), (4, 3))
     fig = plots.receptive_fields({"gated": [field, field]}, [1, 2], (4, 3))
     assert len(fig.axes) == 2 and "inputs" in fig.axes[0].get_title()
+
+
+def test_blind_spot_codes_hide_each_stripe_from_the_plain_network_only():
+    from vqlesson.experiments import blind_spot_codes
+    from vqlesson.pixelcnn import PriorConfig
+
+    config = PriorConfig(codebook_size=8, channels=8, embed_dim=4, num_layers=4)  # 7x7 first layer
+    data = blind_spot_codes(64, (10, 12), 8, generator=torch.Generator().manual_seed(0))
+    maps = data.codes
+    assert maps.shape == (64, 10, 12) and maps.dtype == torch.int64
+    assert 0 <= int(maps.min()) and int(maps.max()) < 8 and (data.labels == -1).all()
+    assert torch.equal(maps[:, 1:, :-4], maps[:, :-1, 4:])  # one row up, 4 columns right: same code
+    gated, plain = GatedPixelCNN(config), PixelCNN(config)
+    position = (6, 3)
+    own_stripe = torch.zeros(10, 12, dtype=torch.bool)
+    own_stripe[5, 7] = own_stripe[4, 11] = True  # the earlier positions of the stripe through (6, 3)
+    assert receptive_field(gated, (10, 12), position)[5, 7]  # the vertical stack, one row up
+    assert not receptive_field(plain, (10, 12), position)[own_stripe].any()
+    with pytest.raises(ValueError, match="slope"):
+        blind_spot_codes(4, (6, 6), 8, slope=1)

@@ -253,3 +253,17 @@ def test_amp_uses_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
     assert amp_settings(cuda, amp=True) == (True, torch.bfloat16, False)  # e.g. an A100
     assert amp_settings(cuda, amp=False) == (False, torch.float32, False)
     assert amp_settings(torch.device("cpu"), amp=True) == (False, torch.float32, False)
+
+
+def test_history_holds_every_steps_batch_perplexity(tmp_path):
+    from vqlesson.configs import vqvae2_config
+    from vqlesson.vqvae2 import VQVAE2
+
+    x = torch.rand(24, 3, 32, 32) * 2 - 1
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=8)
+    one = train_vqvae(tiny_vqvae(), loader, None, TrainConfig(epochs=2, progress=False))
+    assert len(one["step_perplexity"]) == len(one["step_loss"]) == 6
+    assert all(1.0 <= p <= 16.0 for p in one["step_perplexity"])
+    two = train_vqvae(VQVAE2(vqvae2_config("ci", image_size=32)), loader, None,
+                      TrainConfig(epochs=1, progress=False))
+    assert len(two["step_top_perplexity"]) == len(two["step_bottom_perplexity"]) == 3

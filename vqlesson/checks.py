@@ -128,6 +128,23 @@ def check_hierarchy_bits(hierarchy_bits: Callable[[int, int, int], float], seed:
     return run_check(EXERCISES["hierarchy_bits"], hierarchy_bits, seed)
 
 
+def check_top_level(top_level_settings: Callable[[], Sequence], seed: int = 0) -> CheckResult:
+    """Check an open exercise by a measured run: ``top_level_settings() -> (bottom_dropout,
+    codebook_size_bottom)`` must make a VQ-VAE-2 use its top level.
+
+    The check trains the ``ci``-sized VQ-VAE-2 with these settings on 192 synthetic lesions of
+    32 px (15 epochs, about 2 s on a CPU) and decodes 32 held-out lesions from their top codes
+    alone (every bottom code set to the most used one); it passes when that beats the mean
+    image, the best constant guess, by 2 dB of PSNR.
+
+    Args:
+        top_level_settings: the student's function, no arguments -> ``(bottom_dropout,
+            codebook_size_bottom)``: a probability in [0, 1) and an int in [2, 1024].
+        seed: seeds the lesions and the weights (the hidden test uses another seed).
+    """
+    return run_check(EXERCISES["top_level"], top_level_settings, seed)
+
+
 def check_psnr(psnr_db: Callable[[Tensor, Tensor], Tensor], seed: int = 0) -> CheckResult:
     """Check ``psnr_db(x, x_hat) -> (B,)``: PSNR in dB per image, on images mapped from
     [-1, 1] to [0, 1] (peak 1): ``10 log10(1 / MSE)``.

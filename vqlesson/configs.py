@@ -2,20 +2,29 @@
 
 Every size lives in the profile (:class:`vqlesson.runtime.Profile`: image size, widths, K, D, the
 prior's channels and layers); these functions only copy the profile's fields into a model's
-dataclass config, then apply the caller's overrides (``None`` values ignored, so an unset
-command-line option keeps the profile's value). The model files know nothing of profiles.
+dataclass config, then apply the caller's overrides. ``None`` leaves a field at the profile's
+value (so an unset command-line option keeps it), except in a field where ``None`` is itself a
+setting: ``restart_dead_after=None`` turns dead-code restarts off. The model files know nothing
+of profiles.
 
     >>> config = vqvae_config("cpu", codebook_size=128)   # the cpu profile's VQ-VAE, K = 128
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .pixelcnn import PriorConfig
 from .runtime import Profile, get_profile, given
 from .vqvae import VQVAEConfig
 from .vqvae2 import VQVAE2Config
+
+
+def _overrides(config_class: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The given overrides: ``None`` only where the field's type admits it (``int | None``)."""
+    optional = {f.name for f in dataclasses.fields(config_class) if "None" in str(f.type)}
+    return {**given(overrides), **{k: v for k, v in overrides.items() if k in optional}}
 
 
 def _autoencoder_fields(profile: Profile) -> dict[str, int]:
@@ -27,7 +36,8 @@ def _autoencoder_fields(profile: Profile) -> dict[str, int]:
 def vqvae_config(profile: Profile | str | None = None, **overrides: Any) -> VQVAEConfig:
     """The course's VQ-VAE for a profile (a :class:`~vqlesson.runtime.Profile`, its name
     ``ci``/``cpu``/``gpu``, or ``None`` for the current one): image size, widths, K and D from
-    the profile; ``overrides`` (``None`` values ignored) replace any field.
+    the profile; ``overrides`` replace any field (``None`` keeps the profile's value, except
+    ``restart_dead_after=None``: no dead-code restarts; module docstring).
 
     Raises:
         ValueError: an unknown profile name, or a resulting field out of range.
@@ -35,7 +45,7 @@ def vqvae_config(profile: Profile | str | None = None, **overrides: Any) -> VQVA
     """
     prof = get_profile(profile)
     fields = dict(_autoencoder_fields(prof), codebook_size=prof.codebook_size)
-    return VQVAEConfig(**{**fields, **given(overrides)})
+    return VQVAEConfig(**{**fields, **_overrides(VQVAEConfig, overrides)})
 
 
 def vqvae2_config(profile: Profile | str | None = None, **overrides: Any) -> VQVAE2Config:
@@ -49,7 +59,7 @@ def vqvae2_config(profile: Profile | str | None = None, **overrides: Any) -> VQV
     prof = get_profile(profile)
     fields = dict(_autoencoder_fields(prof), codebook_size_top=prof.codebook_size,
                   codebook_size_bottom=prof.codebook_size)
-    return VQVAE2Config(**{**fields, **given(overrides)})
+    return VQVAE2Config(**{**fields, **_overrides(VQVAE2Config, overrides)})
 
 
 def prior_config_for(profile: Profile | str | None, codebook_size: int,
@@ -71,4 +81,4 @@ def prior_config_for(profile: Profile | str | None, codebook_size: int,
     fields = dict(codebook_size=codebook_size, embed_dim=prof.prior_embed_dim,
                   channels=prof.prior_channels, num_layers=prof.prior_layers,
                   cond_layers=prof.prior_cond_layers)
-    return PriorConfig(**{**fields, **given(overrides)})
+    return PriorConfig(**{**fields, **_overrides(PriorConfig, overrides)})

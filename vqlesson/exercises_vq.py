@@ -37,6 +37,10 @@ PERPLEXITY_K = 16
 # stream of (STEPS x BATCH) vectors drawn around K centres that drift away from the origin.
 REVIVE_SIZE, REVIVE_STEPS, REVIVE_BATCH, REVIVE_EVAL = (32, 8), 100, 128, 2048  # (K, D), ...
 REVIVE_TARGET = 0.5  # fraction of codes in use on fresh vectors after training
+# Make a VQ-VAE-2 use its top level: the ci-sized VQ-VAE-2 on synthetic lesions of TOP_SIZE px,
+# TOP_TRAIN training and TOP_HELD_OUT held-out images, TOP_EPOCHS epochs in batches of TOP_BATCH.
+TOP_SIZE, TOP_TRAIN, TOP_HELD_OUT, TOP_EPOCHS, TOP_BATCH, TOP_LR = 32, 192, 32, 15, 16, 2e-3
+TOP_MARGIN = 2.0  # dB by which the top-only reconstruction must beat the mean image
 
 
 def _quantizer(codebook: Tensor, *cluster_size: Tensor, ema: bool = False, **kwargs):
@@ -440,4 +444,72 @@ def _revive_judge(inputs: dict, outputs: Outputs) -> str:
 REVIVE_CODEBOOK = Exercise("revive_codebook", _revive_inputs, _revive_collect, _revive_judge)
 
 
-EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, EMA_UPDATE, REVIVE_CODEBOOK, HIERARCHY_BITS, PSNR, CODE_PERPLEXITY)
+# --------------------------------------------------------------------------------------------
+# An open exercise: make a VQ-VAE-2 use its top level (graded by a measured run)
+# --------------------------------------------------------------------------------------------
+def _top_level_inputs(seed: int) -> dict:
+    generator(seed)  # validates the seed
+    return {"data_seed": seed}
+
+
+def _top_level_settings(got: Any) -> tuple[float, int]:
+    """``(bottom_dropout, codebook_size_bottom)`` from what the student returned, or a hint."""
+    if got is None:
+        raise Mismatch(NOT_DONE)
+    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 2:
+        raise Mismatch("return two values: (bottom_dropout, codebook_size_bottom), e.g. (0.0, 32).")
+    dropout, k = got
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise Mismatch(f"bottom_dropout must be a number in [0, 1), got {dropout!r}.")
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 1024:
+        raise Mismatch(f"codebook_size_bottom must be an int in [2, 1024], got {k!r}.")
+    return float(dropout), k
+
+
+def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 0):
+    """Train the ``ci``-sized :class:`~vqlesson.vqvae2.VQVAE2` with these settings on
+    ``seed``-drawn synthetic lesions (:data:`TOP_SIZE` px, :data:`TOP_TRAIN` images, :data:`TOP_EPOCHS`
+    epochs, on the CPU; about 2 s) and measure its level use on :data:`TOP_HELD_OUT` held-out
+    lesions -> :class:`~vqlesson.experiments.LevelUse` (PSNR in dB). The caller's random
+    generators are left as they were."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .configs import vqvae2_config
+    from .experiments import level_use
+    from .runtime import preserved_rng
+    from .synthetic import SyntheticLesions
+    from .train import TrainConfig, train_vqvae
+    from .vqvae2 import VQVAE2
+
+    lesions = SyntheticLesions(TOP_TRAIN + TOP_HELD_OUT, image_size=TOP_SIZE, seed=seed)
+    x = torch.stack([lesions[i][0] for i in range(len(lesions))])  # (N, 3, S, S) in [-1, 1]
+    loader = DataLoader(TensorDataset(x[:TOP_TRAIN]), batch_size=TOP_BATCH, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    with preserved_rng():
+        torch.manual_seed(seed)
+        model = VQVAE2(vqvae2_config("ci", image_size=TOP_SIZE, bottom_dropout=bottom_dropout,
+                                     codebook_size_bottom=codebook_size_bottom))
+        train_vqvae(model, loader, None, TrainConfig(epochs=TOP_EPOCHS, lr=TOP_LR, seed=seed,
+                                                     device="cpu", progress=False))
+    return level_use(model, x[TOP_TRAIN:])
+
+
+def _top_level_judge(inputs: dict, outputs: Outputs) -> str:
+    dropout, k = _top_level_settings(outputs.got("settings"))
+    use = top_level_use(dropout, k, seed=int(inputs["data_seed"]))
+    gain = use.top_only_psnr - use.mean_image_psnr
+    measured = (f"top-only reconstruction {use.top_only_psnr:.1f} dB against {use.mean_image_psnr:.1f}"
+                f" dB for the mean image (full {use.psnr:.1f} dB; bottom_dropout={dropout}, "
+                f"codebook_size_bottom={k})")
+    if gain < TOP_MARGIN:
+        raise Mismatch(f"the top level is bypassed: {measured}; it must beat the mean image by "
+                       f"{TOP_MARGIN:.0f} dB. The decoder must sometimes have to rebuild an image "
+                       "from the top codes alone: drop the bottom level (more often).")
+    return measured
+
+
+TOP_LEVEL = Exercise("top_level", _top_level_inputs, _revive_collect, _top_level_judge)
+
+
+EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, EMA_UPDATE, REVIVE_CODEBOOK, HIERARCHY_BITS, PSNR,
+             CODE_PERPLEXITY, TOP_LEVEL)

@@ -1,9 +1,13 @@
-"""Small experiments the notebooks and benchmarks share: rate-distortion points, level use.
+"""Small experiments the notebooks and benchmarks share: rate-distortion points, level use,
+blind-spot codes.
 
 A *rate-distortion point* trains one autoencoder with a given configuration and budget and
 measures its rate (bits per image: ``H' W' log2 K`` summed over the levels) against its
 distortion on held-out images (PSNR in dB and SSIM on [0, 1] images). Comparing a VQ-VAE with a
 VQ-VAE-2 (Razavi et al. 2019, §3.1) at equal rate shows what the hierarchy buys.
+
+*Blind-spot codes* (:func:`blind_spot_codes`) are code maps whose only clue lies where a plain
+PixelCNN cannot look, so the gated and plain priors must differ on them.
 
 *Level use* (:func:`level_use`) measures whether a trained VQ-VAE-2 uses its top level: the
 top-only reconstruction (every bottom code set to one code) against the best constant guess (the
@@ -19,6 +23,7 @@ from typing import Iterable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .codes import CodeDataset
 from .metrics import psnr
 from .runtime import seed_everything
 from .train import TrainConfig, evaluate_vqvae, train_vqvae
@@ -145,3 +150,48 @@ def level_use(model: VQVAE2, x: torch.Tensor) -> LevelUse:
         mean_image_psnr=float(psnr(x, mean_image)),
         swap_layout_shift=float(d_own / (d_own + d_donor).clamp_min(1e-12)), bottom_code=code,
     )
+
+
+def blind_spot_codes(n: int, shape: tuple[int, int], codebook_size: int, slope: int = 4,
+                     generator: torch.Generator | None = None) -> CodeDataset:
+    """Code maps whose only clue lies in a plain PixelCNN's blind spot (van den Oord et al.
+    2016, *Conditional Image Generation with PixelCNN Decoders*, §2.2).
+
+    Each map is made of straight stripes running up and to the right, ``slope`` columns per
+    row: all positions with the same ``slope * row + column`` hold one code, drawn uniformly
+    and independently per stripe and per map. The earlier positions of a position's own stripe
+    lie ``slope`` columns to the right per row up. A plain stack of masked convolutions reaches
+    at most ``first_kernel_size // 2`` columns to the right per row up (its k x k mask-A layer;
+    each 3 x 3 mask-B layer adds one column per row only by using one more row), so with
+    ``slope`` above that it never sees its own stripe, and every other earlier position is on
+    another, independent stripe: a plain PixelCNN can do no better than ``log2 K`` bits per
+    code, while a prior without a blind spot (the gated one) can predict every code whose
+    stripe started earlier.
+
+    Args:
+        n: number of maps, >= 1.
+        shape: (H, W) of each map, both >= 2.
+        codebook_size: K >= 2, the number of stripe codes.
+        slope: columns per row up, >= 2; above ``first_kernel_size // 2`` of the plain network
+            compared (the default 4 suits the course's 7 x 7 first layer).
+        generator: seeds the stripe codes.
+
+    Returns:
+        A one-level :class:`~vqlesson.codes.CodeDataset` of (n, H, W) int64 codes in [0, K),
+        unlabelled, with ``image_shape`` (1, H, W) so that bits per dimension equal bits per
+        code.
+
+    Raises:
+        ValueError: an argument out of range.
+    """
+    h, w = shape
+    if n < 1 or h < 2 or w < 2 or codebook_size < 2 or slope < 2:
+        raise ValueError(f"need n >= 1, H, W >= 2, codebook_size >= 2 and slope >= 2, got "
+                         f"n={n}, shape={shape}, codebook_size={codebook_size}, slope={slope}")
+    rows = torch.arange(h).unsqueeze(1)  # (H, 1)
+    cols = torch.arange(w).unsqueeze(0)  # (1, W)
+    stripe = slope * rows + cols  # (H, W): the stripe each position lies on
+    stripe_codes = torch.randint(codebook_size, (n, int(stripe.max()) + 1), generator=generator)
+    codes = stripe_codes[:, stripe.flatten()].view(n, h, w)  # (n, H·W) -> (n, H, W)
+    return CodeDataset({"codes": codes}, torch.full((n,), -1), {"codes": codebook_size},
+                       image_shape=(1, h, w))

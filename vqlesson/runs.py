@@ -232,7 +232,7 @@ def train_vqvae_run(run: RunFolder | str | Path, data: DataChoice,
             "epochs": len(history.get("epoch", [])),
             "train_seconds": float(sum(history.get("epoch_time_s", []))),
             "test": test_metrics,
-            "final_epoch": {k: v[-1] for k, v in history.items() if v and k != "step_loss"},
+            "final_epoch": {k: v[-1] for k, v in history.items() if v and not k.startswith("step_")},
             **({"processes": world_size()} if world_size() > 1 else {}),
         }
         files = [_write_json(run.metrics, summary),

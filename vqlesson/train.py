@@ -360,9 +360,13 @@ def _train_one_epoch(
     model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None, device: torch.device, autocast: bool,
     amp_dtype: torch.dtype, config: TrainConfig, epoch: int, step: int,
-    quantizers: list[tuple[str, VectorQuantizer]], step_losses: list[float],
+    quantizers: list[tuple[str, VectorQuantizer]], step_log: dict[str, list],
 ) -> tuple[dict[str, float], int, int]:
     """One pass over ``loader``. Returns (train averages, new global step, images seen).
+
+    Appends every step's loss to ``step_log["step_loss"]`` and each batch perplexity term
+    (``batch_perplexity``, ``top_perplexity``...) to ``step_log["step_perplexity"]``,
+    ``step_log["step_top_perplexity"]``...
 
     Under a process group the logged values and image counts are those of the global batch
     (batch-size-weighted sums over all processes), and every process sees the same values."""
@@ -402,7 +406,10 @@ def _train_one_epoch(
         optimizer_step(output.loss, model, optimizer, scaler, config.grad_clip)
         step += 1
         n_images += b
-        step_losses.append(values["loss"])
+        step_log["step_loss"].append(values["loss"])
+        for name, value in values.items():
+            if "perplexity" in name:  # the batch's; the epoch's come from the quantisers
+                step_log.setdefault("step_" + name.removeprefix("batch_"), []).append(value)
         for name, value in values.items():
             sums[name] = sums.get(name, 0.0) + value * b
         for name, q in quantizers:
@@ -448,7 +455,9 @@ def train_vqvae(
         each quantiser ``perplexity``, ``active_fraction`` and ``restarts`` over the epoch's
         codes (``<module>_perplexity``... with several quantisers), and with a ``val_loader``
         the same loss terms and code metrics prefixed ``val_`` plus ``val_mse``, ``val_psnr``
-        (dB) and ``val_ssim``; plus ``step_loss``, the training loss of every step.
+        (dB) and ``val_ssim``; plus per-step lists: ``step_loss``, the training loss of every
+        step, and ``step_perplexity`` (``step_top_perplexity``... with several quantisers), the
+        perplexity of every training batch's codes, in codes.
 
     Under torchrun (a ``torch.distributed`` process group; see the module docstring) every
     process calls it with the same arguments: ``train_loader`` (a DataLoader) is sharded per
@@ -497,7 +506,7 @@ def train_vqvae(
         set_epoch(train_loader, epoch)
         train_stats, step, n_images = _train_one_epoch(
             trained, train_loader, optimizer, scaler, device, autocast, amp_dtype, config, epoch,
-            step, quantizers, history["step_loss"],
+            step, quantizers, history,
         )
         train_seconds = time.perf_counter() - start
         record: dict[str, float] = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"])}
