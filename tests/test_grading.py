@@ -343,17 +343,20 @@ def test_without_bwrap_grading_runs_with_limits_and_kills_every_process(tmp_path
         assert {row["isolation"] for row in csv.DictReader(handle)} == {RLIMITS_ONLY}
 
 
-def test_a_real_course_notebook_graded_end_to_end_gets_full_marks(tmp_path):
+@pytest.mark.parametrize("name, metrics", [
+    ("02_vqvae", {"psnr", "perplexity", "revived_active_fraction"}),
+    ("03_vqvae2_hierarchy", {"top_only_psnr", "mean_image_psnr", "swap_layout_shift"}),
+])
+def test_a_real_course_notebook_graded_end_to_end_gets_full_marks(tmp_path, name, metrics):
     from vqlesson import course
 
-    made = course.make_student_version(ROOT / "notebooks", tmp_path / "dist", only=["02_vqvae"])
+    made = course.make_student_version(ROOT / "notebooks", tmp_path / "dist", only=[name])
     subs = tmp_path / "subs"
     subs.mkdir()
-    nbformat.write(nbformat.read(made.build_dir / "02_vqvae" / "autograder" / "02_vqvae.ipynb",
+    nbformat.write(nbformat.read(made.build_dir / name / "autograder" / f"{name}.ipynb",
                                  as_version=4), subs / "instructor.ipynb")
-    report = grade(subs, made.autograders["02_vqvae"], out_csv=tmp_path / "g.csv",
-                   timeout_s=900)
+    report = grade(subs, made.autograders[name], out_csv=tmp_path / "g.csv", timeout_s=900)
     row = report.results[0]
     assert (row.status, row.score, row.possible) == ("ok", 4, 4), row  # 3 exercises + 1 open
     assert len(row.checks) == 8 and all(row.checks.values())
-    assert {"psnr", "perplexity"} <= set(row.metrics)
+    assert metrics <= set(row.metrics)
