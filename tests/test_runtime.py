@@ -69,3 +69,19 @@ def test_loader_workers_are_capped_at_the_usable_cpus(monkeypatch):
     assert loader_workers(1) == 1 and loader_workers(0) == 0
     with pytest.raises(ValueError, match="num_workers"):
         loader_workers(-1)
+
+
+def test_config_helpers_keep_the_profile_for_none_but_honour_none_where_it_is_a_setting():
+    from vqlesson.configs import prior_config_for, vqvae2_config, vqvae_config
+    from vqlesson.quantize import VectorQuantizer
+    from vqlesson.vqvae import VQVAE
+
+    profile = get_profile("ci")
+    assert vqvae_config(profile, code_dim=None).code_dim == profile.code_dim  # an unset CLI option
+    assert vqvae_config(profile).restart_dead_after == 20
+    no_restarts = vqvae_config(profile, restart_dead_after=None)  # None is itself a setting here
+    assert no_restarts.restart_dead_after is None
+    assert vqvae2_config(profile, restart_dead_after=None).restart_dead_after is None
+    quantizer = next(m for m in VQVAE(no_restarts).modules() if isinstance(m, VectorQuantizer))
+    assert quantizer.restart_dead_after is None
+    assert prior_config_for(profile, 8, dropout=None).dropout == 0.0

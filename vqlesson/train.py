@@ -356,6 +356,16 @@ def _batch_values(terms: dict[str, Tensor], b: int, device: torch.device, synced
     return dict(zip(terms, (packed[:-1] / b).tolist())), b
 
 
+def _log_step(step_log: dict[str, list], values: dict[str, float]) -> None:
+    """Append one step's loss to ``step_log["step_loss"]`` and each batch perplexity term
+    (``batch_perplexity``, ``top_perplexity``...) to ``step_log["step_perplexity"]``,
+    ``step_log["step_top_perplexity"]``... (the epoch's perplexities come from the quantisers)."""
+    step_log["step_loss"].append(values["loss"])
+    for name, value in values.items():
+        if "perplexity" in name:
+            step_log.setdefault("step_" + name.removeprefix("batch_"), []).append(value)
+
+
 def _train_one_epoch(
     model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None, device: torch.device, autocast: bool,
@@ -364,9 +374,7 @@ def _train_one_epoch(
 ) -> tuple[dict[str, float], int, int]:
     """One pass over ``loader``. Returns (train averages, new global step, images seen).
 
-    Appends every step's loss to ``step_log["step_loss"]`` and each batch perplexity term
-    (``batch_perplexity``, ``top_perplexity``...) to ``step_log["step_perplexity"]``,
-    ``step_log["step_top_perplexity"]``...
+    Every step's values go to the per-step lists of ``step_log`` (:func:`_log_step`).
 
     Under a process group the logged values and image counts are those of the global batch
     (batch-size-weighted sums over all processes), and every process sees the same values."""
@@ -406,10 +414,7 @@ def _train_one_epoch(
         optimizer_step(output.loss, model, optimizer, scaler, config.grad_clip)
         step += 1
         n_images += b
-        step_log["step_loss"].append(values["loss"])
-        for name, value in values.items():
-            if "perplexity" in name:  # the batch's; the epoch's come from the quantisers
-                step_log.setdefault("step_" + name.removeprefix("batch_"), []).append(value)
+        _log_step(step_log, values)
         for name, value in values.items():
             sums[name] = sums.get(name, 0.0) + value * b
         for name, q in quantizers:
