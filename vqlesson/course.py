@@ -45,8 +45,7 @@ STUDENT_DIR, AUTOGRADER_DIR, BUILD_DIR = "student", "autograder", "build"
 #: is relative to the zip's root; it needs no network and no repository access.
 AUTOGRADER_REQUIREMENT = "./files/{wheel}"
 RUNTIME_TAG, COLAB_TAG, CONFIG_TAG = "course-runtime", "colab-setup", "otter-config"
-MEASURED_ON = ("a 2-core x86_64 CPU without GPU (machine A in benchmarks/RESULTS.md), quiet for "
-               "the `cpu` figures and often shared with other jobs for the `ci` ones")
+MEASURED_ON = "a quiet 2-core x86_64 CPU without GPU (machine A in benchmarks/RESULTS.md)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,27 +70,27 @@ class RunTime:
 
 RUN_TIMES: dict[str, RunTime] = {
     "01_data_and_augmentation": RunTime(
-        ci=27, cpu=33, gpu=None,
+        ci=5, cpu=11, gpu=None,
         note="With ISIC 2016 the first run also resizes the 1279 images once (about a minute)."),
     "02_vqvae": RunTime(
-        ci=144, cpu=217, gpu=None,
+        ci=7, cpu=227, gpu=None,
         note="Most of the time goes to the side studies (equal-budget runs, two seeds of the "
              "reference); a finished main run in `runs/` is loaded instead of retrained."),
     "03_vqvae2_hierarchy": RunTime(
-        ci=129, cpu=209, gpu=None,
+        ci=17, cpu=217, gpu=None,
         note="Two VQ-VAE-2 models (the bypass and the course's) and the rate-distortion points; "
              "finished runs in `runs/` are loaded instead of retrained."),
     "04_pixelcnn_prior": RunTime(
-        ci=53, cpu=171, gpu=None,
+        ci=8, cpu=195, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "The last cell prints this run's time."),
     "05_test_set_failure_analysis": RunTime(
-        ci=85, cpu=143, gpu=None,
+        ci=7, cpu=145, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
              "prints this run's time."),
     "06_hierarchical_prior": RunTime(
-        ci=58, cpu=119, gpu=None,
+        ci=5, cpu=111, gpu=None,
         note="With notebook 03's VQ-VAE-2 already in `runs/`; add notebook 03's main model "
              "otherwise. Two priors are trained; finished ones in `runs/` are continued. The last "
              "cell prints this run's time."),
