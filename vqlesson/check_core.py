@@ -391,6 +391,16 @@ def as_float(value: Any, what: str) -> float:
     raise Mismatch(f"{what} should be a number, got {type(value).__name__}.")
 
 
+def as_sequence(value: Any, length: int, hint: str) -> Sequence:
+    """``value`` as a sequence of ``length`` items, or :class:`Mismatch`: not done, or ``hint``
+    (what to return) for a tensor, a non-sequence or another length."""
+    if value is None:
+        raise Mismatch(NOT_DONE)
+    if isinstance(value, Tensor) or not isinstance(value, Sequence) or len(value) != length:
+        raise Mismatch(hint)
+    return value
+
+
 def index_str(flat_index: int, shape: Sequence[int]) -> str:
     """The multi-index of position ``flat_index`` in a tensor of ``shape``, as text."""
     if not shape:

@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from .pixelcnn import PriorConfig
-from .runtime import Profile, get_profile, given
+from .runtime import Profile, get_profile
 from .vqvae import VQVAEConfig
 from .vqvae2 import VQVAE2Config
 
@@ -24,7 +24,7 @@ from .vqvae2 import VQVAE2Config
 def _overrides(config_class: type, overrides: dict[str, Any]) -> dict[str, Any]:
     """The given overrides: ``None`` only where the field's type admits it (``int | None``)."""
     optional = {f.name for f in dataclasses.fields(config_class) if "None" in str(f.type)}
-    return {**given(overrides), **{k: v for k, v in overrides.items() if k in optional}}
+    return {k: v for k, v in overrides.items() if v is not None or k in optional}
 
 
 def _autoencoder_fields(profile: Profile) -> dict[str, int]:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, as_float, as_tensor, close,
+from .check_core import (Exercise, Mismatch, Outputs, as_float, as_sequence, as_tensor, close,
                          compare, compare_number, equal_if_tensor, generator)
 
 MASK_SIZES = (1, 3, 5, 7)
@@ -248,12 +248,8 @@ def _block_judge(inputs: dict, outputs: Outputs) -> str:
         with torch.no_grad():
             v_out, h_out, _ = block(v, h, None)
             variants = _block_variants(block, v, h)
-        got = outputs.got(f"case{i}")
-        if got is None:
-            raise Mismatch(NOT_DONE)
-        if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 2:
-            raise Mismatch("return two tensors, (v_out, h_out); got "
-                           f"{outputs.type_name(f'case{i}')}.")
+        got = as_sequence(outputs.got(f"case{i}"), 2, "return two tensors, (v_out, h_out); "
+                          f"got {outputs.type_name(f'case{i}')}.")
         compare(got[0], v_out, f"v_out (vertical stack, case {i}: pad p rows on top and p "
                                "columns on each side, then v_conv and the gate)", atol=1e-4)
         got_h = as_tensor(got[1], "h_out")
@@ -288,12 +284,9 @@ def _measured_collect(fn: Callable, inputs: dict) -> Outputs:
 
 
 def _measured_judge(inputs: dict, outputs: Outputs) -> str:
-    got = outputs.got("result")
-    if got is None:
-        raise Mismatch(NOT_DONE)
-    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 3:
-        raise Mismatch("return three numbers, (test_bits_per_code, near_copy_fraction, "
-                       f"codebook_size); got {outputs.type_name('result')}.")
+    got = as_sequence(outputs.got("result"), 3,
+                      "return three numbers, (test_bits_per_code, near_copy_fraction, "
+                      f"codebook_size); got {outputs.type_name('result')}.")
     bits = as_float(got[0], "test_bits_per_code")
     copies = as_float(got[1], "near_copy_fraction")
     k = as_float(got[2], "codebook_size")
@@ -470,12 +463,8 @@ def _neighbours_judge(inputs: dict, outputs: Outputs) -> str:
     from .memorisation import nearest_neighbours as reference
 
     expected = reference(inputs["queries"], inputs["references"], metric="hamming")
-    got = outputs.got("result")
-    if got is None:
-        raise Mismatch(NOT_DONE)
-    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 2:
-        raise Mismatch("return two tensors, (index (N,), distance (N,)); got "
-                       f"{outputs.type_name('result')}.")
+    got = as_sequence(outputs.got("result"), 2, "return two tensors, (index (N,), distance "
+                      f"(N,)); got {outputs.type_name('result')}.")
     index, distance = got
     counts = expected.distance * 16  # 16 = H x W positions
     if equal_if_tensor(distance, counts) and not torch.all(expected.distance == 0):

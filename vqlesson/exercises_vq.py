@@ -16,15 +16,15 @@ Students call these through :mod:`vqlesson.checks` (``checks.check_nearest_code(
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, as_float, as_tensor, close,
-                         compare, compare_number, equal_if_tensor, generator)
+from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, as_float, as_sequence, as_tensor,
+                         close, compare, compare_number, equal_if_tensor, generator)
 
 NEAREST_CODE_CASES = ((2, 4, 3, 3, 8), (1, 16, 4, 5, 32), (3, 2, 1, 1, 1))  # (B, D, H, W, K)
 STRAIGHT_THROUGH_SIZE = (2, 4, 3, 3, 8)  # (B, D, H, W, K)
@@ -196,12 +196,9 @@ def _ema_judge(inputs: dict, outputs: Outputs) -> str:
                     eps=inputs["eps"])
     vq.ema_update(counts, inputs["sums"])
     expected = (vq.ema_cluster_size, vq.ema_embed_sum, vq.codebook)
-    got = outputs.got("result")
-    if got is None:
-        raise Mismatch(NOT_DONE)
-    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 3:
-        raise Mismatch("return three tensors: (cluster_size (K,), embed_sum (K, D), "
-                       f"codebook (K, D)); got {outputs.type_name('result')}.")
+    got = as_sequence(outputs.got("result"), 3,
+                      "return three tensors: (cluster_size (K,), embed_sum (K, D), "
+                      f"codebook (K, D)); got {outputs.type_name('result')}.")
     new_n, new_m, new_codes = got
     swapped = decay * counts + (1 - decay) * cluster_size
     if equal_if_tensor(new_n, swapped):
@@ -386,11 +383,8 @@ def _revive_collect(fn: Callable, inputs: dict) -> Outputs:
 
 def _revive_settings(got: Any) -> tuple[int | None, float]:
     """``(restart_dead_after, decay)`` from what the student returned, or a hint."""
-    if got is None:
-        raise Mismatch(NOT_DONE)
-    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 2:
-        raise Mismatch("return two values: (restart_dead_after, decay), e.g. (None, 0.99).")
-    restart, decay = got
+    restart, decay = as_sequence(
+        got, 2, "return two values: (restart_dead_after, decay), e.g. (None, 0.99).")
     if restart is not None and (isinstance(restart, bool) or not isinstance(restart, int)
                                 or restart < 1):
         raise Mismatch(f"restart_dead_after must be an int >= 1 or None, got {restart!r}.")
@@ -454,11 +448,8 @@ def _top_level_inputs(seed: int) -> dict:
 
 def _top_level_settings(got: Any) -> tuple[float, int]:
     """``(bottom_dropout, codebook_size_bottom)`` from what the student returned, or a hint."""
-    if got is None:
-        raise Mismatch(NOT_DONE)
-    if isinstance(got, Tensor) or not isinstance(got, Sequence) or len(got) != 2:
-        raise Mismatch("return two values: (bottom_dropout, codebook_size_bottom), e.g. (0.0, 32).")
-    dropout, k = got
+    dropout, k = as_sequence(
+        got, 2, "return two values: (bottom_dropout, codebook_size_bottom), e.g. (0.0, 32).")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise Mismatch(f"bottom_dropout must be a number in [0, 1), got {dropout!r}.")
     if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 1024:
@@ -468,15 +459,15 @@ def _top_level_settings(got: Any) -> tuple[float, int]:
 
 def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 0):
     """Train the ``ci``-sized :class:`~vqlesson.vqvae2.VQVAE2` with these settings on
-    ``seed``-drawn synthetic lesions (:data:`TOP_SIZE` px, :data:`TOP_TRAIN` images, :data:`TOP_EPOCHS`
-    epochs, on the CPU; about 2 s) and measure its level use on :data:`TOP_HELD_OUT` held-out
-    lesions -> :class:`~vqlesson.experiments.LevelUse` (PSNR in dB). The caller's random
-    generators are left as they were."""
+    ``seed``-drawn synthetic lesions (:data:`TOP_SIZE` px, :data:`TOP_TRAIN` images,
+    :data:`TOP_EPOCHS` epochs, on the CPU; about 2 s) and measure its level use on
+    :data:`TOP_HELD_OUT` held-out lesions -> :class:`~vqlesson.experiments.LevelUse` (PSNR in
+    dB). The caller's random generators are left as they were."""
     from torch.utils.data import DataLoader, TensorDataset
 
+    from .checkpoint import get_rng_state, set_rng_state
     from .configs import vqvae2_config
     from .experiments import level_use
-    from .runtime import preserved_rng
     from .synthetic import SyntheticLesions
     from .train import TrainConfig, train_vqvae
     from .vqvae2 import VQVAE2
@@ -485,12 +476,15 @@ def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 
     x = torch.stack([lesions[i][0] for i in range(len(lesions))])  # (N, 3, S, S) in [-1, 1]
     loader = DataLoader(TensorDataset(x[:TOP_TRAIN]), batch_size=TOP_BATCH, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    with preserved_rng():
+    state = get_rng_state()  # training seeds every generator: the caller's are restored after
+    try:
         torch.manual_seed(seed)
         model = VQVAE2(vqvae2_config("ci", image_size=TOP_SIZE, bottom_dropout=bottom_dropout,
                                      codebook_size_bottom=codebook_size_bottom))
         train_vqvae(model, loader, None, TrainConfig(epochs=TOP_EPOCHS, lr=TOP_LR, seed=seed,
                                                      device="cpu", progress=False))
+    finally:
+        set_rng_state(state)
     return level_use(model, x[TOP_TRAIN:])
 
 
@@ -498,9 +492,9 @@ def _top_level_judge(inputs: dict, outputs: Outputs) -> str:
     dropout, k = _top_level_settings(outputs.got("settings"))
     use = top_level_use(dropout, k, seed=int(inputs["data_seed"]))
     gain = use.top_only_psnr - use.mean_image_psnr
-    measured = (f"top-only reconstruction {use.top_only_psnr:.1f} dB against {use.mean_image_psnr:.1f}"
-                f" dB for the mean image (full {use.psnr:.1f} dB; bottom_dropout={dropout}, "
-                f"codebook_size_bottom={k})")
+    measured = (f"top-only reconstruction {use.top_only_psnr:.1f} dB against "
+                f"{use.mean_image_psnr:.1f} dB for the mean image (full {use.psnr:.1f} dB; "
+                f"bottom_dropout={dropout}, codebook_size_bottom={k})")
     if gain < TOP_MARGIN:
         raise Mismatch(f"the top level is bypassed: {measured}; it must beat the mean image by "
                        f"{TOP_MARGIN:.0f} dB. The decoder must sometimes have to rebuild an image "

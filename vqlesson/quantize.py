@@ -38,7 +38,7 @@ from . import distributed
 from .metrics import perplexity_from_counts
 from .validate import check_codes, check_latents
 
-INIT_METHODS = ("kmeans", "random", "normal")
+INIT_METHODS = ("kmeans", "random")
 # Noise added to data vectors copied into the codebook (k-means resampling, dead-code restarts),
 # relative to the per-dimension standard deviation of the batch. Small: it only breaks ties.
 JITTER = 1e-3
@@ -270,18 +270,15 @@ class VectorQuantizer(nn.Module):
         self.kmeans_iters = kmeans_iters
         self.last_restarts = 0
 
-        initial = torch.empty(codebook_size, code_dim)  # (K, D)
-        if init == "normal":
-            initial.normal_()  # nn.Embedding's default: N(0, 1), far from small encoder outputs
-        else:
-            initial.uniform_(-1.0 / codebook_size, 1.0 / codebook_size)
+        bound = 1.0 / codebook_size
+        initial = torch.empty(codebook_size, code_dim).uniform_(-bound, bound)  # (K, D)
         if self.ema:
             self.register_buffer("embedding", initial)
             self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
             self.register_buffer("ema_embed_sum", initial.clone())
         else:
             self.embedding = nn.Parameter(initial)
-        self.register_buffer("initialized", torch.tensor(init != "kmeans"))
+        self.register_buffer("initialized", torch.tensor(init == "random"))
         self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.int64))
         self.register_buffer("usage_counts", torch.zeros(codebook_size, dtype=torch.int64))
 

@@ -83,20 +83,6 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 @contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Restore Python's ``random``, NumPy's and PyTorch's CPU generators after a block, so that
-    a check that seeds and trains (``with preserved_rng(): ...``) leaves a notebook's random
-    streams as it found them."""
-    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.random.set_rng_state(states[2])
-
-
-@contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Put ``module`` in eval mode for a block and restore its previous mode afterwards (also
     when the block raises): ``with eval_mode(model): x_hat = model(x).x_hat``."""
