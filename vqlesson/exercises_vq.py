@@ -462,7 +462,8 @@ def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 
     ``seed``-drawn synthetic lesions (:data:`TOP_SIZE` px, :data:`TOP_TRAIN` images,
     :data:`TOP_EPOCHS` epochs, on the CPU; about 2 s) and measure its level use on
     :data:`TOP_HELD_OUT` held-out lesions -> :class:`~vqlesson.experiments.LevelUse` (PSNR in
-    dB). The caller's random generators are left as they were."""
+    dB). One thread, as in the check; the caller's random generators and thread count are
+    left as they were."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from .checkpoint import get_rng_state, set_rng_state
@@ -476,16 +477,18 @@ def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 
     x = torch.stack([lesions[i][0] for i in range(len(lesions))])  # (N, 3, S, S) in [-1, 1]
     loader = DataLoader(TensorDataset(x[:TOP_TRAIN]), batch_size=TOP_BATCH, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    state = get_rng_state()  # training seeds every generator: the caller's are restored after
+    state, threads = get_rng_state(), torch.get_num_threads()  # both restored after training
     try:
+        torch.set_num_threads(1)  # as in the check (check_core): the same figures anywhere
         torch.manual_seed(seed)
         model = VQVAE2(vqvae2_config("ci", image_size=TOP_SIZE, bottom_dropout=bottom_dropout,
                                      codebook_size_bottom=codebook_size_bottom))
         train_vqvae(model, loader, None, TrainConfig(epochs=TOP_EPOCHS, lr=TOP_LR, seed=seed,
                                                      device="cpu", progress=False))
+        return level_use(model, x[TOP_TRAIN:])
     finally:
         set_rng_state(state)
-    return level_use(model, x[TOP_TRAIN:])
+        torch.set_num_threads(threads)
 
 
 def _top_level_judge(inputs: dict, outputs: Outputs) -> str:
