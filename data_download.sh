@@ -8,8 +8,8 @@
 # Usage: bash data_download.sh [ROOT] [--base-url URL]... [--config FILE.json] [--dataset cifar10]
 #        bash data_download.sh --help
 #
-# A thin wrapper over the Python downloader, vqlesson/download.py (python -m vqlesson.download,
-# or vqlesson.download.download_isic2016 / ISIC2016(root, download=True) from Python): it resumes
+# A thin wrapper over the Python downloader, vqlesson/data/download.py (python -m vqlesson.data.download,
+# or vqlesson.data.download.download_isic2016 / ISIC2016(root, download=True) from Python): it resumes
 # an interrupted download, checks SHA-256 and image counts, installs atomically, and does nothing
 # when the data is already in place. ROOT defaults to data/isic2016 beside this script (or
 # $VQLESSON_DATA_DIR/isic2016 when that is set). Exit status: 0 data in place, 1 download or
@@ -35,4 +35,4 @@ fi
 # one beside this script, wherever it is run from.
 export PYTHONPATH="$SCRIPT_DIR${PYTHONPATH:+:$PYTHONPATH}"
 export VQLESSON_DATA_DIR="${VQLESSON_DATA_DIR:-$SCRIPT_DIR/data}"
-exec "$PYTHON" -m vqlesson.download "$@"
+exec "$PYTHON" -m vqlesson.data.download "$@"

@@ -20,7 +20,7 @@ import torch
 
 from vqlesson.abcd import abcd_features
 from vqlesson.realism import validate_on_synthetic
-from vqlesson.synthetic import SyntheticLesions
+from vqlesson.data.synthetic import SyntheticLesions
 
 
 def seconds_per_64(size: int, repeats: int) -> float:

@@ -1,6 +1,6 @@
 """The whole course, headless, measured stage by stage: what a student's GPU (or CPU) costs.
 
-Runs :func:`vqlesson.pipeline.run_pipeline` (VQ-VAE, code extraction and prior, samples, the
+Runs :func:`vqlesson.cli.pipeline.run_pipeline` (VQ-VAE, code extraction and prior, samples, the
 test-set failure analysis, the report) on the synthetic lesions at the chosen profile's sizes
 (they stand in for ISIC 2016: same image size, same number of training images at ``gpu``
 scale), one stage at a time, and prints per stage:
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from vqlesson.pipeline import STAGE_NAMES, PipelineConfig, run_pipeline
+from vqlesson.cli.pipeline import STAGE_NAMES, PipelineConfig, run_pipeline
 from vqlesson.runfolder import RunFolder
 from vqlesson.runs import DataChoice
 from vqlesson.runtime import get_device, get_profile

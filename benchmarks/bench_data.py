@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from vqlesson.data import ISIC2016
-from vqlesson.image_files import load_rgb
+from vqlesson.data.image_files import load_rgb
 
 TRAIN_DIR, TRAIN_CSV = "ISBI2016_ISIC_Part3_Training_Data", "ISBI2016_ISIC_Part3_Training_GroundTruth.csv"
 TEST_DIR, TEST_CSV = "ISBI2016_ISIC_Part3_Test_Data", "ISBI2016_ISIC_Part3_Test_GroundTruth.csv"

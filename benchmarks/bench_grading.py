@@ -6,7 +6,7 @@ The submission is the instructor's version of a course notebook (full marks), fr
 - *old*: otter-grader's non-container runner in its own process and temporary folder (``otter
   run``: the notebook and then the tests run in the student's kernel), as ``python -m vqlesson
   grade`` did before the sandbox;
-- *new, bwrap*: ``vqlesson.grading.grade`` with bubblewrap (skipped where it cannot run);
+- *new, bwrap*: ``vqlesson.grading.grader`` with bubblewrap (skipped where it cannot run);
 - *new, rlimits-only*: the same with ``isolation="none"``.
 
 For the new paths it prints the seconds per submission (the CSV's ``seconds``: the sandbox and
@@ -35,7 +35,7 @@ import nbformat
 
 from vqlesson import course
 from vqlesson.grading import GradeSettings, grade
-from vqlesson.sandbox import BWRAP, detect_isolation
+from vqlesson.grading.sandbox import BWRAP, detect_isolation
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_RUNNER = """\

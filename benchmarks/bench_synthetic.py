@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from vqlesson.synthetic import SyntheticLesions
+from vqlesson.data.synthetic import SyntheticLesions
 
 SIZES = (32, 64, 128, 256)
 

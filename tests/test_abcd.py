@@ -14,11 +14,11 @@ from PIL import Image
 
 from vqlesson import plots
 from vqlesson.abcd import FEATURES, ABCDConfig, ABCDFeatures, abcd_features, segment_lesions, tds_band
-from vqlesson.image_files import load_rgb
+from vqlesson.data.image_files import load_rgb
 from vqlesson.realism import (comparison_table, compare_features, summarise_features,
                               validate_on_synthetic)
-from vqlesson.synthetic import SyntheticLesions
-from vqlesson.synthetic_abcd import abcd_features as true_outline_features
+from vqlesson.data.synthetic import SyntheticLesions
+from vqlesson.data.synthetic_abcd import abcd_features as true_outline_features
 
 matplotlib.use("Agg")
 

@@ -1,4 +1,4 @@
-"""CIFAR-10 as a course data source (vqlesson.cifar, make_loaders("cifar10")), offline.
+"""CIFAR-10 as a course data source (vqlesson.data.cifar, make_loaders("cifar10")), offline.
 
 The test writes a tiny CIFAR-10 in torchvision's on-disk format (``cifar-10-batches-py/`` with
 ``data_batch_1..5``, ``test_batch`` and ``batches.meta`` pickles). torchvision checks those files
@@ -20,9 +20,9 @@ from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
 from vqlesson.augment import AugmentConfig
-from vqlesson.cifar import cifar10_splits
+from vqlesson.data.cifar import cifar10_splits
 from vqlesson.data import make_loaders
-from vqlesson.download import DownloadError, download_cifar10
+from vqlesson.data.download import DownloadError, download_cifar10
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH, N_TEST = 6, 8  # 30 training images (3 for validation), 8 test images

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vqlesson.__main__ import main
+from vqlesson.cli import main
 
 
 def test_data_preview_writes_its_files(tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vqlesson.__main__ import main
+from vqlesson.cli import main
 from vqlesson.checkpoint import load_checkpoint
 
 DATA = ["--data", "synthetic", "--profile", "ci", "--dataset-size", "16"]

@@ -17,7 +17,8 @@ import pytest
 
 from grading_course import fill, make_tiny_course, solution, student, with_cell
 from vqlesson import course
-from vqlesson.__main__ import build_parser, main
+from vqlesson.course.student import solution_lines
+from vqlesson.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -185,7 +186,7 @@ def real_version(tmp_path_factory):
 
 
 def _solution_lines(source):
-    return [line.strip() for line in course._solution_lines(source) if len(line.strip()) > 3]
+    return [line.strip() for line in solution_lines(source) if len(line.strip()) > 3]
 
 
 def test_student_version_removes_every_solution_and_keeps_every_check(real_version):

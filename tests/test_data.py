@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-import vqlesson.image_files as image_files
+import vqlesson.data.image_files as image_files
 from vqlesson.augment import AugmentConfig, build_transforms, single_augmentations
 from vqlesson.data import (
     DatasetNotFoundError, ISIC2016, ImageFolderDataset, SyntheticLesions, make_loaders,
     read_isic_labels,
 )
-from vqlesson.image_files import CorruptImageError, load_rgb
+from vqlesson.data.image_files import CorruptImageError, load_rgb
 
 from conftest import (
     TEST_CSV, TEST_DIR, TRAIN_CSV, TRAIN_DIR, lesion_array, make_isic_layout,

@@ -1,5 +1,5 @@
-"""Tests for vqlesson.download (ISIC 2016 Part 3, Gutman et al. 2016, arXiv:1605.01397), its
-resumable fetch (vqlesson.fetch) and the data_download.sh wrapper.
+"""Tests for vqlesson.data.download (ISIC 2016 Part 3, Gutman et al. 2016, arXiv:1605.01397), its
+resumable fetch (vqlesson.data.fetch) and the data_download.sh wrapper.
 
 Fixture data with the real file and folder names (5 training and 3 test JPEGs) is served by a
 local HTTP server on 127.0.0.1, based on ``http.server``, that answers Range requests and can cut
@@ -31,9 +31,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import vqlesson.download as download
-from vqlesson.data import ISIC2016, ISIC_FILES
-from vqlesson.download import (
+import vqlesson.data.download as download
+from vqlesson.data import ISIC2016
+from vqlesson.data.datasets import ISIC_FILES
+from vqlesson.data.download import (
     DownloadError, IsicDownloadConfig, VerificationError, download_isic2016,
 )
 
@@ -538,7 +539,7 @@ def test_command_line_help_errors_and_exit_status(tmp_path, fixture_data, capsys
 
 
 def test_the_course_command_downloads_then_does_nothing(tmp_path, server, fixture_data, capsys):
-    from vqlesson.__main__ import main
+    from vqlesson.cli import main
 
     dest = tmp_path / "isic"
     config = write_config(tmp_path / "fixture.json", fixture_data)

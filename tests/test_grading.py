@@ -23,7 +23,7 @@ import pytest
 
 from grading_course import make_tiny_course, solution, student, with_cell
 from vqlesson.grading import GradeSettings, grade
-from vqlesson.sandbox import BWRAP, RLIMITS_ONLY
+from vqlesson.grading.sandbox import BWRAP, RLIMITS_ONLY
 
 otter = pytest.importorskip("otter", reason="otter-grader is part of the dev install")
 ROOT = Path(__file__).resolve().parents[1]

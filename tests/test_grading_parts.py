@@ -18,11 +18,11 @@ import torch
 from grading_course import make_tiny_course
 from vqlesson import checks
 from vqlesson.check_core import Mismatch, Opaque, Outputs, collect_safely
-from vqlesson.grade_report import SubmissionResult, csv_safe, read_csv, summary, write_csv
-from vqlesson.grading_io import (UnsafeFileError, decode_inputs, encode_inputs, load_outputs,
+from vqlesson.grading.report import SubmissionResult, csv_safe, read_csv, summary, write_csv
+from vqlesson.grading.io import (UnsafeFileError, decode_inputs, encode_inputs, load_outputs,
                                  parse_metrics, read_regular_file, save_arrays)
-from vqlesson.judge import NO_RESULT, judge_test, read_metrics
-from vqlesson.sandbox import (BWRAP, SandboxLimits, bwrap_command, detect_isolation,
+from vqlesson.grading.judge import NO_RESULT, judge_test, read_metrics
+from vqlesson.grading.sandbox import (BWRAP, SandboxLimits, bwrap_command, detect_isolation,
                               make_layout, package_dir, run_confined, sandbox_tmp,
                               scrubbed_env)
 
@@ -45,7 +45,7 @@ def tiny_zip(tmp_path_factory):
 
 
 def test_the_autograder_gives_each_tests_check_seed_and_points(tiny_zip):
-    from vqlesson.autograder import read_autograder
+    from vqlesson.grading.autograder import read_autograder
 
     autograder = read_autograder(tiny_zip)
     assert autograder.assignment == "01_tiny"
@@ -64,7 +64,7 @@ def test_the_autograder_gives_each_tests_check_seed_and_points(tiny_zip):
     ("checks.check_causal_mask(other)", "the test's parameter"),
 ])
 def test_an_autograder_test_the_grader_cannot_run_is_refused_by_name(tmp_path, body, error):
-    from vqlesson.autograder import read_autograder
+    from vqlesson.grading.autograder import read_autograder
 
     source = ("from otter.test_files import test_case\nOK_FORMAT = False\nname = 'q'\n"
               "points = 1\n@test_case(points=None, hidden=False)\ndef test_q(build_mask):\n"

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from vqlesson import pipeline
-from vqlesson.__main__ import main
+from vqlesson.cli import pipeline
+from vqlesson.cli import main
 
 COMMON = ["--data", "synthetic", "--profile", "ci", "--threads", "1", "--num-samples", "4",
           "--device", "cpu"]

@@ -1,7 +1,7 @@
-"""The course as a website (vqlesson.site), checked in a real browser: headless Chromium loads
+"""The course as a website (vqlesson.course.site), checked in a real browser: headless Chromium loads
 every page from a local server and each notebook page must show its figures, decoded, and no
 error output. The site is built once, under the ``ci`` profile (the notebooks execute: about
-1-2 minutes). Also the gallery (vqlesson.gallery) and the two commands."""
+1-2 minutes). Also the gallery (vqlesson.course.gallery) and the two commands."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import nbformat
 import pytest
 from PIL import Image
 
-from vqlesson import site
-from vqlesson.__main__ import build_parser, main
-from vqlesson.gallery import GalleryConfig, make_gallery
+from vqlesson.course import site
+from vqlesson.cli import build_parser, main
+from vqlesson.course.gallery import GalleryConfig, make_gallery
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

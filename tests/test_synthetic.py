@@ -1,4 +1,4 @@
-"""Tests of the procedural dermoscopy data set (vqlesson.synthetic)."""
+"""Tests of the procedural dermoscopy data set (vqlesson.data.synthetic)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from vqlesson.synthetic_abcd import TDS_THRESHOLD, total_dermoscopy_score
-from vqlesson.synthetic import COLOUR_NAMES, SyntheticLesions
+from vqlesson.data.synthetic_abcd import TDS_THRESHOLD, total_dermoscopy_score
+from vqlesson.data.synthetic import COLOUR_NAMES, SyntheticLesions
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""Tests of the ABCD rule on outlines of known shape (vqlesson.synthetic_abcd)."""
+"""Tests of the ABCD rule on outlines of known shape (vqlesson.data.synthetic_abcd)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vqlesson.synthetic_abcd import abcd_features
+from vqlesson.data.synthetic_abcd import abcd_features
 
 
 def test_abcd_features_of_known_shapes() -> None:

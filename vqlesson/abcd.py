@@ -30,14 +30,14 @@ does the comparing and the validation). Per image:
 5. **Outline**: the radius ``r(theta)`` along 128 rays from the centroid (the integral of a
    sub-pixel soft mask along each ray) and its Fourier harmonics ``k = 1..10``: the outline
    ``r(theta) = R (1 + sum_k a_k cos(k theta + phi_k))`` the synthetic lesions are drawn from.
-   A, B and the diameter are then computed by :func:`vqlesson.synthetic_abcd.abcd_features`, exactly
+   A, B and the diameter are then computed by :func:`vqlesson.data.synthetic_abcd.abcd_features`, exactly
    as the generator scores its own lesions: A from the area without a mirror partner about each
    principal axis, B from the high-frequency irregularity of the outline per octant, the
    diameter from the area. A is thus the *shape* part of Stolz's asymmetry (the asymmetry of
    colours and structures is not measured), and B measures irregularity, not the abruptness of
    the pigment's cut-off.
 6. **C**: each pixel of the lesion's core takes the nearest of the six dermoscopic colours
-   (:data:`vqlesson.synthetic.COLOUR_RGB`, seen through the epidermis: blended with the image's
+   (:data:`vqlesson.data.synthetic.COLOUR_RGB`, seen through the epidermis: blended with the image's
    own skin) in CIELAB; a colour counts when it covers at least ``colour_min_fraction``.
 7. **D (differential structures)** is approximated by the structures that can be seen at the
    course's 32 to 128 px: *dots* (at least ``min_dots`` small dark blobs, by black top-hat),
@@ -47,7 +47,7 @@ does the comparing and the validation). Per image:
    pixels wide at these sizes, and a texture measure could not tell them from mottling and dots
    on the synthetic lesions. D (and with it Stolz's TDS) is thus a lower, coarse estimate.
 
-The synthetic lesions (:mod:`vqlesson.synthetic`) score D as the lesion's *diameter* (the clinical
+The synthetic lesions (:mod:`vqlesson.data.synthetic`) score D as the lesion's *diameter* (the clinical
 ABCD rule, mapped to 1..5), not as the number of differential structures. This module reports
 both: ``structures`` (Stolz's D) with ``score`` (Stolz's TDS), and ``diameter`` with
 ``score_diameter`` (the synthetic lesions' TDS, the one their labels use).
@@ -69,9 +69,9 @@ from skimage.color import rgb2lab
 from skimage.filters import apply_hysteresis_threshold, threshold_otsu
 from skimage.morphology import disk
 
-from .synthetic import COLOUR_RGB
-from .synthetic_abcd import TDS_THRESHOLD, total_dermoscopy_score
-from .synthetic_abcd import abcd_features as outline_features
+from .data.synthetic import COLOUR_RGB
+from .data.synthetic_abcd import TDS_THRESHOLD, total_dermoscopy_score
+from .data.synthetic_abcd import abcd_features as outline_features
 
 #: The estimated features, in the order of :class:`ABCDFeatures` (``found`` aside).
 FEATURES = ("asymmetry", "border", "colour", "structures", "diameter", "score", "score_diameter")

@@ -13,7 +13,7 @@ A check (:mod:`vqlesson.checks`) is an :class:`Exercise` in three steps:
 In a notebook (:func:`run_check`) the three run in the student's kernel, one after the other.
 When grading, step 2 runs inside the sandbox and its :class:`Outputs` travel as arrays
 (:meth:`Outputs.to_arrays`: numbers, booleans and a JSON string, never a pickle) to a separate
-process that never runs student code and performs steps 1 and 3 (:mod:`vqlesson.judge`). Both
+process that never runs student code and performs steps 1 and 3 (:mod:`vqlesson.grading.judge`). Both
 paths decode the same arrays with the same code, so instant feedback and grades agree.
 """
 

@@ -12,7 +12,7 @@ and appendix A.1; Razavi et al. 2019 §3.1) and :mod:`vqlesson.exercises_prior` 
 van den Oord et al. 2016, PixelRNN §3.4 and Gated PixelCNN §2; :mod:`vqlesson.analysis`). The
 grader (:mod:`vqlesson.grading`) runs the same exercises split in two: the student's function is
 called inside a sandbox and only its outputs, as data, reach a separate process that compares
-them (:mod:`vqlesson.judge`), so instant feedback and grades agree and a notebook cannot change
+them (:mod:`vqlesson.grading.judge`), so instant feedback and grades agree and a notebook cannot change
 how it is scored.
 
 :func:`record_metrics` lets a notebook hand its key figures (PSNR, perplexity, prior NLL) to the

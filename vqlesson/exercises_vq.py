@@ -469,7 +469,7 @@ def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 
     from .checkpoint import get_rng_state, set_rng_state
     from .configs import vqvae2_config
     from .experiments import level_use
-    from .synthetic import SyntheticLesions
+    from .data.synthetic import SyntheticLesions
     from .train import TrainConfig, train_vqvae
     from .vqvae2 import VQVAE2
 

@@ -26,8 +26,8 @@ import torch
 from scipy import stats
 
 from .abcd import BAND_NAMES, FEATURES, ABCDConfig, ABCDFeatures, abcd_features, tds_band
-from .synthetic_abcd import TDS_THRESHOLD
-from .synthetic import SyntheticLesions
+from .data.synthetic_abcd import TDS_THRESHOLD
+from .data.synthetic import SyntheticLesions
 
 #: Ground-truth features of the synthetic lesions and the estimates they are compared with.
 VALIDATED = (("asymmetry", "asymmetry"), ("border", "border"), ("colour", "colour"),
@@ -89,7 +89,7 @@ def validate_on_synthetic(dataset: SyntheticLesions | None = None, n: int = 256,
     """Measure the estimator against the ground truth of synthetic lesions.
 
     Args:
-        dataset: a :class:`~vqlesson.synthetic.SyntheticLesions` (its first ``n`` items, without
+        dataset: a :class:`~vqlesson.data.synthetic.SyntheticLesions` (its first ``n`` items, without
             a transform); None draws ``SyntheticLesions(n, image_size, seed)``.
         n: images to measure, >= 3. image_size, seed: of the data set drawn when ``dataset`` is
             None (seed 1 by default; the estimator's settings were chosen on seed 2).

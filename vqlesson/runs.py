@@ -3,7 +3,7 @@
 A *run folder* (``runs/NAME``) holds everything one course run makes; :class:`RunFolder` names
 every file in it, once. Each workflow is one function that takes a run folder, the data to use
 (:class:`DataChoice`) and its settings (a dataclass), writes its files and returns a NamedTuple.
-The command line (``python -m vqlesson``), the headless pipeline (:mod:`vqlesson.pipeline`) and
+The command line (``python -m vqlesson``), the headless pipeline (:mod:`vqlesson.cli.pipeline`) and
 the notebooks all call these functions:
 
 ==========================  ======================================  ===========================

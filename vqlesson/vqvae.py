@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqlesson.quantize import INIT_METHODS, VectorQuantizer
-from vqlesson.validate import check_images, check_latents, nearby_valid_sizes
+from .quantize import INIT_METHODS, VectorQuantizer
+from .validate import check_images, check_latents, nearby_valid_sizes
 
 ENCODER_FACTORS = (2, 4, 8)  # downsampling factors the Encoder/Decoder blocks support
 VQVAE_FACTORS = (4, 8)  # downsampling factors of the VQ-VAE / VAE models

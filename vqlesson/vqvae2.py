@@ -46,15 +46,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqlesson.quantize import INIT_METHODS, VectorQuantizer
-from vqlesson.validate import (
+from .quantize import INIT_METHODS, VectorQuantizer
+from .validate import (
     check_codes,
     check_images,
     check_latents,
     check_level_shapes,
     nearby_valid_sizes,
 )
-from vqlesson.vqvae import Decoder, Encoder
+from .vqvae import Decoder, Encoder
 
 BOTTOM_FACTOR = 4  # image -> bottom grid
 TOP_FACTOR = 2  # bottom grid -> top grid

@@ -1,6 +1,6 @@
 """The dermoscopic ABCD rule, computed from the outline and palette of a synthetic lesion.
 
-The labels of :class:`~vqlesson.synthetic.SyntheticLesions` follow the ABCD rule of dermoscopy
+The labels of :class:`~vqlesson.data.synthetic.SyntheticLesions` follow the ABCD rule of dermoscopy
 (Stolz et al. 1994, *ABCD rule of dermatoscopy: a new practical method for early recognition of
 malignant melanoma*; Nachbar et al. 1994) and are computed from the generator's parameters, never
 from pixels. The outline is star-shaped, ``r(theta) = R (1 + sum_k a_k cos(k theta + phi_k))``:

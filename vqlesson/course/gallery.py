@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .runfolder import RunFolder
+from ..runfolder import RunFolder
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,18 @@
 
 For each submission (``python -m vqlesson grade SUBMISSIONS --autograder ZIP_OR_FOLDER``):
 
-1. The trusted grader reads it as a notebook, picks its autograder (:mod:`vqlesson.autograder`:
+1. The trusted grader reads it as a notebook, picks its autograder (:mod:`vqlesson.grading.autograder`:
    the tests, their points, the check and seed of each) and writes a sandbox's inbox: the
-   notebook, a manifest and each test's inputs as data (:mod:`vqlesson.grading_io`). No test
+   notebook, a manifest and each test's inputs as data (:mod:`vqlesson.grading.io`). No test
    code, no expected result, no other submission.
-2. The sandbox (:mod:`vqlesson.sandbox`: bubblewrap where it works, else limits only) runs
-   :mod:`vqlesson.grading_runner`: the notebook headless in a fresh kernel (a cell that raises
+2. The sandbox (:mod:`vqlesson.grading.sandbox`: bubblewrap where it works, else limits only) runs
+   :mod:`vqlesson.grading.runner`: the notebook headless in a fresh kernel (a cell that raises
    does not stop it), then one more cell that calls each test's student function on its inputs
    and writes what it returned as arrays. Then everything left of the sandbox is killed.
-3. A separate process, :mod:`vqlesson.judge`, that never runs student code, rebuilds each
+3. A separate process, :mod:`vqlesson.grading.judge`, that never runs student code, rebuilds each
    test's inputs from its seed, compares the outputs with the library's reference (the same
    code as the notebooks' instant feedback) and validates the recorded metrics.
-4. The row is written to the CSV at once (:mod:`vqlesson.grade_report`: atomic rewrite), so a
+4. The row is written to the CSV at once (:mod:`vqlesson.grading.report`: atomic rewrite), so a
    stopped batch keeps what it graded; run again, it skips submissions already graded (same
    file content) unless ``regrade``.
 
@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .autograder import Autograder, autograder_for, read_autograder
-from .checks import EXERCISES, METRICS_ENV
-from .grade_report import (RESERVED, STATUSES, SubmissionResult, read_csv, summary, write_csv)
-from .grading_io import (MANIFEST_NAME, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
+from ..checks import EXERCISES, METRICS_ENV
+from .report import (RESERVED, STATUSES, SubmissionResult, read_csv, summary, write_csv)
+from .io import (MANIFEST_NAME, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
                          encode_inputs, read_regular_file, save_arrays)
-from .runtime import PROFILES
+from ..runtime import PROFILES
 from .sandbox import (BWRAP, DATA_DIR, Isolation, SandboxLimits, check_python, detect_isolation,
                       launcher_command, package_dir, sandbox_tempdir, sandboxed)
 
@@ -51,7 +51,7 @@ MAX_SUBMISSION_BYTES = 64 * 2**20
 MAX_EXECUTED_BYTES = 32 * 2**20  # the executed notebook copied into the logs
 JUDGE_TIMEOUT_S, JUDGE_MEMORY_MB = 300, 8192
 TIMING = "sandbox {:.2f} s, checks {:.2f} s"  # the last line of each submission's log
-RUNNER = Path(__file__).with_name("grading_runner.py")  # run as a script inside the sandbox
+RUNNER = Path(__file__).with_name("runner.py")  # run as a script inside the sandbox
 __all__ = ["GradeReport", "GradeSettings", "STATUSES", "SubmissionResult", "grade"]
 
 
@@ -124,14 +124,14 @@ def _write_inbox(inbox: Path, in_path: str, out_path: str, notebook: str,
 
 
 def _judge(autograder: Autograder, outbox: Path) -> dict:
-    """Run :mod:`vqlesson.judge` on a sandbox's outbox, in a process of its own."""
+    """Run :mod:`vqlesson.grading.judge` on a sandbox's outbox, in a process of its own."""
     spec = {"tests": [{"id": t.id, "exercise": t.exercise, "seed": t.seed}
                       for t in autograder.tests], "reserved": sorted(RESERVED)}
     limits = {"RLIMIT_AS": JUDGE_MEMORY_MB * 2**20, "RLIMIT_CORE": 0}
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package_dir().parent),
            "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(launcher_command(limits, None) + [
-        sys.executable, "-m", "vqlesson.judge", str(outbox)], input=json.dumps(spec),
+        sys.executable, "-m", "vqlesson.grading.judge", str(outbox)], input=json.dumps(spec),
         capture_output=True, text=True, timeout=JUDGE_TIMEOUT_S, env=env, cwd=outbox)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:

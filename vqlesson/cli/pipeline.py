@@ -34,13 +34,13 @@ from typing import Any, NamedTuple
 
 import torch
 
-from . import analysis as A
-from . import memorisation as M
-from . import plots
-from .checkpoint import atomic_write_text
-from .distributed import barrier, is_main_process
-from .runfolder import RunFolder
-from .runs import (
+from .. import analysis as A
+from .. import memorisation as M
+from .. import plots
+from ..checkpoint import atomic_write_text
+from ..distributed import barrier, is_main_process
+from ..runfolder import RunFolder
+from ..runs import (
     DataChoice,
     PriorRunConfig,
     Report,
@@ -51,7 +51,7 @@ from .runs import (
     train_prior_run,
     train_vqvae_run,
 )
-from .runtime import get_device, get_profile, set_threads
+from ..runtime import get_device, get_profile, set_threads
 
 # Options that define a run; resuming with other values would mix two runs in one folder.
 RUN_OPTIONS = ("data", "data_root", "profile", "image_size", "batch_size", "dataset_size", "seed",
@@ -145,7 +145,7 @@ class _Encoded(NamedTuple):
 
 
 def _encode_splits(ctx: Context, vqvae: torch.nn.Module) -> _Encoded:
-    from .data import make_loaders
+    from ..data import make_loaders
 
     # Rank 0 alone runs this stage, so no main_process_first (DataChoice.loaders) here.
     d = ctx.data
@@ -231,8 +231,8 @@ def _realism(ctx: Context, e: _Encoded, at_run: Any, result: dict, figures: dict
     """6. Do the samples look like lesions? The ABCD features (Stolz et al. 1994) measured from
     the pixels of the samples against those of the real test lesions, per class for a
     class-conditional prior (its samples are drawn with the classes in turn)."""
-    from .abcd import abcd_features
-    from .realism import compare_features, comparison_table
+    from ..abcd import abcd_features
+    from ..realism import compare_features, comparison_table
 
     samples = at_run.samples.float().cpu()
     conditional = ctx.config.label_conditional and len(e.classes) > 1

@@ -43,7 +43,7 @@ class SubmissionResult(NamedTuple):
         failed: ``"test: hint"`` for every failed test.
         metrics: what the notebook recorded with :func:`vqlesson.checks.record_metrics`.
         message: cell errors, the time limit, or why it could not be graded.
-        isolation: ``bwrap`` or ``rlimits-only`` (see :mod:`vqlesson.sandbox`).
+        isolation: ``bwrap`` or ``rlimits-only`` (see :mod:`vqlesson.grading.sandbox`).
         sha256: of the submitted file.
     """
 

@@ -20,7 +20,7 @@ How one image is drawn (all vectorised on a coordinate grid in ``[-1, 1]^2``, no
 4. **Dermoscope**: black outside a slightly off-centre circle with a soft edge, and lens fall-off.
 
 The label follows the dermoscopic ABCD rule (Stolz et al. 1994) and is computed from the
-generator's parameters, never from pixels (:mod:`vqlesson.synthetic_abcd`: asymmetry, border,
+generator's parameters, never from pixels (:mod:`vqlesson.data.synthetic_abcd`: asymmetry, border,
 colours and diameter of the outline and palette, the Total Dermoscopy Score, malignant above 5.45). A latent
 *atypia* ``z ~ U(0, 1)`` drives all four features (plus independent noise per feature), so the
 features are correlated as in real lesions and the classes differ visibly (malignant lesions are
@@ -437,7 +437,7 @@ class SyntheticLesions(Dataset):
     number of ``DataLoader`` workers give identical images. Labels and features are computed once,
     at construction, from the generator parameters (no rendering); about half the items are
     malignant (measured 48.6 % over 1000 items with seed 0, 47–53 % for seeds 0–10). The module
-    docstring says how the images are drawn; :mod:`vqlesson.synthetic_abcd` how the ABCD
+    docstring says how the images are drawn; :mod:`vqlesson.data.synthetic_abcd` how the ABCD
     features and the TDS are defined.
 
     Transform contract: ``transform`` receives the image as a float32 tensor ``(3, S, S)`` in

@@ -1,13 +1,13 @@
 """Inside the sandbox: execute one submitted notebook, then collect its functions' outputs.
 
-Run by the grader as a script, inside the sandbox (:mod:`vqlesson.sandbox`)::
+Run by the grader as a script, inside the sandbox (:mod:`vqlesson.grading.sandbox`)::
 
-    python -I .../vqlesson/grading_runner.py IN_DIR OUT_DIR WORK_DIR TIMEOUT_S OUTPUT_KB
+    python -I .../vqlesson/grading/runner.py IN_DIR OUT_DIR WORK_DIR TIMEOUT_S OUTPUT_KB
 
 It imports neither torch nor vqlesson (the notebook's kernel does). It executes
 ``IN_DIR/submission.ipynb`` with nbclient in a fresh kernel whose working folder is
 ``WORK_DIR``; a cell that raises does not stop the run. Then it executes one more cell in the
-same kernel, :func:`vqlesson.grading_io.collect_outputs` on ``IN_DIR/exercises.json``, which
+same kernel, :func:`vqlesson.grading.io.collect_outputs` on ``IN_DIR/exercises.json``, which
 calls each test's student function and writes its outputs as data into ``OUT_DIR/outputs/``.
 It writes ``OUT_DIR/executed.ipynb`` (outputs beyond ``OUTPUT_KB`` dropped) and
 ``OUT_DIR/run.json`` (``cell_errors``, ``failure``, ``dropped_bytes``).
@@ -29,7 +29,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 KERNEL_NAME = "vqlesson-grader"
 GRADER_CELL_TAG = "vqlesson-grader"
-COLLECT_SOURCE = ("import vqlesson.grading_io as _vqlesson_grading_io\n"
+COLLECT_SOURCE = ("import vqlesson.grading.io as _vqlesson_grading_io\n"
                   "_vqlesson_grading_io.collect_outputs({manifest!r}, globals())")
 MAX_TRACEBACK = 4000  # characters of an error output's traceback kept
 

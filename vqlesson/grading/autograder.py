@@ -6,7 +6,7 @@
 
     @test_case(points=None, hidden=True)
     def test_nearest_code_hidden(nearest_code):
-        from vqlesson import checks
+        from .. import checks
         result = checks.check_nearest_code(nearest_code, seed=7)
         assert result.passed, result.message
 
@@ -135,7 +135,7 @@ def read_autograder(path: str | Path) -> Autograder:
             :mod:`vqlesson.checks` check as ``checks.check_NAME(function, seed=N)`` (the
             message names the zip, the file and the test).
     """
-    from .checks import EXERCISES
+    from ..checks import EXERCISES
 
     path = Path(path)
     if not path.is_file():

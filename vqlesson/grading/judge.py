@@ -2,12 +2,12 @@
 
 Run by the grader after the sandbox of a submission has ended and every process of it is gone::
 
-    python -m vqlesson.judge OUTPUTS_DIR < spec.json > result.json
+    python -m vqlesson.grading.judge OUTPUTS_DIR < spec.json > result.json
 
 It never imports or runs anything from the submission and never unpickles: for each test of the
 spec (``id``, ``exercise``, ``seed``) it rebuilds the inputs from the seed itself
 (``make_inputs``, not the copy the sandbox saw), reads ``OUTPUTS_DIR/outputs/ID.npz`` with
-:func:`vqlesson.grading_io.load_outputs` and compares with the library's reference through the
+:func:`vqlesson.grading.io.load_outputs` and compares with the library's reference through the
 same judging code as the notebook's instant feedback
 (:func:`vqlesson.check_core.judge_outputs`). It also validates ``OUTPUTS_DIR/metrics.json``.
 A missing, malformed or oversized output fails its test with a message; it never passes one.
@@ -19,9 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-from .check_core import CheckResult, judge_outputs
-from .checks import EXERCISES
-from .grading_io import (MAX_METRICS_BYTES, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
+from ..check_core import CheckResult, judge_outputs
+from ..checks import EXERCISES
+from .io import (MAX_METRICS_BYTES, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
                          load_outputs, parse_metrics, read_regular_file)
 
 NO_RESULT = ("no result was recorded: the notebook did not reach the grader's call of your "

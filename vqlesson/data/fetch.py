@@ -5,7 +5,7 @@ checks the SHA-256 and moves the file into place only when it matches (else dele
 has neither mirrors nor resume, so this module adds both: the URLs are tried in order (a network
 error is first retried on the same URL), and :class:`ResumableDownloader`, pooch's downloader
 here, keeps the bytes of an interrupted transfer in ``NAME.part`` and asks for the rest with an
-HTTP Range request. :mod:`vqlesson.download` uses it for ISIC 2016.
+HTTP Range request. :mod:`vqlesson.data.download` uses it for ISIC 2016.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The options and help texts of the ``python -m vqlesson`` subcommands.
 
 Every option's default is ``None`` (or a switch that is off), so the default that applies is the
-one of the settings dataclass (:mod:`vqlesson.runs`, :mod:`vqlesson.pipeline`) or of the
+one of the settings dataclass (:mod:`vqlesson.runs`, :mod:`vqlesson.cli.pipeline`) or of the
 profile; the help texts quote those defaults from the dataclasses, so they never disagree. The
-handlers that turn parsed options into a workflow call live in :mod:`vqlesson.__main__`.
+handlers that turn parsed options into a workflow call live in :mod:`vqlesson.cli`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .pipeline import PipelineConfig
-from .runs import DataChoice, PriorRunConfig, SampleConfig, VQVAERunConfig
-from .runtime import PROFILES
+from ..runs import DataChoice, PriorRunConfig, SampleConfig, VQVAERunConfig
+from ..runtime import PROFILES
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, workers: bool = False) -> None:
@@ -159,7 +159,7 @@ def _pipeline(parser: argparse.ArgumentParser, stage_names: Sequence[str]) -> No
 
 
 def _download(parser: argparse.ArgumentParser) -> None:
-    from .download import add_download_arguments
+    from ..data.download import add_download_arguments
 
     add_download_arguments(parser)
 

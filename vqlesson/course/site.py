@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import vqlesson
 
+from .notebooks import course_notebooks
+
 SITE_TITLE = "vqlesson: discrete generative models of skin lesions"
 
 #: nbconvert template: JupyterLab's, with no require.js (no widgets are left to render) and a
@@ -86,20 +88,6 @@ class SiteBuild(NamedTuple):
     pages: list[SitePage]
     profile: str
     built_at: str
-
-
-def course_notebooks(notebooks_dir: str | Path) -> list[Path]:
-    """The course notebooks ``NN_name.ipynb`` of a folder, in order.
-
-    Raises:
-        FileNotFoundError: the folder is missing or holds no ``NN_name.ipynb`` file.
-    """
-    folder = Path(notebooks_dir)
-    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb")) if folder.is_dir() else []
-    if not paths:
-        raise FileNotFoundError(f"no course notebooks (NN_name.ipynb) in {folder}; run from the "
-                                "repository root or pass --notebooks DIR")
-    return paths
 
 
 def notebook_title(nb, fallback: str) -> str:
@@ -233,7 +221,7 @@ def build_site(notebooks_dir: str | Path, out_dir: str | Path, profile: str = "c
         ValueError: an unknown profile.
         RuntimeError: a notebook raised or timed out (the message names it).
     """
-    from .runtime import PROFILES
+    from ..runtime import PROFILES
 
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")

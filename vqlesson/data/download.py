@@ -14,7 +14,7 @@
 - :func:`download_cifar10`: CIFAR-10 (Krizhevsky 2009), the VQ-VAE paper's own image benchmark
   (van den Oord et al. 2017, arXiv:1711.00937, Sec. 4.1), through torchvision's ``CIFAR10``.
 
-How ISIC 2016 is fetched: each file comes from :func:`vqlesson.fetch.fetch_file` (pooch with
+How ISIC 2016 is fetched: each file comes from :func:`vqlesson.data.fetch.fetch_file` (pooch with
 a resuming downloader: SHA-256 checked, an interrupted transfer continued with an HTTP Range
 request), trying ISIC's official challenge bucket first and the older archive bucket second; a
 network error is retried on the same URL before the next one is tried. Everything is downloaded
@@ -23,7 +23,7 @@ that the images and labels of each split name the same ids. Only then are the zi
 (JPEGs only) and moved into ROOT, so a failed run leaves nothing half-installed there. A call
 that finds everything in place and verified downloads nothing.
 
-``python -m vqlesson.download [ROOT]`` (and ``bash data_download.sh [ROOT]``) runs
+``python -m vqlesson.data.download [ROOT]`` (and ``bash data_download.sh [ROOT]``) runs
 :func:`download_isic2016` from the command line; ``--help`` lists the options.
 """
 
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 from .fetch import DownloadError, VerificationError, fetch_file
+from .paths import DATA_DIR_ENV, default_data_root, default_isic_root
 
 __all__ = [
     "DATA_DIR_ENV", "DownloadError", "IsicDownloadConfig", "VerificationError",
@@ -50,7 +51,6 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger("vqlesson")
-DATA_DIR_ENV = "VQLESSON_DATA_DIR"
 
 OFFICIAL_BASE_URL = "https://isic-archive.s3.amazonaws.com/challenges/2016/"  # since Sept. 2025
 ARCHIVE_BASE_URL = "https://isic-challenge-data.s3.amazonaws.com/2016/"  # the older bucket
@@ -96,27 +96,6 @@ ISIC_DOWNLOADS = (
     IsicFile(TRAIN_ZIP, "train", TRAIN_ZIP.removesuffix(".zip")),
     IsicFile(TEST_ZIP, "test", TEST_ZIP.removesuffix(".zip")),
 )
-
-
-# --------------------------------------------------------------------------------------------
-# Where data sets live
-# --------------------------------------------------------------------------------------------
-def default_data_root(name: str) -> Path:
-    """Where data set ``name`` is looked for: ``$VQLESSON_DATA_DIR/NAME``, else the first of
-    ``./data/NAME`` and ``../data/NAME`` that exists (notebooks run from ``notebooks/``), else
-    ``./data/NAME``."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser() / name
-    for candidate in (Path("data") / name, Path("..") / "data" / name):
-        if candidate.is_dir():
-            return candidate
-    return Path("data") / name
-
-
-def default_isic_root() -> Path:
-    """Where ISIC 2016 is looked for: :func:`default_data_root` of ``"isic2016"``."""
-    return default_data_root("isic2016")
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +169,7 @@ class IsicDownloadConfig:
 # --------------------------------------------------------------------------------------------
 def _fetch(item: IsicFile, root: Path, staging: Path, config: IsicDownloadConfig,
            progress: bool) -> Path:
-    """``staging/NAME`` downloaded and SHA-256 checked (:func:`vqlesson.fetch.fetch_file`),
+    """``staging/NAME`` downloaded and SHA-256 checked (:func:`vqlesson.data.fetch.fetch_file`),
     from each base URL in turn; its errors get what to do added."""
     urls = [base.rstrip("/") + "/" + item.name for base in config.base_urls]
     try:
@@ -200,7 +179,7 @@ def _fetch(item: IsicFile, root: Path, staging: Path, config: IsicDownloadConfig
     except VerificationError as err:
         raise VerificationError(
             f"{err}\nNothing was installed. If the file really changed upstream, give its new "
-            "SHA-256 in a config file (python -m vqlesson.download --config FILE, see --help)."
+            "SHA-256 in a config file (python -m vqlesson.data.download --config FILE, see --help)."
         ) from err
     except DownloadError as err:
         raise DownloadError(
@@ -506,7 +485,7 @@ def download_cifar10(root: str | os.PathLike | None = None) -> Path:
         root: the data folder (default :func:`default_data_root` of ``"cifar10"``).
 
     Returns:
-        ``root``, which :func:`vqlesson.cifar.cifar10_splits` and
+        ``root``, which :func:`vqlesson.data.cifar.cifar10_splits` and
         ``make_loaders("cifar10", root=...)`` read. The 170 MB archive is deleted once unpacked.
 
     Raises:
@@ -534,10 +513,10 @@ def download_cifar10(root: str | os.PathLike | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Command line: python -m vqlesson.download [ROOT] (and bash data_download.sh [ROOT])
+# Command line: python -m vqlesson.data.download [ROOT] (and bash data_download.sh [ROOT])
 # --------------------------------------------------------------------------------------------
 def add_download_arguments(parser: argparse.ArgumentParser) -> None:
-    """The download command's arguments (shared by ``python -m vqlesson.download`` and the CLI)."""
+    """The download command's arguments (shared by ``python -m vqlesson.data.download`` and the CLI)."""
     parser.add_argument("root", nargs="?", default=None,
                         help="data folder (default: $VQLESSON_DATA_DIR/NAME, else data/NAME, with "
                              "NAME isic2016 or cifar10)")
@@ -565,10 +544,10 @@ def run_download(args: argparse.Namespace, progress: bool = True) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m vqlesson.download``: exit 0 when the data is in place, 1 when it is not,
+    """``python -m vqlesson.data.download``: exit 0 when the data is in place, 1 when it is not,
     2 for bad arguments."""
     parser = argparse.ArgumentParser(
-        prog="python -m vqlesson.download",
+        prog="python -m vqlesson.data.download",
         description="Download ISIC 2016 Part 3 (Gutman et al. 2016, arXiv:1605.01397, CC-0) into "
                     "the layout vqlesson.data.ISIC2016 reads, verified by SHA-256 and image "
                     "counts; resumes an interrupted download; does nothing when the data is "

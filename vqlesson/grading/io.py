@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .check_core import RECORDS_KEY, Outputs, collect_safely
+from ..check_core import RECORDS_KEY, Outputs, collect_safely
 
 MANIFEST_NAME = "exercises.json"
 OUTPUTS_DIR, METRICS_NAME = "outputs", "metrics.json"
@@ -113,7 +113,7 @@ def collect_outputs(manifest: str | Path, namespace: dict) -> int:
     Returns:
         The number of tests collected.
     """
-    from .checks import EXERCISES
+    from ..checks import EXERCISES
 
     spec = json.loads(Path(manifest).read_text())
     out_dir = Path(spec["outputs_dir"])

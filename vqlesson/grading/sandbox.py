@@ -174,8 +174,9 @@ def sandbox_uid(slot: int, isolation: Isolation) -> int | None:
 
 
 def package_dir() -> Path:
-    """The folder of the ``vqlesson`` package (mounted alone, not its repository)."""
-    return Path(__file__).resolve().parent
+    """The folder of the ``vqlesson`` package (mounted alone, not its repository): the parent
+    of this ``grading`` sub-package."""
+    return Path(__file__).resolve().parent.parent
 
 
 def python_dirs() -> list[Path]:

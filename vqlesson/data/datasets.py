@@ -2,19 +2,19 @@
 
 - :class:`ISIC2016`: the ISBI 2016 challenge, Part 3 (lesion classification; Gutman et al. 2016,
   arXiv:1605.01397, CC-0): 900 training and 379 test dermoscopy JPEGs with benign/malignant labels.
-  ``ISIC2016(download=True)`` (:mod:`vqlesson.download`) fetches it into ``data/isic2016``.
+  ``ISIC2016(download=True)`` (:mod:`vqlesson.data.download`) fetches it into ``data/isic2016``.
 - :class:`ImageFolderDataset`: every image below a folder, so students can bring their own.
-- :class:`~vqlesson.synthetic.SyntheticLesions`: procedural dermoscopy-like lesions; needs nothing
+- :class:`~vqlesson.data.synthetic.SyntheticLesions`: procedural dermoscopy-like lesions; needs nothing
   downloaded and is the default when ISIC 2016 is not on disk.
-- :func:`make_loaders`: loaders for any of them (and CIFAR-10, :mod:`vqlesson.cifar`), by profile.
+- :func:`make_loaders`: loaders for any of them (and CIFAR-10, :mod:`vqlesson.data.cifar`), by profile.
 
 Every item is ``(image, label)``: image ``(3, S, S)`` float32 in [-1, 1], label int64
 (0 benign, 1 malignant; -1 for unlabelled folders). One range, end to end: the VQ-VAE's decoder
 ends in tanh and produces [-1, 1] too.
 
 Real files are decoded, cleaned and resized once, into a cache beside the data
-(:mod:`vqlesson.image_files`); an unreadable file raises
-:class:`~vqlesson.image_files.CorruptImageError`, or with ``on_error="skip"`` is left out with
+(:mod:`vqlesson.data.image_files`); an unreadable file raises
+:class:`~vqlesson.data.image_files.CorruptImageError`, or with ``on_error="skip"`` is left out with
 one warning.
 """
 
@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import AugmentConfig, build_transforms
+from ..augment import AugmentConfig, build_transforms
 from .cifar import cifar10_splits
-from .download import default_isic_root
+from .paths import default_isic_root
 from .image_files import CACHE_DIRNAME, IMAGE_EXTENSIONS, cached_images, warn_skipped
-from .metrics import to_unit_range
-from .runtime import Profile, get_profile, loader_workers, worker_init_fn
+from ..metrics import to_unit_range
+from ..runtime import Profile, get_profile, loader_workers, worker_init_fn
 from .synthetic import SyntheticLesions
 
 __all__ = [
@@ -255,7 +255,7 @@ class ISIC2016(_CachedImageDataset):
 
     Raises:
         DatasetNotFoundError: ``root`` is missing, empty or lacks a file (says how to get it).
-        ~vqlesson.image_files.CorruptImageError: an unreadable image (with ``on_error="raise"``).
+        ~vqlesson.data.image_files.CorruptImageError: an unreadable image (with ``on_error="raise"``).
         ValueError: a bad CSV row, a CSV row without its image, or a bad argument.
     """
 
@@ -330,7 +330,7 @@ class ImageFolderDataset(_CachedImageDataset):
 
     Raises:
         DatasetNotFoundError: the folder is missing or holds no image.
-        ~vqlesson.image_files.CorruptImageError: an unreadable image (with ``on_error="raise"``).
+        ~vqlesson.data.image_files.CorruptImageError: an unreadable image (with ``on_error="raise"``).
     """
 
     def __init__(
@@ -543,7 +543,7 @@ def make_loaders(
     training set (``split_seed=2016``); a folder is split 80/10/10 with ``seed``; the synthetic
     set draws train, validation and test from disjoint seeds (``seed``, ``seed + 1``,
     ``seed + 2``), with validation and test each a fifth of the training size (at least 16);
-    CIFAR-10: see :func:`vqlesson.cifar.cifar10_splits` (never downloaded here).
+    CIFAR-10: see :func:`vqlesson.data.cifar.cifar10_splits` (never downloaded here).
     """
     prof = get_profile(profile)
     size = image_size or prof.image_size

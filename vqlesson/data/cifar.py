@@ -5,7 +5,7 @@ Van den Oord, Vinyals and Kavukcuoglu, "Neural Discrete Representation Learning"
 and 10 000 test images of 32 x 32 pixels, 10 classes), which report E of the assignment used too;
 ``make_loaders("cifar10")`` puts the course's models next to those figures. The files are read with
 torchvision's ``CIFAR10`` (``ROOT/cifar-10-batches-py/``, MD5-checked by torchvision); nothing is
-downloaded here: :func:`vqlesson.download.download_cifar10` (``python -m vqlesson.download
+downloaded here: :func:`vqlesson.data.download.download_cifar10` (``python -m vqlesson.data.download
 --dataset cifar10``) fetches them.
 
 Items are the course's: ``(image (3, S, S) float32 in [-1, 1], label int64 in [0, 10))``. Images
@@ -26,8 +26,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .augment import AugmentConfig, build_transforms
-from .download import default_data_root
+from ..augment import AugmentConfig, build_transforms
+from .paths import default_data_root
 
 __all__ = ["CIFAR_AUGMENT", "CIFAR10Images", "CifarSplits", "cifar10_splits", "load_cifar10"]
 
@@ -74,7 +74,7 @@ def _not_found(root: Path, why: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"CIFAR-10 not found in {root}: {why}. Download it (about 170 MB) with `python -m "
         f"vqlesson download --dataset cifar10 {root}` or, in Python, "
-        f"vqlesson.download.download_cifar10({str(root)!r}); or pass root= (--data-root) the "
+        f"vqlesson.data.download.download_cifar10({str(root)!r}); or pass root= (--data-root) the "
         "folder that holds cifar-10-batches-py/.")
 
 

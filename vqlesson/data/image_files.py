@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_torch_save
+from ..checkpoint import atomic_torch_save
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 CACHE_DIRNAME = ".vqlesson_cache"

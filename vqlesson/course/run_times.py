@@ -1,0 +1,85 @@
+"""The measured run time of every notebook per profile, written into each notebook by
+``python -m vqlesson sync-notebooks`` (:func:`~vqlesson.course.cells.sync_notebooks`).
+
+A figure goes into :data:`RUN_TIMES` only from a measurement: nbval's end-of-run list for ``ci``,
+a full run for ``cpu``/``gpu`` (DEVELOPERS.md, "Run times")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+MEASURED_ON = "a quiet 2-core x86_64 CPU without GPU (machine A in benchmarks/RESULTS.md)"
+
+
+# --------------------------------------------------------------------------------------------
+# Measured run times (seconds; None = not measured yet)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunTime:
+    """The measured wall-clock run time of one notebook, in seconds, per profile.
+
+    Attributes:
+        ci, cpu, gpu: seconds under each profile, ``None`` when not measured yet (a figure goes
+            here only from a measurement: nbval's end-of-run list for ``ci``, a full run for
+            ``cpu``/``gpu``).
+        note: what the figure assumes (e.g. a finished run in ``runs/``).
+    """
+
+    ci: float | None
+    cpu: float | None
+    gpu: float | None
+    note: str = ""
+
+
+RUN_TIMES: dict[str, RunTime] = {
+    "01_data_and_augmentation": RunTime(
+        ci=5, cpu=11, gpu=None,
+        note="With ISIC 2016 the first run also resizes the 1279 images once (about a minute)."),
+    "02_vqvae": RunTime(
+        ci=7, cpu=227, gpu=None,
+        note="Most of the time goes to the side studies (equal-budget runs, two seeds of the "
+             "reference); a finished main run in `runs/` is loaded instead of retrained."),
+    "03_vqvae2_hierarchy": RunTime(
+        ci=17, cpu=217, gpu=None,
+        note="Two VQ-VAE-2 models (the bypass and the course's) and the rate-distortion points; "
+             "finished runs in `runs/` are loaded instead of retrained."),
+    "04_pixelcnn_prior": RunTime(
+        ci=8, cpu=195, gpu=None,
+        note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
+             "The last cell prints this run's time."),
+    "05_test_set_failure_analysis": RunTime(
+        ci=7, cpu=145, gpu=None,
+        note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
+             "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
+             "prints this run's time."),
+    "06_hierarchical_prior": RunTime(
+        ci=5, cpu=111, gpu=None,
+        note="With notebook 03's VQ-VAE-2 already in `runs/`; add notebook 03's main model "
+             "otherwise. Two priors are trained; finished ones in `runs/` are continued. The last "
+             "cell prints this run's time."),
+}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not measured yet"
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    return f"about {seconds / 60:.0f} min"
+
+
+def runtime_markdown(name: str) -> str:
+    """The run-time statement of notebook ``name`` (its file stem), from :data:`RUN_TIMES`."""
+    times = RUN_TIMES.get(name, RunTime(None, None, None))
+    lines = [
+        f"*Expected run time*, measured on {MEASURED_ON}: {_duration(times.cpu)} under the "
+        f"`cpu` profile (a laptop CPU); {_duration(times.gpu)} under the `gpu` profile (one GPU); "
+        f"{_duration(times.ci)} under `ci`.",
+    ]
+    if times.note:
+        lines.append(times.note)
+    lines.append("(`vqlesson/course/run_times.py` keeps these figures; `python -m vqlesson sync-notebooks` "
+                 "writes them here.)")
+    return "\n".join(lines)
+
