@@ -39,7 +39,8 @@ import torch
 from vqlesson.cli.pipeline import STAGE_NAMES, PipelineConfig, run_pipeline
 from vqlesson.runfolder import RunFolder
 from vqlesson.runs import DataChoice
-from vqlesson.runtime import get_device, get_profile
+from vqlesson.runtime import get_device
+from vqlesson.profiles import get_profile
 
 TARGET_MINUTES = 20
 

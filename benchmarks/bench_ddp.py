@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson import distributed
 from vqlesson.configs import vqvae_config
-from vqlesson.runtime import get_device, get_profile, seed_everything
+from vqlesson.runtime import get_device, seed_everything
+from vqlesson.profiles import get_profile
 from vqlesson.train import TrainConfig, train_vqvae
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 

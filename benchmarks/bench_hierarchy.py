@@ -19,7 +19,8 @@ import torch
 from vqlesson.configs import vqvae2_config
 from vqlesson.data import make_loaders
 from vqlesson.experiments import level_use
-from vqlesson.runtime import get_profile, seed_everything
+from vqlesson.runtime import seed_everything
+from vqlesson.profiles import get_profile
 from vqlesson.train import TrainConfig, train_vqvae
 from vqlesson.vqvae2 import VQVAE2
 

@@ -29,7 +29,8 @@ from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.codes import CodeDataset
 from vqlesson.prior import PriorTrainConfig, train_prior
 from vqlesson.configs import prior_config_for
-from vqlesson.runtime import get_device, get_profile, seed_everything
+from vqlesson.runtime import get_device, seed_everything
+from vqlesson.profiles import get_profile
 
 
 def _sync(device: torch.device) -> None:

@@ -19,7 +19,8 @@ import torch
 
 from vqlesson.pixelcnn import PriorConfig
 from vqlesson.pixelcnn_prior import PixelCNNPrior
-from vqlesson.runtime import get_device, get_profile, seed_everything
+from vqlesson.runtime import get_device, seed_everything
+from vqlesson.profiles import get_profile
 
 
 def _sync(device: torch.device) -> None:

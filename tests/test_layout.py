@@ -67,3 +67,12 @@ def test_the_package_has_its_sub_packages_and_a_flat_student_surface():
     for name in ("quantize", "vqvae", "vqvae2", "pixelcnn", "pixelcnn_prior", "train", "prior",
                  "codes", "sampling", "metrics", "analysis", "plots"):
         assert (PACKAGE / f"{name}.py").is_file(), name
+
+
+def test_the_layer_contracts_hold():
+    """``lint-imports`` checks pyproject's [tool.importlinter] contracts (the layers, grading
+    apart from the course and the CLI, models without profiles or data)."""
+    done = subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout

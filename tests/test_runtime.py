@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vqlesson.runtime import PROFILES, Profile, get_device, get_profile, seed_everything
+from vqlesson.runtime import get_device, seed_everything
+
+from vqlesson.profiles import PROFILES, Profile, get_profile
 
 
 def test_device_follows_the_hardware_and_rejects_missing_devices(monkeypatch):
@@ -61,7 +63,9 @@ def test_loader_workers_are_capped_at_the_usable_cpus(monkeypatch):
     """The gpu profile asks for 4 workers; free Colab has 2 CPUs."""
     import os
 
-    from vqlesson.runtime import get_profile, loader_workers
+    from vqlesson.runtime import loader_workers
+
+    from vqlesson.profiles import get_profile
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert get_profile("gpu").num_workers == 4

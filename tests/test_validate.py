@@ -102,3 +102,25 @@ def test_check_codebook_size():
             check_codebook_size(bad)
     with pytest.raises(ValueError, match=r"K must be a positive int \(K\), got 0"):
         check_codebook_size(0, "K")
+
+
+def test_the_setting_checks_name_the_argument_the_range_and_what_arrived():
+    from vqlesson.validate import check_choice, check_int, check_number
+
+    assert check_int(5, "k", 1, 10) == 5
+    assert check_int(None, "restart_dead_after", 1, none_ok=True) is None
+    for bad in (0, 11, 3.0, True, "5", None):
+        with pytest.raises(ValueError, match=r"^k must be an int in \[1, 10\], got "):
+            check_int(bad, "k", 1, 10)
+    with pytest.raises(ValueError, match=r"r must be an int >= 1 or None \(None: never\), got 0"):
+        check_int(0, "r", 1, none_ok=True, note="None: never")
+    assert check_number(0, "beta", 0) == 0.0
+    assert check_number(0.5, "p", 0, 1, high_open=True) == 0.5
+    for bad in (1.0, -0.1, float("nan"), False, "0.5"):
+        with pytest.raises(ValueError, match=r"^p must be a number in \[0, 1\), got "):
+            check_number(bad, "p", 0, 1, high_open=True)
+    with pytest.raises(ValueError, match=r"eps must be a number > 0, got 0"):
+        check_number(0, "eps", 0, low_open=True)
+    assert check_choice("gated", "arch", ("gated", "plain")) == "gated"
+    with pytest.raises(ValueError, match=r"arch must be one of \('gated', 'plain'\), got 'x'"):
+        check_choice("x", "arch", ("gated", "plain"))

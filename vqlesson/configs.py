@@ -1,6 +1,6 @@
 """The course's models at the sizes of a profile: one function per model config.
 
-Every size lives in the profile (:class:`vqlesson.runtime.Profile`: image size, widths, K, D, the
+Every size lives in the profile (:class:`vqlesson.profiles.Profile`: image size, widths, K, D, the
 prior's channels and layers); these functions only copy the profile's fields into a model's
 dataclass config, then apply the caller's overrides. ``None`` leaves a field at the profile's
 value (so an unset command-line option keeps it), except in a field where ``None`` is itself a
@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from .pixelcnn import PriorConfig
-from .runtime import Profile, get_profile
+from .profiles import Profile, get_profile
 from .vqvae import VQVAEConfig
 from .vqvae2 import VQVAE2Config
 
@@ -34,7 +34,7 @@ def _autoencoder_fields(profile: Profile) -> dict[str, int]:
 
 
 def vqvae_config(profile: Profile | str | None = None, **overrides: Any) -> VQVAEConfig:
-    """The course's VQ-VAE for a profile (a :class:`~vqlesson.runtime.Profile`, its name
+    """The course's VQ-VAE for a profile (a :class:`~vqlesson.profiles.Profile`, its name
     ``ci``/``cpu``/``gpu``, or ``None`` for the current one): image size, widths, K and D from
     the profile; ``overrides`` replace any field (``None`` keeps the profile's value, except
     ``restart_dead_after=None``: no dead-code restarts; module docstring).
@@ -68,7 +68,7 @@ def prior_config_for(profile: Profile | str | None, codebook_size: int,
     ``cpu`` medium (64 channels, 8 layers), ``gpu`` larger (128 channels, 12 layers).
 
     Args:
-        profile: a :class:`~vqlesson.runtime.Profile`, its name, or ``None`` (the current one).
+        profile: a :class:`~vqlesson.profiles.Profile`, its name, or ``None`` (the current one).
         codebook_size: K of the codes the prior models.
         overrides: any :class:`~vqlesson.pixelcnn.PriorConfig` field (``None`` values are
             ignored), e.g. ``num_classes=2``, ``cond_codebook_size=K_top``, ``dropout=0.1``.

@@ -37,7 +37,8 @@ from .configs import vqvae2_config, vqvae_config
 from .data import Loaders, make_loaders
 from .distributed import barrier, is_main_process, main_process_first, process_device, world_size
 from .runfolder import RunFolder
-from .runtime import Profile, get_device, get_profile, given, seed_everything
+from .runtime import get_device, given, seed_everything
+from .profiles import Profile, get_profile
 from .train import TrainConfig, evaluate_vqvae, find_quantizers, train_vqvae
 from .vqvae import VAE, VQVAE, VQVAEConfig
 from .vqvae2 import VQVAE2, VQVAE2Config
@@ -57,7 +58,7 @@ class DataChoice:
     Attributes:
         source: ``auto``, ``isic2016``, ``synthetic`` or ``folder:PATH``.
         root: the ISIC 2016 folder (``None``: ``$VQLESSON_DATA_DIR/isic2016`` or ``data/isic2016``).
-        profile: a :class:`~vqlesson.runtime.Profile`, its name, or ``None`` (the current one).
+        profile: a :class:`~vqlesson.profiles.Profile`, its name, or ``None`` (the current one).
         image_size, batch_size, dataset_size: override the profile's values (``None``: keep).
         seed: seeds the data, the model and training.
         num_workers: ``DataLoader`` workers (``None``: the profile's).

@@ -16,6 +16,8 @@ function takes, so either ``except`` clause catches it. A wrong type or dtype ra
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,6 +32,72 @@ def nearby_valid_sizes(size: int, multiple: int) -> list[int]:
     """Multiples of ``multiple`` closest to ``size`` (one below, one above; positive only)."""
     below = (size // multiple) * multiple
     return [s for s in (below, below + multiple) if s > 0]
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: ints, numbers, choices
+# --------------------------------------------------------------------------------------------
+def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    """`` >= 1``, `` in [0, 1)``, `` > 0``... the range part of a message."""
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high}"
+    return ""
+
+
+def check_int(value: object, name: str, low: int | None = None, high: int | None = None, *,
+              none_ok: bool = False, note: str = "") -> int | None:
+    """``value`` if it is an int (a bool is not) in ``[low, high]`` (either bound may be
+    ``None``), or ``None`` when ``none_ok``.
+
+    Raises:
+        ValueError: ``NAME must be an int >= LOW (or None NOTE), got VALUE``: the message names the
+            argument, the range and what arrived; ``note`` says what a value means, e.g.
+            ``"0 disables it"``.
+    """
+    if value is None and none_ok:
+        return None
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if ok and (low is None or value >= low) and (high is None or value <= high):
+        return value
+    extra = " or None" if none_ok else ""
+    hint = f" ({note})" if note else ""
+    raise ValueError(f"{name} must be an int{_bounds(low, high, False, False)}{extra}{hint}, "
+                     f"got {value!r}")
+
+
+def check_number(value: object, name: str, low: float | None = None, high: float | None = None,
+                 *, low_open: bool = False, high_open: bool = False, note: str = "") -> float:
+    """``float(value)`` if it is a finite real number (a bool is not) within the bounds
+    (``low_open``/``high_open``: the bound itself is excluded).
+
+    Raises:
+        ValueError: ``NAME must be a number in [LOW, HIGH) (NOTE), got VALUE``.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        above = low is None or (value > low if low_open else value >= low)
+        below = high is None or (value < high if high_open else value <= high)
+        if above and below:
+            return float(value)
+    hint = f" ({note})" if note else ""
+    raise ValueError(f"{name} must be a number{_bounds(low, high, low_open, high_open)}{hint}, "
+                     f"got {value!r}")
+
+
+def check_choice(value: object, name: str, choices: Sequence[object], note: str = "") -> object:
+    """``value`` if it is one of ``choices``.
+
+    Raises:
+        ValueError: ``NAME must be one of (...) (NOTE), got VALUE``.
+    """
+    if value in tuple(choices):
+        return value
+    hint = f" ({note})" if note else ""
+    raise ValueError(f"{name} must be one of {tuple(choices)}{hint}, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------

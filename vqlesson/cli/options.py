@@ -14,7 +14,7 @@ from typing import Any
 
 from .pipeline import PipelineConfig
 from ..runs import DataChoice, PriorRunConfig, SampleConfig, VQVAERunConfig
-from ..runtime import PROFILES
+from ..profiles import PROFILES
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, workers: bool = False) -> None:

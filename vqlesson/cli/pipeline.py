@@ -51,7 +51,8 @@ from ..runs import (
     train_prior_run,
     train_vqvae_run,
 )
-from ..runtime import get_device, get_profile, set_threads
+from ..runtime import get_device, set_threads
+from ..profiles import get_profile
 
 # Options that define a run; resuming with other values would mix two runs in one folder.
 RUN_OPTIONS = ("data", "data_root", "profile", "image_size", "batch_size", "dataset_size", "seed",

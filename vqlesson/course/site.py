@@ -221,7 +221,7 @@ def build_site(notebooks_dir: str | Path, out_dir: str | Path, profile: str = "c
         ValueError: an unknown profile.
         RuntimeError: a notebook raised or timed out (the message names it).
     """
-    from ..runtime import PROFILES
+    from ..profiles import PROFILES
 
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")

@@ -35,7 +35,8 @@ from .cifar import cifar10_splits
 from .paths import default_isic_root
 from .image_files import CACHE_DIRNAME, IMAGE_EXTENSIONS, cached_images, warn_skipped
 from ..metrics import to_unit_range
-from ..runtime import Profile, get_profile, loader_workers, worker_init_fn
+from ..runtime import loader_workers, worker_init_fn
+from ..profiles import Profile, get_profile
 from .synthetic import SyntheticLesions
 
 __all__ = [
@@ -525,7 +526,7 @@ def make_loaders(
         source: ``"auto"`` (ISIC 2016 when it is on disk, else the synthetic set),
             ``"isic2016"``, ``"synthetic"``, ``"cifar10"`` or ``"folder:PATH"`` (any images).
         root: ISIC 2016 or CIFAR-10 folder (default ``data/isic2016``, ``data/cifar10``).
-        profile: a :class:`~vqlesson.runtime.Profile` or its name; default ``$VQLESSON_PROFILE``.
+        profile: a :class:`~vqlesson.profiles.Profile` or its name; default ``$VQLESSON_PROFILE``.
         image_size, batch_size, dataset_size: override the profile's values. ``dataset_size``
             is the number of synthetic training images, or a cap on real training images.
         augment: ``True`` for the dermoscopy defaults of :class:`AugmentConfig`, an

@@ -41,7 +41,7 @@ from ..checks import EXERCISES, METRICS_ENV
 from .report import (RESERVED, STATUSES, SubmissionResult, read_csv, summary, write_csv)
 from .io import (MANIFEST_NAME, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
                          encode_inputs, read_regular_file, save_arrays)
-from ..runtime import PROFILES
+from ..profiles import PROFILES
 from .sandbox import (BWRAP, DATA_DIR, Isolation, SandboxLimits, check_python, detect_isolation,
                       launcher_command, package_dir, sandbox_tempdir, sandboxed)
 
