@@ -94,15 +94,15 @@ def _argument(spec: dataclasses.Field, hint: Any, doc: str,
         switch = ("--no-" if default else "--") + spec.name.replace("_", "-")
         flag = spec.metadata.get("flag", switch)
         text = f"{doc}: on by default, this switch turns it off" if default else doc
-        return flag, dict(dest=spec.name, action="store_const", const=not default, default=None,
-                          help=text)
+        return flag, {"dest": spec.name, "action": "store_const", "const": not default,
+                      "default": None, "help": text}
     flag = spec.metadata.get("flag", "--" + spec.name.replace("_", "-"))
     kind, allowed = _value_type(hint)
     allowed = choices or spec.metadata.get("choices") or allowed
     text = doc if spec.default is None else f"{doc} (default: {_show(spec.default)})"
     metavar = None if allowed else flag.lstrip("-").upper().replace("-", "_")
-    return flag, dict(dest=spec.name, type=kind, choices=allowed, default=None, metavar=metavar,
-                      help=text)
+    return flag, {"dest": spec.name, "type": kind, "choices": allowed, "default": None,
+                  "metavar": metavar, "help": text}
 
 
 def option_fields(cls: type, leave_out: Iterable[str] = ()) -> list[dataclasses.Field]:
