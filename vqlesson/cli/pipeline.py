@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -64,16 +64,16 @@ class PipelineConfig:
     """Settings of :func:`run_pipeline` besides the data.
 
     Attributes:
-        model: ``"vqvae"`` or ``"vqvae2"`` (a top and a bottom prior).
+        model: ``vqvae``, or ``vqvae2`` with a top and a bottom prior.
         label_conditional: class-conditional priors (benign/malignant).
         temperature: sampling temperature of samples.png and the report.
         num_samples: samples drawn per temperature for the analysis.
-        stop_after: stop after this stage (``None``: run them all).
-        threads: CPU threads for torch in the prior stage (``None``: torch's choice).
-        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+        stop_after: stop after this stage; run again without it to go on (default: run them all).
+        threads: CPU threads for torch in the prior stage (default: torch's choice).
+        device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
     """
 
-    model: str = "vqvae"
+    model: Literal["vqvae", "vqvae2"] = "vqvae"
     label_conditional: bool = False
     temperature: float = 1.0
     num_samples: int = 32
