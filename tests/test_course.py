@@ -102,6 +102,17 @@ def _run_colab_cell(tmp_path, monkeypatch, cuda: bool, **flags):
     return commands, mounted
 
 
+def test_the_colab_cell_is_shown_collapsed_under_one_sentence():
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        index = next(i for i, c in enumerate(cells) if c.cell_type == "code")
+        cell, above = cells[index], cells[index - 1]
+        assert cell.metadata.get("cellView") == "form", path.name  # Colab: the #@title only
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, path.name
+        assert cell.source.startswith("#@title Set-up"), path.name
+        assert above.cell_type == "markdown" and "next cell is the set-up" in above.source, path.name
+
+
 def test_the_colab_cell_does_nothing_heavy_outside_colab(monkeypatch, tmp_path):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran a command"))
