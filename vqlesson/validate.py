@@ -100,6 +100,20 @@ def check_choice(value: object, name: str, choices: Sequence[object], note: str 
     raise ValueError(f"{name} must be one of {tuple(choices)}{hint}, got {value!r}")
 
 
+def check_multiple(value: int, factor: int, name: str, note: str = "") -> int:
+    """``value`` if it is a multiple of ``factor`` (an image side and a downsampling factor).
+
+    Raises:
+        ValueError: ``NAME VALUE is not a multiple of FACTOR (NOTE); use e.g. A or B`` (the
+            nearest valid sizes).
+    """
+    if value % factor == 0:
+        return value
+    hint = f" ({note})" if note else ""
+    nearby = " or ".join(str(s) for s in nearby_valid_sizes(value, factor))
+    raise ValueError(f"{name} {value} is not a multiple of {factor}{hint}; use e.g. {nearby}")
+
+
 # --------------------------------------------------------------------------------------------
 # Images and latents
 # --------------------------------------------------------------------------------------------
