@@ -107,23 +107,15 @@ class ResidualStack(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Strided 4x4 convolutions, a 3x3 convolution, a residual stack (§4.1).
+    """Strided 4x4 convolutions, a 3x3 convolution, a residual stack (§4.1): (B, in_channels,
+    H, W) float -> (B, hidden_channels, H/f, W/f) >= 0, f = ``downsample`` (2, 4 or 8).
 
-    Maps (B, in_channels, H, W) -> (B, hidden_channels, H/f, W/f), f = ``downsample``, with
-    log2(f) stride-2 4x4 convolutions (each followed by ReLU). The first of several goes to
-    ``hidden_channels // 2`` channels, the rest to ``hidden_channels``. The output is >= 0 (the
-    residual stack ends in a ReLU); a model adds its own 1x1 projection.
-
-    Args:
-        in_channels: image (or feature) channels in.
-        hidden_channels: channels of the feature maps.
-        residual_channels: channels inside each residual block.
-        num_residual_blocks: number of residual blocks.
-        downsample: f, one of 2, 4, 8.
+    log2(f) stride-2 convolutions, each followed by a ReLU; of several, the first goes to
+    ``hidden_channels // 2`` channels. A model adds its own 1x1 projection.
 
     Raises:
-        ValueError: ``downsample`` not in (2, 4, 8); in forward, ``x`` not (B, in_channels, H, W)
-            with H, W divisible by f.
+        ValueError: ``downsample`` not 2, 4 or 8; in forward, ``x`` not (B, in_channels, H, W)
+            with H, W multiples of f.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, residual_channels: int,
@@ -148,20 +140,12 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Mirror of :class:`Encoder`: a 3x3 convolution, a residual stack, transposed 4x4 stride-2
-    convolutions.
-
-    Maps (B, in_channels, h, w) -> (B, out_channels, h*f, w*f), f = ``downsample``. The output is
-    unbounded (no final activation): the VQ-VAE and VAE apply ``tanh`` for images in [-1, 1].
-
-    Args:
-        in_channels: latent channels in (``code_dim`` for the VQ-VAE).
-        out_channels: channels out (3 for RGB images).
-        hidden_channels, residual_channels, num_residual_blocks: as for :class:`Encoder`.
-        downsample: f, one of 2, 4, 8 (the upsampling factor).
+    """The mirror of :class:`Encoder`: a 3x3 convolution, a residual stack, log2(f) transposed
+    4x4 stride-2 convolutions: (B, in_channels, h, w) -> (B, out_channels, h*f, w*f), unbounded
+    (the models apply ``tanh`` for images in [-1, 1]); f = ``downsample`` (2, 4 or 8).
 
     Raises:
-        ValueError: ``downsample`` not in (2, 4, 8).
+        ValueError: ``downsample`` not 2, 4 or 8.
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int,
