@@ -42,6 +42,7 @@ from .report import (RESERVED, STATUSES, SubmissionResult, read_csv, summary, wr
 from .io import (MANIFEST_NAME, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
                          encode_inputs, read_regular_file, save_arrays)
 from ..profiles import PROFILES
+from ..validate import check_int, check_number
 from .sandbox import (BWRAP, DATA_DIR, Isolation, SandboxLimits, check_python, detect_isolation,
                       launcher_command, package_dir, sandbox_tempdir, sandboxed)
 
@@ -288,10 +289,8 @@ def _check_arguments(folder: Path, settings: GradeSettings, jobs: int) -> list[P
     paths = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
     if not paths:
         raise FileNotFoundError(f"no submitted notebooks (*.ipynb) in {folder}")
-    if not settings.timeout_s > 0:
-        raise ValueError(f"timeout_s must be > 0 seconds, got {settings.timeout_s!r}")
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    check_number(settings.timeout_s, "timeout_s", 0, low_open=True, note="seconds")
+    check_int(jobs, "jobs", 1)
     if settings.profile not in PROFILES:
         raise ValueError(f"unknown profile {settings.profile!r}; choose one of "
                          f"{', '.join(PROFILES)}")
