@@ -423,14 +423,15 @@ def test_the_grade_command_refuses_without_bwrap_and_grades_with_isolation_none(
     command = [sys.executable, "-m", "vqlesson", "grade", str(subs), "--autograder",
                str(tiny.autograders["01_tiny"]), "--out", str(tmp_path / "g.csv"),
                "--timeout", "300"]
-    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                             check=False)
     assert refused.returncode == 2 and refused.stdout == "", refused
     assert refused.stderr.startswith("error: refusing to grade (--isolation auto)")
     assert "apt-get install bubblewrap" in refused.stderr and "--isolation none" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "g.csv").exists()
 
     graded = subprocess.run(command + ["--isolation", "none"], env=env, capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=600, check=False)
     assert graded.returncode == 0, graded.stderr
     lines = graded.stdout.splitlines()
     assert lines[0].startswith("ISOLATION: NONE (limits only: submissions could read the "

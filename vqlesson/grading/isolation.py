@@ -27,8 +27,8 @@ USERNS_SETTINGS = (
     ("user/max_user_namespaces", "0",
      "no user namespace may be created (user.max_user_namespaces = 0)"),
     ("kernel/apparmor_restrict_unprivileged_userns", "1",
-     "AppArmor restricts unprivileged user namespaces "
-     "(kernel.apparmor_restrict_unprivileged_userns = 1, Ubuntu 23.10 and later)"),
+     ("AppArmor restricts unprivileged user namespaces "
+      "(kernel.apparmor_restrict_unprivileged_userns = 1, Ubuntu 23.10 and later)")),
 )
 CONTAINER_FILES = (".dockerenv", "run/.containerenv")  # Docker's and Podman's marks
 BWRAP_LINE = ("ISOLATION: bwrap (each submission in its own namespaces: a read-only file "
@@ -103,15 +103,15 @@ def refusal_message(cause: str, reason: str, require: str = "auto") -> str:
                "submission instead (below)")
     return "\n".join([
         f"refusing to grade (--isolation {require}): no working sandbox here. {reason}.",
-        "Without the sandbox a submission, which is code written by a student, could read the "
-        "autograder (the hidden tests) and every other submission of the batch. To grade:",
+        ("Without the sandbox a submission, which is code written by a student, could read "
+         "the autograder (the hidden tests) and every other submission of the batch. To grade:"),
         f"- {get};",
-        "- one container per submission, the Gradescope model: upload the autograder zip from "
-        "`python -m vqlesson student-version` to Gradescope, or run `otter grade -a "
-        "AUTOGRADER.zip --no-network SUBMISSIONS/` on a machine with Docker (README, \"For "
-        "instructors\");",
-        "- or pass `--isolation none` to grade here without a sandbox, knowingly: resource "
-        "limits only, each submission can read the hidden tests and the other submissions.",
+        ("- one container per submission, the Gradescope model: upload the autograder zip from "
+         "`python -m vqlesson student-version` to Gradescope, or run `otter grade -a "
+         "AUTOGRADER.zip --no-network SUBMISSIONS/` on a machine with Docker (README, \"For "
+         "instructors\");"),
+        ("- or pass `--isolation none` to grade here without a sandbox, knowingly: resource "
+         "limits only, each submission can read the hidden tests and the other submissions."),
     ])
 
 
