@@ -325,3 +325,20 @@ def test_a_confined_run_that_fills_the_disk_is_stopped(tmp_path):
                        watched=(tmp_path,))
     assert run.stopped == "it wrote more than 2 MiB to disk" and not run.timed_out
     assert run.seconds < 60
+
+
+def test_two_root_batches_get_disjoint_sandbox_users():
+    """A batch kills its leftovers by user: two batches on one machine must never share one."""
+    from vqlesson.grading.sandbox import UID_BLOCK, Isolation, reserved_users, sandbox_uid
+
+    own = Isolation("bwrap", "test", own_user=True)
+    with reserved_users(own, jobs=4) as first, reserved_users(own, jobs=4) as second:
+        users_first = {sandbox_uid(slot, first) for slot in range(4)}
+        users_second = {sandbox_uid(slot, second) for slot in range(4)}
+        assert not users_first & users_second
+        assert abs(first.uid_base - second.uid_base) >= UID_BLOCK
+    with reserved_users(own, jobs=1) as again:  # released at the end of a batch: reused
+        assert again.uid_base == first.uid_base
+    shared = Isolation("rlimits", "test", own_user=False)
+    with reserved_users(shared, jobs=2) as same:
+        assert same is shared and sandbox_uid(0, same) is None

@@ -46,7 +46,7 @@ from .io import (MANIFEST_NAME, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
 from ..profiles import PROFILES
 from ..validate import check_int, check_number
 from .sandbox import (BWRAP, DATA_DIR, Isolation, SandboxLimits, check_python, detect_isolation,
-                      launcher_command, package_dir, sandbox_tempdir, sandboxed)
+                      launcher_command, package_dir, reserved_users, sandbox_tempdir, sandboxed)
 
 GRADING_ENV = "VQLESSON_GRADING"
 WIDGETS_ENV = "VQLESSON_WIDGETS"
@@ -313,6 +313,29 @@ def _inputs(autograders: list[Autograder]) -> dict[tuple[str, int], dict]:
     return {key: encode_inputs(EXERCISES[key[0]].make_inputs(key[1])) for key in sorted(wanted)}
 
 
+def _grade_all(batch: _Batch, todo: list[Path], results: dict[str, SubmissionResult],
+               csv_path: Path, jobs: int) -> dict[str, SubmissionResult]:
+    """Grade ``todo`` with ``jobs`` sandboxes at once into ``results`` (the kept rows), writing
+    the CSV after every submission. Returns ``results``."""
+    lock = threading.Lock()
+    write_csv(list(results.values()), csv_path)
+
+    def work(path: Path) -> None:
+        try:
+            result = _grade_one(path, batch)
+        except Exception as error:  # a fault of the grader or the machine: this row, not the batch
+            result = SubmissionResult(path.name, "ungradable", 0.0, None, None, {}, [], {},
+                                      f"the grader failed: {type(error).__name__}: {error}",
+                                      batch.isolation.kind)
+        with lock:
+            results[result.submission] = result
+            write_csv(list(results.values()), csv_path)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(work, todo))
+    return results
+
+
 def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path = "grades.csv",
           timeout_s: float = 1200.0, profile: str = "ci", jobs: int = 1, *,
           regrade: bool = False, settings: GradeSettings | None = None) -> GradeReport:
@@ -353,37 +376,23 @@ def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path =
     isolation = detect_isolation(settings.isolation)
     if isolation.kind != BWRAP:
         warnings.warn(f"{NONE_WARNING} ({isolation.detail})", stacklevel=2)
-    check_python(isolation, settings.limits, settings.profile == "gpu", settings.data_dir)
-    logs_dir = csv_path.with_name(csv_path.stem + "_logs")
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    todo, skipped = [], []
-    for path in paths:
-        previous = kept.get(path.name)
-        if previous is not None and previous.sha256 and \
-                previous.sha256 == _read_submission(path)[0]:
-            skipped.append(path.name)
-        else:
-            todo.append(path)
-    slots: queue.Queue = queue.Queue()
-    for slot in range(jobs):
-        slots.put(slot)
-    batch = _Batch(autograders, _inputs(autograders), settings, isolation, logs_dir, slots)
-    results, lock = dict(kept), threading.Lock()
-    write_csv(list(results.values()), csv_path)
-
-    def work(path: Path) -> None:
-        try:
-            result = _grade_one(path, batch)
-        except Exception as error:  # a fault of the grader or the machine: this row, not the batch
-            result = SubmissionResult(path.name, "ungradable", 0.0, None, None, {}, [], {},
-                                      f"the grader failed: {type(error).__name__}: {error}",
-                                      isolation.kind)
-        with lock:
-            results[result.submission] = result
-            write_csv(list(results.values()), csv_path)
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(work, todo))
+    with reserved_users(isolation, jobs) as isolation:  # sandbox users of this batch alone
+        check_python(isolation, settings.limits, settings.profile == "gpu", settings.data_dir)
+        logs_dir = csv_path.with_name(csv_path.stem + "_logs")
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        todo, skipped = [], []
+        for path in paths:
+            previous = kept.get(path.name)
+            if previous is not None and previous.sha256 and \
+                    previous.sha256 == _read_submission(path)[0]:
+                skipped.append(path.name)
+            else:
+                todo.append(path)
+        slots: queue.Queue = queue.Queue()
+        for slot in range(jobs):
+            slots.put(slot)
+        batch = _Batch(autograders, _inputs(autograders), settings, isolation, logs_dir, slots)
+        results = _grade_all(batch, todo, dict(kept), csv_path, jobs)
     header = [f"Autograder `{', '.join(str(a.path) for a in autograders)}`, profile "
               f"`{settings.profile}`, time limit {settings.timeout_s:g} s per submission.",
               f"Isolation of this run: {isolation.kind} ({isolation.detail}).",

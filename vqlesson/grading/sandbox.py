@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -52,6 +53,11 @@ IN_DIR, OUT_DIR, DATA_DIR = "/grader/in", "/grader/out", "/grader/data"  # insid
 SANDBOX_TMP = "/tmp"
 ALTERNATIVE_TMP = "/scratch"  # when the host's Python or package lies below /tmp
 SANDBOX_UID_BASE = 1_500_000_000  # root only: one unused uid per concurrent sandbox
+#: Each grading batch run as root reserves a block of this many uids (one per concurrent
+#: sandbox) by locking a file, so two batches on one machine never share a user: a batch kills
+#: its leftovers by user, and must never kill (or be signalled by) another batch's submissions.
+UID_BLOCK = 4096
+MAX_BATCHES = 256  # concurrent root grading batches on one machine
 SANDBOX_USER = "student"
 MAX_FILES = 100_000  # files a run may leave in the host folders it writes into
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
@@ -114,12 +120,14 @@ class Isolation(NamedTuple):
         own_user: each sandbox runs as an unprivileged user of its own (the grader is root;
             without bwrap, only when that user can run the Python installation).
         executable: the ``bwrap`` the probe found and the sandboxes run (an absolute path).
+        uid_base: the first uid of the block this batch reserved (:func:`reserved_users`).
     """
 
     kind: str
     detail: str
     own_user: bool = False
     executable: str = "bwrap"
+    uid_base: int = SANDBOX_UID_BASE
 
 
 class Layout(NamedTuple):
@@ -176,7 +184,41 @@ def is_root() -> bool:
 def sandbox_uid(slot: int, isolation: Isolation) -> int | None:
     """The unprivileged user the sandbox of concurrent ``slot`` runs as, or ``None`` (the
     grader's own user)."""
-    return SANDBOX_UID_BASE + slot if isolation.own_user else None
+    return isolation.uid_base + slot if isolation.own_user else None
+
+
+@contextlib.contextmanager
+def reserved_users(isolation: Isolation, jobs: int) -> Iterator[Isolation]:
+    """Reserve a block of :data:`UID_BLOCK` sandbox users for one grading batch (root only):
+    the first block whose lock file (in the temporary folder) this process can lock
+    exclusively. Yields ``isolation`` with its ``uid_base`` set; the lock is held until the batch
+    ends. Without own users, yields ``isolation`` unchanged.
+
+    Raises:
+        ValueError: ``jobs`` > :data:`UID_BLOCK`.
+        RuntimeError: :data:`MAX_BATCHES` batches already grade as root on this machine.
+    """
+    if not isolation.own_user:
+        yield isolation
+        return
+    if jobs > UID_BLOCK:
+        raise ValueError(f"jobs must be <= {UID_BLOCK} (one sandbox user each), got {jobs}")
+    folder = Path(tempfile.gettempdir())
+    for block in range(MAX_BATCHES):
+        handle = open(folder / f"vqlesson-grading-users-{block}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield isolation._replace(uid_base=SANDBOX_UID_BASE + block * UID_BLOCK)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    raise RuntimeError(f"{MAX_BATCHES} grading batches already run as root on this machine; "
+                       "wait for one to finish")
 
 
 def package_dir() -> Path:
