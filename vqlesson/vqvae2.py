@@ -54,7 +54,7 @@ from .validate import (
     check_level_shapes,
     nearby_valid_sizes,
 )
-from .vqvae import Decoder, Encoder
+from .vqvae import Decoder, Encoder, Level
 
 BOTTOM_FACTOR = 4  # image -> bottom grid
 TOP_FACTOR = 2  # bottom grid -> top grid
@@ -211,10 +211,15 @@ class VQVAE2(nn.Module):
     2*hidden to D), ``quantizer_bottom``, ``upsample_top`` (top codes -> (B, D, H/4, W/4)) and
     ``decoder`` ((B, 2D, H/4, W/4) -> (B, C, H, W)).
 
+    Two levels of codes, top then bottom (:class:`~vqlesson.vqvae.DiscreteAutoencoder`):
+    ``levels``, ``encode``, ``decode_indices``, ``latent_shapes``.
+
     Raises:
         TypeError: ``config`` is not a :class:`VQVAE2Config`.
         ValueError: quantiser settings out of range (see :class:`VectorQuantizer`).
     """
+
+    Codes = VQVAE2Codes
 
     def __init__(self, config: VQVAE2Config) -> None:
         super().__init__()
@@ -298,6 +303,14 @@ class VQVAE2(nn.Module):
         return torch.where(dropped.view(batch, 1, 1, 1), constant, z_q_bottom)  # (B,)->(B,1,1,1)
 
     # ---- public API ---------------------------------------------------------------------------
+    @property
+    def levels(self) -> tuple[Level, Level]:
+        """The top level (K = ``codebook_size_top``, grid H/8) and the bottom level
+        (K = ``codebook_size_bottom``, grid H/4), whose prior is conditioned on the top codes."""
+        c = self.config
+        return (Level("top", c.codebook_size_top, TOTAL_FACTOR),
+                Level("bottom", c.codebook_size_bottom, BOTTOM_FACTOR, condition="top"))
+
     @torch.no_grad()
     def encode(self, x: Tensor) -> VQVAE2Codes:
         """Images to the code indices of both levels, changing no state (no codebook init, EMA
