@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .pixelcnn import GatedPixelCNN, PixelCNN, PriorConfig, PriorNetwork, check_condition
 from .runtime import eval_mode, model_device
-from .validate import check_choice, check_codes, check_int, check_number
+from .validate import check_codes, check_int, check_number
 
 LN2 = math.log(2.0)
 
@@ -224,19 +224,14 @@ def _choose_codes(logits: Tensor, uniforms: Tensor, temperature: float,
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SampleOptions:
-    """How :meth:`PixelCNNPrior.sample` draws.
-
-    Attributes:
-        temperature: divides the logits; 1 samples the model, < 1 is sharper, 0 is greedy
-            (the argmax), a finite number >= 0.
-        top_k: keep only the k most likely codes at each position, an int in [1, K]
-            (``None``: all K).
-        fast: run only the receptive field per position (True) or the whole network (False);
-            both give the same samples.
-        progress: show a tqdm bar over the rows.
+    """How :meth:`PixelCNNPrior.sample` draws: ``temperature`` divides the logits (1: the
+    model's distribution, < 1: sharper, 0: greedy argmax; a finite number >= 0), ``top_k``
+    keeps the k most likely codes at each position (an int in [1, K]; ``None``: all K),
+    ``fast`` runs only the receptive field per position (``False``: the whole network, the
+    same samples, slower), ``progress`` shows a tqdm bar over the rows.
 
     Raises:
-        ValueError: a value out of range (the message names the field).
+        ValueError: ``temperature`` or ``top_k`` out of range.
     """
 
     temperature: float = 1.0
@@ -248,62 +243,45 @@ class SampleOptions:
         check_number(self.temperature, "temperature", 0,
                      note="1: the model's distribution, < 1: sharper, 0: greedy argmax")
         check_int(self.top_k, "top_k", 1, none_ok=True)
-        check_choice(self.fast, "fast", (True, False))
-        check_choice(self.progress, "progress", (True, False))
 
 
 @dataclass(frozen=True)
 class Completion:
-    """Codes :meth:`PixelCNNPrior.sample` keeps: it samples only the other positions.
-
-    Attributes:
-        prefix: (n, H, W) int64 codes in [0, K).
-        start: (row, col): keep the prefix codes before this position in raster order
-            (``(H // 2, 0)`` keeps the top half); or
-        known: (n, H, W) or (H, W) bool, True where the prefix code is kept.
-
-    Raises:
-        ValueError: no ``prefix``, or not exactly one of ``start`` and ``known``.
-        TypeError: ``prefix`` not an int64 tensor of code maps (n, H, W).
-    """
+    """Codes :meth:`PixelCNNPrior.sample` keeps (it samples only the other positions):
+    ``prefix``, (n, H, W) int64 codes in [0, K), and either ``start=(row, col)`` (keep the codes
+    before it in raster order; ``(H // 2, 0)`` keeps the top half) or ``known``, an (n, H, W) or
+    (H, W) bool mask (keep the True positions)."""
 
     prefix: Tensor
     start: tuple[int, int] | None = None
     known: Tensor | None = None
 
-    def __post_init__(self) -> None:
-        if self.prefix is None:
-            raise ValueError("a Completion needs prefix=(n, H, W) codes to keep")
-        check_codes(self.prefix, None, "prefix", int64=True, nonempty=True)
-        start = self.start
-        if start is not None and (not isinstance(start, (tuple, list)) or len(start) != 2
-                                  or not all(isinstance(v, int) for v in start)):
-            raise ValueError(f"start must be (row, col) ints, got {start!r}")
-        if (self.start is None) == (self.known is None):
-            raise ValueError(
-                "a Completion takes exactly one of start=(row, col) (keep the prefix codes "
-                "before it in raster order) or known=(n, H, W) / (H, W) bool mask (keep the True "
-                "positions)")
-
     def mask(self, n: int, k: int) -> Tensor:
-        """The (n, H, W) bool mask of kept positions, checked against n samples and K codes.
+        """The (n, H, W) bool mask of the kept positions, the prefix checked against ``n``
+        samples and K = ``k`` codes.
 
         Raises:
-            ValueError: a prefix of another n or with codes outside [0, K), ``start`` outside
-                the grid, ``known`` of the wrong shape.
-            TypeError: ``known`` not a bool tensor.
+            ValueError, TypeError: a missing or bad ``prefix``, not exactly one of ``start`` and
+                ``known``, ``start`` outside the grid, a ``known`` that is not a bool mask of
+                the grid (each error names the field).
         """
-        check_codes(self.prefix, k, "prefix")
-        height, width = self.prefix.shape[1:]
-        if self.prefix.shape[0] != n:
+        if self.prefix is None:
+            raise ValueError("a Completion needs prefix=(n, H, W) codes to keep")
+        check_codes(self.prefix, k, "prefix", int64=True, nonempty=True)
+        (batch, height, width), start, known = self.prefix.shape, self.start, self.known
+        if batch != n:
             raise ValueError(f"prefix must have shape (n, H, W) with n = {n}, got "
-                             f"{tuple(self.prefix.shape)}")
-        known = self.known
-        if self.start is not None:
-            row, col = self.start
-            if not (0 <= row <= height and 0 <= col < width and row * width + col <= height * width):
-                raise ValueError(f"start {tuple(self.start)} is outside the grid ({height}, {width})")
-            known = torch.arange(height * width).view(height, width) < row * width + col  # (H, W)
+                             f"{(batch, height, width)}")
+        if (start is None) == (known is None):
+            raise ValueError("a Completion takes exactly one of start=(row, col) (keep the codes "
+                             "before it) or known=(n, H, W) / (H, W) bool (keep the True ones)")
+        if start is not None:
+            if not (isinstance(start, (tuple, list)) and len(start) == 2
+                    and all(isinstance(v, int) for v in start) and 0 <= start[1] < width
+                    and 0 <= start[0] * width + start[1] <= height * width):
+                raise ValueError(f"start must be (row, col) inside the grid ({height}, {width}), "
+                                 f"got {start!r}")
+            known = torch.arange(height * width).view(height, width) < start[0] * width + start[1]
         if not isinstance(known, Tensor) or known.dtype != torch.bool:
             raise TypeError("known must be a bool tensor of shape (n, H, W) or (H, W)")
         if known.shape not in ((height, width), (n, height, width)):
@@ -317,15 +295,13 @@ def _broadcast_condition(n: int, label: object, cond_map: object, device: torch.
     """An int label becomes (n,) int64, a (1,) label (n,), a (h, w) or (1, h, w) map (n, h, w);
     tensors move to ``device``. Anything else is left for ``check_condition`` to reject."""
     if isinstance(label, int) and not isinstance(label, bool):
-        label = torch.full((n,), label, dtype=torch.int64)
-    if isinstance(label, Tensor) and label.shape == (1,):
-        label = label.expand(n)  # (1,) -> (n,)
-    if isinstance(cond_map, Tensor) and cond_map.dim() == 2:
-        cond_map = cond_map[None]  # (h, w) -> (1, h, w)
-    if isinstance(cond_map, Tensor) and cond_map.dim() == 3 and cond_map.shape[0] == 1:
-        cond_map = cond_map.expand(n, -1, -1)  # (1, h, w) -> (n, h, w)
-    label = label.to(device) if isinstance(label, Tensor) else label
-    cond_map = cond_map.to(device) if isinstance(cond_map, Tensor) else cond_map
+        label = torch.tensor([label])
+    if isinstance(label, Tensor):
+        label = (label.expand(n) if label.shape == (1,) else label).to(device)  # (n,)
+    if isinstance(cond_map, Tensor):
+        cond_map = cond_map[None] if cond_map.dim() == 2 else cond_map  # (h, w) -> (1, h, w)
+        cond_map = cond_map.expand(n, -1, -1) if cond_map.shape[0] == 1 else cond_map
+        cond_map = cond_map.to(device)  # (n, h, w)
     return label, cond_map
 
 
@@ -368,7 +344,9 @@ class PixelCNNPrior(nn.Module):
             :class:`PriorOutput` (loss in nats per code, bits_per_code in bits).
 
         Raises:
-            TypeError, ValueError: bad codes or conditioning.
+            TypeError, ValueError: codes or conditioning of the wrong dtype or shape. Values
+                are checked where they enter (code sets, :meth:`sample`), not on this training
+                path.
         """
         logits = self.net(codes, label, cond_map)  # (B, K, H, W)
         loss = F.cross_entropy(logits.float(), codes)
@@ -377,30 +355,28 @@ class PixelCNNPrior(nn.Module):
     # ---- sampling ---------------------------------------------------------------------------
     def _sampling_inputs(self, n: object, shape: object, label: object, cond_map: object,
                          generator: object, options: object, completion: object
-                         ) -> tuple[int, int, Tensor | None, Tensor | None, Tensor | None]:
-        """Check :meth:`sample`'s arguments (each error names its argument), the values of the
-        conditioning and of the prefix included; ``(H, W, label, cond_map, known)`` on the
-        model's device."""
-        device = model_device(self)
+                         ) -> tuple[int, int, object, object, Tensor | None]:
+        """Check :meth:`sample`'s arguments, each error naming its argument (the values of the
+        conditioning and the prefix too: they enter here) -> ``(H, W, label, cond_map, known)``."""
         check_int(n, "n (number of samples)", 1)
-        if not isinstance(options, SampleOptions):
-            raise TypeError(f"options must be a SampleOptions, got {type(options).__name__}")
+        if not (isinstance(options, SampleOptions)
+                and isinstance(completion, (Completion, type(None)))):
+            raise TypeError(f"options must be a SampleOptions and completion a Completion or None, "
+                            f"got {type(options).__name__} and {type(completion).__name__}")
         check_int(options.top_k, "top_k", 1, self.config.codebook_size, none_ok=True)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got "
                             f"{type(generator).__name__}")
-        if completion is not None and not isinstance(completion, Completion):
-            raise TypeError(f"completion must be a Completion, got {type(completion).__name__}")
         known = None if completion is None else completion.mask(n, self.config.codebook_size)
-        grid = tuple(known.shape[1:]) if known is not None else shape
-        if shape is not None and known is not None and tuple(shape) != grid:
-            raise ValueError(f"shape {tuple(shape)} does not match the prefix grid {grid}")
+        grid = tuple(known.shape[1:]) if known is not None and shape is None else shape
         if (not isinstance(grid, (tuple, list)) or len(grid) != 2
-                or not all(isinstance(s, int) and s >= 1 for s in grid)):
-            raise ValueError(f"shape must be (H, W), two ints >= 1, got {shape!r}")
-        label, cond_map = _broadcast_condition(n, label, cond_map, device)
+                or not all(isinstance(s, int) and s >= 1 for s in grid)
+                or (known is not None and tuple(grid) != tuple(known.shape[1:]))):
+            raise ValueError(f"shape must be (H, W), two ints >= 1 (the prefix's grid with a "
+                             f"completion), got {shape!r}")
+        label, cond_map = _broadcast_condition(n, label, cond_map, model_device(self))
         check_condition(self.config, label, cond_map, n, *grid, ranges=True)
-        return *grid, label, cond_map, None if known is None else known.to(device)
+        return *grid, label, cond_map, known
 
     @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int] | None = None, *,
@@ -434,6 +410,7 @@ class PixelCNNPrior(nn.Module):
         height, width, label, cond_map, known = self._sampling_inputs(
             n, shape, label, cond_map, generator, options, completion)
         device = model_device(self)
+        known = None if known is None else known.to(device)  # (n, H, W) bool
         codes = (completion.prefix.to(device).clone() if completion is not None
                  else torch.zeros(n, height, width, dtype=torch.int64, device=device))
         draw_device = generator.device if generator is not None else device
