@@ -38,6 +38,7 @@ from .. import analysis as A
 from .. import memorisation as M
 from .. import plots
 from ..checkpoint import atomic_write_text
+from ..codes import flat_codes
 from ..distributed import barrier, is_main_process
 from ..runfolder import RunFolder
 from ..runs import (
@@ -51,7 +52,7 @@ from ..runs import (
     train_prior_run,
     train_vqvae_run,
 )
-from ..runtime import get_device, set_threads
+from ..runtime import get_device, model_device, set_threads
 from ..profiles import get_profile
 
 # Options that define a run; resuming with other values would mix two runs in one folder.
@@ -189,8 +190,7 @@ def _prior_generalisation(ctx: Context, loaded: Any, e: _Encoded, result: dict,
                        for name, h in loaded.histories.items() if h.get("val_bits_per_code")}
     result["prior_test_bits_per_code"] = A.prior_bits_per_code(loaded.priors, e.test_codes)
     shown = min(8, len(e.test_codes))
-    priors = loaded.priors
-    level, prior = (("bottom", priors[1]) if isinstance(priors, tuple) else (None, priors))
+    level, prior = e.test_codes.levels[-1], loaded.priors[-1]  # the finest level
     bits = A.surprise_maps(prior, e.test_codes, level=level)[:shown]  # (shown, h, w)
     figures["surprise of test lesions under the prior"] = _save(
         plots.surprise(e.test_images[:shown], bits), ctx.run.analysis_figure("surprise"))
@@ -203,9 +203,9 @@ def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict
     import matplotlib.pyplot as plt
 
     n_ref = min(config.num_samples, len(e.test_codes))
-    reference = M.diversity(A.flat_codes(e.test_codes, "test")[:n_ref], e.test_images[:n_ref])
+    reference = M.diversity(flat_codes(e.test_codes, "test")[:n_ref], e.test_images[:n_ref])
     rows = {}
-    device = next(loaded.vqvae.parameters()).device
+    device = model_device(loaded.vqvae)
     for t in config.temperatures:  # the test NLL does not depend on T: computed once above
         generator = torch.Generator(device=device).manual_seed(ctx.options["seed"])
         row = M.evaluate_remedy(f"T = {t:g}", loaded.vqvae, loaded.priors, None, e.train_codes,
@@ -253,15 +253,17 @@ def _realism(ctx: Context, e: _Encoded, at_run: Any, result: dict, figures: dict
 
 def _stage_analysis(ctx: Context) -> None:
     # The run's own sampling temperature is always one of the points (report and figure use it).
-    temperatures = sorted({*A.AnalysisConfig.temperatures, ctx.options["temperature"]})
-    config = A.AnalysisConfig(num_samples=ctx.config.num_samples, temperatures=temperatures)
+    temperatures = sorted({*M.MemorisationConfig.temperatures, ctx.options["temperature"]})
+    config = A.AnalysisConfig()
+    samples = M.MemorisationConfig(num_samples=ctx.config.num_samples, temperatures=temperatures)
     loaded = load_run(ctx.run, get_device(ctx.config.device))
     encoded = _encode_splits(ctx, loaded.vqvae)
     figures: dict[str, str] = {}
-    result: dict[str, Any] = {"config": dataclasses.asdict(config)}
+    result: dict[str, Any] = {"config": {**dataclasses.asdict(config),
+                                         **dataclasses.asdict(samples)}}
     _reconstruction_and_usage(ctx, loaded.vqvae, encoded, config, result, figures)
     _prior_generalisation(ctx, loaded, encoded, result, figures)
-    at_run = _diversity(ctx, loaded, encoded, config, result, figures)
+    at_run = _diversity(ctx, loaded, encoded, samples, result, figures)
     _realism(ctx, encoded, at_run, result, figures)
     result["figures"] = figures
     atomic_write_text(ctx.run.analysis, json.dumps(result, indent=2, default=float))
