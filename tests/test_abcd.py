@@ -18,7 +18,7 @@ from vqlesson.data.image_files import load_rgb
 from vqlesson.realism import (comparison_table, compare_features, summarise_features,
                               validate_on_synthetic)
 from vqlesson.data.synthetic import SyntheticLesions
-from vqlesson.data.synthetic_abcd import abcd_features as true_outline_features
+from vqlesson.data.synthetic_abcd import outline_abcd_features as true_outline_features
 
 matplotlib.use("Agg")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vqlesson.data.synthetic_abcd import abcd_features
+from vqlesson.data.synthetic_abcd import outline_abcd_features
 
 
 def test_abcd_features_of_known_shapes() -> None:
@@ -16,7 +16,7 @@ def test_abcd_features_of_known_shapes() -> None:
     amplitudes[2, [0, 2, 4, 6]] = [0.2, 0.2, 0.15, 0.1]  # odd harmonics, mixed phases
     phases[2, [0, 2, 4, 6]] = [0.0, 1.0, 2.5, 4.0]
     radius = np.array([0.5, 0.5, 0.5])
-    f = abcd_features(amplitudes, phases, radius, np.array([1, 2, 6]))
+    f = outline_abcd_features(amplitudes, phases, radius, np.array([1, 2, 6]))
     # A circle and an oval are symmetric about both axes, with a smooth border.
     assert f["asymmetry"][0] == pytest.approx(0.0, abs=1e-6)
     assert f["asymmetry"][1] == pytest.approx(0.0, abs=0.05)
@@ -32,10 +32,10 @@ def test_abcd_features_of_known_shapes() -> None:
 def test_abcd_features_bad_input() -> None:
     ok = (np.zeros((2, 4)), np.zeros((2, 4)), np.ones(2) * 0.3, np.ones(2, dtype=int))
     with pytest.raises(ValueError, match="amplitudes"):
-        abcd_features(np.zeros((2, 4)), np.zeros((2, 3)), *ok[2:])
+        outline_abcd_features(np.zeros((2, 4)), np.zeros((2, 3)), *ok[2:])
     with pytest.raises(ValueError, match="amplitudes"):
-        abcd_features(np.full((2, 4), 0.3), *ok[1:])  # sum |a_k| = 1.2 >= 1
+        outline_abcd_features(np.full((2, 4), 0.3), *ok[1:])  # sum |a_k| = 1.2 >= 1
     with pytest.raises(ValueError, match="radius"):
-        abcd_features(*ok[:2], np.array([0.3, -0.1]), ok[3])
+        outline_abcd_features(*ok[:2], np.array([0.3, -0.1]), ok[3])
     with pytest.raises(ValueError, match="n_colours"):
-        abcd_features(*ok[:3], np.array([0, 7]))
+        outline_abcd_features(*ok[:3], np.array([0, 7]))

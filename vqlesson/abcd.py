@@ -30,7 +30,7 @@ does the comparing and the validation). Per image:
 5. **Outline**: the radius ``r(theta)`` along 128 rays from the centroid (the integral of a
    sub-pixel soft mask along each ray) and its Fourier harmonics ``k = 1..10``: the outline
    ``r(theta) = R (1 + sum_k a_k cos(k theta + phi_k))`` the synthetic lesions are drawn from.
-   A, B and the diameter are then computed by :func:`vqlesson.data.synthetic_abcd.abcd_features`, exactly
+   A, B and the diameter are then computed by :func:`vqlesson.data.synthetic_abcd.outline_abcd_features`, exactly
    as the generator scores its own lesions: A from the area without a mirror partner about each
    principal axis, B from the high-frequency irregularity of the outline per octant, the
    diameter from the area. A is thus the *shape* part of Stolz's asymmetry (the asymmetry of
@@ -71,7 +71,7 @@ from skimage.morphology import disk
 
 from .data.synthetic import COLOUR_RGB
 from .data.synthetic_abcd import TDS_THRESHOLD, total_dermoscopy_score
-from .data.synthetic_abcd import abcd_features as outline_features
+from .data.synthetic_abcd import outline_abcd_features
 from .validate import check_int, check_number
 
 #: The estimated features, in the order of :class:`ABCDFeatures` (``found`` aside).
@@ -332,7 +332,7 @@ def _outline(soft: np.ndarray, config: ABCDConfig) -> tuple[np.ndarray, np.ndarr
     mean = float(spectrum[0].real)
     amplitudes = 2.0 * np.abs(spectrum[1:config.harmonics + 1]) / mean  # (K,)
     total_amplitude = amplitudes.sum()
-    if total_amplitude > 0.95:  # keep r(theta) > 0, as synthetic_abcd.abcd_features requires
+    if total_amplitude > 0.95:  # keep r(theta) > 0, as synthetic_abcd.outline_abcd_features requires
         amplitudes *= 0.95 / total_amplitude
     return amplitudes, np.angle(spectrum[1:config.harmonics + 1]), mean / (min(h, w) / 2.0)
 
@@ -463,7 +463,7 @@ def abcd_features(images: torch.Tensor, config: ABCDConfig | None = None) -> ABC
         out["area"][i] = lesion.mask.mean()
     if outlines:
         index, amplitudes, phases, radius, colours = (np.array(v) for v in zip(*outlines))
-        shape = outline_features(amplitudes, phases, radius, colours)  # dict of (n,) arrays
+        shape = outline_abcd_features(amplitudes, phases, radius, colours)  # dict of (n,) arrays
         for name in ("asymmetry", "border", "colour", "diameter"):
             out[name][index] = shape[name]
         out["score_diameter"][index] = shape["score"]

@@ -65,7 +65,7 @@ from .loop import (
     save_epoch,
 )
 from .quantize import VectorQuantizer
-from .runtime import get_device, seed_everything
+from .runtime import eval_mode, get_device, seed_everything
 from .validate import check_choice, check_number, split_batch
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -308,14 +308,12 @@ def _evaluation_sums(model: nn.Module, loader: Iterable, device: torch.device, a
     """One pass over ``loader`` in eval mode (restored afterwards), the quantisers' usage reset
     first. Returns (image-weighted float64 sums of every logged value, images, image shape)."""
     autocast, amp_dtype, _ = amp_settings(device, amp)
-    was_training = model.training
-    model.eval()
     for _, q in quantizers:
         q.reset_usage()
     sums: dict[str, Tensor] = {}
     n_images = 0
     image_shape: tuple[int, ...] = ()
-    try:
+    with eval_mode(model):
         for batch in loader:
             x = split_batch(batch, "loader")[0].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
@@ -332,8 +330,6 @@ def _evaluation_sums(model: nn.Module, loader: Iterable, device: torch.device, a
             for name, value in per_batch.items():
                 sums[name] = sums[name] + value if name in sums else value
             n_images += b
-    finally:
-        model.train(was_training)
     return sums, n_images, image_shape
 
 

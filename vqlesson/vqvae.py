@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .quantize import QuantizerConfig, VectorQuantizer
+from .runtime import model_device
 from .validate import (
     check_choice,
     check_images,
@@ -574,7 +575,7 @@ class VAE(nn.Module):
             ValueError: ``n`` < 1.
         """
         check_int(n, "n", 1, note="the number of samples")
-        device = next(self.parameters()).device
+        device = model_device(self)
         size = self.config.latent_size()
         shape = (n, self.config.latent_channels, size, size)
         draw_device = generator.device if generator is not None else device

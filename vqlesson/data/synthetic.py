@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .synthetic_abcd import TDS_THRESHOLD, abcd_features
+from .synthetic_abcd import TDS_THRESHOLD, outline_abcd_features
 from ..validate import check_int, check_number
 
 # --------------------------------------------------------------------------------------------
@@ -492,7 +492,7 @@ class SyntheticLesions(Dataset):
             _sample_params(self._rng(i, 0), self._rng(i, 1), hair_probability)
             for i in range(self.n)
         ]
-        feats = abcd_features(
+        feats = outline_abcd_features(
             np.stack([p["harmonic_amplitudes"] for p in self._params]),  # (n, K)
             np.stack([p["harmonic_phases"] for p in self._params]),  # (n, K)
             np.array([p["lesion_radius"] for p in self._params]),  # (n,)

@@ -116,7 +116,7 @@ def _inside(r_table: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # The four features
 # --------------------------------------------------------------------------------------------
-def abcd_features(
+def outline_abcd_features(
     amplitudes: np.ndarray, phases: np.ndarray, radius: np.ndarray, n_colours: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The four ABCD features and the TDS of star-shaped lesions (see the module docstring).
@@ -153,7 +153,7 @@ def abcd_features(
 
 def _check_outlines(amplitudes: np.ndarray, phases: np.ndarray, radius: np.ndarray,
                     n_colours: np.ndarray) -> None:
-    """Raise the ValueErrors :func:`abcd_features` documents."""
+    """Raise the ValueErrors :func:`outline_abcd_features` documents."""
     if amplitudes.ndim != 2 or phases.shape != amplitudes.shape:
         raise ValueError(f"amplitudes and phases must both be (n, K); got {amplitudes.shape} "
                          f"and {phases.shape}")
