@@ -40,6 +40,7 @@ from vqlesson.realism import (
 from vqlesson.runfolder import RunFolder
 from vqlesson.runtime import get_device
 from vqlesson.sampling import decode_codes, sample_codes
+from vqlesson.two_sample import two_sample_test
 
 
 class Models(NamedTuple):
@@ -99,6 +100,62 @@ def data_of_run(options: dict, n: int) -> tuple[torch.Tensor, torch.Tensor, torc
     return real, labels, train, list(loaders.classes)
 
 
+class Measured(NamedTuple):
+    """What :func:`measure` drew and measured."""
+
+    models: Models
+    samples: torch.Tensor
+    sample_codes: torch.Tensor
+    real: torch.Tensor
+    reconstructions: torch.Tensor
+    train: torch.Tensor
+    report: Any
+
+
+def measure(run: RunFolder, options: dict, args: argparse.Namespace, temperature: float,
+            clock: dict) -> Measured:
+    """Load the run, draw the samples, reconstruct the real images, the realism report."""
+    device = get_device(args.device)
+    start = time.perf_counter()
+    models = load_models(run, device)
+    real, real_labels, train, classes = data_of_run(options, args.n)
+    clock["load models and data"] = time.perf_counter() - start
+    start = time.perf_counter()
+    samples, codes, labels = draw_samples(models, len(real), temperature, args.seed, device)
+    clock[f"sample {len(real)}"] = time.perf_counter() - start
+    start = time.perf_counter()
+    reconstructions = reconstruct(models.vqvae, real)
+    clock[f"reconstruct {len(real)}"] = time.perf_counter() - start
+    start = time.perf_counter()
+    report = realism_report(samples, reconstructions, real, RealismConfig(seed=args.seed),
+                            sample_labels=labels, real_labels=real_labels, classes=classes)
+    clock["realism report"] = time.perf_counter() - start
+    return Measured(models, samples, codes, real, reconstructions, train, report)
+
+
+def print_codes_and_calibration(m: Measured, seed: int, clock: dict) -> None:
+    """Near-copies, diversity, the two-sample test's null calibration and its timings."""
+    start = time.perf_counter()
+    config = AnalysisConfig()
+    copies = memorisation(m.sample_codes, encode(m.models.vqvae, m.train),
+                          near_copy_hamming=config.near_copy_hamming)
+    spread = diversity(m.sample_codes, m.samples)
+    reference = diversity(encode(m.models.vqvae, m.real), m.real)
+    clock["near-copies and diversity"] = time.perf_counter() - start
+    print(f"\nnear-copies of the {len(m.train)} training images (<= "
+          f"{config.near_copy_hamming:.0%} of the code positions differ): "
+          f"{copies.near_copy_fraction:.1%}")
+    print(f"diversity, codes (Hamming): samples {spread.code_hamming:.3f}, real "
+          f"{reference.code_hamming:.3f} ({spread.code_hamming / reference.code_hamming:.2f}x); "
+          f"pixels (RMS): {spread.pixel_rms:.3f}, real {reference.pixel_rms:.3f}")
+    half = len(m.real) // 2  # the null: reconstructions of two disjoint halves of the real images
+    null = two_sample_test(m.reconstructions[:half], m.reconstructions[half:2 * half], seed=seed)
+    print(f"calibration, reconstructions of two disjoint halves ({half} each; should be near "
+          f"0.5): {null.accuracy:.3f} [{null.ci_low:.2f}, {null.ci_high:.2f}] (p {null.p_value:.2g})")
+    for name, t in m.report.two_sample.items():
+        print(f"two-sample test, {name}: {t.seconds:.1f} s ({t.n_train} training images)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a finished pipeline run folder")
@@ -111,51 +168,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run, device, clock = RunFolder(args.run), get_device(args.device), {}
+    run, clock = RunFolder(args.run), {}
     options = json.loads(run.pipeline_state.read_text())["options"]
     temperature = options["temperature"] if args.temperature is None else args.temperature
     given = sys.argv[1:] if argv is None else argv
     print("$ python benchmarks/bench_samples.py " + " ".join(map(shlex.quote, given)))
     print(f"run {run.root}: data {options['data']}, profile {options['profile']}, model "
-          f"{options['model']}, T = {temperature:g}; device {device}, {torch.get_num_threads()} "
-          f"thread(s), load average {os.getloadavg()[0]:.1f} at the start")
-    start = time.perf_counter()
-    models = load_models(run, device)
-    real, real_labels, train, classes = data_of_run(options, args.n)
-    clock["load models and data"] = time.perf_counter() - start
-    start = time.perf_counter()
-    samples, sample_codes_flat, sample_labels = draw_samples(models, len(real), temperature,
-                                                             args.seed, device)
-    clock[f"sample {len(real)}"] = time.perf_counter() - start
-    start = time.perf_counter()
-    reconstructions = reconstruct(models.vqvae, real)
-    clock[f"reconstruct {len(real)}"] = time.perf_counter() - start
-    start = time.perf_counter()
-    report = realism_report(samples, reconstructions, real, RealismConfig(seed=args.seed),
-                            sample_labels=sample_labels, real_labels=real_labels, classes=classes)
-    clock["realism report"] = time.perf_counter() - start
-    print(f"\n{len(real)} samples (T = {temperature:g}), {len(real)} held-out real images and "
-          f"their VQ-VAE reconstructions:\n")
-    print(realism_table(report, sample_name=f"samples (T = {temperature:g})"))
-    start = time.perf_counter()
-    config = AnalysisConfig()
-    copies = memorisation(sample_codes_flat, encode(models.vqvae, train),
-                          near_copy_hamming=config.near_copy_hamming)
-    spread, reference = diversity(sample_codes_flat, samples), diversity(
-        encode(models.vqvae, real), real)
-    clock["near-copies and diversity"] = time.perf_counter() - start
-    print(f"\nnear-copies of the {len(train)} training images (<= {config.near_copy_hamming:.0%} of "
-          f"the code positions differ): {copies.near_copy_fraction:.1%}")
-    print(f"diversity, codes (Hamming): samples {spread.code_hamming:.3f}, real "
-          f"{reference.code_hamming:.3f} ({spread.code_hamming / reference.code_hamming:.2f}x); "
-          f"pixels (RMS): {spread.pixel_rms:.3f}, real {reference.pixel_rms:.3f}")
-    for name, t in report.two_sample.items():
-        print(f"two-sample test, {name}: {t.seconds:.1f} s ({t.n_train} training images)")
+          f"{options['model']}, T = {temperature:g}; {torch.get_num_threads()} thread(s), load "
+          f"average {os.getloadavg()[0]:.1f} at the start")
+    m = measure(run, options, args, temperature, clock)
+    print(f"\n{len(m.real)} samples (T = {temperature:g}), {len(m.real)} held-out real images "
+          "and their VQ-VAE reconstructions:\n")
+    print(realism_table(m.report, sample_name=f"samples (T = {temperature:g})"))
+    print_codes_and_calibration(m, args.seed, clock)
     if args.fid:
-        for name, other in (("samples", samples), ("reconstructions", reconstructions)):
-            fid = frechet_inception_distance(other, real)
-            print(f"FID {name} vs real: {fid.value if fid.value is None else round(fid.value, 2)}"
-                  f" ({fid.message})")
+        for name, images in (("samples", m.samples), ("reconstructions", m.reconstructions)):
+            fid = frechet_inception_distance(images, m.real)
+            shown = "n/a" if fid.value is None else f"{fid.value:.2f}"
+            print(f"FID {name} vs real: {shown} ({fid.message})")
     print("\nwall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in clock.items()) +
           f"; load average {os.getloadavg()[0]:.1f} at the end")
 
