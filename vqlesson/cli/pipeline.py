@@ -355,8 +355,9 @@ def _realism_rows(analysis: dict) -> list[tuple[str, str]]:
 REALISM_NOTE = (
     "Two-sample test (Lopez-Paz & Oquab 2017, vqlesson.two_sample): a small CNN trained on half "
     "of two image sets to tell them apart, its accuracy on the other half (0.5: "
-    "indistinguishable, 1: always told apart; the interval and p-value are those of "
-    "Binomial(n_test, 1/2)). Samples are compared with VQ-VAE reconstructions of the test "
+    "indistinguishable, 1: always told apart), with its 95 % Clopper-Pearson interval and p, "
+    "the chance of so high an accuracy if both sets came from one distribution (the number "
+    "right is then Binomial(n_test, 1/2)). Samples are compared with VQ-VAE reconstructions of the test "
     "images (both through the decoder: only the prior's errors count), the reconstructions "
     "with the test images (the decoder's own yardstick). Near-black: pixels whose mean "
     "brightness is below 0.1, outside and inside the inscribed circle (the dermoscope's dark "
