@@ -119,7 +119,7 @@ def test_estimator_recovers_the_ground_truth_at_the_ci_size():
 def test_validation_rejects_data_without_ground_truth():
     with pytest.raises(TypeError, match="SyntheticLesions"):
         validate_on_synthetic(dataset=[(torch.zeros(3, 32, 32), 0)] * 4)
-    with pytest.raises(ValueError, match="n must be >= 3"):
+    with pytest.raises(ValueError, match=r"n must be an int >= 3 \(images to correlate\), got 2"):
         validate_on_synthetic(n=2, image_size=32)
     with pytest.raises(ValueError, match="transform"):
         validate_on_synthetic(SyntheticLesions(8, image_size=32, transform=lambda x: x))

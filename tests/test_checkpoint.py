@@ -11,18 +11,22 @@ import torch
 
 from vqlesson.checkpoint import (
     Checkpoint,
+    config_from_record,
+    config_record,
     get_rng_state,
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
+from vqlesson.quantize import QuantizerConfig
 from vqlesson.vqvae import VAE, VQVAE, VAEConfig, VQVAEConfig
+from vqlesson.vqvae2 import VQVAE2, VQVAE2Config
 
 
-def tiny_vqvae_config(**changes) -> VQVAEConfig:
+def tiny_vqvae_config(quantizer: QuantizerConfig = QuantizerConfig(), **changes) -> VQVAEConfig:
     base = dict(
         image_size=16, hidden_channels=16, residual_channels=8, num_residual_blocks=1,
-        codebook_size=16, code_dim=8,
+        codebook_size=16, code_dim=8, quantizer=quantizer,
     )
     base.update(changes)
     return VQVAEConfig(**base)
@@ -153,7 +157,7 @@ def test_wrong_class_is_a_clear_error(tmp_path, trained_vqvae):
 
 def test_different_config_lists_the_fields(tmp_path, trained_vqvae):
     path = save_checkpoint(tmp_path / "model.pt", trained_vqvae)
-    other = tiny_vqvae_config(codebook_size=32, beta=0.5)
+    other = tiny_vqvae_config(codebook_size=32, quantizer=QuantizerConfig(beta=0.5))
     with pytest.raises(ValueError) as info:
         load_checkpoint(path, expected_config=other)
     message = str(info.value)
@@ -163,6 +167,75 @@ def test_different_config_lists_the_fields(tmp_path, trained_vqvae):
     assert "--out" in message
     # The same config as a dict is accepted.
     load_checkpoint(path, expected_config=dataclasses.asdict(trained_vqvae.config))
+
+
+# The config dict of a VQ-VAE checkpoint as vqlesson wrote it before QuantizerConfig: the
+# dataclasses.asdict of the flat VQVAEConfig, the quantiser's settings beside the model's fields.
+FLAT_VQVAE_CONFIG = dict(
+    image_size=16, in_channels=3, hidden_channels=16, residual_channels=8, num_residual_blocks=1,
+    downsample=4, codebook_size=16, code_dim=8, beta=0.5, ema=False, decay=0.9, eps=1e-5,
+    init="random", restart_dead_after=None,
+)
+
+
+def test_checkpoint_of_the_flat_config_format_loads_into_a_working_model(tmp_path):
+    torch.manual_seed(0)
+    quantizer = QuantizerConfig(beta=0.5, ema=False, decay=0.9, init="random",
+                                restart_dead_after=None)
+    source = VQVAE(tiny_vqvae_config(quantizer=quantizer))
+    source(images())  # a training step's buffers: usage counts, steps since used
+    source.eval()
+    payload = {  # what save_checkpoint wrote before the nesting, built by hand
+        "format": "vqlesson-checkpoint", "format_version": 1, "model_class": "VQVAE",
+        "config": dict(FLAT_VQVAE_CONFIG), "model_state": source.state_dict(),
+        "optimizer_state": None, "scaler_state": None, "step": 3, "epoch": 1,
+        "history": {"loss": [0.5]}, "rng_state": get_rng_state(), "extra": {},
+    }
+    path = tmp_path / "old.pt"
+    torch.save(payload, path)
+
+    loaded = load_checkpoint(path, expected_class=VQVAE, expected_config=source.config)
+    assert loaded.config == source.config and loaded.config.quantizer == quantizer
+    assert loaded.model.quantizer.config == quantizer
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    x = images(seed=3)
+    with torch.no_grad():
+        expected, got = source(x), loaded.model(x)
+    assert torch.equal(got.x_hat, expected.x_hat) and torch.equal(got.indices, expected.indices)
+    # Resuming compares the stored flat config with today's nested one, field by field.
+    other = tiny_vqvae_config(quantizer=QuantizerConfig(beta=0.25, ema=False, decay=0.9,
+                                                        init="random", restart_dead_after=None))
+    with pytest.raises(ValueError, match=r"beta: 0.5 \(checkpoint\) vs 0.25 \(now\)"):
+        load_checkpoint(path, expected_config=other)
+
+
+def test_checkpoints_still_store_the_flat_config(tmp_path):
+    quantizer = QuantizerConfig(beta=0.5, ema=False, decay=0.9, init="random",
+                                restart_dead_after=None)
+    config = tiny_vqvae_config(quantizer=quantizer)
+    assert config_record(config) == FLAT_VQVAE_CONFIG  # so also the code files' fingerprints
+    path = save_checkpoint(tmp_path / "new.pt", VQVAE(config))
+    assert torch.load(path, weights_only=True)["config"] == FLAT_VQVAE_CONFIG
+    # A setting that did not exist before the nesting is stored when it is not the default.
+    changed = tiny_vqvae_config(quantizer=QuantizerConfig(kmeans_iters=3))
+    assert config_record(changed)["kmeans_iters"] == 3
+    path = save_checkpoint(tmp_path / "iters.pt", VQVAE(changed))
+    assert load_checkpoint(path).config.quantizer.kmeans_iters == 3
+
+
+def test_vqvae2_config_round_trips_flat_and_nested(tmp_path):
+    config = VQVAE2Config(image_size=16, hidden_channels=8, residual_channels=4,
+                          num_residual_blocks=1, codebook_size_top=8, codebook_size_bottom=16,
+                          code_dim=4, quantizer=QuantizerConfig(ema=False), bottom_dropout=0.25)
+    record = config_record(config)
+    assert "quantizer" not in record and record["ema"] is False and record["bottom_dropout"] == 0.25
+    assert config_from_record(VQVAE2Config, record) == config
+    assert config_from_record(VQVAE2Config, dataclasses.asdict(config)) == config
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "two.pt", VQVAE2(config)))
+    assert loaded.config == config and loaded.model.quantizer_bottom.config.ema is False
+    with pytest.raises(ValueError, match=r"\['colour'\]"):
+        config_from_record(VQVAE2Config, {**record, "colour": 1})
 
 
 def test_model_without_config_cannot_be_saved(tmp_path):

@@ -15,7 +15,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grading_course import fill, make_tiny_course, solution, student, with_cell
+from grading_course import (fill, isolation_here, make_tiny_course, solution, student,
+                            with_cell)
 from vqlesson import course
 from vqlesson.course.student import solution_lines
 from vqlesson.cli import build_parser, main
@@ -100,6 +101,17 @@ def _run_colab_cell(tmp_path, monkeypatch, cuda: bool, **flags):
     monkeypatch.chdir(tmp_path)
     exec(compile(source, "colab-cell", "exec"), {})
     return commands, mounted
+
+
+def test_the_colab_cell_is_shown_collapsed_under_one_sentence():
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        index = next(i for i, c in enumerate(cells) if c.cell_type == "code")
+        cell, above = cells[index], cells[index - 1]
+        assert cell.metadata.get("cellView") == "form", path.name  # Colab: the #@title only
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, path.name
+        assert cell.source.startswith("#@title Set-up"), path.name
+        assert above.cell_type == "markdown" and "next cell is the set-up" in above.source, path.name
 
 
 def test_the_colab_cell_does_nothing_heavy_outside_colab(monkeypatch, tmp_path):
@@ -282,7 +294,7 @@ def tiny_course(tmp_path_factory):
 
 def test_the_grader_scores_correct_wrong_erroring_and_hanging_submissions_in_one_batch(
         tiny_course, tmp_path):
-    from vqlesson.grading import grade
+    from vqlesson.grading import GradeSettings, grade
 
     root, made = tiny_course
     subs = tmp_path / "submissions"
@@ -299,7 +311,7 @@ def test_the_grader_scores_correct_wrong_erroring_and_hanging_submissions_in_one
     (subs / "eve_broken.ipynb").write_text("this is not a notebook")
 
     report = grade(subs, made.autograders["01_tiny"], out_csv=tmp_path / "grades.csv",
-                   timeout_s=45, jobs=2)
+                   timeout_s=45, jobs=2, settings=GradeSettings(isolation=isolation_here()))
     by_name = {r.submission: r for r in report.results}
     assert list(by_name) == ["abe_hanging.ipynb", "ben_wrong.ipynb", "cat_erroring.ipynb",
                              "dan_correct.ipynb", "eve_broken.ipynb"]
@@ -310,6 +322,9 @@ def test_the_grader_scores_correct_wrong_erroring_and_hanging_submissions_in_one
                               "bits_per_code - 1": True, "bits_per_code - 2 (hidden)": True}
     assert correct.metrics == {"psnr": 12.5, "perplexity": 3.0} and correct.failed == []
     assert correct.isolation == report.isolation.kind
+    assert report.summary_text.splitlines()[0] == report.isolation_line
+    assert report.isolation_line.startswith(
+        "ISOLATION: bwrap (" if report.isolation.kind == "bwrap" else "ISOLATION: NONE (")
 
     ben = by_name["ben_wrong.ipynb"]
     assert ben.status == "ok" and ben.score == 1 < ben.possible

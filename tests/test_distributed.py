@@ -29,6 +29,7 @@ from vqlesson.checkpoint import load_checkpoint
 from vqlesson.pixelcnn_prior import PixelCNNPrior
 from vqlesson.codes import CodeDataset
 from vqlesson.prior import PriorTrainConfig, evaluate_prior, train_prior
+from vqlesson.quantize import QuantizerConfig
 from vqlesson.configs import prior_config_for
 from vqlesson.train import TrainConfig, evaluate_vqvae, train_vqvae
 from vqlesson.vqvae import VQVAE, VQVAEConfig
@@ -69,7 +70,7 @@ def vqvae(seed: int) -> VQVAE:
     # restart_dead_after=1: some of the 16 codes go unused in a step, so restarts happen.
     return VQVAE(VQVAEConfig(image_size=SIZE, hidden_channels=8, residual_channels=4,
                              num_residual_blocks=1, codebook_size=K, code_dim=4,
-                             restart_dead_after=1))
+                             quantizer=QuantizerConfig(restart_dead_after=1)))
 
 
 def prior(seed: int) -> PixelCNNPrior:

@@ -4,8 +4,10 @@ One batch of submissions written the way a determined student writes them is gra
 (module fixture); each test checks one verdict: cheats score no more than an empty submission,
 nothing outside the sandbox is read or changed, no process survives, output is capped, bad
 metrics are that submission's error and the batch goes on, the honest submission gets full
-marks. Where bubblewrap cannot run, the tests of what only bwrap gives are skipped with the
-reason, and the limits-only grading is tested on its own.
+marks. Where bubblewrap cannot run, the batch is graded with ``isolation="none"`` (the default
+refuses to grade without a sandbox: tested on a simulated machine without bwrap), the tests of
+what only bwrap gives are skipped with the reason, and the limits-only grading is tested on its
+own.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,8 +26,8 @@ import nbformat
 import psutil
 import pytest
 
-from grading_course import make_tiny_course, solution, student, with_cell
-from vqlesson.grading import GradeSettings, grade
+from grading_course import isolation_here, make_tiny_course, solution, student, with_cell
+from vqlesson.grading import GradeSettings, SandboxUnavailable, grade, grader
 from vqlesson.grading.sandbox import BWRAP, RLIMITS_ONLY
 
 otter = pytest.importorskip("otter", reason="otter-grader is part of the dev install")
@@ -201,7 +206,8 @@ def attacked(tiny, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SECRET, "s3cret")
         patch.setenv("HOME", str(home))
-        report = grade(subs, zip_path, out_csv=root / "grades.csv", timeout_s=300, jobs=2)
+        report = grade(subs, zip_path, out_csv=root / "grades.csv", timeout_s=300, jobs=2,
+                       settings=GradeSettings(isolation=isolation_here()))
     time.sleep(1.0)  # a surviving daemon would now rewrite grades.csv
     return {"report": report, "rows": {r.submission[:-6]: r for r in report.results},
             "subs": subs, "home": home, "zip": zip_path, "before": before, "csv": root / "grades.csv"}
@@ -299,7 +305,8 @@ def test_a_rerun_skips_graded_submissions_and_grades_changed_or_missing_ones(att
         csv.writer(handle).writerows(kept)
     changed = with_cell(student(tiny), "x = 1")
     nbformat.write(changed, subs / "a_empty.ipynb")
-    report = grade(subs, attacked["zip"], out_csv=csv_path, timeout_s=300)
+    report = grade(subs, attacked["zip"], out_csv=csv_path, timeout_s=300,
+                   settings=GradeSettings(isolation=isolation_here()))
     assert sorted(report.skipped) == sorted(
         f"{n}.ipynb" for n in attacked["rows"] if n not in ("a_empty", "j_text_metric"))
     rows = {r.submission: r for r in report.results}
@@ -313,13 +320,15 @@ def test_regrade_grades_every_submission_again(tmp_path, tiny):
     subs = tmp_path / "subs"
     subs.mkdir()
     (subs / "x.ipynb").write_text("not a notebook")
-    first = grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv")
+    here = GradeSettings(isolation=isolation_here())
+    first = grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv", settings=here)
     assert first.results[0].status == "ungradable"
     text = (tmp_path / "g.csv").read_text().replace("ungradable", "ok")
     (tmp_path / "g.csv").write_text(text)  # a row the grader would not write again
-    assert grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv").results[
-        0].status == "ok"
-    again = grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv", regrade=True)
+    assert grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv",
+                 settings=here).results[0].status == "ok"
+    again = grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "g.csv", regrade=True,
+                  settings=here)
     assert again.results[0].status == "ungradable" and again.skipped == ()
 
 
@@ -341,6 +350,109 @@ def test_without_bwrap_grading_runs_with_limits_and_kills_every_process(tmp_path
     assert _daemons() == []
     with open(tmp_path / "g.csv") as handle:
         assert {row["isolation"] for row in csv.DictReader(handle)} == {RLIMITS_ONLY}
+    assert report.summary_text.splitlines()[0].startswith("ISOLATION: NONE (limits only")
+
+
+FAKE_BWRAP = """\
+#!/bin/sh
+echo 'bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces.' >&2
+exit 1
+"""
+
+
+def _machine_without_bwrap(tmp_path: Path, monkeypatch, fake: str | None = None) -> Path:
+    """Make ``PATH`` a folder without ``bwrap`` (bubblewrap not installed) or with ``fake``
+    as ``bwrap`` (installed, but failing as where namespaces are forbidden); returns it."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    if fake is not None:
+        (folder / "bwrap").write_text(fake)
+        (folder / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+    return folder
+
+
+def _refused(tmp_path: Path, tiny, monkeypatch, settings_list) -> list[str]:
+    """Grade one honest submission with each of ``settings_list``: each must raise
+    :class:`SandboxUnavailable` before a sandbox runs, the sandbox's Python is checked or a
+    row or folder is written; returns the messages."""
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbformat.write(solution(tiny), subs / "honest.ipynb")
+    called = []
+    for name in ("sandboxed", "check_python", "write_csv"):
+        monkeypatch.setattr(grader, name, lambda *args, _name=name, **kw: called.append(_name))
+    messages = []
+    for settings in settings_list:
+        with pytest.raises(SandboxUnavailable) as refused:
+            grade(subs, tiny.autograders["01_tiny"], out_csv=tmp_path / "out" / "g.csv",
+                  timeout_s=300, settings=settings)
+        messages.append(str(refused.value))
+    assert called == [] and not (tmp_path / "out").exists()
+    return messages
+
+
+def test_without_bwrap_the_default_refuses_before_running_anything(tmp_path, tiny, monkeypatch):
+    _machine_without_bwrap(tmp_path, monkeypatch)
+    messages = _refused(tmp_path, tiny, monkeypatch,
+                        [None, GradeSettings(), GradeSettings(isolation="bwrap")])
+    for message in messages:
+        for words in ("bubblewrap (bwrap) is not installed", "apt-get install bubblewrap",
+                      "one container per submission", "--isolation none", "hidden tests"):
+            assert words in message, (words, message)
+    assert "(--isolation auto)" in messages[0] and "(--isolation bwrap)" in messages[2]
+
+
+def test_where_bwrap_cannot_work_the_refusal_says_so(tmp_path, tiny, monkeypatch):
+    folder = _machine_without_bwrap(tmp_path, monkeypatch, FAKE_BWRAP)
+    message, = _refused(tmp_path, tiny, monkeypatch, [GradeSettings()])
+    for words in (f"bubblewrap ({folder / 'bwrap'}) is installed but cannot create a sandbox",
+                  "No permissions to create new namespace", "cannot work on this machine",
+                  "one container per submission", "otter grade", "--isolation none"):
+        assert words in message, (words, message)
+    assert "is not installed" not in message
+
+
+def test_the_grade_command_refuses_without_bwrap_and_grades_with_isolation_none(tmp_path,
+                                                                                 tiny):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbformat.write(solution(tiny), subs / "honest.ipynb")
+    (tmp_path / "bin").mkdir()  # PATH without bwrap
+    env = dict(os.environ, PATH=str(tmp_path / "bin"), PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "vqlesson", "grade", str(subs), "--autograder",
+               str(tiny.autograders["01_tiny"]), "--out", str(tmp_path / "g.csv"),
+               "--timeout", "300"]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                             check=False)
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    assert refused.stderr.startswith("error: refusing to grade (--isolation auto)")
+    assert "apt-get install bubblewrap" in refused.stderr and "--isolation none" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "g.csv").exists()
+
+    graded = subprocess.run(command + ["--isolation", "none"], env=env, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert graded.returncode == 0, graded.stderr
+    lines = graded.stdout.splitlines()
+    assert lines[0].startswith("ISOLATION: NONE (limits only: submissions could read the "
+                               "hidden tests and each other") and lines[-1] == lines[0]
+    assert (tmp_path / "g.md").read_text().splitlines()[0] == lines[0]
+    assert "grading WITHOUT a sandbox (--isolation none)" in graded.stderr
+    with open(tmp_path / "g.csv") as handle:
+        assert [(row["status"], row["score"], row["isolation"]) for row in
+                csv.DictReader(handle)] == [("ok", "2", RLIMITS_ONLY)]
+
+
+def test_the_summary_says_the_isolation_in_its_first_line(attacked):
+    report = attacked["report"]
+    sandboxed = isolation_here() == "auto"  # bubblewrap works here: the default used it
+    assert report.isolation.kind == (BWRAP if sandboxed else RLIMITS_ONLY)
+    first = report.summary_text.splitlines()[0]
+    assert first.startswith("ISOLATION: bwrap (each submission in its own namespaces" if sandboxed
+                            else "ISOLATION: NONE (limits only") and first == report.isolation_line
+    assert report.summary_path.read_text().splitlines()[0] == first
+    with open(attacked["csv"]) as handle:
+        assert {row["isolation"] for row in csv.DictReader(handle)} == {report.isolation.kind}
 
 
 @pytest.mark.parametrize("name, metrics", [
@@ -355,7 +467,8 @@ def test_a_real_course_notebook_graded_end_to_end_gets_full_marks(tmp_path, name
     subs.mkdir()
     nbformat.write(nbformat.read(made.build_dir / name / "autograder" / f"{name}.ipynb",
                                  as_version=4), subs / "instructor.ipynb")
-    report = grade(subs, made.autograders[name], out_csv=tmp_path / "g.csv", timeout_s=900)
+    report = grade(subs, made.autograders[name], out_csv=tmp_path / "g.csv", timeout_s=900,
+                   settings=GradeSettings(isolation=isolation_here()))
     row = report.results[0]
     assert (row.status, row.score, row.possible) == ("ok", 4, 4), row  # 3 exercises + 1 open
     assert len(row.checks) == 8 and all(row.checks.values())

@@ -22,6 +22,8 @@ from vqlesson.grading.report import SubmissionResult, csv_safe, read_csv, summar
 from vqlesson.grading.io import (UnsafeFileError, decode_inputs, encode_inputs, load_outputs,
                                  parse_metrics, read_regular_file, save_arrays)
 from vqlesson.grading.judge import NO_RESULT, judge_test, read_metrics
+from vqlesson.grading.isolation import (CANNOT_WORK, MISSING, RLIMITS_ONLY, SandboxUnavailable,
+                                       isolation_line, namespace_blockers, refusal_message)
 from vqlesson.grading.sandbox import (BWRAP, SandboxLimits, bwrap_command, detect_isolation,
                               make_layout, package_dir, run_confined, sandbox_tmp,
                               scrubbed_env)
@@ -217,6 +219,49 @@ def test_the_csv_round_trips_and_defuses_spreadsheet_formulas(tmp_path):
     assert csv_safe("@SUM(1)") == "'@SUM(1)" and csv_safe("a\x00b") == "a b"
 
 
+def test_the_summary_starts_with_the_isolation_and_says_when_rows_were_not_sandboxed():
+    rows = [_row("a.ipynb"), _row("b.ipynb", isolation=RLIMITS_ONLY)]
+    assert isolation_line(BWRAP, ["bwrap", "bwrap"]).startswith("ISOLATION: bwrap (")
+    assert isolation_line(RLIMITS_ONLY, ["bwrap"]).startswith("ISOLATION: NONE (limits only")
+    mixed = isolation_line(BWRAP, [r.isolation for r in rows])
+    assert mixed.startswith("ISOLATION: MIXED (") and "1 of 2 rows" in mixed
+    assert "--regrade" in mixed
+    text = summary(rows, ["header"], first_line=mixed)
+    assert text.splitlines()[:3] == [mixed, "", "# Grades: 2 submissions"]
+    assert summary(rows, ["header"]).startswith("# Grades: 2 submissions")
+
+
+def test_what_forbids_namespaces_is_read_from_the_kernel_and_the_container_marks(tmp_path):
+    proc_sys, root = tmp_path / "sys", tmp_path / "root"
+    (proc_sys / "kernel").mkdir(parents=True)
+    (proc_sys / "user").mkdir()
+    root.mkdir()
+    (proc_sys / "user" / "max_user_namespaces").write_text("63000\n")
+    assert namespace_blockers(proc_sys, root, {}) == []
+    (proc_sys / "kernel" / "unprivileged_userns_clone").write_text("0\n")
+    (proc_sys / "kernel" / "apparmor_restrict_unprivileged_userns").write_text("1\n")
+    (root / ".dockerenv").write_text("")
+    found = namespace_blockers(proc_sys, root, {"container": "podman"})
+    assert len(found) == 3 and "unprivileged_userns_clone = 0" in found[0]
+    assert "AppArmor" in found[1] and "/.dockerenv, container=podman" in found[2]
+
+
+def test_the_refusal_says_why_how_to_get_a_sandbox_and_how_to_go_without(tmp_path,
+                                                                         monkeypatch):
+    missing = refusal_message(MISSING, "no bwrap on PATH", "bwrap")
+    cannot = refusal_message(CANNOT_WORK, "exit 1, 'No permissions to create new namespace'")
+    assert missing.startswith("refusing to grade (--isolation bwrap): no working sandbox here. "
+                              "no bwrap on PATH.")
+    assert "apt-get install bubblewrap" in missing and "cannot work on this machine" in cannot
+    for message in (missing, cannot):
+        assert "one container per submission" in message and "otter grade -a" in message
+        assert "`--isolation none`" in message and "hidden tests" in message
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without bwrap
+    with pytest.raises(SandboxUnavailable, match="not installed"):
+        detect_isolation()
+    assert detect_isolation("none").kind == RLIMITS_ONLY
+
+
 def test_a_csv_of_another_format_is_refused_by_name(tmp_path):
     (tmp_path / "grades.csv").write_text("name,grade\nann,A\n")
     with pytest.raises(ValueError, match="grades.csv.*--regrade"):
@@ -280,3 +325,20 @@ def test_a_confined_run_that_fills_the_disk_is_stopped(tmp_path):
                        watched=(tmp_path,))
     assert run.stopped == "it wrote more than 2 MiB to disk" and not run.timed_out
     assert run.seconds < 60
+
+
+def test_two_root_batches_get_disjoint_sandbox_users():
+    """A batch kills its leftovers by user: two batches on one machine must never share one."""
+    from vqlesson.grading.sandbox import UID_BLOCK, Isolation, reserved_users, sandbox_uid
+
+    own = Isolation("bwrap", "test", own_user=True)
+    with reserved_users(own, jobs=4) as first, reserved_users(own, jobs=4) as second:
+        users_first = {sandbox_uid(slot, first) for slot in range(4)}
+        users_second = {sandbox_uid(slot, second) for slot in range(4)}
+        assert not users_first & users_second
+        assert abs(first.uid_base - second.uid_base) >= UID_BLOCK
+    with reserved_users(own, jobs=1) as again:  # released at the end of a batch: reused
+        assert again.uid_base == first.uid_base
+    shared = Isolation("rlimits", "test", own_user=False)
+    with reserved_users(shared, jobs=2) as same:
+        assert same is shared and sandbox_uid(0, same) is None

@@ -19,6 +19,7 @@ from vqlesson.codes import (
     model_fingerprint,
 )
 from vqlesson.prior import PriorTrainConfig, best_checkpoint_path, evaluate_prior, train_prior
+from vqlesson.quantize import QuantizerConfig
 from vqlesson.configs import prior_config_for
 from vqlesson.sampling import sample_images
 from vqlesson.vqvae import VQVAE, VQVAEConfig
@@ -37,14 +38,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_vqvae(seed: int = 0) -> VQVAE:
     torch.manual_seed(seed)
     return VQVAE(VQVAEConfig(image_size=IMAGE, hidden_channels=16, residual_channels=4,
-                             num_residual_blocks=1, codebook_size=16, code_dim=8, init="random"))
+                             num_residual_blocks=1, codebook_size=16, code_dim=8,
+                             quantizer=QuantizerConfig(init="random")))
 
 
 def tiny_vqvae2(seed: int = 0) -> VQVAE2:
     torch.manual_seed(seed)
     return VQVAE2(VQVAE2Config(image_size=IMAGE, hidden_channels=16, residual_channels=4,
                                num_residual_blocks=1, codebook_size_top=8,
-                               codebook_size_bottom=16, code_dim=8, init="random"))
+                               codebook_size_bottom=16, code_dim=8,
+                               quantizer=QuantizerConfig(init="random")))
 
 
 def image_loader(n: int = 12, batch_size: int = 5, seed: int = 0) -> DataLoader:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vqlesson.quantize import (
+    QuantizerConfig,
     VectorQuantizer,
     VQOutput,
     ema_step,
@@ -19,10 +20,10 @@ from vqlesson.quantize import (
 K, D = 16, 4
 
 
-def make_vq(**kwargs) -> VectorQuantizer:
-    defaults = dict(codebook_size=K, code_dim=D, init="random", restart_dead_after=None)
-    defaults.update(kwargs)
-    return VectorQuantizer(**defaults)
+def make_vq(codebook_size: int = K, code_dim: int = D, **settings) -> VectorQuantizer:
+    """A quantiser of K codes of size D; ``settings``: :class:`QuantizerConfig` fields."""
+    config = QuantizerConfig(**{"init": "random", "restart_dead_after": None, **settings})
+    return VectorQuantizer(codebook_size, code_dim, config)
 
 
 def latents_at(codes: torch.Tensor, indices: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
@@ -332,13 +333,13 @@ def test_kmeans_function_recovers_means():
 
 def test_bad_init_and_arguments_raise():
     with pytest.raises(ValueError, match="init"):
-        VectorQuantizer(8, 4, init="uniform")
+        VectorQuantizer(8, 4, QuantizerConfig(init="uniform"))
     with pytest.raises(ValueError, match="decay"):
-        VectorQuantizer(8, 4, decay=1.0)
+        VectorQuantizer(8, 4, QuantizerConfig(decay=1.0))
     with pytest.raises(ValueError, match="codebook_size"):
         VectorQuantizer(0, 4)
     with pytest.raises(ValueError, match="restart_dead_after"):
-        VectorQuantizer(8, 4, restart_dead_after=0)
+        VectorQuantizer(8, 4, QuantizerConfig(restart_dead_after=0))
 
 
 # ---- input validation --------------------------------------------------------------------

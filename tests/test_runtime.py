@@ -82,10 +82,10 @@ def test_config_helpers_keep_the_profile_for_none_but_honour_none_where_it_is_a_
 
     profile = get_profile("ci")
     assert vqvae_config(profile, code_dim=None).code_dim == profile.code_dim  # an unset CLI option
-    assert vqvae_config(profile).restart_dead_after == 20
+    assert vqvae_config(profile).quantizer.restart_dead_after == 20
     no_restarts = vqvae_config(profile, restart_dead_after=None)  # None is itself a setting here
-    assert no_restarts.restart_dead_after is None
-    assert vqvae2_config(profile, restart_dead_after=None).restart_dead_after is None
+    assert no_restarts.quantizer.restart_dead_after is None
+    assert vqvae2_config(profile, restart_dead_after=None).quantizer.restart_dead_after is None
     quantizer = next(m for m in VQVAE(no_restarts).modules() if isinstance(m, VectorQuantizer))
-    assert quantizer.restart_dead_after is None
+    assert quantizer.config.restart_dead_after is None
     assert prior_config_for(profile, 8, dropout=None).dropout == 0.0

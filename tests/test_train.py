@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson.checkpoint import load_checkpoint
+from vqlesson.quantize import QuantizerConfig
 from vqlesson.train import TrainConfig, evaluate_vqvae, train_vqvae
 from vqlesson.vqvae import VAE, VQVAE, VAEConfig, VQVAEConfig
 
@@ -41,7 +42,7 @@ def tiny_vqvae(seed: int = 0, **changes) -> VQVAE:
     torch.manual_seed(seed)
     config = dict(
         image_size=SIZE, hidden_channels=16, residual_channels=8, num_residual_blocks=1,
-        codebook_size=16, code_dim=8, restart_dead_after=3,
+        codebook_size=16, code_dim=8, quantizer=QuantizerConfig(restart_dead_after=3),
     )
     config.update(changes)
     return VQVAE(VQVAEConfig(**config))

@@ -3,6 +3,7 @@ gets an error of the documented type whose message names the argument and the fi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,6 +122,16 @@ def test_the_setting_checks_name_the_argument_the_range_and_what_arrived():
             check_number(bad, "p", 0, 1, high_open=True)
     with pytest.raises(ValueError, match=r"eps must be a number > 0, got 0"):
         check_number(0, "eps", 0, low_open=True)
+    assert check_int(np.int64(3), "k", 1) == 3 and type(check_int(np.int64(3), "k", 1)) is int
+    assert check_number(np.float32(0.5), "p", 0, 1) == 0.5
+    for bad in ("5", 2.5, None):  # the wrong type: a TypeError and, like every check, a ValueError
+        with pytest.raises(TypeError, match=r"^k must be an int >= 1, got "):
+            check_int(bad, "k", 1)
+    with pytest.raises(TypeError, match=r"^p must be a number in \[0, 1\], got 'x'"):
+        check_number("x", "p", 0, 1)
+    with pytest.raises(ValueError) as out_of_range:
+        check_int(0, "k", 1)
+    assert not isinstance(out_of_range.value, TypeError)  # a wrong value is only a ValueError
     assert check_choice("gated", "arch", ("gated", "plain")) == "gated"
     with pytest.raises(ValueError, match=r"arch must be one of \('gated', 'plain'\), got 'x'"):
         check_choice("x", "arch", ("gated", "plain"))

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import smooth_batch
 
+from vqlesson.quantize import QuantizerConfig
 from vqlesson.vqvae import (
     VAE,
     VQVAE,
@@ -99,7 +100,7 @@ def test_bad_inputs_and_configs_raise():
     with pytest.raises(ValueError, match="downsample"):
         VQVAEConfig(downsample=2)
     with pytest.raises(ValueError, match="init"):
-        VQVAEConfig(init="zeros")
+        VQVAEConfig(quantizer=QuantizerConfig(init="zeros"))
     with pytest.raises(ValueError, match="downsample"):
         Encoder(3, 16, 8, 1, downsample=16)
 
@@ -122,7 +123,7 @@ def test_x_hat_in_range():
 
 @pytest.mark.parametrize("ema", [True, False])
 def test_gradient_reaches_first_encoder_conv(ema):
-    model = tiny_vqvae(ema=ema)
+    model = tiny_vqvae(quantizer=QuantizerConfig(ema=ema))
     model(images(2, 32))  # k-means init
     out = model(images(2, 32))
     out.recon_loss.backward()  # the decoder's loss reaches the encoder only through z_q
@@ -166,7 +167,8 @@ def test_decode_takes_code_vectors_and_decode_indices_takes_codes():
 @pytest.mark.parametrize("ema", [True, False])
 def test_tiny_vqvae_overfits_one_batch(ema, one_thread):
     x = smooth_batch(16)
-    model = tiny_vqvae(image_size=16, codebook_size=32, ema=ema, decay=0.9)
+    model = tiny_vqvae(image_size=16, codebook_size=32,
+                       quantizer=QuantizerConfig(ema=ema, decay=0.9))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(200):

@@ -12,17 +12,24 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vqlesson.checkpoint import load_checkpoint, save_checkpoint
 from vqlesson.configs import vqvae2_config
-from vqlesson.quantize import VectorQuantizer
+from vqlesson.quantize import QuantizerConfig, VectorQuantizer
 from vqlesson.train import TrainConfig, evaluate_vqvae, find_quantizers, train_vqvae
 from vqlesson.vqvae2 import VQVAE2, VQVAE2Codes, VQVAE2Config, VQVAE2Output
 
 K = 16
 
 
+QUANTIZER_FIELDS = set(QuantizerConfig.__dataclass_fields__)
+
+
 def tiny_config(**changes) -> VQVAE2Config:
+    """A tiny VQVAE2Config; ``changes`` may hold model fields and quantiser settings
+    (``ema=False``...), which go into its ``QuantizerConfig``."""
+    settings = {k: changes.pop(k) for k in list(changes) if k in QUANTIZER_FIELDS}
     fields = dict(
         image_size=32, hidden_channels=16, residual_channels=8, num_residual_blocks=1,
         codebook_size_top=K, codebook_size_bottom=K, code_dim=8,
+        quantizer=QuantizerConfig(**settings),
     )
     fields.update(changes)
     return VQVAE2Config(**fields)
@@ -69,7 +76,7 @@ def test_config_latent_sizes_and_validation():
     with pytest.raises(ValueError, match="init"):
         tiny_config(init="zeros")
     with pytest.raises(ValueError, match="decay"):
-        tiny_vqvae2(decay=1.5)  # quantiser settings are checked when the model is built
+        tiny_vqvae2(decay=1.5)  # quantiser settings are checked by their QuantizerConfig
     with pytest.raises(TypeError, match="VQVAE2Config"):
         VQVAE2(object())
 
@@ -192,7 +199,8 @@ def test_reconstruction_gradient_reaches_both_encoders(ema):
 # ---- the course's remedy: bottom-level dropout -------------------------------------------------
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True, "0.5", None])
 def test_bottom_dropout_validated(bad):
-    with pytest.raises(ValueError, match="bottom_dropout must be a probability in \\[0, 1\\)"):
+    with pytest.raises(ValueError,
+                       match=r"bottom_dropout must be a number in \[0, 1\) \(a probability"):
         tiny_config(bottom_dropout=bad)
 
 

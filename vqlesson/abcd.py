@@ -72,6 +72,7 @@ from skimage.morphology import disk
 from .data.synthetic import COLOUR_RGB
 from .data.synthetic_abcd import TDS_THRESHOLD, total_dermoscopy_score
 from .data.synthetic_abcd import abcd_features as outline_features
+from .validate import check_int, check_number
 
 #: The estimated features, in the order of :class:`ABCDFeatures` (``found`` aside).
 FEATURES = ("asymmetry", "border", "colour", "structures", "diameter", "score", "score_diameter")
@@ -152,19 +153,13 @@ class ABCDConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
+            value, name = getattr(self, f.name), f"ABCDConfig.{f.name}"
             if f.name in _INT_FIELDS:
-                low = _INT_FIELDS[f.name]
-                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                        or value < low:
-                    raise ValueError(f"ABCDConfig.{f.name} must be an int >= {low}, got {value!r}")
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-                raise ValueError(f"ABCDConfig.{f.name} must be a number, got {value!r}")
-            if f.name in _UNIT_FIELDS and not 0.0 < value < 1.0:
-                raise ValueError(f"ABCDConfig.{f.name} must be in (0, 1), got {value!r}")
-            if not (value >= 0.0 if f.name == "field_margin" else value > 0.0):
-                raise ValueError(f"ABCDConfig.{f.name} must be > 0, got {value!r}")
+                check_int(value, name, _INT_FIELDS[f.name])
+            elif f.name in _UNIT_FIELDS:
+                check_number(value, name, 0, 1, low_open=True, high_open=True)
+            else:
+                check_number(value, name, 0, low_open=f.name != "field_margin")
         if self.harmonics >= self.angles // 2:
             raise ValueError(f"ABCDConfig.harmonics ({self.harmonics}) must be below angles / 2 "
                              f"({self.angles // 2})")

@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 import torch
 from torchvision.transforms import v2
 
+from .validate import check_number
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -65,11 +67,9 @@ class AugmentConfig:
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+        check_number(self.hue, "hue", 0, 0.5)
         for name in ("rotation_degrees", "brightness", "contrast", "saturation", "noise_sigma"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            check_number(getattr(self, name), name, 0)
 
 
 def build_transforms(config: AugmentConfig | None, image_size: int) -> v2.Compose | None:

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .validate import check_int
+
 NOT_DONE = ("not done yet: your function returned None. Replace the `...` with your code "
             "(and `return` the result).")
 RECORDS_KEY = "__records__"  # the array holding the JSON description of every record
@@ -106,9 +108,7 @@ class Exercise(NamedTuple):
 
 def generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed`` (a non-negative int, else ``ValueError``)."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(check_int(seed, "seed", 0))
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ so it loads with ``torch.load(..., weights_only=True)``: loading never runs code
 The model is rebuilt from its stored config alone (``load_checkpoint(path).model``); the
 class-name -> (config class, model class) table lives in :func:`_model_types`, which imports the
 model modules lazily and skips optional ones that do not exist yet (VQ-VAE-2, PixelCNN priors).
+The config is stored flat (:func:`config_record`): a nested config's fields (the autoencoders'
+``quantizer``) sit beside the model's own, as before the nesting, so checkpoints written before
+and after it load alike (:func:`config_from_record`).
 
 Files are written atomically (temporary file in the same folder, flush, fsync,
 ``os.replace``), so an interrupted save never leaves a truncated checkpoint behind.
@@ -37,6 +40,12 @@ FORMAT_TAG = "vqlesson-checkpoint"
 FORMAT_VERSION = 1
 #: A reader deletes the temporary files of interrupted saves that are at least this old (s).
 STALE_TEMPORARY_S = 600.0
+
+#: Fields of nested configs that checkpoints did not store before the nesting (the quantiser's
+#: ``kmeans_iters``): a record holds them only when they differ from their default, so the record
+#: of an unchanged model, and the code files' fingerprint of it (:mod:`vqlesson.codes`), stay the
+#: same as before.
+FIELDS_SINCE_NESTING = ("kmeans_iters",)
 
 #: (module, config class, model class) tried by :func:`_model_types`; modules that do not exist
 #: (yet) are skipped, so adding a model is one line here.
@@ -156,12 +165,69 @@ def _model_types() -> dict[str, tuple[type, type]]:
     return types
 
 
-def _config_dict(config: Any, argument: str) -> dict[str, Any]:
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return dataclasses.asdict(config)
-    if isinstance(config, dict):
-        return dict(config)
-    raise TypeError(f"{argument} must be a dataclass config or a dict, got {type(config).__name__}")
+def _is_config(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def config_record(config: Any) -> dict[str, Any]:
+    """A dataclass config as the flat dict a checkpoint stores: ``dataclasses.asdict`` with the
+    fields of a nested config (a model's ``quantizer``) beside the model's own, in place of it;
+    a nested field in ``FIELDS_SINCE_NESTING`` only when it is not at its default.
+
+    Raises:
+        TypeError: ``config`` is not a dataclass instance.
+    """
+    if not _is_config(config):
+        raise TypeError(f"config must be a dataclass config, got {type(config).__name__}")
+    record: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(config).items():
+        nested = getattr(config, key)
+        if not _is_config(nested):
+            record[key] = value
+            continue
+        defaults = {f.name: f.default for f in dataclasses.fields(nested)}
+        record.update({name: v for name, v in value.items()
+                       if name not in FIELDS_SINCE_NESTING or v != defaults[name]})
+    return record
+
+
+def config_from_record(config_cls: type, record: dict[str, Any]) -> Any:
+    """Rebuild a ``config_cls`` from a stored dict: flat (:func:`config_record`, the format of
+    every checkpoint) or nested (``dataclasses.asdict``). Missing fields take their defaults.
+
+    Raises:
+        ValueError: fields that ``config_cls`` does not know (listed), or a field out of range.
+    """
+    kwargs, unknown = _record_fields(config_cls, record)
+    if unknown:
+        raise ValueError(f"{config_cls.__name__} does not know the fields {unknown}")
+    return config_cls(**kwargs)
+
+
+def _record_fields(config_cls: type, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``(constructor arguments, unknown keys)`` of a flat or nested record; a nested config is
+    a field whose ``default_factory`` is a dataclass (e.g. ``quantizer: QuantizerConfig``)."""
+    kwargs: dict[str, Any] = {}
+    used: set[str] = set()
+    unknown: list[str] = []
+    for field in dataclasses.fields(config_cls):
+        nested = field.default_factory
+        if not (isinstance(nested, type) and dataclasses.is_dataclass(nested)):
+            if field.name in record:
+                kwargs[field.name] = record[field.name]
+                used.add(field.name)
+            continue
+        names = {f.name for f in dataclasses.fields(nested)}
+        given = record.get(field.name)
+        if isinstance(given, dict):  # nested, as dataclasses.asdict writes it
+            unknown += [f"{field.name}.{name}" for name in sorted(set(given) - names)]
+            values = {name: v for name, v in given.items() if name in names}
+            used.add(field.name)
+        else:  # flat, as checkpoints store it
+            values = {name: record[name] for name in names if name in record}
+            used |= set(values)
+        kwargs[field.name] = nested(**values)
+    return kwargs, sorted(unknown + [key for key in record if key not in used])
 
 
 def _normalise(value: Any) -> Any:
@@ -192,6 +258,45 @@ def _expected_name(expected_class: type | str) -> str:
     raise TypeError(
         f"expected_class must be a model class or its name, got {type(expected_class).__name__}"
     )
+
+
+def _stored_config(path: str | os.PathLike, name: str, config_cls: type,
+                   stored: dict[str, Any]) -> Any:
+    """The config stored in checkpoint ``path`` (flat or nested fields, see
+    :func:`config_from_record`), rebuilt as ``config_cls``.
+
+    Raises:
+        ValueError: fields that ``config_cls`` does not know (another vqlesson version).
+    """
+    kwargs, unknown = _record_fields(config_cls, stored)
+    if unknown:
+        raise ValueError(
+            f"checkpoint {str(path)!r} has {name} config fields {unknown} that this version of "
+            f"{config_cls.__name__} does not know; it was written by another vqlesson version."
+        )
+    return config_cls(**kwargs)
+
+
+def _check_same_config(path: str | os.PathLike, name: str, config: Any, expected: Any) -> None:
+    """Compare the stored ``config`` with ``expected`` (a dataclass config, or a flat or nested
+    dict of one), field by field in their :func:`config_record` form.
+
+    Raises:
+        TypeError: ``expected`` is neither a dataclass config nor a dict.
+        ValueError: the configs differ (every differing field listed).
+    """
+    if isinstance(expected, dict):
+        expected = config_from_record(type(config), expected)
+    if not _is_config(expected):
+        raise TypeError(f"expected_config must be a dataclass config or a dict, got "
+                        f"{type(expected).__name__}")
+    differences = config_differences(config_record(config), config_record(expected))
+    if differences:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was trained with a different {name} config:\n  "
+            + "\n  ".join(differences)
+            + "\nUse another --out folder (or checkpoint path), or the checkpoint's settings."
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,7 +436,7 @@ def save_checkpoint(
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,
         "model_class": type(model).__name__,
-        "config": dataclasses.asdict(config),
+        "config": config_record(config),
         "model_state": model.state_dict(),
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "scaler_state": scaler.state_dict() if scaler is not None else None,
@@ -412,21 +517,12 @@ def load_checkpoint(
     """
     payload = read_checkpoint(path, map_location)
     name = payload["model_class"]
-    stored_config = dict(payload["config"])
     if expected_class is not None and name != _expected_name(expected_class):
         raise ValueError(
             f"checkpoint {str(path)!r} holds a {name} model, but a "
             f"{_expected_name(expected_class)} was expected; use another --out folder (or "
             "checkpoint path) for this model, or start without resume."
         )
-    if expected_config is not None:
-        differences = config_differences(stored_config, _config_dict(expected_config, "expected_config"))
-        if differences:
-            raise ValueError(
-                f"checkpoint {str(path)!r} was trained with a different {name} config:\n  "
-                + "\n  ".join(differences)
-                + "\nUse another --out folder (or checkpoint path), or the checkpoint's settings."
-            )
     types = _model_types()
     if name not in types:
         raise ValueError(
@@ -434,14 +530,9 @@ def load_checkpoint(
             f"cannot rebuild (known: {', '.join(sorted(types)) or 'none'})."
         )
     config_cls, model_cls = types[name]
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(stored_config) - known)
-    if unknown:
-        raise ValueError(
-            f"checkpoint {str(path)!r} has {name} config fields {unknown} that this version of "
-            f"{config_cls.__name__} does not know; it was written by another vqlesson version."
-        )
-    config = config_cls(**stored_config)
+    config = _stored_config(path, name, config_cls, dict(payload["config"]))
+    if expected_config is not None:
+        _check_same_config(path, name, config, expected_config)
     model = model_cls(config)
     try:
         model.load_state_dict(payload["model_state"])

@@ -91,7 +91,7 @@ def check_ema_update(ema_update: Callable[..., Sequence[Tensor]], seed: int = 0)
             of shapes (K,), (K, D), (K, D).
         seed: seeds the random inputs.
 
-    Compared with ``VectorQuantizer._ema_update`` (with a large ``eps``, so that the smoothing
+    Compared with :func:`vqlesson.quantize.ema_step` (with a large ``eps``, so that the smoothing
     shows); one code is unused in this batch and almost never was.
     """
     return run_check(EXERCISES["ema_update"], ema_update, seed)

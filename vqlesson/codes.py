@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_torch_save
+from .checkpoint import atomic_torch_save, config_record
 from .validate import split_batch
 from .vqvae import VQVAE
 from .vqvae2 import VQVAE2
@@ -74,7 +74,7 @@ def model_fingerprint(model: nn.Module) -> str:
     digest.update(type(model).__name__.encode())
     config = getattr(model, "config", None)
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
+        digest.update(json.dumps(config_record(config), sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         if not name.endswith(STATISTICS_KEYS):
             _hash_tensor(digest, name, tensor)

@@ -4,10 +4,13 @@ Every size lives in the profile (:class:`vqlesson.profiles.Profile`: image size,
 prior's channels and layers); these functions only copy the profile's fields into a model's
 dataclass config, then apply the caller's overrides. ``None`` leaves a field at the profile's
 value (so an unset command-line option keeps it), except in a field where ``None`` is itself a
-setting: ``restart_dead_after=None`` turns dead-code restarts off. The model files know nothing
-of profiles.
+setting: ``restart_dead_after=None`` turns dead-code restarts off. The quantiser's settings
+(``beta``, ``ema``, ``decay``, ``eps``, ``init``, ``restart_dead_after``, ``kmeans_iters``) are
+given flat, like the model's own fields, and go into the config's nested
+:class:`~vqlesson.quantize.QuantizerConfig`. The model files know nothing of profiles.
 
     >>> config = vqvae_config("cpu", codebook_size=128)   # the cpu profile's VQ-VAE, K = 128
+    >>> config = vqvae_config("ci", ema=False)            # config.quantizer.ema is False
 """
 
 from __future__ import annotations
@@ -17,14 +20,28 @@ from typing import Any
 
 from .pixelcnn import PriorConfig
 from .profiles import Profile, get_profile
+from .quantize import QuantizerConfig
 from .vqvae import VQVAEConfig
 from .vqvae2 import VQVAE2Config
 
 
 def _overrides(config_class: type, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The given overrides: ``None`` only where the field's type admits it (``int | None``)."""
-    optional = {f.name for f in dataclasses.fields(config_class) if "None" in str(f.type)}
+    """The given overrides: ``None`` only where the field's type admits it (``int | None``, also
+    among the quantiser's settings)."""
+    fields = dataclasses.fields(config_class) + dataclasses.fields(QuantizerConfig)
+    optional = {f.name for f in fields if "None" in str(f.type)}
     return {k: v for k, v in overrides.items() if v is not None or k in optional}
+
+
+def _autoencoder(config_class: type, fields: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """``config_class`` from a profile's ``fields`` and the caller's ``overrides``; the
+    quantiser's settings among them (``beta``, ``ema``...) go into its ``quantizer`` field, on
+    top of a ``quantizer=QuantizerConfig(...)`` override when one is given."""
+    given = _overrides(config_class, overrides)
+    names = {f.name for f in dataclasses.fields(QuantizerConfig)}
+    settings = {name: given.pop(name) for name in list(given) if name in names}
+    quantizer = dataclasses.replace(given.pop("quantizer", QuantizerConfig()), **settings)
+    return config_class(**{**fields, **given}, quantizer=quantizer)
 
 
 def _autoencoder_fields(profile: Profile) -> dict[str, int]:
@@ -45,7 +62,7 @@ def vqvae_config(profile: Profile | str | None = None, **overrides: Any) -> VQVA
     """
     prof = get_profile(profile)
     fields = dict(_autoencoder_fields(prof), codebook_size=prof.codebook_size)
-    return VQVAEConfig(**{**fields, **_overrides(VQVAEConfig, overrides)})
+    return _autoencoder(VQVAEConfig, fields, overrides)
 
 
 def vqvae2_config(profile: Profile | str | None = None, **overrides: Any) -> VQVAE2Config:
@@ -59,7 +76,7 @@ def vqvae2_config(profile: Profile | str | None = None, **overrides: Any) -> VQV
     prof = get_profile(profile)
     fields = dict(_autoencoder_fields(prof), codebook_size_top=prof.codebook_size,
                   codebook_size_bottom=prof.codebook_size)
-    return VQVAE2Config(**{**fields, **_overrides(VQVAE2Config, overrides)})
+    return _autoencoder(VQVAE2Config, fields, overrides)
 
 
 def prior_config_for(profile: Profile | str | None, codebook_size: int,

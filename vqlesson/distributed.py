@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler
 
 from .runtime import get_device, seed_everything
+from .validate import check_choice
 
 #: Environment variables torchrun sets for every process it starts.
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -147,8 +148,7 @@ def init_distributed(device: str | torch.device | None = None,
                            "(python -m vqlesson ...) instead of torchrun")
     if backend is None:
         backend = "nccl" if device.type == "cuda" else "gloo"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_choice(backend, "backend", BACKENDS)
     local = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda" or backend == "nccl":
         if not torch.cuda.is_available():

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, as_float, as_sequence, as_tensor,
                          close, compare, compare_number, equal_if_tensor, generator)
+from .validate import check_int, check_number
 
 NEAREST_CODE_CASES = ((2, 4, 3, 3, 8), (1, 16, 4, 5, 32), (3, 2, 1, 1, 1))  # (B, D, H, W, K)
 STRAIGHT_THROUGH_SIZE = (2, 4, 3, 3, 8)  # (B, D, H, W, K)
@@ -46,10 +47,10 @@ TOP_MARGIN = 2.0  # dB by which the top-only reconstruction must beat the mean i
 def _quantizer(codebook: Tensor, *cluster_size: Tensor, ema: bool = False, **kwargs):
     """A :class:`VectorQuantizer` holding ``codebook`` (K, D) (and, for EMA, the cluster
     sizes (K,))."""
-    from .quantize import VectorQuantizer
+    from .quantize import QuantizerConfig, VectorQuantizer
 
     k, d = codebook.shape
-    vq = VectorQuantizer(k, d, ema=ema, init="random", **kwargs)
+    vq = VectorQuantizer(k, d, QuantizerConfig(ema=ema, init="random", **kwargs))
     vq.set_codebook(codebook, *cluster_size)
     return vq
 
@@ -385,19 +386,19 @@ def _revive_settings(got: Any) -> tuple[int | None, float]:
     """``(restart_dead_after, decay)`` from what the student returned, or a hint."""
     restart, decay = as_sequence(
         got, 2, "return two values: (restart_dead_after, decay), e.g. (None, 0.99).")
-    if restart is not None and (isinstance(restart, bool) or not isinstance(restart, int)
-                                or restart < 1):
-        raise Mismatch(f"restart_dead_after must be an int >= 1 or None, got {restart!r}.")
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
-        raise Mismatch(f"decay must be a number in [0, 1), got {decay!r}.")
-    return restart, float(decay)
+    try:
+        check_int(restart, "restart_dead_after", 1, none_ok=True)
+        decay = check_number(decay, "decay", 0, 1, high_open=True)
+    except ValueError as error:
+        raise Mismatch(f"{error}.") from None
+    return restart, decay
 
 
 def revive_active_fraction(inputs: dict, restart_dead_after: int | None, decay: float) -> float:
     """Train an EMA :class:`VectorQuantizer` from ``init="random"`` with these settings on the
     seeded drifting stream of ``inputs`` (:data:`REVIVE_STEPS` batches) and return the fraction
     of its K codes used on fresh vectors from the stream's end (in [0, 1])."""
-    from .quantize import VectorQuantizer
+    from .quantize import QuantizerConfig, VectorQuantizer
 
     k, d = REVIVE_SIZE
     g = generator(int(inputs["stream_seed"]))
@@ -411,8 +412,9 @@ def revive_active_fraction(inputs: dict, restart_dead_after: int | None, decay: 
     state = torch.random.get_rng_state()
     torch.manual_seed(int(inputs["stream_seed"]))  # the restarts draw from torch's generator
     try:
-        vq = VectorQuantizer(k, d, ema=True, decay=decay, init="random",
-                             restart_dead_after=restart_dead_after).train()
+        config = QuantizerConfig(ema=True, decay=decay, init="random",
+                                 restart_dead_after=restart_dead_after)
+        vq = VectorQuantizer(k, d, config).train()
         for step in range(REVIVE_STEPS):
             vq(batch(REVIVE_BATCH, step / REVIVE_STEPS))
         vq.eval().reset_usage()
@@ -450,11 +452,12 @@ def _top_level_settings(got: Any) -> tuple[float, int]:
     """``(bottom_dropout, codebook_size_bottom)`` from what the student returned, or a hint."""
     dropout, k = as_sequence(
         got, 2, "return two values: (bottom_dropout, codebook_size_bottom), e.g. (0.0, 32).")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise Mismatch(f"bottom_dropout must be a number in [0, 1), got {dropout!r}.")
-    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 1024:
-        raise Mismatch(f"codebook_size_bottom must be an int in [2, 1024], got {k!r}.")
-    return float(dropout), k
+    try:
+        dropout = check_number(dropout, "bottom_dropout", 0, 1, high_open=True)
+        check_int(k, "codebook_size_bottom", 2, 1024)
+    except ValueError as error:
+        raise Mismatch(f"{error}.") from None
+    return dropout, k
 
 
 def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 0):

@@ -36,6 +36,7 @@ from .distributed import (
     reseed_for_rank,
     rng_state_for_this_rank,
 )
+from .validate import check_int, check_number
 
 
 @dataclass
@@ -74,16 +75,11 @@ class LoopConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0, got {self.epochs!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            raise ValueError(
-                f"grad_clip must be > 0, 0 or None (no clipping), got {self.grad_clip!r}"
-            )
+        check_int(self.epochs, "epochs", 0)
+        check_number(self.lr, "lr", 0, low_open=True)
+        check_number(self.weight_decay, "weight_decay", 0)
+        if self.grad_clip is not None:
+            check_number(self.grad_clip, "grad_clip", 0, note="0 or None: no clipping")
         if self.resume and self.checkpoint_path is None:
             raise ValueError("resume=True needs a checkpoint_path to resume from")
         if self.checkpoint_path is not None:

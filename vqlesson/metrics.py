@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from .validate import check_codebook_size, check_image_pair, check_images
+from .validate import check_choice, check_codebook_size, check_image_pair, check_images
 
 #: Smallest image side for which SSIM's 11x11 Gaussian window (sigma 1.5) is defined.
 SSIM_MIN_SIZE = 11
@@ -39,11 +39,9 @@ _REDUCTIONS = ("mean", "none")
 # --------------------------------------------------------------------------------------------
 def _reduce(per_image: torch.Tensor, reduction: str) -> float | torch.Tensor:
     """(B,) per-image values -> float mean (``"mean"``) or the (B,) tensor (``"none"``)."""
-    if reduction == "mean":
+    if check_choice(reduction, "reduction", _REDUCTIONS) == "mean":
         return float(per_image.mean().item())
-    if reduction == "none":
-        return per_image
-    raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return per_image
 
 
 def _check_counts(counts: torch.Tensor) -> None:
@@ -129,8 +127,7 @@ def ssim(x: torch.Tensor, x_hat: torch.Tensor, reduction: str = "mean") -> float
             f"SSIM needs images of at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} pixels (its Gaussian "
             f"window), got {tuple(x.shape[-2:])}; use psnr/mse for smaller images."
         )
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_choice(reduction, "reduction", _REDUCTIONS)
     per_image = structural_similarity_index_measure(
         to_unit_range(x_hat.float()), to_unit_range(x.float()), data_range=1.0, reduction="none"
     )  # (B,)

@@ -11,6 +11,7 @@ import torch
 
 from .abcd import TDS_BANDS
 from .data import to_unit_range
+from .validate import check_int
 
 
 def image_grid(
@@ -108,9 +109,7 @@ def categorical_palette(codebook_size: int, seed: int = 0):
     """
     from matplotlib.colors import ListedColormap, hsv_to_rgb
 
-    if codebook_size < 1:
-        raise ValueError(f"codebook_size must be >= 1, got {codebook_size}")
-    k = np.arange(codebook_size)
+    k = np.arange(check_int(codebook_size, "codebook_size", 1))
     hsv = np.stack([(k * 0.618034) % 1.0,                    # golden-ratio hues
                     0.45 + 0.5 * ((k // 3) % 2),             # two saturations
                     np.array((0.55, 0.78, 1.0))[k % 3]], 1)  # three brightnesses; (K, 3)

@@ -138,9 +138,7 @@ def validate_on_synthetic(dataset: SyntheticLesions | None = None, n: int = 256,
         raise ValueError("dataset has a transform: its images no longer match the features its "
                          "parameters give (a crop changes the diameter); pass a SyntheticLesions "
                          "without one")
-    n = min(int(n), len(dataset))
-    if n < 3:
-        raise ValueError(f"n must be >= 3 images to correlate, got {n}")
+    n = check_int(min(int(n), len(dataset)), "n", 3, note="images to correlate")
     images = torch.stack([dataset[i][0] for i in range(n)])  # (n, 3, S, S)
     estimated = abcd_features(images, config)
     truth = {k: v[:n] for k, v in dataset.features.items()}

@@ -26,9 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -38,7 +38,7 @@ from .data import Loaders, make_loaders
 from .distributed import barrier, is_main_process, main_process_first, process_device, world_size
 from .runfolder import RunFolder
 from .runtime import get_device, given, seed_everything
-from .profiles import Profile, get_profile
+from .profiles import PROFILES, Profile, get_profile
 from .train import TrainConfig, evaluate_vqvae, find_quantizers, train_vqvae
 from .vqvae import VAE, VQVAE, VQVAEConfig
 from .vqvae2 import VQVAE2, VQVAE2Config
@@ -52,28 +52,34 @@ SPLITS = ("train", "val", "test")
 # --------------------------------------------------------------------------------------------
 @dataclass
 class DataChoice:
-    """Which data a workflow uses, and at which sizes (the arguments of
-    :func:`~vqlesson.data.make_loaders`).
+    """The data a workflow uses and its sizes (:func:`~vqlesson.data.make_loaders`' arguments).
 
     Attributes:
-        source: ``auto``, ``isic2016``, ``synthetic`` or ``folder:PATH``.
-        root: the ISIC 2016 folder (``None``: ``$VQLESSON_DATA_DIR/isic2016`` or ``data/isic2016``).
-        profile: a :class:`~vqlesson.profiles.Profile`, its name, or ``None`` (the current one).
-        image_size, batch_size, dataset_size: override the profile's values (``None``: keep).
-        seed: seeds the data, the model and training.
-        num_workers: ``DataLoader`` workers (``None``: the profile's).
-        on_error: ``"raise"`` or ``"skip"`` for unreadable image files.
+        source: ``auto`` (ISIC 2016 if ``data/isic2016`` holds it, else synthetic), ``isic2016``,
+            ``synthetic``, ``cifar10`` (the VQ-VAE paper's benchmark, at image size 32; get it with
+            ``python -m vqlesson download --dataset cifar10``) or ``folder:PATH``, any images.
+        root: the ISIC 2016 or CIFAR-10 folder (default: ``$VQLESSON_DATA_DIR/isic2016`` or
+            ``data/isic2016``; for ``cifar10``, ``.../cifar10``).
+        profile: the sizes, a Profile or its name: ``ci`` for seconds, ``cpu`` for minutes, ``gpu``
+            for the real run (default: ``$VQLESSON_PROFILE``, else ``gpu`` with CUDA, else ``cpu``).
+        image_size: override the profile's image size in px (default: the profile's).
+        batch_size: override the profile's batch size (default: the profile's).
+        dataset_size: override the profile's number of synthetic training images (validation
+            and test: a fifth of it each), or cap real ones (default: the profile's).
+        seed: random seed of the data, the model and training.
+        num_workers: ``DataLoader`` workers (default: the profile's).
+        on_error: unreadable images: stop, naming each (``raise``), or leave them out (``skip``).
     """
 
-    source: str = "auto"
-    root: str | None = None
-    profile: Profile | str | None = None
+    source: str = field(default="auto", metadata={"flag": "--data"})
+    root: str | None = field(default=None, metadata={"flag": "--data-root"})
+    profile: Profile | str | None = field(default=None, metadata={"choices": tuple(PROFILES)})
     image_size: int | None = None
     batch_size: int | None = None
     dataset_size: int | None = None
     seed: int = 0
     num_workers: int | None = None
-    on_error: str = "raise"
+    on_error: Literal["raise", "skip"] = "raise"
 
     def sized_profile(self, **changes: Any) -> Profile:
         """The profile with this choice's sizes (and ``changes``; ``None`` values ignored)."""
@@ -106,35 +112,37 @@ def _write_json(path: Path, payload: dict) -> Path:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class VQVAERunConfig:
-    """Settings of :func:`train_vqvae_run` (``None``: the profile's value).
+    """Settings of :func:`train_vqvae_run`; those left ``None`` take the profile's value.
 
     Attributes:
-        model: ``"vqvae"`` (one code grid, S/f) or ``"vqvae2"`` (top grid S/8, bottom grid S/4).
-        epochs: training epochs.
-        lr: learning rate (the paper used 2e-4 over 250k steps; 1e-3 suits short runs).
-        optimizer: ``"adamw"`` or ``"sgd"``.
-        codebook_size, code_dim, hidden_channels: K, D and the encoder/decoder width.
-        downsample: VQ-VAE only: the factor f from image to code grid, 4 or 8.
+        model: ``vqvae``, one code grid of S/f, or ``vqvae2``, top grid S/8 and bottom grid S/4.
+        epochs: training epochs (default: the profile's).
+        lr: learning rate; the paper used 2e-4 over 250k steps, 1e-3 suits short runs.
+        optimizer: the optimizer.
+        codebook_size: K, the number of code vectors (default: the profile's).
+        code_dim: D, the length of a code vector (default: the profile's).
+        hidden_channels: the encoder/decoder width (default: the profile's).
+        downsample: VQ-VAE only: the factor f from image to code grid, which is (S/f) x (S/f).
         beta: commitment weight.
-        ema: learn the codebook by EMA updates (else by its loss term).
-        init: codebook initialisation, ``"kmeans"`` or ``"random"``.
+        ema: learn the codebook by EMA updates, else by its loss term.
+        init: codebook initialisation on the first batch.
         augment: augment the training images.
         amp: mixed precision on CUDA.
         resume: continue the run from its last finished epoch (the stored config wins).
-        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+        device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
     """
 
-    model: str = "vqvae"
+    model: Literal["vqvae", "vqvae2"] = "vqvae"
     epochs: int | None = None
     lr: float = 1e-3
-    optimizer: str = "adamw"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     codebook_size: int | None = None
     code_dim: int | None = None
     hidden_channels: int | None = None
-    downsample: int = 4
+    downsample: Literal[4, 8] = 4
     beta: float = 0.25
     ema: bool = True
-    init: str = "kmeans"
+    init: Literal["kmeans", "random"] = "kmeans"
     augment: bool = True
     amp: bool = True
     resume: bool = False
@@ -357,20 +365,18 @@ def preview_data(out: RunFolder | str | Path, data: DataChoice) -> Preview:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class PriorRunConfig:
-    """Settings of :func:`train_prior_run` (``None``: the profile's or the model's default).
+    """Settings of :func:`train_prior_run`; those left ``None`` take the profile's or model's.
 
     Attributes:
-        epochs: prior epochs (``None``: the profile's ``prior_epochs``).
-        label_conditional: condition the prior(s) on the class label.
-        dropout: dropout in the prior's blocks (``None``: 0), against overfitting.
-        augment_passes: passes over the augmented training images when extracting codes
-            (1: the images without augmentation).
-        patience: early stopping after this many epochs without a validation improvement
-            (0: never stop early).
+        epochs: prior epochs (default: the profile's ``prior_epochs``).
+        label_conditional: condition the prior(s) on the class label (benign/malignant).
+        dropout: dropout in the prior's blocks, against overfitting (default: 0, the model's).
+        augment_passes: passes over the augmented training images for the codes; 1: unaugmented.
+        patience: early stopping after this many epochs without validation improvement; 0: never.
         lr: AdamW learning rate.
         resume: continue the prior(s) from their last finished epoch.
         amp: mixed precision on CUDA.
-        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+        device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
     """
 
     epochs: int | None = None
@@ -603,14 +609,14 @@ class SampleConfig:
     """Settings of :func:`sample_run`.
 
     Attributes:
-        n: number of images (>= 1).
+        n: number of images, >= 1.
         temperature: divides the logits: 1 samples the model, < 1 sharper, 0 greedy.
-        top_k: sample only among the k most likely codes at each position (``None``: all).
-        label: class name (e.g. ``malignant``) or index for class-conditional priors
-            (``None``: the classes in turn).
-        seed: seed of the sampling generator.
-        out: the PNG file (``None``: the run's ``samples.png``).
-        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+        top_k: sample only among the k most likely codes at each position (default: all codes).
+        label: class name (e.g. ``malignant``) or index, for class-conditional priors (default:
+            the classes in turn).
+        seed: random seed of the sampling generator.
+        out: the PNG file (default: ``RUN/samples.png``).
+        device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
     """
 
     n: int = 64

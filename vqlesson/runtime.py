@@ -13,6 +13,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .validate import check_int
+
 DEVICE_ENV = "VQLESSON_DEVICE"
 
 
@@ -62,8 +64,7 @@ def seed_everything(seed: int) -> torch.Generator:
     Bit-exact reproducibility on a GPU additionally needs deterministic kernels, which cost speed;
     the course does not force them.
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -98,8 +99,7 @@ def loader_workers(requested: int) -> int:
     Raises:
         ValueError: ``requested`` < 0.
     """
-    if requested < 0:
-        raise ValueError(f"num_workers must be >= 0, got {requested}")
+    requested = check_int(requested, "num_workers", 0)
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -125,6 +125,4 @@ def set_threads(threads: int | None) -> None:
     """
     if threads is None:
         return
-    if threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
+    torch.set_num_threads(check_int(threads, "--threads", 1))

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from .metrics import perplexity_from_counts
 from .runtime import seed_everything
 from .train import TrainConfig, evaluate_vqvae, train_vqvae
+from .validate import check_int
 from .vqvae import VAE, VQVAE, VAEConfig, VQVAEConfig
 
 
@@ -55,8 +56,7 @@ def with_batch_size(loader: DataLoader, batch_size: int, seed: int = 0) -> DataL
     Raises:
         ValueError: ``batch_size`` < 1.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int(batch_size, "batch_size", 1)
     dataset = loader.dataset
     return DataLoader(dataset, batch_size=batch_size, shuffle=True,
                       drop_last=len(dataset) > batch_size,
@@ -150,9 +150,7 @@ def perplexity_by_batch_size(codes: Tensor, codebook_size: int,
         raise ValueError("perplexity_by_batch_size needs at least one code map")
     result = {}
     for b in sorted(set(int(s) for s in batch_sizes) | {n}):
-        if b < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {b}")
-        b = min(b, n)
+        b = min(check_int(b, "a batch size", 1), n)
         values = [float(perplexity_from_counts(torch.bincount(codes[i:i + b].reshape(-1),
                                                               minlength=codebook_size)))
                   for i in range(0, n - b + 1, b)]

@@ -66,7 +66,7 @@ from .loop import (
 )
 from .quantize import VectorQuantizer
 from .runtime import get_device, seed_everything
-from .validate import split_batch
+from .validate import check_choice, check_number, split_batch
 
 OPTIMIZERS = ("adamw", "sgd")
 #: Evaluation keys that are constants of the model, not recorded per epoch in the history.
@@ -101,10 +101,8 @@ class TrainConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_number(self.momentum, "momentum", 0, 1, high_open=True)
 
 
 # --------------------------------------------------------------------------------------------

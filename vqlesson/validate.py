@@ -17,6 +17,7 @@ function takes, so either ``except`` clause catches it. A wrong type or dtype ra
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,12 @@ from torch import Tensor
 
 class ShapeError(ValueError, TypeError):
     """A tensor argument of the wrong shape (both a ``ValueError`` and a ``TypeError``)."""
+
+
+class SettingTypeError(ValueError, TypeError):
+    """A setting of the wrong type (a str or a float where an int belongs): a ``TypeError`` by
+    the convention above, and a ``ValueError`` like every other failed setting check, so that
+    either ``except`` clause catches it."""
 
 
 def nearby_valid_sizes(size: int, multiple: int) -> list[int]:
@@ -50,42 +57,45 @@ def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bo
 
 def check_int(value: object, name: str, low: int | None = None, high: int | None = None, *,
               none_ok: bool = False, note: str = "") -> int | None:
-    """``value`` if it is an int (a bool is not) in ``[low, high]`` (either bound may be
-    ``None``), or ``None`` when ``none_ok``.
+    """``value`` as an int if it is an integer (Python or NumPy; a bool is not) in
+    ``[low, high]`` (either bound may be ``None``), or ``None`` when ``none_ok``.
 
     Raises:
         ValueError: ``NAME must be an int >= LOW (or None NOTE), got VALUE``: the message names the
             argument, the range and what arrived; ``note`` says what a value means, e.g.
-            ``"0 disables it"``.
+            ``"0 disables it"``. Not an int at all: :class:`SettingTypeError` (also a TypeError).
     """
     if value is None and none_ok:
         return None
-    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if ok and (low is None or value >= low) and (high is None or value <= high):
-        return value
+        return int(value)
     extra = " or None" if none_ok else ""
     hint = f" ({note})" if note else ""
-    raise ValueError(f"{name} must be an int{_bounds(low, high, False, False)}{extra}{hint}, "
-                     f"got {value!r}")
+    error = ValueError if ok else SettingTypeError
+    raise error(f"{name} must be an int{_bounds(low, high, False, False)}{extra}{hint}, "
+                f"got {value!r}")
 
 
 def check_number(value: object, name: str, low: float | None = None, high: float | None = None,
                  *, low_open: bool = False, high_open: bool = False, note: str = "") -> float:
-    """``float(value)`` if it is a finite real number (a bool is not) within the bounds
-    (``low_open``/``high_open``: the bound itself is excluded).
+    """``float(value)`` if it is a finite real number (Python or NumPy; a bool is not) within the
+    bounds (``low_open``/``high_open``: the bound itself is excluded).
 
     Raises:
-        ValueError: ``NAME must be a number in [LOW, HIGH) (NOTE), got VALUE``.
+        ValueError: ``NAME must be a number in [LOW, HIGH) (NOTE), got VALUE``. Not a real
+            number at all: :class:`SettingTypeError` (also a TypeError).
     """
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if real and math.isfinite(value):
         above = low is None or (value > low if low_open else value >= low)
         below = high is None or (value < high if high_open else value <= high)
         if above and below:
             return float(value)
     hint = f" ({note})" if note else ""
-    raise ValueError(f"{name} must be a number{_bounds(low, high, low_open, high_open)}{hint}, "
-                     f"got {value!r}")
+    error = ValueError if real else SettingTypeError
+    raise error(f"{name} must be a number{_bounds(low, high, low_open, high_open)}{hint}, "
+                f"got {value!r}")
 
 
 def check_choice(value: object, name: str, choices: Sequence[object], note: str = "") -> object:
@@ -98,6 +108,20 @@ def check_choice(value: object, name: str, choices: Sequence[object], note: str 
         return value
     hint = f" ({note})" if note else ""
     raise ValueError(f"{name} must be one of {tuple(choices)}{hint}, got {value!r}")
+
+
+def check_multiple(value: int, factor: int, name: str, note: str = "") -> int:
+    """``value`` if it is a multiple of ``factor`` (an image side and a downsampling factor).
+
+    Raises:
+        ValueError: ``NAME VALUE is not a multiple of FACTOR (NOTE); use e.g. A or B`` (the
+            nearest valid sizes).
+    """
+    if value % factor == 0:
+        return value
+    hint = f" ({note})" if note else ""
+    nearby = " or ".join(str(s) for s in nearby_valid_sizes(value, factor))
+    raise ValueError(f"{name} {value} is not a multiple of {factor}{hint}; use e.g. {nearby}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,51 +17,55 @@ reparameterisation trick instead of the quantiser.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .quantize import INIT_METHODS, VectorQuantizer
-from .validate import check_images, check_latents, nearby_valid_sizes
+from .quantize import QuantizerConfig, VectorQuantizer
+from .validate import (
+    check_choice,
+    check_images,
+    check_int,
+    check_latents,
+    check_multiple,
+    check_number,
+    nearby_valid_sizes,
+)
 
 ENCODER_FACTORS = (2, 4, 8)  # downsampling factors the Encoder/Decoder blocks support
 VQVAE_FACTORS = (4, 8)  # downsampling factors of the VQ-VAE / VAE models
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the VAE's log-variance, keeps exp() finite
 
 
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-def _num_halvings(downsample: int) -> int:
-    if downsample not in ENCODER_FACTORS:
-        raise ValueError(f"downsample must be one of {ENCODER_FACTORS}, got {downsample!r}")
-    return downsample.bit_length() - 1  # 2 -> 1, 4 -> 2, 8 -> 3
+def check_autoencoder_sizes(config: object, *, factor: int | None = None,
+                            reason: str = "") -> None:
+    """The checks every autoencoder config runs once, on construction: ``image_size``,
+    ``in_channels``, ``hidden_channels``, ``residual_channels`` ints >= 1,
+    ``num_residual_blocks`` an int >= 0, and ``image_size`` a multiple of ``factor`` (default:
+    ``config.downsample``, one of 4, 8).
+
+    Raises:
+        ValueError: the first field out of range, named (sizes: the nearest valid ones listed).
+    """
+    for name in ("image_size", "in_channels", "hidden_channels", "residual_channels"):
+        check_int(getattr(config, name), name, 1)
+    check_int(config.num_residual_blocks, "num_residual_blocks", 0)
+    if factor is None:
+        factor = check_choice(config.downsample, "downsample", VQVAE_FACTORS)
+        reason = f"downsample = {factor}"
+    check_multiple(config.image_size, factor, "image_size", reason)
 
 
+def _halvings(downsample: int) -> int:
+    """The stride-2 convolutions of an encoder/decoder block of factor ``downsample`` (2, 4, 8).
 
-
-def _check_common_config(config: "VQVAEConfig | VAEConfig") -> None:
-    for field_name in (
-        "image_size", "in_channels", "hidden_channels", "residual_channels",
-    ):
-        value = getattr(config, field_name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{field_name} must be an int >= 1, got {value!r}")
-    if not isinstance(config.num_residual_blocks, int) or config.num_residual_blocks < 0:
-        raise ValueError(
-            f"num_residual_blocks must be an int >= 0, got {config.num_residual_blocks!r}"
-        )
-    if config.downsample not in VQVAE_FACTORS:
-        raise ValueError(f"downsample must be one of {VQVAE_FACTORS}, got {config.downsample!r}")
-    if config.image_size % config.downsample != 0:
-        nearby = nearby_valid_sizes(config.image_size, config.downsample)
-        raise ValueError(
-            f"image_size {config.image_size} is not divisible by downsample "
-            f"{config.downsample}; use e.g. {' or '.join(str(s) for s in nearby)}"
-        )
+    Raises:
+        ValueError: ``downsample`` not one of 2, 4, 8.
+    """
+    return check_choice(downsample, "downsample", ENCODER_FACTORS).bit_length() - 1  # 4 -> 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,35 +107,21 @@ class ResidualStack(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Strided 4x4 convolutions, a 3x3 convolution, a residual stack (§4.1).
+    """Strided 4x4 convolutions, a 3x3 convolution, a residual stack (§4.1): (B, in_channels,
+    H, W) float -> (B, hidden_channels, H/f, W/f) >= 0, f = ``downsample`` (2, 4 or 8).
 
-    Maps (B, in_channels, H, W) -> (B, hidden_channels, H/f, W/f), f = ``downsample``, with
-    log2(f) stride-2 4x4 convolutions (each followed by ReLU). The first of several goes to
-    ``hidden_channels // 2`` channels, the rest to ``hidden_channels``. The output is >= 0 (the
-    residual stack ends in a ReLU); a model adds its own 1x1 projection.
-
-    Args:
-        in_channels: image (or feature) channels in.
-        hidden_channels: channels of the feature maps.
-        residual_channels: channels inside each residual block.
-        num_residual_blocks: number of residual blocks.
-        downsample: f, one of 2, 4, 8.
+    log2(f) stride-2 convolutions, each followed by a ReLU; of several, the first goes to
+    ``hidden_channels // 2`` channels. A model adds its own 1x1 projection.
 
     Raises:
-        ValueError: ``downsample`` not in (2, 4, 8); in forward, ``x`` not (B, in_channels, H, W)
-            with H, W divisible by f.
+        ValueError: ``downsample`` not 2, 4 or 8; in forward, ``x`` not (B, in_channels, H, W)
+            with H, W multiples of f.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        hidden_channels: int,
-        residual_channels: int,
-        num_residual_blocks: int,
-        downsample: int = 4,
-    ) -> None:
+    def __init__(self, in_channels: int, hidden_channels: int, residual_channels: int,
+                 num_residual_blocks: int, downsample: int = 4) -> None:
         super().__init__()
-        halvings = _num_halvings(downsample)
+        halvings = _halvings(downsample)
         self.in_channels = in_channels
         self.downsample = downsample
         layers: list[nn.Module] = []
@@ -150,33 +140,18 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Mirror of :class:`Encoder`: a 3x3 convolution, a residual stack, transposed 4x4 stride-2
-    convolutions.
-
-    Maps (B, in_channels, h, w) -> (B, out_channels, h*f, w*f), f = ``downsample``. The output is
-    unbounded (no final activation): the VQ-VAE and VAE apply ``tanh`` for images in [-1, 1].
-
-    Args:
-        in_channels: latent channels in (``code_dim`` for the VQ-VAE).
-        out_channels: channels out (3 for RGB images).
-        hidden_channels, residual_channels, num_residual_blocks: as for :class:`Encoder`.
-        downsample: f, one of 2, 4, 8 (the upsampling factor).
+    """The mirror of :class:`Encoder`: a 3x3 convolution, a residual stack, log2(f) transposed
+    4x4 stride-2 convolutions: (B, in_channels, h, w) -> (B, out_channels, h*f, w*f), unbounded
+    (the models apply ``tanh`` for images in [-1, 1]); f = ``downsample`` (2, 4 or 8).
 
     Raises:
-        ValueError: ``downsample`` not in (2, 4, 8).
+        ValueError: ``downsample`` not 2, 4 or 8.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        hidden_channels: int,
-        residual_channels: int,
-        num_residual_blocks: int,
-        downsample: int = 4,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int,
+                 residual_channels: int, num_residual_blocks: int, downsample: int = 4) -> None:
         super().__init__()
-        halvings = _num_halvings(downsample)
+        halvings = _halvings(downsample)
         self.downsample = downsample
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),
@@ -216,13 +191,8 @@ class VQVAEConfig:
         num_residual_blocks: residual blocks in the encoder and in the decoder (paper: 2).
         downsample: spatial factor f from image to latent grid, 4 or 8.
         codebook_size: K, number of codes (paper: 512).
-        code_dim: D, size of a code (the reference implementation uses 64).
-        beta: commitment weight (paper: 0.25).
-        ema: learn the codebook by EMA (appendix A.1) instead of the codebook loss.
-        decay: EMA decay (paper: 0.99).
-        eps: Laplace smoothing of the EMA cluster sizes.
-        init: codebook init, ``"kmeans"`` (on the first batch) or ``"random"``.
-        restart_dead_after: steps unused before a code is restarted; ``None``: never.
+        code_dim: D, size of a code vector (the reference implementation uses 64).
+        quantizer: how the codebook learns (beta, EMA, init, restarts: :class:`QuantizerConfig`).
 
     Raises:
         ValueError: a field out of range (checked on construction).
@@ -236,17 +206,15 @@ class VQVAEConfig:
     downsample: int = 4
     codebook_size: int = 512
     code_dim: int = 64
-    beta: float = 0.25
-    ema: bool = True
-    decay: float = 0.99
-    eps: float = 1e-5
-    init: str = "kmeans"
-    restart_dead_after: int | None = 20
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
     def __post_init__(self) -> None:
-        _check_common_config(self)
-        if self.init not in INIT_METHODS:
-            raise ValueError(f"init must be one of {INIT_METHODS}, got {self.init!r}")
+        check_autoencoder_sizes(self)
+        check_int(self.codebook_size, "codebook_size", 1)
+        check_int(self.code_dim, "code_dim", 1)
+        if not isinstance(self.quantizer, QuantizerConfig):
+            raise TypeError(f"quantizer must be a QuantizerConfig, got "
+                            f"{type(self.quantizer).__name__}")
 
     def latent_size(self) -> int:
         """Side of the latent grid: ``image_size // downsample``."""
@@ -287,21 +255,12 @@ class VQVAE(nn.Module):
         super().__init__()
         if not isinstance(config, VQVAEConfig):
             raise TypeError(f"config must be a VQVAEConfig, got {type(config).__name__}")
-        self.config = config
-        c = config
-        self.encoder = Encoder(
-            c.in_channels, c.hidden_channels, c.residual_channels, c.num_residual_blocks,
-            c.downsample,
-        )
+        self.config = c = config
+        blocks = (c.hidden_channels, c.residual_channels, c.num_residual_blocks, c.downsample)
+        self.encoder = Encoder(c.in_channels, *blocks)  # (B, hidden, H/f, W/f)
         self.pre_quant = nn.Conv2d(c.hidden_channels, c.code_dim, kernel_size=1)
-        self.quantizer = VectorQuantizer(
-            c.codebook_size, c.code_dim, beta=c.beta, ema=c.ema, decay=c.decay, eps=c.eps,
-            init=c.init, restart_dead_after=c.restart_dead_after,
-        )
-        self.decoder = Decoder(
-            c.code_dim, c.in_channels, c.hidden_channels, c.residual_channels,
-            c.num_residual_blocks, c.downsample,
-        )
+        self.quantizer = VectorQuantizer(c.codebook_size, c.code_dim, c.quantizer)
+        self.decoder = Decoder(c.code_dim, c.in_channels, *blocks)  # (B, C, H, W), unbounded
 
     def encode_latents(self, x: Tensor) -> Tensor:
         """Continuous encoder output before quantisation.
@@ -422,11 +381,9 @@ class VAEConfig:
     kl_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_common_config(self)
-        if not isinstance(self.latent_channels, int) or self.latent_channels < 1:
-            raise ValueError(f"latent_channels must be an int >= 1, got {self.latent_channels!r}")
-        if self.kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight!r}")
+        check_autoencoder_sizes(self)
+        check_int(self.latent_channels, "latent_channels", 1)
+        check_number(self.kl_weight, "kl_weight", 0)
 
     def latent_size(self) -> int:
         """Side of the latent grid: ``image_size // downsample``."""
@@ -472,17 +429,11 @@ class VAE(nn.Module):
         super().__init__()
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
-        self.config = config
-        c = config
-        self.encoder = Encoder(
-            c.in_channels, c.hidden_channels, c.residual_channels, c.num_residual_blocks,
-            c.downsample,
-        )
+        self.config = c = config
+        blocks = (c.hidden_channels, c.residual_channels, c.num_residual_blocks, c.downsample)
+        self.encoder = Encoder(c.in_channels, *blocks)  # (B, hidden, H/f, W/f)
         self.to_moments = nn.Conv2d(c.hidden_channels, 2 * c.latent_channels, kernel_size=1)
-        self.decoder = Decoder(
-            c.latent_channels, c.in_channels, c.hidden_channels, c.residual_channels,
-            c.num_residual_blocks, c.downsample,
-        )
+        self.decoder = Decoder(c.latent_channels, c.in_channels, *blocks)  # (B, C, H, W)
 
     def moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` (B, C, H, W) in [-1, 1] -> ``(mu, logvar)``, each (B, L, H/f, W/f)."""
@@ -535,8 +486,7 @@ class VAE(nn.Module):
         Raises:
             ValueError: ``n`` < 1.
         """
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n (number of samples) must be an int >= 1, got {n!r}")
+        check_int(n, "n", 1, note="the number of samples")
         device = next(self.parameters()).device
         size = self.config.latent_size()
         shape = (n, self.config.latent_channels, size, size)

@@ -39,58 +39,28 @@ The encoder and decoder blocks are those of the VQ-VAE (:mod:`vqlesson.vqvae`, v
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .quantize import INIT_METHODS, VectorQuantizer
+from .quantize import QuantizerConfig, VectorQuantizer
 from .validate import (
     check_codes,
     check_images,
+    check_int,
     check_latents,
     check_level_shapes,
+    check_number,
     nearby_valid_sizes,
 )
-from .vqvae import Decoder, Encoder
+from .vqvae import Decoder, Encoder, check_autoencoder_sizes
 
 BOTTOM_FACTOR = 4  # image -> bottom grid
 TOP_FACTOR = 2  # bottom grid -> top grid
 TOTAL_FACTOR = BOTTOM_FACTOR * TOP_FACTOR  # image -> top grid (8): image sides must divide by it
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-def _check_config(config: "VQVAE2Config") -> None:
-    for field_name in (
-        "image_size", "in_channels", "hidden_channels", "residual_channels",
-        "codebook_size_top", "codebook_size_bottom", "code_dim",
-    ):
-        value = getattr(config, field_name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{field_name} must be an int >= 1, got {value!r}")
-    blocks = config.num_residual_blocks
-    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
-        raise ValueError(f"num_residual_blocks must be an int >= 0, got {blocks!r}")
-    if config.image_size % TOTAL_FACTOR != 0:
-        nearby = nearby_valid_sizes(config.image_size, TOTAL_FACTOR)
-        raise ValueError(
-            f"image_size {config.image_size} is not a multiple of {TOTAL_FACTOR} (the VQ-VAE-2 "
-            f"downsamples by {BOTTOM_FACTOR} to the bottom level and by {TOTAL_FACTOR} to the top "
-            f"level); use e.g. {' or '.join(str(s) for s in nearby)}"
-        )
-    dropout = config.bottom_dropout
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(
-            f"bottom_dropout must be a probability in [0, 1), got {dropout!r} (0 turns the "
-            "course's remedy off; 1 would never train the bottom level)"
-        )
-    if config.init not in INIT_METHODS:
-        raise ValueError(f"init must be one of {INIT_METHODS}, got {config.init!r}")
-    # beta, decay, eps and restart_dead_after are checked by VectorQuantizer on construction.
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,21 +79,16 @@ class VQVAE2Config:
         num_residual_blocks: residual blocks in each encoder and decoder (>= 0).
         codebook_size_top: K of the top codebook (paper: 512).
         codebook_size_bottom: K of the bottom codebook (paper: 512).
-        code_dim: D, size of a code at both levels (paper: 64).
-        beta: commitment weight of both quantisers (paper: 0.25).
-        ema: learn the codebooks by EMA (van den Oord et al. 2017, appendix A.1; the paper's
-            choice for VQ-VAE-2) instead of the codebook loss.
-        decay: EMA decay (paper: 0.99).
-        eps: Laplace smoothing of the EMA cluster sizes.
-        init: codebook init, ``"kmeans"`` (on the first training batch) or ``"random"``.
-        restart_dead_after: training steps unused before a code is restarted; ``None``: never.
+        code_dim: D, size of a code vector at both levels (paper: 64).
+        quantizer: how both codebooks learn (:class:`QuantizerConfig`; the paper's VQ-VAE-2 uses
+            EMA, van den Oord et al. 2017 appendix A.1).
         bottom_dropout: probability in [0, 1) that a training image's bottom code vectors are
             all replaced by one random code's vector (the course's remedy for a bypassed top
             level, not the paper's; see the module docstring). 0: the paper's model.
 
     Raises:
         ValueError: a field out of range, or ``image_size`` not a multiple of 8 (the message
-            lists the nearest valid sizes). Quantiser fields are checked when the model is built.
+            lists the nearest valid sizes).
     """
 
     image_size: int = 64
@@ -134,16 +99,21 @@ class VQVAE2Config:
     codebook_size_top: int = 512
     codebook_size_bottom: int = 512
     code_dim: int = 64
-    beta: float = 0.25
-    ema: bool = True
-    decay: float = 0.99
-    eps: float = 1e-5
-    init: str = "kmeans"
-    restart_dead_after: int | None = 20
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     bottom_dropout: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_config(self)
+        check_autoencoder_sizes(self, factor=TOTAL_FACTOR, reason=(
+            f"the VQ-VAE-2 downsamples by {BOTTOM_FACTOR} to the bottom level and by "
+            f"{TOTAL_FACTOR} to the top level"))
+        for name in ("codebook_size_top", "codebook_size_bottom", "code_dim"):
+            check_int(getattr(self, name), name, 1)
+        if not isinstance(self.quantizer, QuantizerConfig):
+            raise TypeError(f"quantizer must be a QuantizerConfig, got "
+                            f"{type(self.quantizer).__name__}")
+        check_number(self.bottom_dropout, "bottom_dropout", 0, 1, high_open=True,
+                     note="a probability; 0 turns the course's remedy off, 1 would never train "
+                          "the bottom level")
 
     def top_latent_size(self) -> int:
         """Side of the top code grid: ``image_size // 8``."""
@@ -205,44 +175,30 @@ class VQVAE2(nn.Module):
     only ``config.image_size``, and images need not be square). Top latents and codes live on the
     (H/8, W/8) grid, bottom ones on the (H/4, W/4) grid; both have D = ``config.code_dim``.
 
-    Submodules: ``encoder_bottom`` (image -> (B, hidden, H/4, W/4)), ``encoder_top``
-    (-> (B, hidden, H/8, W/8)), ``pre_quant_top`` (1x1 conv to D), ``quantizer_top``,
-    ``decoder_top`` (top codes -> (B, hidden, H/4, W/4)), ``pre_quant_bottom`` (1x1 conv from
-    2*hidden to D), ``quantizer_bottom``, ``upsample_top`` (top codes -> (B, D, H/4, W/4)) and
-    ``decoder`` ((B, 2D, H/4, W/4) -> (B, C, H, W)).
-
     Raises:
         TypeError: ``config`` is not a :class:`VQVAE2Config`.
-        ValueError: quantiser settings out of range (see :class:`VectorQuantizer`).
     """
 
     def __init__(self, config: VQVAE2Config) -> None:
         super().__init__()
         if not isinstance(config, VQVAE2Config):
             raise TypeError(f"config must be a VQVAE2Config, got {type(config).__name__}")
-        self.config = config
-        c = config
+        self.config = c = config
         blocks = (c.hidden_channels, c.residual_channels, c.num_residual_blocks)
-        quantizer_settings = dict(
-            beta=c.beta, ema=c.ema, decay=c.decay, eps=c.eps, init=c.init,
-            restart_dead_after=c.restart_dead_after,
-        )
-        # Encoders: image -> bottom features (H/4) -> top features (H/8).
+        # Encoders: image -> bottom features (B, hidden, H/4, W/4) -> top features (H/8).
         self.encoder_bottom = Encoder(c.in_channels, *blocks, downsample=BOTTOM_FACTOR)
         self.encoder_top = Encoder(c.hidden_channels, *blocks, downsample=TOP_FACTOR)
-        # Top level.
+        # Top level: 1x1 conv to D, codes on the (H/8, W/8) grid.
         self.pre_quant_top = nn.Conv2d(c.hidden_channels, c.code_dim, kernel_size=1)
-        self.quantizer_top = VectorQuantizer(c.codebook_size_top, c.code_dim, **quantizer_settings)
-        # Bottom level, conditioned on the decoded top level.
+        self.quantizer_top = VectorQuantizer(c.codebook_size_top, c.code_dim, c.quantizer)
+        # Bottom level, conditioned on the top level decoded to (B, hidden, H/4, W/4): 1x1 conv
+        # from 2 x hidden to D, codes on the (H/4, W/4) grid.
         self.decoder_top = Decoder(c.code_dim, c.hidden_channels, *blocks, downsample=TOP_FACTOR)
         self.pre_quant_bottom = nn.Conv2d(2 * c.hidden_channels, c.code_dim, kernel_size=1)
-        self.quantizer_bottom = VectorQuantizer(
-            c.codebook_size_bottom, c.code_dim, **quantizer_settings
-        )
-        # Decoder: bottom codes + upsampled top codes -> image.
-        self.upsample_top = nn.ConvTranspose2d(
-            c.code_dim, c.code_dim, kernel_size=4, stride=TOP_FACTOR, padding=1
-        )
+        self.quantizer_bottom = VectorQuantizer(c.codebook_size_bottom, c.code_dim, c.quantizer)
+        # Decoder: bottom codes + top codes upsampled to (B, D, H/4, W/4) -> (B, C, H, W).
+        self.upsample_top = nn.ConvTranspose2d(c.code_dim, c.code_dim, kernel_size=4,
+                                               stride=TOP_FACTOR, padding=1)
         self.decoder = Decoder(2 * c.code_dim, c.in_channels, *blocks, downsample=BOTTOM_FACTOR)
 
     # ---- pieces -------------------------------------------------------------------------------
@@ -293,8 +249,10 @@ class VQVAE2(nn.Module):
         batch, device = z_q_bottom.shape[0], z_q_bottom.device
         dropped = torch.rand(batch, device=device) < p  # (B,) bool
         codes = torch.randint(self.config.codebook_size_bottom, (batch, 1, 1), device=device)
-        constant = self.quantizer_bottom.lookup(codes).detach()  # (B, D, 1, 1)
-        constant = constant.to(z_q_bottom.dtype).expand_as(z_q_bottom)  # (B, D, h, w)
+        # Codes drawn in [0, K): no range check (lookup's would read them back every step).
+        vectors = self.quantizer_bottom.codebook.detach()[codes.view(batch)]  # (B, D)
+        constant = vectors.view(batch, -1, 1, 1).to(z_q_bottom.dtype)  # (B, D) -> (B, D, 1, 1)
+        constant = constant.expand_as(z_q_bottom)  # (B, D, h, w)
         return torch.where(dropped.view(batch, 1, 1, 1), constant, z_q_bottom)  # (B,)->(B,1,1,1)
 
     # ---- public API ---------------------------------------------------------------------------

@@ -17,8 +17,10 @@ Commands:
     student-version, grade, sync-notebooks, colab-links
                   the course layer for instructors (vqlesson.course, vqlesson.grading).
 
-This module only parses arguments: each command calls one workflow of :mod:`vqlesson.runs`
-(or :func:`vqlesson.cli.pipeline.run_pipeline`) and prints what it returns. Under ``torchrun
+This module only parses arguments: each command builds its settings dataclasses from the parsed
+options (:func:`vqlesson.cli.fields.from_args`; the options themselves are generated from those
+dataclasses in :mod:`vqlesson.cli.options`), calls one workflow of :mod:`vqlesson.runs` (or
+:func:`vqlesson.cli.pipeline.run_pipeline`) and prints what it returns. Under ``torchrun
 --nproc_per_node=N -m vqlesson ...``, train-vqvae, train-prior and pipeline train data-parallel
 (vqlesson.distributed).
 """
@@ -30,7 +32,8 @@ import logging
 import os
 import sys
 
-from .pipeline import STAGE_NAMES, PipelineConfig, run_pipeline
+from .fields import from_args
+from .pipeline import PipelineConfig, run_pipeline
 from ..runs import (
     DataChoice,
     PriorRunConfig,
@@ -49,17 +52,8 @@ DATA_PARALLEL = ("train-vqvae", "train-prior", "pipeline")
 
 
 # --------------------------------------------------------------------------------------------
-# Parsed arguments -> settings
+# Printing
 # --------------------------------------------------------------------------------------------
-def data_choice(args: argparse.Namespace) -> DataChoice:
-    """The :class:`~vqlesson.runs.DataChoice` of parsed arguments (unset options: ``None``, so
-    the dataclass's or the profile's default applies)."""
-    return DataChoice(**given(dict(
-        source=args.data, root=args.data_root, profile=args.profile, image_size=args.image_size,
-        batch_size=args.batch_size, dataset_size=args.dataset_size, seed=args.seed,
-        num_workers=getattr(args, "num_workers", None), on_error=args.on_error)))
-
-
 def print_metrics(metrics: dict) -> None:
     code_keys = [k for k in metrics if k.endswith(("perplexity", "active_fraction"))
                  and "batch_" not in k and not k.startswith(("top_", "bottom_"))]
@@ -76,13 +70,8 @@ def _wrote(files) -> str:
 # Commands: each calls one workflow
 # --------------------------------------------------------------------------------------------
 def cmd_train_vqvae(args: argparse.Namespace) -> int:
-    config = VQVAERunConfig(**given(dict(
-        model=args.model, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-        codebook_size=args.codebook_size, code_dim=args.code_dim,
-        hidden_channels=args.hidden_channels, downsample=args.downsample, beta=args.beta,
-        ema=not args.no_ema, init=args.init, augment=not args.no_augment, amp=not args.no_amp,
-        resume=args.resume, device=args.device)))
-    result = train_vqvae_run(args.out, data_choice(args), config, report=print)
+    result = train_vqvae_run(args.out, from_args(DataChoice, args),
+                             from_args(VQVAERunConfig, args), report=print)
     if result.files:  # rank 0
         print("test set:")
         print_metrics(result.test_metrics)
@@ -91,7 +80,8 @@ def cmd_train_vqvae(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_run(args.checkpoint, data_choice(args), args.split, args.out, args.device)
+    result = evaluate_run(args.checkpoint, from_args(DataChoice, args), args.split, args.out,
+                          args.device)
     print(f"{type(result.model).__name__} from {args.checkpoint} on the {args.split} split of "
           f"{result.data}:")
     print_metrics(result.metrics)
@@ -101,7 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_preview(args: argparse.Namespace) -> int:
-    result = preview_data(args.out, data_choice(args))
+    result = preview_data(args.out, from_args(DataChoice, args))
     print(result.description)
     for split, counts in result.class_counts.items():
         print(f"  {split:5s}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
@@ -111,11 +101,8 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    config = PriorRunConfig(**given(dict(
-        epochs=args.epochs, label_conditional=args.label_conditional, dropout=args.dropout,
-        augment_passes=args.augment_passes, patience=args.patience, lr=args.lr,
-        resume=args.resume, amp=not args.no_amp, device=args.device)))
-    result = train_prior_run(args.vqvae, data_choice(args), config, report=print)
+    result = train_prior_run(args.vqvae, from_args(DataChoice, args),
+                             from_args(PriorRunConfig, args), report=print)
     if result.files:  # rank 0
         for name, entry in result.summary["priors"].items():
             print(f"{name} prior: {entry['epochs']} epochs (best {entry['best_epoch']}), "
@@ -133,9 +120,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    config = SampleConfig(**given(dict(n=args.n, temperature=args.temperature, top_k=args.top_k,
-                                       label=args.label, seed=args.seed, out=args.out,
-                                       device=args.device)))
+    config = from_args(SampleConfig, args)
     samples = sample_run(args.run, config)
     print(f"sampled {config.n} images of {samples.images.shape[-1]} px ({samples.labels}, "
           f"temperature {config.temperature}, top-k {config.top_k}) in {samples.seconds:.2f} s "
@@ -145,11 +130,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    config = PipelineConfig(**given(dict(
-        model=args.model, label_conditional=args.label_conditional,
-        temperature=args.temperature, num_samples=args.num_samples, stop_after=args.stop_after,
-        threads=args.threads, device=args.device)))
-    run_pipeline(args.out, data_choice(args), config, report=lambda line: print(line, flush=True))
+    run_pipeline(args.out, from_args(DataChoice, args), from_args(PipelineConfig, args),
+                 report=lambda line: print(line, flush=True))
     return 0
 
 
@@ -183,7 +165,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 # The parser
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .options import add_command  # the subcommands' options and help texts
+    from .options import add_command  # the subcommands' options, generated from the dataclasses
     from .course_commands import add_course_commands  # student-version, grade, sync-notebooks, colab-links
 
     parser = argparse.ArgumentParser(
@@ -195,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "sample": cmd_sample, "pipeline": cmd_pipeline, "download": cmd_download,
                 "build-site": cmd_build_site, "gallery": cmd_gallery}
     for name, func in commands.items():
-        add_command(sub, name, func, STAGE_NAMES)
+        add_command(sub, name, func)
     add_course_commands(sub)
     return parser
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..course import (NOTEBOOKS_DIR, colab_links_markdown, make_student_version,
@@ -24,7 +25,7 @@ def _cmd_student_version(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from ..grading import GradeSettings, grade
+    from ..grading import GradeSettings, SandboxUnavailable, grade
     from ..grading.sandbox import SandboxLimits
 
     memory = args.memory_mb if args.memory_mb is not None else (
@@ -32,12 +33,16 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     limits = SandboxLimits(memory_mb=memory or None, disk_mb=args.disk_mb, tasks=args.tasks)
     settings = GradeSettings(limits=limits, isolation=args.isolation,
                              data_dir=Path(args.data_dir) if args.data_dir else None)
-    report = grade(args.submissions, args.autograder, out_csv=args.out, timeout_s=args.timeout,
-                   profile=args.profile, jobs=args.jobs, regrade=args.regrade,
-                   settings=settings)
-    print(report.summary_text)
+    try:
+        report = grade(args.submissions, args.autograder, out_csv=args.out,
+                       timeout_s=args.timeout, profile=args.profile, jobs=args.jobs,
+                       regrade=args.regrade, settings=settings)
+    except SandboxUnavailable as error:  # nothing was run: say why and what to do
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary_text)  # its first line is the isolation
     print(f"CSV: {report.csv_path}\nsummary: {report.summary_path}\nlogs and executed "
-          f"notebooks: {report.logs_dir}/")
+          f"notebooks: {report.logs_dir}/\n{report.isolation_line}")
     return 0
 
 
@@ -62,8 +67,9 @@ def _add_grade_command(sub) -> None:
     grade = sub.add_parser(
         "grade", help="grade a folder of submitted notebooks into a CSV, each in a sandbox",
         description="Grades every .ipynb in SUBMISSIONS: each runs headless in a sandbox of its "
-                    "own (bubblewrap where it works, else resource limits only; the CSV's "
-                    "isolation column says which) with a time limit; its exercise functions "
+                    "own (bubblewrap; without a working bubblewrap it refuses to run "
+                    "anything unless --isolation none; the CSV's isolation column and the "
+                    "summary's first line say which) with a time limit; its exercise functions "
                     "are called there on the tests' inputs and a separate process scores what "
                     "they returned. A submission that errors or hangs is reported and the "
                     "batch goes on; each row is written as soon as it is graded, and a rerun "
@@ -85,8 +91,10 @@ def _add_grade_command(sub) -> None:
     grade.add_argument("--regrade", action="store_true",
                        help="grade every submission again, even those already in the CSV")
     grade.add_argument("--isolation", choices=("auto", "bwrap", "none"), default="auto",
-                       help="auto: bubblewrap where it works, else limits only (default); "
-                            "bwrap: refuse to grade without it; none: limits only")
+                       help="auto (default) or bwrap, the same: grade each submission in the "
+                            "bubblewrap sandbox, refuse to grade where it does not work; none: "
+                            "no sandbox, resource limits only (submissions can read the hidden "
+                            "tests and each other)")
     grade.add_argument("--memory-mb", type=int, default=None,
                        help="address space per process in MiB (default 8192; none under the "
                             "gpu profile, CUDA needs more; 0: no limit)")

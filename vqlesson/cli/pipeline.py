@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -53,6 +53,7 @@ from ..runs import (
 )
 from ..runtime import get_device, set_threads
 from ..profiles import get_profile
+from ..validate import check_int
 
 # Options that define a run; resuming with other values would mix two runs in one folder.
 RUN_OPTIONS = ("data", "data_root", "profile", "image_size", "batch_size", "dataset_size", "seed",
@@ -64,19 +65,19 @@ class PipelineConfig:
     """Settings of :func:`run_pipeline` besides the data.
 
     Attributes:
-        model: ``"vqvae"`` or ``"vqvae2"`` (a top and a bottom prior).
+        model: ``vqvae``, or ``vqvae2`` with a top and a bottom prior.
         label_conditional: class-conditional priors (benign/malignant).
         temperature: sampling temperature of samples.png and the report.
         num_samples: samples drawn per temperature for the analysis.
         realism_samples: samples drawn at ``temperature`` for the realism measure (two-sample
             tests, vignette, ABCD table), at most the test split's size (that many test images
             are reconstructed to compare them with).
-        stop_after: stop after this stage (``None``: run them all).
-        threads: CPU threads for torch in the prior stage (``None``: torch's choice).
-        device: ``cpu``, ``cuda``, ``mps`` (``None``: the best available).
+        stop_after: stop after this stage; run again without it to go on (default: run them all).
+        threads: CPU threads for torch in the prior stage (default: torch's choice).
+        device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
     """
 
-    model: str = "vqvae"
+    model: Literal["vqvae", "vqvae2"] = "vqvae"
     label_conditional: bool = False
     temperature: float = 1.0
     num_samples: int = 32
@@ -84,6 +85,10 @@ class PipelineConfig:
     stop_after: str | None = None
     threads: int | None = None
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self.realism_samples, "realism_samples", 4,
+                  note="a two-sample test trains on half of them and tests on the other half")
 
 
 class Context(NamedTuple):

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from .colab import REPO_URL, colab_cell_source
+from .colab import COLAB_CELL_METADATA, REPO_URL, colab_cell_source
 from .notebooks import NOTEBOOKS_DIR, course_notebooks, select_notebooks
 from .run_times import runtime_markdown
 
@@ -128,28 +128,32 @@ def questions(nb) -> list[Question]:
     return found
 
 
-def _new_cell(kind: str, source: str, tag: str):
+def _new_cell(kind: str, source: str, tag: str, metadata: dict | None = None):
     import nbformat
 
     factory = {"markdown": nbformat.v4.new_markdown_cell, "code": nbformat.v4.new_code_cell,
                "raw": nbformat.v4.new_raw_cell}[kind]
     cell = factory(source)
+    cell.metadata.update(copy.deepcopy(metadata or {}))
     cell.metadata["tags"] = [tag]
     return cell
 
 
-def _set_cell(nb, tag: str, kind: str, source: str, index: int) -> bool:
-    """Make the cell tagged ``tag`` hold ``source``, inserting it at ``index`` if missing.
-    Returns whether the notebook changed."""
+def _set_cell(nb, tag: str, kind: str, source: str, index: int,
+              metadata: dict | None = None) -> bool:
+    """Make the cell tagged ``tag`` hold ``source`` (and ``metadata``), inserting it at ``index``
+    if missing. Returns whether the notebook changed."""
+    metadata = metadata or {}
     for i, cell in enumerate(nb.cells):
         if has_tag(cell, tag):
-            if cell.cell_type == kind and cell.source == source:
+            if (cell.cell_type == kind and cell.source == source
+                    and all(cell.metadata.get(k) == v for k, v in metadata.items())):
                 return False
-            replacement = _new_cell(kind, source, tag)
+            replacement = _new_cell(kind, source, tag, metadata)
             replacement["id"] = cell.get("id", replacement.get("id"))
             nb.cells[i] = replacement
             return True
-    nb.cells.insert(index, _new_cell(kind, source, tag))
+    nb.cells.insert(index, _new_cell(kind, source, tag, metadata))
     return True
 
 
@@ -178,7 +182,7 @@ def synced(nb, name: str, repo_url: str = REPO_URL):
     first = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
     _set_cell(nb, RUNTIME_TAG, "markdown", runtime_markdown(name), first)
     position = next(i for i, c in enumerate(nb.cells) if has_tag(c, RUNTIME_TAG)) + 1
-    _set_cell(nb, COLAB_TAG, "code", colab_cell_source(repo_url), position)
+    _set_cell(nb, COLAB_TAG, "code", colab_cell_source(repo_url), position, COLAB_CELL_METADATA)
     if has_questions(nb):
         position = next(i for i, c in enumerate(nb.cells) if has_tag(c, COLAB_TAG)) + 1
         _set_cell(nb, CONFIG_TAG, "raw", assignment_config(name), position)

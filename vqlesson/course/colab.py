@@ -17,8 +17,15 @@ BRANCH = "main"
 # --------------------------------------------------------------------------------------------
 # The Colab set-up cell and the Colab links
 # --------------------------------------------------------------------------------------------
+#: Shown collapsed (Colab's form view shows the ``#@title`` line; Jupyter hides the source), under
+#: the sentence of :data:`COLAB_SENTENCE` in the run-time cell above it.
+COLAB_CELL_METADATA = {"cellView": "form", "jupyter": {"source_hidden": True}}
+COLAB_SENTENCE = ("The next cell is the set-up, shown collapsed: in Colab it installs the course "
+                  "and picks the `gpu` or `cpu` profile from the runtime; elsewhere it does "
+                  "nothing heavy. Run it; there is nothing to read in it.")
 COLAB_CELL_TEMPLATE = '''\
-# Set-up. In Colab: install the course, optionally fetch ISIC 2016 and keep runs/ and data/ on
+#@title Set-up: installs the course in Colab and picks the profile (elsewhere: nothing heavy)
+# In Colab: install the course, optionally fetch ISIC 2016 and keep runs/ and data/ on
 # Google Drive, and pick the profile from the runtime. Elsewhere this cell does nothing heavy.
 REPO_URL = "{repo_url}"  # written by `python -m vqlesson sync-notebooks`
 BRANCH = "{branch}"

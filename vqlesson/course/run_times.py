@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .colab import COLAB_SENTENCE
+
 
 MEASURED_ON = "a quiet 2-core x86_64 CPU without GPU (machine A in benchmarks/RESULTS.md)"
 
@@ -70,7 +72,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def runtime_markdown(name: str) -> str:
-    """The run-time statement of notebook ``name`` (its file stem), from :data:`RUN_TIMES`."""
+    """The markdown cell above the Colab set-up cell of notebook ``name`` (its file stem): the
+    run-time statement from :data:`RUN_TIMES`, then what the set-up cell does."""
     times = RUN_TIMES.get(name, RunTime(None, None, None))
     lines = [
         f"*Expected run time*, measured on {MEASURED_ON}: {_duration(times.cpu)} under the "
@@ -81,5 +84,5 @@ def runtime_markdown(name: str) -> str:
         lines.append(times.note)
     lines.append("(`vqlesson/course/run_times.py` keeps these figures; `python -m vqlesson sync-notebooks` "
                  "writes them here.)")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + COLAB_SENTENCE
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import vqlesson
 
 from .notebooks import course_notebooks
+from ..validate import check_choice
 
 SITE_TITLE = "vqlesson: discrete generative models of skin lesions"
 
@@ -223,8 +224,7 @@ def build_site(notebooks_dir: str | Path, out_dir: str | Path, profile: str = "c
     """
     from ..profiles import PROFILES
 
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    check_choice(profile, "profile", sorted(PROFILES))
     paths = course_notebooks(notebooks_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

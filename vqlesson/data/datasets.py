@@ -38,6 +38,7 @@ from ..metrics import to_unit_range
 from ..runtime import loader_workers, worker_init_fn
 from ..profiles import Profile, get_profile
 from .synthetic import SyntheticLesions
+from ..validate import check_choice, check_int, check_number
 
 __all__ = [
     "CLASSES", "DatasetNotFoundError", "ISIC2016", "ImageFolderDataset",
@@ -68,13 +69,11 @@ def to_model_range(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check_on_error(on_error: str) -> None:
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_choice(on_error, "on_error", ("raise", "skip"))
 
 
 def _check_image_size(image_size: int) -> None:
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an int >= 8 (pixels), got {image_size!r}")
+    check_int(image_size, "image_size", 8, note="pixels")
 
 
 def _make_item(image: torch.Tensor, label: torch.Tensor, transform: Callable | None):
@@ -273,10 +272,8 @@ class ISIC2016(_CachedImageDataset):
         split_seed: int = 2016,
         download: bool = False,
     ) -> None:
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        check_choice(split, "split", ("train", "val", "test"))
+        check_number(val_fraction, "val_fraction", 0, 1, high_open=True)
         _check_image_size(image_size)
         _check_on_error(on_error)
         self.root = Path(root) if root is not None else default_isic_root()

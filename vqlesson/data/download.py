@@ -43,6 +43,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 from .fetch import DownloadError, VerificationError, fetch_file
 from .paths import DATA_DIR_ENV, default_data_root, default_isic_root
+from ..validate import check_int, check_number
 
 __all__ = [
     "DATA_DIR_ENV", "DownloadError", "IsicDownloadConfig", "VerificationError",
@@ -128,11 +129,11 @@ class IsicDownloadConfig:
             raise ValueError(f"base_urls must be a non-empty sequence of URLs, got "
                              f"{self.base_urls!r}")
         object.__setattr__(self, "base_urls", tuple(self.base_urls))
-        for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.retries < 0 or self.retry_wait_s < 0 or self.timeout_s <= 0:
-            raise ValueError("retries and retry_wait_s must be >= 0 and timeout_s > 0")
+        check_int(self.n_train, "n_train", 1)
+        check_int(self.n_test, "n_test", 1)
+        check_int(self.retries, "retries", 0)
+        check_number(self.retry_wait_s, "retry_wait_s", 0, note="seconds")
+        check_number(self.timeout_s, "timeout_s", 0, low_open=True, note="seconds")
         object.__setattr__(self, "sha256", {**KNOWN_SHA256, **self.sha256})
         for name, digest in self.sha256.items():
             if name not in KNOWN_SHA256:

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .synthetic_abcd import TDS_THRESHOLD, abcd_features
+from ..validate import check_int, check_number
 
 # --------------------------------------------------------------------------------------------
 # Constants: colours, parameter ranges
@@ -479,30 +480,13 @@ class SyntheticLesions(Dataset):
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         hair_probability: float = 0.35,
     ) -> None:
-        for name, value in (("n", n), ("image_size", image_size), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-        if n < 1:
-            raise ValueError(f"n must be >= 1 (the number of items), got {n}")
-        if image_size < 16:
-            raise ValueError(
-                f"image_size must be >= 16 pixels, got {image_size}; use e.g. 32 or 64")
-        if seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed}")
+        self.n = check_int(n, "n", 1, note="the number of items")
+        self.image_size = check_int(image_size, "image_size", 16, note="pixels; e.g. 32 or 64")
+        self.seed = check_int(seed, "seed", 0)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
-        try:
-            hair_probability = float(hair_probability)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"hair_probability must be a number in [0, 1], got {hair_probability!r}") from None
-        if not 0.0 <= hair_probability <= 1.0:
-            raise ValueError(f"hair_probability must be in [0, 1], got {hair_probability}")
-        self.n = int(n)
-        self.image_size = int(image_size)
-        self.seed = int(seed)
         self.transform = transform
-        self.hair_probability = hair_probability
+        self.hair_probability = check_number(hair_probability, "hair_probability", 0, 1)
         self._canvas = _Canvas(self.image_size)
         self._params = [
             _sample_params(self._rng(i, 0), self._rng(i, 1), hair_probability)

@@ -9,6 +9,8 @@ a sandbox of its own and only data crosses the wall.
   points), read, never run;
 - :mod:`~vqlesson.grading.sandbox`: bubblewrap (or limits only): mounts, environment, rlimits,
   capped output, every process killed at the end;
+- :mod:`~vqlesson.grading.isolation`: fail closed: no grading without bubblewrap unless
+  ``--isolation none`` (the refusal says why and what to do), and the ``ISOLATION:`` line;
 - :mod:`~vqlesson.grading.runner`: the script run inside the sandbox (nbclient executes the
   notebook, then the collecting cell);
 - :mod:`~vqlesson.grading.io`: data-only inputs and outputs across the wall, safe reads;
@@ -20,5 +22,7 @@ Nothing here imports :mod:`vqlesson.course` or :mod:`vqlesson.cli`.
 """
 
 from .grader import GradeReport, GradeSettings, STATUSES, SubmissionResult, grade
+from .isolation import SandboxUnavailable
 
-__all__ = ["GradeReport", "GradeSettings", "STATUSES", "SubmissionResult", "grade"]
+__all__ = ["GradeReport", "GradeSettings", "STATUSES", "SandboxUnavailable", "SubmissionResult",
+           "grade"]

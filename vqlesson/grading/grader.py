@@ -6,7 +6,8 @@ For each submission (``python -m vqlesson grade SUBMISSIONS --autograder ZIP_OR_
    the tests, their points, the check and seed of each) and writes a sandbox's inbox: the
    notebook, a manifest and each test's inputs as data (:mod:`vqlesson.grading.io`). No test
    code, no expected result, no other submission.
-2. The sandbox (:mod:`vqlesson.grading.sandbox`: bubblewrap where it works, else limits only) runs
+2. The sandbox (:mod:`vqlesson.grading.sandbox`: bubblewrap; where it does not work, nothing
+   runs unless ``isolation="none"`` asks for limits only: :mod:`vqlesson.grading.isolation`) runs
    :mod:`vqlesson.grading.runner`: the notebook headless in a fresh kernel (a cell that raises
    does not stop it), then one more cell that calls each test's student function on its inputs
    and writes what it returned as arrays. Then everything left of the sandbox is killed.
@@ -38,12 +39,14 @@ from typing import NamedTuple
 
 from .autograder import Autograder, autograder_for, read_autograder
 from ..checks import EXERCISES, METRICS_ENV
+from .isolation import NONE_WARNING, isolation_line
 from .report import (RESERVED, STATUSES, SubmissionResult, read_csv, summary, write_csv)
 from .io import (MANIFEST_NAME, METRICS_NAME, OUTPUTS_DIR, UnsafeFileError,
                          encode_inputs, read_regular_file, save_arrays)
 from ..profiles import PROFILES
+from ..validate import check_int, check_number
 from .sandbox import (BWRAP, DATA_DIR, Isolation, SandboxLimits, check_python, detect_isolation,
-                      launcher_command, package_dir, sandbox_tempdir, sandboxed)
+                      launcher_command, package_dir, reserved_users, sandbox_tempdir, sandboxed)
 
 GRADING_ENV = "VQLESSON_GRADING"
 WIDGETS_ENV = "VQLESSON_WIDGETS"
@@ -59,8 +62,10 @@ class GradeReport(NamedTuple):
     """What :func:`grade` returns: every row of the CSV (this run's and the earlier ones it
     kept), where it wrote them (``csv_path``, the markdown ``summary_path``, and ``logs_dir``
     with each submission's log and executed notebook), ``summary_text`` (the summary's
-    markdown), the ``isolation`` the runs had, and the submissions ``skipped`` as already
-    graded."""
+    markdown), the ``isolation`` the runs had, the submissions ``skipped`` as already
+    graded, and ``isolation_line``, the summary's first line (``ISOLATION: bwrap (...)``,
+    ``ISOLATION: NONE (...)`` or ``ISOLATION: MIXED (...)``:
+    :func:`vqlesson.grading.isolation.isolation_line`)."""
 
     results: list[SubmissionResult]
     csv_path: Path
@@ -69,6 +74,7 @@ class GradeReport(NamedTuple):
     summary_text: str
     isolation: Isolation | None = None
     skipped: tuple[str, ...] = ()
+    isolation_line: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,10 @@ class GradeSettings:
         profile: ``VQLESSON_PROFILE`` of the runs.
         limits: the sandbox's resource limits.
         data_dir: a folder holding ``isic2016/``, readable by the runs (read-only).
-        isolation: ``"auto"``, ``"bwrap"`` (refuse to grade without it) or ``"none"``.
+        isolation: ``"auto"`` (the default) or ``"bwrap"``: grade in the bubblewrap sandbox,
+            refuse to grade without one (the same since grading fails closed; ``auto`` is kept
+            for existing commands); ``"none"``: no sandbox, resource limits only, knowingly
+            (submissions can read the hidden tests and each other).
     """
 
     timeout_s: float = 1200.0
@@ -288,10 +297,8 @@ def _check_arguments(folder: Path, settings: GradeSettings, jobs: int) -> list[P
     paths = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
     if not paths:
         raise FileNotFoundError(f"no submitted notebooks (*.ipynb) in {folder}")
-    if not settings.timeout_s > 0:
-        raise ValueError(f"timeout_s must be > 0 seconds, got {settings.timeout_s!r}")
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    check_number(settings.timeout_s, "timeout_s", 0, low_open=True, note="seconds")
+    check_int(jobs, "jobs", 1)
     if settings.profile not in PROFILES:
         raise ValueError(f"unknown profile {settings.profile!r}; choose one of "
                          f"{', '.join(PROFILES)}")
@@ -304,6 +311,29 @@ def _inputs(autograders: list[Autograder]) -> dict[tuple[str, int], dict]:
     """Each test's inputs, encoded once per batch (trusted side)."""
     wanted = {(t.exercise, t.seed) for a in autograders for t in a.tests}
     return {key: encode_inputs(EXERCISES[key[0]].make_inputs(key[1])) for key in sorted(wanted)}
+
+
+def _grade_all(batch: _Batch, todo: list[Path], results: dict[str, SubmissionResult],
+               csv_path: Path, jobs: int) -> dict[str, SubmissionResult]:
+    """Grade ``todo`` with ``jobs`` sandboxes at once into ``results`` (the kept rows), writing
+    the CSV after every submission. Returns ``results``."""
+    lock = threading.Lock()
+    write_csv(list(results.values()), csv_path)
+
+    def work(path: Path) -> None:
+        try:
+            result = _grade_one(path, batch)
+        except Exception as error:  # a fault of the grader or the machine: this row, not the batch
+            result = SubmissionResult(path.name, "ungradable", 0.0, None, None, {}, [], {},
+                                      f"the grader failed: {type(error).__name__}: {error}",
+                                      batch.isolation.kind)
+        with lock:
+            results[result.submission] = result
+            write_csv(list(results.values()), csv_path)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(work, todo))
+    return results
 
 
 def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path = "grades.csv",
@@ -332,8 +362,11 @@ def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path =
         FileNotFoundError: no such folder, autograder or data folder, or no notebooks.
         ValueError: a bad ``timeout_s``, ``jobs`` or profile, an autograder whose tests the
             grader cannot run, or an existing CSV of another format.
-        RuntimeError: isolation ``"bwrap"`` required and unavailable, or the sandbox cannot
-            run Python (the message says why).
+        SandboxUnavailable: (:mod:`vqlesson.grading.isolation`, a ``RuntimeError``)
+            isolation ``"auto"`` or ``"bwrap"`` and bubblewrap missing or not working here:
+            raised before any submission runs or any row is written; the message says why,
+            how to get a sandbox, and that ``isolation="none"`` grades without one.
+        RuntimeError: the sandbox cannot run Python (the message says why).
     """
     settings = replace(settings or GradeSettings(), timeout_s=timeout_s, profile=profile)
     folder, csv_path = Path(submissions), Path(out_csv)
@@ -342,44 +375,32 @@ def grade(submissions: str | Path, autograder: str | Path, out_csv: str | Path =
     kept = {} if regrade else {r.submission: r for r in read_csv(csv_path)}
     isolation = detect_isolation(settings.isolation)
     if isolation.kind != BWRAP:
-        warnings.warn(f"grading without bubblewrap: {isolation.detail}", stacklevel=2)
-    check_python(isolation, settings.limits, settings.profile == "gpu", settings.data_dir)
-    logs_dir = csv_path.with_name(csv_path.stem + "_logs")
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    todo, skipped = [], []
-    for path in paths:
-        previous = kept.get(path.name)
-        if previous is not None and previous.sha256 and \
-                previous.sha256 == _read_submission(path)[0]:
-            skipped.append(path.name)
-        else:
-            todo.append(path)
-    slots: queue.Queue = queue.Queue()
-    for slot in range(jobs):
-        slots.put(slot)
-    batch = _Batch(autograders, _inputs(autograders), settings, isolation, logs_dir, slots)
-    results, lock = dict(kept), threading.Lock()
-    write_csv(list(results.values()), csv_path)
-
-    def work(path: Path) -> None:
-        try:
-            result = _grade_one(path, batch)
-        except Exception as error:  # a fault of the grader or the machine: this row, not the batch
-            result = SubmissionResult(path.name, "ungradable", 0.0, None, None, {}, [], {},
-                                      f"the grader failed: {type(error).__name__}: {error}",
-                                      isolation.kind)
-        with lock:
-            results[result.submission] = result
-            write_csv(list(results.values()), csv_path)
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(work, todo))
+        warnings.warn(f"{NONE_WARNING} ({isolation.detail})", stacklevel=2)
+    with reserved_users(isolation, jobs) as isolation:  # sandbox users of this batch alone
+        check_python(isolation, settings.limits, settings.profile == "gpu", settings.data_dir)
+        logs_dir = csv_path.with_name(csv_path.stem + "_logs")
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        todo, skipped = [], []
+        for path in paths:
+            previous = kept.get(path.name)
+            if previous is not None and previous.sha256 and \
+                    previous.sha256 == _read_submission(path)[0]:
+                skipped.append(path.name)
+            else:
+                todo.append(path)
+        slots: queue.Queue = queue.Queue()
+        for slot in range(jobs):
+            slots.put(slot)
+        batch = _Batch(autograders, _inputs(autograders), settings, isolation, logs_dir, slots)
+        results = _grade_all(batch, todo, dict(kept), csv_path, jobs)
     header = [f"Autograder `{', '.join(str(a.path) for a in autograders)}`, profile "
               f"`{settings.profile}`, time limit {settings.timeout_s:g} s per submission.",
-              f"Isolation: {isolation.kind} ({isolation.detail}).",
+              f"Isolation of this run: {isolation.kind} ({isolation.detail}).",
               f"Graded now: {len(todo)}; kept from an earlier run: {len(skipped)}."]
     rows = sorted(results.values(), key=lambda r: r.submission)
-    text = summary(rows, header)
+    first = isolation_line(isolation.kind, [r.isolation for r in rows])
+    text = summary(rows, header, first_line=first)
     summary_path = csv_path.with_suffix(".md")
     summary_path.write_text(text)
-    return GradeReport(rows, csv_path, summary_path, logs_dir, text, isolation, tuple(skipped))
+    return GradeReport(rows, csv_path, summary_path, logs_dir, text, isolation, tuple(skipped),
+                       first)

@@ -153,11 +153,13 @@ def read_csv(path: Path) -> list[SubmissionResult]:
     return results
 
 
-def summary(results: list[SubmissionResult], header: list[str]) -> str:
-    """The markdown summary: ``header`` lines, one row per submission, each test's pass rate,
-    each metric's range, the time per submission."""
+def summary(results: list[SubmissionResult], header: list[str], first_line: str = "") -> str:
+    """The markdown summary: ``first_line`` (the isolation, where it cannot be missed), then
+    ``header`` lines, one row per submission, each test's pass rate, each metric's range, the
+    time per submission."""
     results = sorted(results, key=lambda r: r.submission)
-    lines = [f"# Grades: {len(results)} submissions", "", *header, "",
+    lines = [first_line, ""] if first_line else []
+    lines += [f"# Grades: {len(results)} submissions", "", *header, "",
              "| submission | status | score | seconds | failed checks |", "|---|---|---|---|---|"]
     for r in results:
         score = f"{r.score:g} / {r.possible:g}" if r.score is not None else "-"

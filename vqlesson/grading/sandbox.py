@@ -11,7 +11,9 @@ a fresh size-limited ``/tmp`` holding the working folder, ``HOME`` and ``TMPDIR`
 (only a loopback of its own). When bwrap's first process ends, the kernel kills every process
 left in the PID namespace, daemons included.
 
-``rlimits-only`` -- where bwrap is missing or cannot create namespaces: the same limits and
+``rlimits-only`` -- only when asked for (``--isolation none``): where bwrap is missing or
+cannot create namespaces, :func:`detect_isolation` refuses (fails closed) unless told to grade
+without it (:mod:`vqlesson.grading.isolation` says why and what to do). The same limits and
 scrubbed environment, a fresh working folder, ``HOME`` and ``TMPDIR``, but the file system and
 network are the grader's. Run as root, the grader still drops the run to an unprivileged user
 of its own (files of other users are then protected by their permissions), and every process of
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -43,11 +46,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-BWRAP, RLIMITS_ONLY = "bwrap", "rlimits-only"
+from .isolation import (BWRAP, CANNOT_WORK, MISSING, RLIMITS_ONLY, SandboxUnavailable,
+                        namespace_blockers, refusal_message)
+
 IN_DIR, OUT_DIR, DATA_DIR = "/grader/in", "/grader/out", "/grader/data"  # inside bwrap
 SANDBOX_TMP = "/tmp"
 ALTERNATIVE_TMP = "/scratch"  # when the host's Python or package lies below /tmp
 SANDBOX_UID_BASE = 1_500_000_000  # root only: one unused uid per concurrent sandbox
+#: Each grading batch run as root reserves a block of this many uids (one per concurrent
+#: sandbox) by locking a file, so two batches on one machine never share a user: a batch kills
+#: its leftovers by user, and must never kill (or be signalled by) another batch's submissions.
+UID_BLOCK = 4096
+MAX_BATCHES = 256  # concurrent root grading batches on one machine
 SANDBOX_USER = "student"
 MAX_FILES = 100_000  # files a run may leave in the host folders it writes into
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
@@ -109,11 +119,15 @@ class Isolation(NamedTuple):
         detail: bwrap's version, or why it is not used; and the user the runs have.
         own_user: each sandbox runs as an unprivileged user of its own (the grader is root;
             without bwrap, only when that user can run the Python installation).
+        executable: the ``bwrap`` the probe found and the sandboxes run (an absolute path).
+        uid_base: the first uid of the block this batch reserved (:func:`reserved_users`).
     """
 
     kind: str
     detail: str
     own_user: bool = False
+    executable: str = "bwrap"
+    uid_base: int = SANDBOX_UID_BASE
 
 
 class Layout(NamedTuple):
@@ -170,7 +184,41 @@ def is_root() -> bool:
 def sandbox_uid(slot: int, isolation: Isolation) -> int | None:
     """The unprivileged user the sandbox of concurrent ``slot`` runs as, or ``None`` (the
     grader's own user)."""
-    return SANDBOX_UID_BASE + slot if isolation.own_user else None
+    return isolation.uid_base + slot if isolation.own_user else None
+
+
+@contextlib.contextmanager
+def reserved_users(isolation: Isolation, jobs: int) -> Iterator[Isolation]:
+    """Reserve a block of :data:`UID_BLOCK` sandbox users for one grading batch (root only):
+    the first block whose lock file (in the temporary folder) this process can lock
+    exclusively. Yields ``isolation`` with its ``uid_base`` set; the lock is held until the batch
+    ends. Without own users, yields ``isolation`` unchanged.
+
+    Raises:
+        ValueError: ``jobs`` > :data:`UID_BLOCK`.
+        RuntimeError: :data:`MAX_BATCHES` batches already grade as root on this machine.
+    """
+    if not isolation.own_user:
+        yield isolation
+        return
+    if jobs > UID_BLOCK:
+        raise ValueError(f"jobs must be <= {UID_BLOCK} (one sandbox user each), got {jobs}")
+    folder = Path(tempfile.gettempdir())
+    for block in range(MAX_BATCHES):
+        handle = open(folder / f"vqlesson-grading-users-{block}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield isolation._replace(uid_base=SANDBOX_UID_BASE + block * UID_BLOCK)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    raise RuntimeError(f"{MAX_BATCHES} grading batches already run as root on this machine; "
+                       "wait for one to finish")
 
 
 def package_dir() -> Path:
@@ -314,30 +362,34 @@ def launcher_command(limits: dict[str, int], uid: int | None) -> list[str]:
 
 
 def detect_isolation(require: str = "auto") -> Isolation:
-    """Probe which isolation grading gets here.
+    """Probe which isolation grading gets here; refuse without a working sandbox (fail closed).
 
     Args:
-        require: ``"auto"`` (bwrap when it works), ``"bwrap"`` (fail otherwise) or ``"none"``
-            (rlimits only, on purpose).
+        require: ``"auto"`` or ``"bwrap"`` (the same since grading fails closed: bubblewrap, or
+            :class:`SandboxUnavailable`; ``auto`` is kept so that existing commands work) or
+            ``"none"`` (rlimits only, on purpose: the submissions can read the hidden tests and
+            each other).
 
     Raises:
-        RuntimeError: ``require="bwrap"`` and bwrap is missing or does not work; the message
-            says why and how to install it.
+        SandboxUnavailable: ``require`` is ``"auto"`` or ``"bwrap"`` and bwrap is missing or
+            cannot create its sandbox here; the message says which, why, how to get a
+            sandbox and that ``--isolation none`` grades without one.
         ValueError: another ``require``.
     """
     if require not in ("auto", "bwrap", "none"):
         raise ValueError(f"isolation must be auto, bwrap or none, got {require!r}")
-    reason = "bwrap not used (--isolation none)"
     if require != "none":
-        problem = _bwrap_problem()
-        if problem is None:
-            version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True)
-            user = ("each run as an unprivileged user of its own" if is_root()
-                    else "runs as the grader's user in a user namespace")
-            return Isolation(BWRAP, f"{version.stdout.strip() or 'bwrap'}; {user}", is_root())
-        if require == "bwrap":
-            raise RuntimeError(f"bubblewrap cannot sandbox here: {problem}")
-        reason = problem
+        executable = shutil.which("bwrap")
+        cause, reason = _bwrap_problem(executable)
+        if cause is not None:
+            raise SandboxUnavailable(refusal_message(cause, reason, require))
+        version = subprocess.run([executable, "--version"], capture_output=True, text=True,
+                                 check=False)
+        user = ("each run as an unprivileged user of its own" if is_root()
+                else "runs as the grader's user in a user namespace")
+        return Isolation(BWRAP, f"{version.stdout.strip() or 'bwrap'}; {user}", is_root(),
+                         executable)
+    reason = "bwrap not used (--isolation none)"
     if not is_root():
         return Isolation(RLIMITS_ONLY, f"{reason}; runs as the grader's user")
     if _own_user_runs_python():
@@ -379,17 +431,23 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _bwrap_problem() -> str | None:
-    """None when a bwrap sandbox runs Python here, else why not."""
-    if shutil.which("bwrap") is None:
-        return "bwrap not found: install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)"
+def _bwrap_problem(executable: str | None) -> tuple[str | None, str]:
+    """``(None, "")`` when a sandbox of bwrap ``executable`` runs Python here, else ``(cause,
+    reason)``: :data:`MISSING` (no executable) or :data:`CANNOT_WORK` (bwrap's error and what
+    on this machine forbids namespaces)."""
+    if executable is None:
+        return MISSING, "bubblewrap (bwrap) is not installed: no bwrap on PATH"
     with sandbox_tempdir("vqlesson-probe-") as tmp:
-        run = sandboxed(tmp / "box", Isolation(BWRAP, "", is_root()), 0, SandboxLimits(), 60,
+        run = sandboxed(tmp / "box", Isolation(BWRAP, "", is_root(), executable), 0,
+                        SandboxLimits(), 60,
                         [sys.executable, "-I", "-S", "-c", "print('sandbox ok')"], {})
     if run.returncode == 0 and "sandbox ok" in run.output:
-        return None
-    return (f"bwrap is installed but cannot create a sandbox here (exit {run.returncode}: "
-            f"{run.output.strip()[-300:]}); user namespaces may be disabled")
+        return None, ""
+    blockers = namespace_blockers()
+    because = ("; ".join(blockers) if blockers
+               else "user namespaces may be disabled, or a container forbids namespaces")
+    return CANNOT_WORK, (f"bubblewrap ({executable}) is installed but cannot create a sandbox "
+                         f"here: exit {run.returncode}, {run.output.strip()[-300:]!r}; {because}")
 
 
 def check_python(isolation: Isolation, limits: SandboxLimits, gpu: bool = False,
@@ -453,7 +511,7 @@ def sandboxed(root: Path, isolation: Isolation, slot: int, limits: SandboxLimits
     options.chmod(0o600)
     fd = os.open(options, os.O_RDONLY)
     try:
-        run = run_confined(["bwrap", "--args", str(fd)] + full[split:], env, timeout_s, limits,
+        run = run_confined([isolation.executable, "--args", str(fd)] + full[split:], env, timeout_s, limits,
                            uid, None, layout.scratch, cwd=layout.scratch / "work",
                            pass_fds=(fd,), watched=(layout.outbox,))
     finally:
