@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from vqlesson.pixelcnn_prior import PixelCNNPrior
+from vqlesson.pixelcnn_prior import PixelCNNPrior, SampleOptions
 from vqlesson.codes import CodeDataset
 from vqlesson.prior import PriorTrainConfig, train_prior
 from vqlesson.configs import prior_config_for
@@ -52,7 +52,8 @@ def timed_sample(prior: PixelCNNPrior, n: int, side: int, fast: bool,
     generator = torch.Generator(device=device).manual_seed(0)
     _sync(device)
     start = time.perf_counter()
-    samples = prior.sample(n, (side, side), generator=generator, fast=fast)
+    samples = prior.sample(n, (side, side), generator=generator,
+                               options=SampleOptions(fast=fast))
     _sync(device)
     return time.perf_counter() - start, samples
 
@@ -106,8 +107,8 @@ def main() -> None:
 
     # ---- sampling -----------------------------------------------------------------------------
     prior.eval()
-    prior.sample(2, (4, 4), fast=True)  # warm-up (allocator, kernel selection)
-    prior.sample(2, (4, 4), fast=False)
+    prior.sample(2, (4, 4), options=SampleOptions(fast=True))  # warm-up (allocator, kernel selection)
+    prior.sample(2, (4, 4), options=SampleOptions(fast=False))
     for grid, n_naive in zip(args.grids, naive_n):
         t_fast, fast_full = timed_sample(prior, args.n, grid, True, device)
         print(f"  {grid:3d}x{grid:<3d} fast  {args.n:3d} samples {t_fast:8.2f} s "

@@ -26,10 +26,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from vqlesson.analysis import AnalysisConfig, flat_codes
 from vqlesson.checkpoint import load_checkpoint
+from vqlesson.codes import flat_codes
 from vqlesson.data import make_loaders
-from vqlesson.memorisation import diversity, memorisation
+from vqlesson.memorisation import MemorisationConfig, diversity, memorisation
+from vqlesson.pixelcnn_prior import SampleOptions
 from vqlesson.realism import (
     RealismConfig,
     frechet_inception_distance,
@@ -44,23 +45,23 @@ from vqlesson.two_sample import two_sample_test
 
 
 class Models(NamedTuple):
-    """The run's VQ-VAE and prior(s): one prior, or ``(top, bottom)`` for a VQ-VAE-2."""
+    """The run's VQ-VAE and its priors, one per level: ``(prior,)`` or ``(top, bottom)``."""
 
     vqvae: torch.nn.Module
-    priors: Any
+    priors: tuple[Any, ...]
     num_classes: int
 
 
 def load_models(run: RunFolder, device: torch.device) -> Models:
     """The run's models through the library (the one place to adapt when those names change)."""
     vqvae = load_checkpoint(run.require_vqvae(), map_location=device).model.eval()
-    two_levels = type(vqvae).__name__ == "VQVAE2"
     priors = []
-    for level in run.prior_levels(two_levels):
-        path = run.prior_best(level) if run.prior_best(level).is_file() else run.prior(level)
+    for level in vqvae.levels:
+        best = run.prior_best(level.name)
+        path = best if best.is_file() else run.prior(level.name)
         priors.append(load_checkpoint(path, map_location=device).model.eval())
     num_classes = max(int(getattr(p.config, "num_classes", 0) or 0) for p in priors)
-    return Models(vqvae, tuple(priors) if two_levels else priors[0], num_classes)
+    return Models(vqvae, tuple(priors), num_classes)
 
 
 def draw_samples(models: Models, n: int, temperature: float, seed: int,
@@ -69,20 +70,17 @@ def draw_samples(models: Models, n: int, temperature: float, seed: int,
     (a class-conditional prior gets the classes in turn)."""
     labels = torch.arange(n) % models.num_classes if models.num_classes else None
     generator = torch.Generator(device=device).manual_seed(seed)
-    codes = sample_codes(models.vqvae, models.priors, n, labels, temperature=temperature,
-                         generator=generator, progress=True)
+    codes = sample_codes(models.vqvae, models.priors, n, labels, generator,
+                         SampleOptions(temperature=temperature, progress=True))
     images = decode_codes(models.vqvae, codes).float().cpu()
-    return images, flat_codes({k: v.cpu() for k, v in codes.items()}, "samples"), labels
+    return images, flat_codes(tuple(c.cpu() for c in codes), "samples"), labels
 
 
 def encode(vqvae: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """(N, L) flat codes of images (VQ-VAE-2: both levels side by side)."""
-    device, parts = next(vqvae.parameters()).device, []
-    for x in images.split(batch_size):
-        codes = vqvae.encode(x.to(device))
-        codes = codes._asdict() if hasattr(codes, "_asdict") else {"codes": codes}
-        parts.append(flat_codes({k: v.cpu() for k, v in codes.items()}, "codes"))
-    return torch.cat(parts)
+    device = next(vqvae.parameters()).device
+    return torch.cat([flat_codes(tuple(c.cpu() for c in vqvae.encode(x.to(device))), "codes")
+                      for x in images.split(batch_size)])
 
 
 def data_of_run(options: dict, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
@@ -136,7 +134,7 @@ def measure(run: RunFolder, options: dict, args: argparse.Namespace, temperature
 def print_codes_and_calibration(m: Measured, seed: int, clock: dict) -> None:
     """Near-copies, diversity, the two-sample test's null calibration and its timings."""
     start = time.perf_counter()
-    config = AnalysisConfig()
+    config = MemorisationConfig()
     copies = memorisation(m.sample_codes, encode(m.models.vqvae, m.train),
                           near_copy_hamming=config.near_copy_hamming)
     spread = diversity(m.sample_codes, m.samples)

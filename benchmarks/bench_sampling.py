@@ -18,7 +18,7 @@ import time
 import torch
 
 from vqlesson.pixelcnn import PriorConfig
-from vqlesson.pixelcnn_prior import PixelCNNPrior
+from vqlesson.pixelcnn_prior import PixelCNNPrior, SampleOptions
 from vqlesson.runtime import get_device, seed_everything
 from vqlesson.profiles import get_profile
 
@@ -36,7 +36,8 @@ def timed_sample(prior: PixelCNNPrior, n: int, grid: int, fast: bool, device: to
         generator = torch.Generator(device=device).manual_seed(0)
         _sync(device)
         start = time.perf_counter()
-        samples = prior.sample(n, (grid, grid), generator=generator, fast=fast)
+        samples = prior.sample(n, (grid, grid), generator=generator,
+                               options=SampleOptions(fast=fast))
         _sync(device)
         best = min(best, time.perf_counter() - start)
     return best, samples
@@ -73,8 +74,8 @@ def main() -> None:
           f"{config.num_layers} layers, kernel {config.kernel_size} "
           f"(first {config.first_kernel_size}), "
           f"{params:.2f} M parameters; n = {args.n} samples per call")
-    prior.sample(2, (4, 4), fast=True)  # warm-up (allocator, kernel selection)
-    prior.sample(2, (4, 4), fast=False)
+    prior.sample(2, (4, 4), options=SampleOptions(fast=True))  # warm-up (allocator, kernel selection)
+    prior.sample(2, (4, 4), options=SampleOptions(fast=False))
     for grid in args.grids:
         t_naive, naive = timed_sample(prior, args.n, grid, False, device, args.repeats)
         t_fast, fast = timed_sample(prior, args.n, grid, True, device, args.repeats)

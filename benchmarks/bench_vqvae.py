@@ -78,8 +78,7 @@ def bench_speed(profile_name: str, device: torch.device, amp: bool, which: str =
     t_train = timed(train_step, device, 10)
     model.eval()
     with torch.no_grad():
-        codes = model.encode(x)
-        codes = tuple(codes) if which == "vqvae2" else (codes,)
+        codes = tuple(model.encode(x))  # one code map per level
         t_enc = timed(lambda: model.encode(x), device, 10)
         t_dec = timed(lambda: model.decode_indices(*codes), device, 10)
     indices = codes[-1]  # the finest grid

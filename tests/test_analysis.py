@@ -24,6 +24,7 @@ from vqlesson.analysis import (
     surprise_maps,
     worst_reconstructions,
 )
+from vqlesson.memorisation import MemorisationConfig
 from vqlesson.prior import PriorTrainConfig, evaluate_prior, train_prior
 from vqlesson.vqvae import VQVAE, VQVAEConfig
 
@@ -151,11 +152,15 @@ def test_reconstruction_scores_by_class_and_worst_k():
 
 
 
-def test_analysis_config_rejects_bad_values():
+def test_analysis_configs_reject_bad_values():
     with pytest.raises(ValueError, match="near_copy_hamming"):
-        AnalysisConfig(near_copy_hamming=2.0)
+        MemorisationConfig(near_copy_hamming=2.0)
     with pytest.raises(ValueError, match="num_samples"):
-        AnalysisConfig(num_samples=1)
+        MemorisationConfig(num_samples=1)
+    with pytest.raises(ValueError, match="worst_k"):
+        AnalysisConfig(worst_k=0)
+    with pytest.raises(ValueError, match="rare_fraction"):
+        AnalysisConfig(rare_fraction=1.0)
 
 
 def test_encode_dataset_keeps_the_data_set_order():
@@ -167,4 +172,4 @@ def test_encode_dataset_keeps_the_data_set_order():
     split = encode_dataset(vqvae, torch.utils.data.TensorDataset(images, labels), batch_size=3)
     assert torch.equal(split.images, images) and split.codes.labels.tolist() == labels.tolist()
     with torch.no_grad():
-        assert torch.equal(split.codes.codes, vqvae.encode(images))  # (7, 4, 4), same order
+        assert torch.equal(split.codes.codes, vqvae.encode(images).codes)  # (7, 4, 4), same order

@@ -388,7 +388,8 @@ def test_dropping_the_bottom_level_passes_and_the_papers_setting_fails(one_threa
 
     import numpy as np
 
-    from vqlesson.exercises_vq import TOP_MARGIN, top_level_use
+    from vqlesson.exercises_vq import TOP_MARGIN
+    from vqlesson.experiments import top_level_use
 
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
     expected = random.random(), np.random.rand(), torch.rand(1).item()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import code_set, tiny_prior
 
-from vqlesson.analysis import AnalysisConfig
 from vqlesson.memorisation import (
+    MemorisationConfig,
     diversity,
     evaluate_remedy,
     memorisation,
@@ -119,12 +119,12 @@ def test_greedy_samples_of_a_one_code_prior_are_identical_copies():
     for p in prior.parameters():
         p.data.zero_()
     prior.net.head.out.bias.data[3] = 5.0
-    grid = vqvae.latent_shape()
+    grid, = vqvae.latent_shapes()
     train_codes = code_set(torch.randint(0, K, (5, *grid)))
     train_codes.codes[2] = 3
     test_codes = code_set(torch.randint(0, K, (4, *grid)))
-    r = evaluate_remedy("greedy", vqvae, prior, test_codes, train_codes,
-                        config=AnalysisConfig(num_samples=4), temperature=0.0)
+    r = evaluate_remedy("greedy", vqvae, (prior,), test_codes, train_codes,
+                        config=MemorisationConfig(num_samples=4), temperature=0.0)
     assert r.sample_codes.shape == (4, grid[0] * grid[1]) and torch.all(r.sample_codes == 3)
     assert r.samples.shape == (4, 3, 16, 16)
     assert r.code_hamming == 0.0 and r.pixel_rms == pytest.approx(0.0, abs=1e-6)

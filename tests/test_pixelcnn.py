@@ -16,7 +16,8 @@ from vqlesson.pixelcnn import (
     receptive_field,
     receptive_field_weights,
 )
-from vqlesson.pixelcnn_prior import PixelCNNPrior
+from vqlesson.codes import CodeDataset
+from vqlesson.pixelcnn_prior import Completion, PixelCNNPrior
 
 ARCHS = ("gated", "plain")
 CONDITIONS = ("none", "label", "spatial")
@@ -202,8 +203,8 @@ def test_missing_or_extra_conditioning_raises(arch):
     labelled = PixelCNNPrior(tiny_config(arch=arch, num_classes=2))
     with pytest.raises(ValueError, match="class-conditional"):
         labelled(codes)
-    with pytest.raises(ValueError, match=r"label must be in \[0, 2\)"):
-        labelled(codes, label=torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match=r"label must be in \[0, 2\)"):  # values: where they enter
+        labelled.sample(2, (4, 4), label=torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="shape"):
         labelled(codes, label=torch.tensor([0, 1, 1]))
     with pytest.raises(TypeError, match="int64"):
@@ -214,7 +215,7 @@ def test_missing_or_extra_conditioning_raises(arch):
     with pytest.raises(ValueError, match="divide"):
         spatial(codes, cond_map=torch.randint(5, (2, 3, 3)))
     with pytest.raises(ValueError, match="cond_map"):
-        spatial(codes, cond_map=torch.full((2, 2, 2), 5))
+        spatial.sample(2, (4, 4), cond_map=torch.full((2, 2, 2), 5))
     with pytest.raises(ValueError, match="batch"):
         spatial(codes, cond_map=torch.randint(5, (3, 2, 2)))
 
@@ -231,10 +232,16 @@ def test_bad_codes_raise(net_class):
         model([[0, 1], [1, 0]])
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):
         model(torch.zeros(2, 1, 4, 4, dtype=torch.int64))
+    # Values are checked where codes enter (code sets, sample()), not in forward: no host sync
+    # per training step. An out-of-range code in forward fails in the embedding lookup.
     with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        CodeDataset({"codes": torch.full((2, 4, 4), 8)}, torch.zeros(2, dtype=torch.long),
+                    {"codes": 8}, (3, 16, 16))
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        PixelCNNPrior(model.config).sample(2, completion=Completion(torch.full((2, 4, 4), -1),
+                                                                    start=(1, 0)))
+    with pytest.raises(IndexError):
         model(torch.full((2, 4, 4), 8))
-    with pytest.raises(ValueError, match=r"\[0, 8\)"):
-        model(torch.full((2, 4, 4), -1))
 
 
 @pytest.mark.parametrize("field,value", [
@@ -275,13 +282,15 @@ def test_code_palette_and_figures():
     matplotlib.use("Agg")
     from vqlesson import plots
 
-    palette = plots.code_palette(32)
+    palette = plots.categorical_palette(32)  # the one code palette (code_map and code_maps)
     colours = palette(range(32))
     assert len({tuple(c) for c in colours.round(4).tolist()}) == 32  # K distinct colours
     hue_steps = abs(colours[1:, :3] - colours[:-1, :3]).sum(1)
     assert hue_steps.mean() > 0.3  # neighbouring codes are not neighbouring colours
     fig = plots.code_maps(torch.randint(0, 32, (3, 4, 4)), 32, ["a", "b", "c"])
     assert len(fig.axes) == 3
+    drawn = fig.axes[0].images[0].get_cmap()
+    assert (drawn.colors == palette.colors).all()  # the same colour for the same code everywhere
     config = tiny_config(num_layers=2)
     field = receptive_field_weights(GatedPixelCNN(config), (6, 6), (4, 3))
     fig = plots.receptive_fields({"gated": [field, field]}, [1, 2], (4, 3))

@@ -13,8 +13,10 @@ from conftest import condition_inputs, conditioned_config, random_codes, seeded,
 from vqlesson import checkpoint
 from vqlesson.pixelcnn import PixelCNN
 from vqlesson.pixelcnn_prior import (
+    Completion,
     PixelCNNPrior,
     PriorOutput,
+    SampleOptions,
     bits_per_dim,
     fast_logits_fn,
     nll,
@@ -132,8 +134,10 @@ def test_fast_and_naive_samplers_agree(arch, condition, settings):
     prior = PixelCNNPrior(conditioned_config(condition, arch=arch, num_layers=2))
     n, shape = 3, (4, 6)
     cond = condition_inputs(condition, n, *shape)
-    fast = prior.sample(n, shape, generator=seeded(5), fast=True, **cond, **settings)
-    naive = prior.sample(n, shape, generator=seeded(5), fast=False, **cond, **settings)
+    fast = prior.sample(n, shape, generator=seeded(5), options=SampleOptions(fast=True, **settings),
+                        **cond)
+    naive = prior.sample(n, shape, generator=seeded(5),
+                         options=SampleOptions(fast=False, **settings), **cond)
     assert torch.equal(fast, naive)
 
 
@@ -156,8 +160,10 @@ def test_fast_sampler_logits_match_the_full_network():
 
 def test_fast_sampler_agrees_on_a_grid_wider_than_its_reach():
     prior = PixelCNNPrior(tiny_config(num_layers=2))  # reach S + 1 = 3
-    fast = prior.sample(2, (9, 11), temperature=0.8, generator=seeded(3), fast=True)
-    naive = prior.sample(2, (9, 11), temperature=0.8, generator=seeded(3), fast=False)
+    fast = prior.sample(2, (9, 11), generator=seeded(3),
+                        options=SampleOptions(temperature=0.8, fast=True))
+    naive = prior.sample(2, (9, 11), generator=seeded(3),
+                         options=SampleOptions(temperature=0.8, fast=False))
     assert torch.equal(fast, naive)
 
 
@@ -181,11 +187,12 @@ def test_low_temperature_is_greedy(arch):
         optimizer.zero_grad()
         prior(codes).loss.backward()
         optimizer.step()
-    cold = prior.sample(6, (5, 5), temperature=1e-4, generator=seeded(0))
+    cold = prior.sample(6, (5, 5), generator=seeded(0), options=SampleOptions(temperature=1e-4))
     assert (cold == cold[0]).all()  # every sample follows the most likely code
-    assert torch.equal(cold, prior.sample(6, (5, 5), temperature=0.0))
-    assert torch.equal(cold, prior.sample(6, (5, 5), top_k=1, generator=seeded(9)))
-    warm = prior.sample(6, (5, 5), temperature=5.0, generator=seeded(0))
+    assert torch.equal(cold, prior.sample(6, (5, 5), options=SampleOptions(temperature=0.0)))
+    assert torch.equal(cold, prior.sample(6, (5, 5), generator=seeded(9),
+                                          options=SampleOptions(top_k=1)))
+    warm = prior.sample(6, (5, 5), generator=seeded(0), options=SampleOptions(temperature=5.0))
     assert not (warm == warm[0]).all()
 
 
@@ -194,15 +201,17 @@ def test_low_temperature_is_greedy(arch):
 def test_completion_keeps_known_positions(arch, fast):
     prior = PixelCNNPrior(tiny_config(arch=arch, num_classes=2))
     prefix = random_codes(3, 6, 5, seed=7)
-    out = prior.sample(3, label=1, prefix=prefix, start=(3, 0), generator=seeded(1), fast=fast)
+    options = SampleOptions(fast=fast)
+    out = prior.sample(3, label=1, completion=Completion(prefix, start=(3, 0)),
+                       generator=seeded(1), options=options)
     assert torch.equal(out[:, :3], prefix[:, :3])  # the top half is kept exactly
     assert not torch.equal(out[:, 3:], prefix[:, 3:])
     known = torch.rand(3, 6, 5, generator=seeded(2)) < 0.4
-    out = prior.sample(3, (6, 5), label=1, prefix=prefix, known=known, generator=seeded(1),
-                       fast=fast)
+    out = prior.sample(3, (6, 5), label=1, completion=Completion(prefix, known=known),
+                       generator=seeded(1), options=options)
     assert torch.equal(out[known], prefix[known])
     assert out.min() >= 0 and out.max() < 8
-    every = prior.sample(3, label=1, prefix=prefix, start=(6, 0), fast=fast)
+    every = prior.sample(3, label=1, completion=Completion(prefix, start=(6, 0)), options=options)
     assert torch.equal(every, prefix)  # everything known: nothing changes
 
 
@@ -212,8 +221,10 @@ def test_completion_fast_and_naive_agree():
     known = torch.zeros(5, 6, dtype=torch.bool)
     known[:2] = True
     known[3, 1] = True
-    a = prior.sample(2, prefix=prefix, known=known, generator=seeded(8), fast=True)
-    b = prior.sample(2, prefix=prefix, known=known, generator=seeded(8), fast=False)
+    a = prior.sample(2, completion=Completion(prefix, known=known), generator=seeded(8),
+                     options=SampleOptions(fast=True))
+    b = prior.sample(2, completion=Completion(prefix, known=known), generator=seeded(8),
+                     options=SampleOptions(fast=False))
     assert torch.equal(a, b)
     assert torch.equal(a[:, known], prefix[:, known])
 
@@ -240,8 +251,16 @@ def test_completion_fast_and_naive_agree():
     (dict(n=2, prefix=torch.zeros(2, 4, 4)), TypeError, "prefix"),
 ])
 def test_sample_rejects_bad_arguments(kwargs, error, match):
+    """Each argument of sample() (and of its SampleOptions and Completion) is checked, and the
+    error names it."""
     prior = PixelCNNPrior(tiny_config())
+    options = {k: kwargs.pop(k) for k in ("temperature", "top_k") if k in kwargs}
+    completion = {k: kwargs.pop(k) for k in ("prefix", "start", "known") if k in kwargs}
     with pytest.raises(error, match=match):
+        if options:
+            kwargs["options"] = SampleOptions(**options)
+        if completion:
+            kwargs["completion"] = Completion(completion.pop("prefix", None), **completion)
         prior.sample(**kwargs)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -21,8 +22,9 @@ from vqlesson.codes import (
 from vqlesson.prior import PriorTrainConfig, best_checkpoint_path, evaluate_prior, train_prior
 from vqlesson.quantize import QuantizerConfig
 from vqlesson.configs import prior_config_for
-from vqlesson.sampling import sample_images
-from vqlesson.vqvae import VQVAE, VQVAEConfig
+from vqlesson.pixelcnn_prior import SampleOptions
+from vqlesson.sampling import decode_codes, sample_codes, sample_images
+from vqlesson.vqvae import VQVAE, Level, VQVAEConfig
 from vqlesson.vqvae2 import VQVAE2, VQVAE2Config
 
 IMAGE = 16
@@ -97,7 +99,7 @@ def test_extract_codes_of_a_vqvae_match_encode_and_keep_labels(tmp_path):
     x, y = loader.dataset.tensors
     assert codes.levels == ("codes",) and len(codes) == 12
     assert codes.codes.shape == (12, 4, 4) and codes.codes.dtype == torch.int64
-    assert torch.equal(codes.codes, model.encode(x))
+    assert torch.equal(codes.codes, model.encode(x).codes)
     assert torch.equal(codes.labels, y)
     assert codes.image_shape == (3, IMAGE, IMAGE) and codes.image_dims == 3 * IMAGE * IMAGE
     item = codes[3]
@@ -157,7 +159,7 @@ def test_code_file_is_rebuilt_when_the_weights_or_data_change(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="vqlesson"):
         rebuilt = extract_codes(model, loader, path)
     assert "other VQ-VAE weights" in caplog.text
-    assert torch.equal(rebuilt.codes, model.encode(loader.dataset.tensors[0]))
+    assert torch.equal(rebuilt.codes, model.encode(loader.dataset.tensors[0]).codes)
     assert not torch.equal(rebuilt.codes, first.codes)
     assert CodeDataset.load(path).fingerprint == rebuilt.fingerprint
     caplog.clear()
@@ -314,6 +316,8 @@ def test_codes_that_do_not_fit_the_prior_are_clear_errors(tmp_path):
     one_level = pattern_codes(4)
     with pytest.raises(ValueError, match="level='top' or level='bottom'"):
         train_prior(tiny_prior(k=8), two_level, None, quick())
+    with pytest.raises(ValueError, match="level='top' or level='bottom'"):  # names: the codes'
+        train_prior(tiny_prior(k=8), two_level, None, quick(level="middle"))
     with pytest.raises(ValueError, match="leave level=None"):
         train_prior(tiny_prior(k=8), one_level, None, quick(level="top"))
     with pytest.raises(ValueError, match="codebook_size=16"):
@@ -339,7 +343,7 @@ def test_non_finite_loss_names_epoch_and_step():
 
 def test_train_config_rejects_bad_values():
     for bad in (dict(epochs=-1), dict(batch_size=0), dict(lr=0), dict(weight_decay=-1),
-                dict(early_stopping_patience=0), dict(level="middle"), dict(resume=True),
+                dict(early_stopping_patience=0), dict(level=3), dict(resume=True),
                 dict(early_stopping_min_delta=-0.1)):
         with pytest.raises(ValueError):
             PriorTrainConfig(**bad)
@@ -364,20 +368,23 @@ def test_prior_config_for_profiles():
 def test_sample_images_from_a_vqvae_prior():
     vqvae = tiny_vqvae()
     prior = tiny_prior(k=16, num_classes=2)
-    images = sample_images(vqvae, prior, 3, label=1, generator=torch.Generator().manual_seed(0))
+    images = sample_images(vqvae, (prior,), 3, label=1, generator=torch.Generator().manual_seed(0))
     assert images.shape == (3, 3, IMAGE, IMAGE) and images.dtype == torch.float32
     assert images.min() >= -1 and images.max() <= 1
-    again = sample_images(vqvae, prior, 3, label=1, generator=torch.Generator().manual_seed(0),
-                          fast=False)
+    again = sample_images(vqvae, (prior,), 3, label=1, generator=torch.Generator().manual_seed(0),
+                          options=SampleOptions(fast=False))
     assert torch.equal(images, again)  # same generator, naive sampler: the same images
-    greedy = sample_images(vqvae, [prior], 2, label=torch.tensor([0, 1]), temperature=0)
+    greedy = sample_images(vqvae, [prior], 2, label=torch.tensor([0, 1]),
+                           options=SampleOptions(temperature=0))
     assert greedy.shape == (2, 3, IMAGE, IMAGE)
     with pytest.raises(ValueError, match="not class-conditional"):
-        sample_images(vqvae, tiny_prior(k=16), 2, label=0)
+        sample_images(vqvae, (tiny_prior(k=16),), 2, label=0)
     with pytest.raises(ValueError, match="K = 8"):
-        sample_images(vqvae, tiny_prior(k=8), 2)
+        sample_images(vqvae, (tiny_prior(k=8),), 2)
     with pytest.raises(TypeError, match="VQVAE or a VQVAE2"):
-        sample_images(torch.nn.Linear(2, 2), prior, 2)
+        sample_images(torch.nn.Linear(2, 2), (prior,), 2)
+    with pytest.raises(TypeError, match=r"tuple of 1 prior.*priors=\(codes_prior,\)"):
+        sample_images(vqvae, prior, 2)  # priors travel as a tuple, one per level, always
 
 
 def test_sample_images_from_vqvae2_priors_top_then_bottom(monkeypatch):
@@ -391,15 +398,66 @@ def test_sample_images_from_vqvae2_priors_top_then_bottom(monkeypatch):
         return original(n, shape, **kwargs)
 
     monkeypatch.setattr(bottom, "sample", spy)
-    images = sample_images(vqvae, {"top": top, "bottom": bottom}, 2, top_k=4,
-                           generator=torch.Generator().manual_seed(1))
+    images = sample_images(vqvae, (top, bottom), 2, generator=torch.Generator().manual_seed(1),
+                           options=SampleOptions(top_k=4))
     assert images.shape == (2, 3, IMAGE, IMAGE)
     assert images.min() >= -1 and images.max() <= 1
     assert seen["shape"] == (4, 4) and seen["cond_map"].shape == (2, 2, 2)  # top codes
     assert int(seen["cond_map"].max()) < 8
-    with pytest.raises(TypeError, match="two priors"):
+    with pytest.raises(TypeError, match=r"tuple of 2 prior.*\(top_prior, bottom_prior\)"):
         sample_images(vqvae, top, 2)
     with pytest.raises(ValueError, match="bottom prior models K = 8"):
         sample_images(vqvae, (top, tiny_prior(k=8)), 2)
-    with pytest.raises(ValueError, match="neither prior"):
+    with pytest.raises(ValueError, match="not class-conditional"):
         sample_images(vqvae, (top, bottom), 2, label=1)
+
+
+# --------------------------------------------------------------------------------------------
+# The level paths are generic: a model with three levels needs no change outside its own file
+# --------------------------------------------------------------------------------------------
+class ThreeCodes(NamedTuple):
+    top: torch.Tensor
+    middle: torch.Tensor
+    bottom: torch.Tensor
+
+
+class ThreeLevels(torch.nn.Module):
+    """A stand-in discrete autoencoder with three levels (grids S/8, S/4, S/2), each level's
+    prior conditioned on the level above."""
+
+    Codes = ThreeCodes
+    levels = (Level("top", 4, 8), Level("middle", 5, 4, condition="top"),
+              Level("bottom", 6, 2, condition="middle"))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def latent_shapes(self, image_size: int | None = None) -> tuple[tuple[int, int], ...]:
+        size = image_size or IMAGE
+        return tuple((size // lv.downsample, size // lv.downsample) for lv in self.levels)
+
+    def encode(self, x: torch.Tensor) -> ThreeCodes:
+        return ThreeCodes(*((x[:, 0, ::lv.downsample, ::lv.downsample] > 0).long()
+                            * (lv.codebook_size - 1) for lv in self.levels))
+
+    def decode_indices(self, top, middle, bottom) -> torch.Tensor:
+        bottom = bottom.float().repeat_interleave(2, 1).repeat_interleave(2, 2)  # (B, S, S)
+        return torch.tanh(self.scale * bottom)[:, None].expand(-1, 3, -1, -1)  # (B, 3, S, S)
+
+
+def test_codes_priors_and_sampling_are_generic_in_the_levels():
+    model = ThreeLevels()
+    codes = extract_codes(model, image_loader())
+    assert codes.levels == ("top", "middle", "bottom") and codes.middle.shape == (12, 4, 4)
+    assert codes.codebook_sizes == {"top": 4, "middle": 5, "bottom": 6}
+    assert len(codes[0]) == 4 and torch.equal(codes[0][1], codes.middle[0])  # (*maps, label)
+    bottom = tiny_prior(k=6, cond_codebook_size=5)
+    train_prior(bottom, codes, codes, quick(epochs=1, level="bottom"))  # conditioned on middle
+    priors = (tiny_prior(k=4), tiny_prior(k=5, cond_codebook_size=4), bottom)
+    sampled = sample_codes(model, priors, 2, generator=torch.Generator().manual_seed(0))
+    assert isinstance(sampled, ThreeCodes)
+    assert [tuple(m.shape) for m in sampled] == [(2, 2, 2), (2, 4, 4), (2, 8, 8)]
+    assert decode_codes(model, sampled).shape == (2, 3, IMAGE, IMAGE)
+    with pytest.raises(ValueError, match="middle prior models K = 4"):
+        sample_codes(model, (priors[0], priors[0], bottom), 2)

@@ -61,7 +61,7 @@ def test_vqvae_shapes(size, factor):
     for scalar in (out.loss, out.recon_loss, out.vq_loss, out.batch_perplexity):
         assert scalar.dim() == 0 and torch.isfinite(scalar)
     torch.testing.assert_close(out.loss, out.recon_loss + out.vq_loss)
-    assert model.latent_shape(size) == (size // factor, size // factor)
+    assert model.latent_shapes(size) == ((size // factor, size // factor),)
 
 
 def test_non_square_images():
@@ -84,7 +84,7 @@ def test_non_divisible_size_raises_with_suggestions():
     with pytest.raises(ValueError, match=r"36 is not divisible .* 8.*32 or 40"):
         model(images(1, 36))
     with pytest.raises(ValueError, match=r"36 .* 8.*32 or 40"):
-        model.latent_shape(36)
+        model.latent_shapes(36)
     with pytest.raises(ValueError, match=r"image_size 36 .* 8"):
         VQVAEConfig(image_size=36, downsample=8)
 
@@ -107,7 +107,7 @@ def test_bad_inputs_and_configs_raise():
 
 def test_latent_size():
     assert VQVAEConfig(image_size=128, downsample=8).latent_size() == 16
-    assert tiny_vqvae(image_size=64).latent_shape() == (16, 16)
+    assert tiny_vqvae(image_size=64).latent_shapes() == ((16, 16),)
 
 
 # ---- ranges and gradients -----------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_encode_decode_consistent_with_forward_in_eval():
     model.eval()
     x = images(3, 32)
     usage_before = model.quantizer.usage_counts.clone()
-    indices = model.encode(x)
+    indices, = model.encode(x)  # one level: (codes,)
     assert torch.equal(model.quantizer.usage_counts, usage_before)  # encode changes no state
     with torch.no_grad():
         out = model(x)
@@ -148,10 +148,37 @@ def test_encode_decode_consistent_with_forward_in_eval():
     torch.testing.assert_close(x_hat, out.x_hat, atol=1e-5, rtol=1e-5)
 
 
+def test_one_autoencoder_interface_for_both_models():
+    """VQVAE and VQVAE2 offer the same interface (levels, Codes, encode, decode_indices,
+    latent_shapes); the VAE is outside it."""
+    from vqlesson.vqvae import DiscreteAutoencoder, Level, VQVAECodes, check_autoencoder
+    from vqlesson.vqvae2 import VQVAE2, VQVAE2Codes, VQVAE2Config
+
+    one = tiny_vqvae().eval()
+    two = VQVAE2(VQVAE2Config(image_size=32, codebook_size_top=8, codebook_size_bottom=16,
+                              code_dim=8, **TINY)).eval()
+    assert one.levels == (Level("codes", 32, 4),)
+    assert two.levels == (Level("top", 8, 8), Level("bottom", 16, 4, condition="top"))
+    x = images(2, 32)
+    for model, codes_type in ((one, VQVAECodes), (two, VQVAE2Codes)):
+        assert isinstance(model, DiscreteAutoencoder) and check_autoencoder(model) is model
+        codes = model.encode(x)
+        assert type(codes) is codes_type and model.Codes is codes_type
+        assert [tuple(c.shape[1:]) for c in codes] == list(model.latent_shapes())
+        for c, level, shape in zip(codes, model.levels, model.latent_shapes()):
+            assert c.dtype == torch.int64 and 0 <= int(c.min()) and int(c.max()) < level.codebook_size
+            assert shape == (32 // level.downsample, 32 // level.downsample)
+        with torch.no_grad():
+            assert model.decode_indices(*codes).shape == x.shape
+    assert not isinstance(tiny_vae(), DiscreteAutoencoder)
+    with pytest.raises(TypeError, match="VQVAE or a VQVAE2"):
+        check_autoencoder(tiny_vae())
+
+
 def test_decode_takes_code_vectors_and_decode_indices_takes_codes():
     model = tiny_vqvae().eval()
     model(images(4, 32))  # eval: no init, just some state
-    indices = model.encode(images(2, 32))  # (2, 8, 8) codes
+    indices = model.encode(images(2, 32)).codes  # (2, 8, 8) codes
     with torch.no_grad():
         from_vectors = model.decode(model.quantizer.lookup(indices))  # (2, D, 8, 8) code vectors
         assert torch.equal(from_vectors, model.decode_indices(indices))

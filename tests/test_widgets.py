@@ -48,7 +48,7 @@ def test_static_figures_under_pytest_and_a_switch_for_widgets(monkeypatch):
 
 
 def test_code_patches_are_the_pixels_under_the_code(model, images):
-    codes = model.encode(images)  # (3, 8, 8)
+    codes, = model.encode(images)  # one level: (3, 8, 8)
     code = int(torch.bincount(codes.flatten()).argmax())
     found = widgets.code_patches(model, images, code, max_patches=5)
     expected = int((codes == code).sum())
@@ -58,6 +58,10 @@ def test_code_patches_are_the_pixels_under_the_code(model, images):
         assert torch.equal(patch, images[n, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4])
     with_context = widgets.code_patches(model, images, code, max_patches=2, context=2)
     assert with_context.patches.shape[-2:] == (8, 8)
+    assert torch.equal(widgets.code_patches(model, images, code, level="codes").patches,
+                       widgets.code_patches(model, images, code).patches)  # the only level
+    with pytest.raises(ValueError, match=r"level must be one of \['codes'\]"):
+        widgets.code_patches(model, images, code, level="top")
     assert widgets.code_patches(model, images, 10_000).patches.shape == (0, 3, 4, 4)
 
 
@@ -85,7 +89,7 @@ def test_static_reconstruction_viewer_draws_original_reconstruction_and_error(mo
 def test_static_temperature_explorer_draws_one_row_per_temperature(model, one_thread):
     prior = PixelCNNPrior(PriorConfig(codebook_size=64, embed_dim=4, channels=8, num_layers=2,
                                       kernel_size=3, first_kernel_size=3))
-    fig = widgets.temperature_explorer(model, prior, n=2, temperatures=(0.5, 1.0, 1.5))
+    fig = widgets.temperature_explorer(model, (prior,), n=2, temperatures=(0.5, 1.0, 1.5))
     titles = [ax.get_title() for ax in _image_axes(fig)]
     assert titles == ["T=0.5"] * 2 + ["T=1"] * 2 + ["T=1.5"] * 2
     plt.close(fig)
@@ -109,6 +113,6 @@ def test_widgets_redraw_when_the_choice_changes(model, images, no_display, monke
 
     prior = PixelCNNPrior(PriorConfig(codebook_size=64, embed_dim=4, channels=8, num_layers=2,
                                       kernel_size=3, first_kernel_size=3))
-    slider = widgets.temperature_explorer(model, prior, n=2).children[0]
+    slider = widgets.temperature_explorer(model, (prior,), n=2).children[0]
     assert isinstance(slider, ipywidgets.FloatSlider) and slider.value == 1.0
     plt.close("all")

@@ -1,22 +1,23 @@
-"""Test-set failure analysis: measuring why generated lesions "all look alike".
+"""Test-set failure analysis, the measurements of the model itself: encoding, reconstruction,
+codebook usage and the prior's NLL.
 
 A VQ-VAE plus an autoregressive prior over its codes (van den Oord et al. 2017, §3.3 and §4;
 Razavi et al. 2019, §3.2 for the two-level version) can look fine on the training set and still
-fail on held-out data. This module turns the failure into numbers, one question per section:
+fail on held-out data. This module turns that into numbers, one question per section:
 
-1. **Reconstruction**, train against test: per-image MSE, PSNR and SSIM, by class, and the worst
-   test reconstructions with their error maps.
-2. **Codebook**, train against test: usage counts and perplexity per split, and the codes the
-   test set uses that training barely did.
-3. **Prior generalisation**: the NLL in bits per code of train, validation and test across the
-   training epochs (:class:`NLLTracker`), where validation NLL turns up
-   (:func:`generalisation_gap`), and per-position surprise maps ``-log2 p(c_i | c_<i)``.
+- **Encoding** (:func:`encode_dataset`): a data set's images and codes, in its own order.
+- **Reconstruction**, train against test: per-image MSE, PSNR and SSIM, by class, and the worst
+  test reconstructions with their error maps.
+- **Codebook usage**, train against test: usage counts and perplexity per split, and the codes
+  the test set uses that training barely did.
+- **Prior NLL**: the NLL in bits per code of train, validation and test across the training
+  epochs (:class:`NLLTracker`), where validation NLL turns up (:func:`generalisation_gap`),
+  per-position surprise maps ``-log2 p(c_i | c_<i)``, and the NLL of a code set under the
+  priors of all its levels (:func:`prior_bits_per_code`).
 
-Questions 4 and 5, sample diversity and memorisation, and the remedy table are in
-:mod:`vqlesson.memorisation`; :class:`AnalysisConfig` holds the settings of both.
-
-Every function takes tensors, datasets or loaders and returns numbers or small NamedTuples;
-figures live in :mod:`vqlesson.plots`.
+What the *samples* do (their diversity, near-copies of training images, the remedy table) is
+:mod:`vqlesson.memorisation`'s job. Every function takes tensors, datasets or loaders and returns
+numbers or small NamedTuples; figures live in :mod:`vqlesson.plots`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .codes import CodeDataset, extract_codes, flat_codes
 from .metrics import mse, perplexity_from_counts, psnr, ssim, to_unit_range
+from .pixelcnn import check_condition
 from .pixelcnn_prior import PixelCNNPrior, nll
-from .codes import CodeDataset, extract_codes
-from .prior import level_data, evaluate_prior
-from .runtime import eval_mode
-from .validate import check_codes, check_images
+from .prior import evaluate_prior, level_data
+from .runtime import eval_mode, model_device
+from .validate import check_codes, check_images, check_int, check_number
 
 METRICS = ("mse", "psnr", "ssim")
 
@@ -44,21 +46,13 @@ METRICS = ("mse", "psnr", "ssim")
 # --------------------------------------------------------------------------------------------
 @dataclass
 class AnalysisConfig:
-    """The thresholds and sizes of a failure analysis (used by the pipeline and notebook 05).
+    """The settings of the reconstruction and usage analysis (the pipeline, notebook 05); those
+    of the samples are :class:`~vqlesson.memorisation.MemorisationConfig`.
 
     Attributes:
         worst_k: how many of the worst test reconstructions to show, >= 1.
         rare_fraction: a code is "barely used" in training when it takes less than this fraction
             of the training code positions, in [0, 1).
-        near_copy_hamming: a sample is a near-copy of a training image when the fraction of its
-            code positions that differ from that image's codes is at most this, in [0, 1].
-        near_copy_pixel_rms: ... or when its pixel RMS distance to that training image (on
-            [0, 1] images) is at most this, >= 0; 0 (the default) disables the pixel criterion,
-            because a decoded copy of a training image's codes is only as close as the VQ-VAE's
-            reconstruction (about 0.03 on the cpu profile) and plain-skin images are close to
-            each other without being copies.
-        num_samples: samples drawn per prior for the diversity and memorisation figures, >= 2.
-        temperatures: the temperatures of the diversity-against-temperature figure, each >= 0.
 
     Raises:
         ValueError: a value out of range.
@@ -66,37 +60,15 @@ class AnalysisConfig:
 
     worst_k: int = 8
     rare_fraction: float = 1e-4
-    near_copy_hamming: float = 0.1
-    near_copy_pixel_rms: float = 0.0
-    num_samples: int = 32
-    temperatures: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0)
 
     def __post_init__(self) -> None:
-        if isinstance(self.worst_k, bool) or not isinstance(self.worst_k, int) or self.worst_k < 1:
-            raise ValueError(f"worst_k must be an int >= 1, got {self.worst_k!r}")
-        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) \
-                or self.num_samples < 2:
-            raise ValueError(f"num_samples must be an int >= 2, got {self.num_samples!r}")
-        if not 0.0 <= self.rare_fraction < 1.0:
-            raise ValueError(f"rare_fraction must be in [0, 1), got {self.rare_fraction!r}")
-        if not 0.0 <= self.near_copy_hamming <= 1.0:
-            raise ValueError(f"near_copy_hamming must be in [0, 1], got {self.near_copy_hamming!r}")
-        if not self.near_copy_pixel_rms >= 0.0:
-            raise ValueError(
-                f"near_copy_pixel_rms must be >= 0 (0 disables it), got {self.near_copy_pixel_rms!r}"
-            )
-        self.temperatures = tuple(float(t) for t in self.temperatures)
-        if not self.temperatures or min(self.temperatures) < 0:
-            raise ValueError(f"temperatures must be non-empty and >= 0, got {self.temperatures!r}")
+        check_int(self.worst_k, "worst_k", 1)
+        check_number(self.rare_fraction, "rare_fraction", 0, 1, high_open=True)
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers
+# Encoding
 # --------------------------------------------------------------------------------------------
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _iter_images(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Tensor]]:
     """Batches ``(images (B, C, H, W), labels (B,))`` from a tensor, a dataset or a loader.
 
@@ -124,31 +96,6 @@ def _iter_images(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Tensor]]:
         yield x, y
 
 
-def flat_codes(codes: object, name: str, codebook_size: int | None = None) -> Tensor:
-    """Code maps as one row of codes per image, for distances between images' codes.
-
-    Args:
-        codes: (N, H, W) (or (N, L)) integer codes, a :class:`~vqlesson.prior.CodeDataset`,
-            or a ``{level: (N, h, w)}`` dict (VQ-VAE-2: the levels side by side).
-        name: the argument's name in error messages.
-        codebook_size: K; the codes must then lie in [0, K) (``None``: not checked).
-
-    Returns:
-        (N, L) int64, L the code positions of one image (all levels together).
-
-    Raises:
-        TypeError: codes that are not integers; ValueError: codes outside [0, K), or not a
-            batch of maps (see :func:`~vqlesson.validate.check_codes`).
-    """
-    if isinstance(codes, CodeDataset):
-        codes = {level: codes.level(level) for level in codes.levels}
-    if isinstance(codes, Mapping):
-        return torch.cat([flat_codes(c, f"{name}[{level!r}]", codebook_size)
-                          for level, c in codes.items()], dim=1)  # (N, L_top + L_bottom)
-    check_codes(codes, codebook_size, name, layout="(N, H, W)", ndim=None)
-    return codes.flatten(1).long()  # (N, H, W) -> (N, H*W)
-
-
 class EncodedSplit(NamedTuple):
     """A data split's images and their codes, in the data set's own order.
 
@@ -164,7 +111,8 @@ class EncodedSplit(NamedTuple):
 def encode_dataset(vqvae: nn.Module, dataset: Any, batch_size: int = 64,
                    classes: Sequence[str] | None = None) -> EncodedSplit:
     """Encode a whole data set in its own order (no shuffling, no dropped batch), keeping the
-    images, so that images, codes and indices line up (for nearest-neighbour searches).
+    images, so that images, codes and indices line up (for nearest-neighbour searches); the
+    codes come from :func:`~vqlesson.codes.extract_codes`.
 
     Args:
         vqvae: a frozen VQ-VAE or VQ-VAE-2.
@@ -184,7 +132,7 @@ def encode_dataset(vqvae: nn.Module, dataset: Any, batch_size: int = 64,
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Reconstruction, train against test
+# Reconstruction, train against test
 # --------------------------------------------------------------------------------------------
 class ReconstructionScores(NamedTuple):
     """Per-image reconstruction quality of one split.
@@ -240,7 +188,7 @@ def reconstruction_scores(model: nn.Module, data: Any, batch_size: int = 64,
     Raises:
         TypeError: data that is not images; ValueError: no images.
     """
-    device = _model_device(model)
+    device = model_device(model)
     parts: dict[str, list[Tensor]] = {k: [] for k in (*METRICS, "labels")}
     with eval_mode(model):
         for x, y in tqdm(_iter_images(data, batch_size), disable=not progress, desc="scoring",
@@ -298,8 +246,7 @@ def worst_reconstructions(model: nn.Module, dataset: Any, scores: Reconstruction
     Raises:
         ValueError: ``k`` < 1, or ``scores`` and ``dataset`` of different lengths.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    check_int(k, "k", 1)
     if len(dataset) != len(scores.psnr):
         raise ValueError(
             f"scores hold {len(scores.psnr)} images but dataset has {len(dataset)}; score the "
@@ -309,14 +256,14 @@ def worst_reconstructions(model: nn.Module, dataset: Any, scores: Reconstruction
     images = torch.stack([dataset[int(i)] if isinstance(dataset, Tensor) else dataset[int(i)][0]
                           for i in order]).float()  # (k, C, H, W)
     with eval_mode(model):
-        recon = model(images.to(_model_device(model))).x_hat.float().cpu()  # (k, C, H, W)
+        recon = model(images.to(model_device(model))).x_hat.float().cpu()  # (k, C, H, W)
     error = (to_unit_range(images) - to_unit_range(recon)).pow(2).mean(dim=1)  # (k, H, W)
     return WorstReconstructions(order, images, recon, error, scores.psnr[order],
                                 scores.labels[order])
 
 
 # --------------------------------------------------------------------------------------------
-# 2. Codebook usage, train against test
+# Codebook usage, train against test
 # --------------------------------------------------------------------------------------------
 class UsageComparison(NamedTuple):
     """How one level's codebook is used on the training set and on the test set.
@@ -366,8 +313,7 @@ def compare_usage(train_codes: object, test_codes: object, codebook_size: int,
     Raises:
         ValueError: ``rare_fraction`` out of range; codes out of range.
     """
-    if not 0.0 <= rare_fraction < 1.0:
-        raise ValueError(f"rare_fraction must be in [0, 1), got {rare_fraction!r}")
+    check_number(rare_fraction, "rare_fraction", 0, 1, high_open=True)
     train = code_counts(train_codes, codebook_size)  # (K,)
     test = code_counts(test_codes, codebook_size)  # (K,)
     train_freq = train.double() / max(int(train.sum()), 1)  # (K,)
@@ -403,7 +349,7 @@ def compare_usage_levels(train_codes: CodeDataset, test_codes: CodeDataset,
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Prior generalisation
+# The prior's NLL
 # --------------------------------------------------------------------------------------------
 class GapSummary(NamedTuple):
     """Where a prior's validation NLL turns up (from a :func:`~vqlesson.prior.train_prior`
@@ -513,14 +459,17 @@ def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str 
         (N, H, W) float32 bits on the CPU, each >= 0.
 
     Raises:
-        TypeError, ValueError: codes or conditioning that do not fit the prior.
+        TypeError, ValueError: codes or conditioning that do not fit the prior (values
+            included: checked once here, not per batch).
     """
     if isinstance(codes, CodeDataset):
         data = level_data(prior, codes, level, "codes")
         target, labels, cond_map = data.target, data.labels, data.cond
     else:
         target = codes
-    device = next(prior.parameters()).device
+        check_codes(target, prior.config.codebook_size, "codes", int64=True, nonempty=True)
+        check_condition(prior.config, labels, cond_map, *target.shape, ranges=True)
+    device = model_device(prior)
     out = []
     with eval_mode(prior):
         for index in torch.arange(target.shape[0]).split(batch_size):
@@ -532,19 +481,20 @@ def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str 
     return torch.cat(out)
 
 
-def prior_bits_per_code(priors: Any, codes: CodeDataset, batch_size: int = 64) -> float:
-    """NLL in bits per code of a code set under its prior(s): one prior for VQ-VAE codes;
-    ``(top_prior, bottom_prior)`` or ``{"top", "bottom"}`` for VQ-VAE-2 codes, whose bits add up
-    over both levels and are divided by all positions of both grids.
+def prior_bits_per_code(priors: Sequence[PixelCNNPrior], codes: CodeDataset,
+                        batch_size: int = 64) -> float:
+    """NLL in bits per code of a code set under its priors, a tuple of one prior per level
+    (``(prior,)`` for VQ-VAE codes, ``(top_prior, bottom_prior)`` for VQ-VAE-2 codes): the
+    bits of all levels add up and are divided by all positions of all grids.
 
     Raises:
-        TypeError, ValueError: priors that do not fit the codes.
+        TypeError: not one prior per level of the codes; ValueError: priors that do not fit
+            the codes.
     """
-    if codes.levels == ("codes",):
-        prior = priors[0] if isinstance(priors, (tuple, list)) and len(priors) == 1 else priors
-        return evaluate_prior(prior, codes, batch_size=batch_size)["bits_per_code"]
-    pair = dict(priors) if isinstance(priors, Mapping) else dict(zip(("top", "bottom"), priors))
-    bits = sum(evaluate_prior(pair[level], codes, level=level, batch_size=batch_size)
-               ["bits_per_image"] for level in ("top", "bottom"))
-    positions = sum(math.prod(codes.grid(level)) for level in ("top", "bottom"))
+    if not isinstance(priors, (tuple, list)) or len(priors) != len(codes.levels):
+        raise TypeError(f"priors must be a tuple of one prior per level of the codes "
+                        f"{codes.levels}, got {type(priors).__name__}")
+    bits = sum(evaluate_prior(prior, codes, level=name, batch_size=batch_size)["bits_per_image"]
+               for prior, name in zip(priors, codes.levels))
+    positions = sum(math.prod(codes.grid(name)) for name in codes.levels)
     return bits / positions

@@ -6,10 +6,13 @@ once into its map of codes (indices in [0, K)); the prior (:mod:`vqlesson.prior`
 to those maps. For the two-level VQ-VAE-2 (Razavi et al. 2019, §3.2) each image gives a top and a
 bottom code map.
 
-:class:`CodeDataset` holds the code maps of one split in memory (items ``(codes, label)`` or
-``(top, bottom, label)``); :func:`extract_codes` makes one and keeps it in ONE file with a
-fingerprint of the model's weights and of the data (:func:`model_fingerprint`), so the file is
-reused while both are the same and rebuilt, never reused, when either changes.
+:class:`CodeDataset` holds the code maps of one split in memory, one map per level of the model
+(``.codes`` for a VQ-VAE, ``.top`` and ``.bottom`` for a VQ-VAE-2), coarsest level first;
+:func:`extract_codes`, the one function that encodes a loader into code maps, makes one and keeps
+it in ONE file with a fingerprint of the model's weights and of the data
+(:func:`model_fingerprint`), so the file is reused while both are the same and rebuilt, never
+reused, when either changes. Code values are range-checked here, where they enter, and nowhere
+on the training path.
 """
 
 from __future__ import annotations
@@ -30,17 +33,14 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_torch_save, config_record
-from .validate import split_batch
-from .vqvae import VQVAE
-from .vqvae2 import VQVAE2
+from .runtime import eval_mode, model_device
+from .validate import check_codes, check_int, split_batch
+from .vqvae import DiscreteAutoencoder, check_autoencoder
 
 LOGGER = logging.getLogger("vqlesson")
 
 CODES_FORMAT_TAG = "vqlesson-codes"
 CODES_FORMAT_VERSION = 1
-#: Level names of a code data set: one level (VQ-VAE) or two (VQ-VAE-2).
-SINGLE_LEVEL = ("codes",)
-TWO_LEVELS = ("top", "bottom")
 #: State-dict entries that are statistics, not weights: they change when a model is merely
 #: evaluated and never change its codes, so the fingerprint leaves them out.
 STATISTICS_KEYS = ("usage_counts",)
@@ -94,24 +94,6 @@ def _data_fingerprint(loader: Any, passes: int, data_key: str | None) -> str:
     return digest.hexdigest()
 
 
-def _model_levels(model: nn.Module) -> tuple[tuple[str, ...], dict[str, int]]:
-    """Level names and codebook sizes of a VQ-VAE or VQ-VAE-2.
-
-    Raises:
-        TypeError: another kind of model.
-    """
-    if isinstance(model, VQVAE2):
-        c = model.config
-        return TWO_LEVELS, {"top": c.codebook_size_top, "bottom": c.codebook_size_bottom}
-    if isinstance(model, VQVAE):
-        return SINGLE_LEVEL, {"codes": model.config.codebook_size}
-    raise TypeError(
-        f"model must be a VQVAE or a VQVAE2 (vqlesson.vqvae / vqlesson.vqvae2), got "
-        f"{type(model).__name__}"
-    )
-
-
-
 # --------------------------------------------------------------------------------------------
 # The code data set
 # --------------------------------------------------------------------------------------------
@@ -141,17 +123,25 @@ class TwoLevelCodeItem(NamedTuple):
     label: Tensor
 
 
+#: The item type of each level layout; any other layout gives plain ``(*maps, label)`` tuples.
+ITEM_TYPES: dict[tuple[str, ...], type] = {("codes",): CodeItem,
+                                           ("top", "bottom"): TwoLevelCodeItem}
+
+
 class CodeDataset(Dataset):
     """The code maps of a frozen VQ-VAE (or VQ-VAE-2) over a data split, held in memory.
 
-    Items are :class:`CodeItem` ``(codes, label)`` for one level or :class:`TwoLevelCodeItem`
-    ``(top, bottom, label)`` for two; the default ``DataLoader`` collate keeps these NamedTuples
-    and stacks their fields. Whole levels are attributes: ``.codes`` (one level) or ``.top`` and
-    ``.bottom`` (two levels), each (N, h, w) int64.
+    One code map per image and level, the levels in the model's order (coarsest first; a
+    level's prior may be conditioned on the level before it, as VQ-VAE-2's bottom prior on the
+    top codes). Items are :class:`CodeItem` ``(codes, label)`` for a VQ-VAE and
+    :class:`TwoLevelCodeItem` ``(top, bottom, label)`` for a VQ-VAE-2; the default
+    ``DataLoader`` collate keeps these NamedTuples and stacks their fields. Whole levels are
+    attributes named after the level: ``.codes`` (VQ-VAE) or ``.top`` and ``.bottom``
+    (VQ-VAE-2), each (N, h, w) int64; :meth:`level` is the same by name.
 
     Args:
-        levels: ``{"codes": (N, H, W)}`` or ``{"top": (N, h, w), "bottom": (N, 2h, 2w)}``,
-            integer tensors with values in ``[0, codebook_sizes[level])``.
+        levels: ``{name: (N, h, w)}`` integer tensors with values in
+            ``[0, codebook_sizes[name])``, e.g. ``{"codes": ...}`` or ``{"top": ..., "bottom": ...}``.
         labels: (N,) integer class indices (-1: unlabelled).
         codebook_sizes: K of each level.
         image_shape: (C, H, W) of the images the codes were made from (for bits per dim).
@@ -160,52 +150,36 @@ class CodeDataset(Dataset):
         passes: how many passes over the loader produced them (augmented copies per image).
 
     Raises:
-        ValueError: unknown level names, shapes that disagree, codes out of range.
+        ValueError: no level, shapes that disagree, codes out of range (the only range check
+            codes get: the training path does not check them again).
         TypeError: non-integer codes or labels.
     """
 
     def __init__(self, levels: Mapping[str, Tensor], labels: Tensor,
                  codebook_sizes: Mapping[str, int], image_shape: Sequence[int],
                  classes: Sequence[str] = (), fingerprint: str = "", passes: int = 1) -> None:
-        names = tuple(levels)
-        if names not in (SINGLE_LEVEL, TWO_LEVELS):
-            raise ValueError(
-                f"levels must be named {SINGLE_LEVEL} (VQ-VAE) or {TWO_LEVELS} (VQ-VAE-2), "
-                f"got {names}"
-            )
+        if not levels:
+            raise ValueError("levels must name at least one code map, e.g. {'codes': (N, H, W)}")
         if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point():
             raise TypeError("labels must be a (N,) integer tensor (-1 for unlabelled images)")
-        n = labels.shape[0]
-        self.levels: tuple[str, ...] = names
+        self.levels: tuple[str, ...] = tuple(levels)
         self._codes: dict[str, Tensor] = {}
         self.codebook_sizes: dict[str, int] = {}
-        for name in names:
-            codes = levels[name]
-            if not isinstance(codes, Tensor) or codes.is_floating_point() or codes.dim() != 3:
-                raise TypeError(
-                    f"level {name!r} must be a (N, H, W) integer tensor of code indices"
-                )
-            if codes.shape[0] != n:
-                raise ValueError(
-                    f"level {name!r} holds {codes.shape[0]} code maps but there are {n} labels"
-                )
+        for name, codes in levels.items():
             if name not in codebook_sizes:
                 raise ValueError(f"codebook_sizes has no entry for level {name!r}")
             k = int(codebook_sizes[name])
-            if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= k):
-                raise ValueError(
-                    f"level {name!r} has codes in [{int(codes.min())}, {int(codes.max())}], "
-                    f"outside [0, {k}) (codebook_size)"
-                )
+            check_codes(codes, k, f"level {name!r}", layout="(N, H, W)")
+            if codes.shape[0] != labels.shape[0]:
+                raise ValueError(f"level {name!r} holds {codes.shape[0]} code maps but there "
+                                 f"are {labels.shape[0]} labels")
             self._codes[name] = codes.long()  # (N, H, W) int64
             self.codebook_sizes[name] = k
-        if names == TWO_LEVELS:
-            (ht, wt), (hb, wb) = self.grid("top"), self.grid("bottom")
-            if hb % ht or wb % wt:
-                raise ValueError(
-                    f"the bottom grid ({hb}, {wb}) must be a whole multiple of the top grid "
-                    f"({ht}, {wt})"
-                )
+        for coarse, fine in zip(self.levels, self.levels[1:]):  # coarsest first
+            (hc, wc), (hf, wf) = self.grid(coarse), self.grid(fine)
+            if hf % hc or wf % wc:
+                raise ValueError(f"the {fine} grid ({hf}, {wf}) must be a whole multiple of the "
+                                 f"{coarse} grid ({hc}, {wc})")
         self.labels: Tensor = labels.long()  # (N,)
         self.image_shape: tuple[int, ...] = tuple(int(s) for s in image_shape)
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
@@ -225,30 +199,19 @@ class CodeDataset(Dataset):
             raise ValueError(f"no level {name!r} in these codes; levels: {self.levels}")
         return self._codes[name]
 
-    @property
-    def codes(self) -> Tensor:
-        """(N, H, W) int64, the codes of a one-level (VQ-VAE) set.
+    def __getattr__(self, name: str) -> Tensor:
+        """A level by attribute: ``.codes`` (VQ-VAE), ``.top`` / ``.bottom`` (VQ-VAE-2).
 
         Raises:
-            AttributeError: a two-level set (use ``.top`` / ``.bottom``).
+            AttributeError: no such level (the message names the ones there are).
         """
-        if self.levels != SINGLE_LEVEL:
-            raise AttributeError("these are VQ-VAE-2 codes: use .top and .bottom, not .codes")
-        return self._codes["codes"]
-
-    @property
-    def top(self) -> Tensor:
-        """(N, H/8, W/8) int64, the top codes of a two-level (VQ-VAE-2) set."""
-        if self.levels != TWO_LEVELS:
-            raise AttributeError("these are one-level VQ-VAE codes: use .codes, not .top")
-        return self._codes["top"]
-
-    @property
-    def bottom(self) -> Tensor:
-        """(N, H/4, W/4) int64, the bottom codes of a two-level (VQ-VAE-2) set."""
-        if self.levels != TWO_LEVELS:
-            raise AttributeError("these are one-level VQ-VAE codes: use .codes, not .bottom")
-        return self._codes["bottom"]
+        codes = self.__dict__.get("_codes")
+        if name.startswith("_") or codes is None:
+            raise AttributeError(name)
+        if name in codes:
+            return codes[name]
+        there = " and ".join(f".{n}" for n in codes)
+        raise AttributeError(f"these codes have no level {name!r}: use {there}")
 
     def grid(self, name: str) -> tuple[int, int]:
         """(h, w) of level ``name``'s code map."""
@@ -264,11 +227,10 @@ class CodeDataset(Dataset):
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def __getitem__(self, index: int) -> CodeItem | TwoLevelCodeItem:
-        if self.levels == SINGLE_LEVEL:
-            return CodeItem(self._codes["codes"][index], self.labels[index])
-        return TwoLevelCodeItem(self._codes["top"][index], self._codes["bottom"][index],
-                                self.labels[index])
+    def __getitem__(self, index: int) -> CodeItem | TwoLevelCodeItem | tuple:
+        maps = tuple(self._codes[name][index] for name in self.levels)
+        item = ITEM_TYPES.get(self.levels)
+        return item(*maps, self.labels[index]) if item else (*maps, self.labels[index])
 
     def __repr__(self) -> str:
         grids = ", ".join(f"{n} {self.grid(n)} K={self.codebook_sizes[n]}" for n in self.levels)
@@ -336,6 +298,34 @@ class CodeDataset(Dataset):
         return cls.from_payload(payload, repr(str(path)))
 
 
+def flat_codes(codes: object, name: str, codebook_size: int | None = None) -> Tensor:
+    """Code maps as one row of codes per image, for distances between images' codes.
+
+    Args:
+        codes: (N, H, W) (or (N, L)) integer codes, a :class:`CodeDataset`, a
+            ``{level: (N, h, w)}`` dict or a tuple of levels (as ``encode`` and
+            :func:`~vqlesson.sampling.sample_codes` return them): several levels side by side.
+        name: the argument's name in error messages.
+        codebook_size: K; the codes must then lie in [0, K) (``None``: not checked).
+
+    Returns:
+        (N, L) int64, L the code positions of one image (all levels together).
+
+    Raises:
+        TypeError: codes that are not integers; ValueError: codes outside [0, K), or not a
+            batch of maps (see :func:`~vqlesson.validate.check_codes`).
+    """
+    if isinstance(codes, CodeDataset):
+        codes = {level: codes.level(level) for level in codes.levels}
+    if isinstance(codes, tuple):  # one map per level, e.g. VQVAE2Codes(top, bottom)
+        codes = dict(zip(getattr(codes, "_fields", range(len(codes))), codes))
+    if isinstance(codes, Mapping):
+        return torch.cat([flat_codes(c, f"{name}[{level!r}]", codebook_size)
+                          for level, c in codes.items()], dim=1)  # (N, L_1 + L_2 + ...)
+    check_codes(codes, codebook_size, name, layout="(N, H, W)", ndim=None)
+    return codes.flatten(1).long()  # (N, H, W) -> (N, H*W)
+
+
 def _fingerprint_of(model: nn.Module, loader: Any, passes: int, data_key: str | None) -> str:
     return f"model:{model_fingerprint(model)}|data:{_data_fingerprint(loader, passes, data_key)}"
 
@@ -401,9 +391,8 @@ def extract_codes(model: nn.Module, loader: Any, path: str | os.PathLike | None 
             than image batches.
         ValueError: ``passes`` < 1, or the loader yields no batch.
     """
-    levels, codebook_sizes = _model_levels(model)
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"passes must be an int >= 1, got {passes!r}")
+    levels = check_autoencoder(model).levels
+    check_int(passes, "passes", 1)
     if classes is None:
         classes = tuple(getattr(getattr(loader, "dataset", None), "classes", ()) or ())
     fingerprint = _fingerprint_of(model, loader, passes, data_key)
@@ -412,37 +401,43 @@ def extract_codes(model: nn.Module, loader: Any, path: str | os.PathLike | None 
         cached = _cached_codes(file, fingerprint)
         if cached is not None:
             return cached
-
     if device is not None:
         model.to(device)
-    first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[Tensor]] = {name: [] for name in levels}
+    maps, labels, image_shape = _encode_passes(model, loader, passes, progress)
+    dataset = CodeDataset(
+        {level.name: m for level, m in zip(levels, maps)},  # (N, h, w) each
+        labels, {level.name: level.codebook_size for level in levels}, image_shape, classes,
+        fingerprint, passes,
+    )
+    if file is not None:
+        atomic_torch_save(dataset.to_payload(), file)
+    return dataset
+
+
+def _encode_passes(model: DiscreteAutoencoder, loader: Any, passes: int, progress: bool
+                   ) -> tuple[list[Tensor], Tensor, tuple[int, ...]]:
+    """``passes`` passes of ``model.encode`` over ``loader`` (eval mode, on the model's
+    device): the code maps of each level (N, h, w), the labels (N,) (-1: none), (C, H, W).
+
+    Raises:
+        TypeError: the loader yields something else than image batches.
+        ValueError: the loader yields no batch.
+    """
+    device = model_device(model)
+    parts: list[list[Tensor]] = [[] for _ in model.levels]
     labels: list[Tensor] = []
     image_shape: tuple[int, ...] = ()
-    try:
+    with eval_mode(model):
         for pass_index in range(passes):
             bar = tqdm(loader, desc=f"codes, pass {pass_index + 1}/{passes}",
                        disable=not progress, unit="batch")
             for batch in bar:
                 x, y = split_batch(batch, "loader")
                 image_shape = tuple(x.shape[1:])
-                out = model.encode(x.to(device, non_blocking=True))
-                maps = (out,) if isinstance(out, Tensor) else (out.top, out.bottom)
-                for name, m in zip(levels, maps):
-                    parts[name].append(m.cpu())  # (B, h, w)
+                for part, m in zip(parts, model.encode(x.to(device, non_blocking=True))):
+                    part.append(m.cpu())  # (B, h, w)
                 labels.append(torch.full((x.shape[0],), -1, dtype=torch.int64) if y is None
                               else y.long().cpu())  # (B,)
-    finally:
-        model.train(was_training)
     if not labels:
         raise ValueError("the loader yielded no batches; give it at least one image")
-    dataset = CodeDataset(
-        {name: torch.cat(parts[name]) for name in levels},  # (N, h, w) each
-        torch.cat(labels), codebook_sizes, image_shape, classes, fingerprint, passes,
-    )
-    if file is not None:
-        atomic_torch_save(dataset.to_payload(), file)
-    return dataset
+    return [torch.cat(part) for part in parts], torch.cat(labels), image_shape

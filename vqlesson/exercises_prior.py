@@ -372,9 +372,11 @@ def _sampling_collect(fn: Callable, inputs: dict) -> Outputs:
 
 
 def _sampling_judge(inputs: dict, outputs: Outputs) -> str:
+    from .pixelcnn_prior import SampleOptions
+
     prior = prior_from_inputs(inputs)
     k = prior.config.codebook_size
-    greedy = prior.sample(SAMPLES, SAMPLE_SHAPE, temperature=0)  # (n, H, W)
+    greedy = prior.sample(SAMPLES, SAMPLE_SHAPE, options=SampleOptions(temperature=0))  # (n, H, W)
     tensor = as_tensor(outputs.got("cold"), "the samples")
     if tensor.shape == greedy.shape and not tensor.is_floating_point() and \
             not tensor.is_complex() and tensor.numel():

@@ -38,9 +38,7 @@ PERPLEXITY_K = 16
 # stream of (STEPS x BATCH) vectors drawn around K centres that drift away from the origin.
 REVIVE_SIZE, REVIVE_STEPS, REVIVE_BATCH, REVIVE_EVAL = (32, 8), 100, 128, 2048  # (K, D), ...
 REVIVE_TARGET = 0.5  # fraction of codes in use on fresh vectors after training
-# Make a VQ-VAE-2 use its top level: the ci-sized VQ-VAE-2 on synthetic lesions of TOP_SIZE px,
-# TOP_TRAIN training and TOP_HELD_OUT held-out images, TOP_EPOCHS epochs in batches of TOP_BATCH.
-TOP_SIZE, TOP_TRAIN, TOP_HELD_OUT, TOP_EPOCHS, TOP_BATCH, TOP_LR = 32, 192, 32, 15, 16, 2e-3
+# Make a VQ-VAE-2 use its top level: measured by experiments.top_level_use (a small run).
 TOP_MARGIN = 2.0  # dB by which the top-only reconstruction must beat the mean image
 
 
@@ -460,41 +458,9 @@ def _top_level_settings(got: Any) -> tuple[float, int]:
     return dropout, k
 
 
-def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 0):
-    """Train the ``ci``-sized :class:`~vqlesson.vqvae2.VQVAE2` with these settings on
-    ``seed``-drawn synthetic lesions (:data:`TOP_SIZE` px, :data:`TOP_TRAIN` images,
-    :data:`TOP_EPOCHS` epochs, on the CPU; about 2 s) and measure its level use on
-    :data:`TOP_HELD_OUT` held-out lesions -> :class:`~vqlesson.experiments.LevelUse` (PSNR in
-    dB). One thread, as in the check; the caller's random generators and thread count are
-    left as they were."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from .checkpoint import get_rng_state, set_rng_state
-    from .configs import vqvae2_config
-    from .experiments import level_use
-    from .data.synthetic import SyntheticLesions
-    from .train import TrainConfig, train_vqvae
-    from .vqvae2 import VQVAE2
-
-    lesions = SyntheticLesions(TOP_TRAIN + TOP_HELD_OUT, image_size=TOP_SIZE, seed=seed)
-    x = torch.stack([lesions[i][0] for i in range(len(lesions))])  # (N, 3, S, S) in [-1, 1]
-    loader = DataLoader(TensorDataset(x[:TOP_TRAIN]), batch_size=TOP_BATCH, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    state, threads = get_rng_state(), torch.get_num_threads()  # both restored after training
-    try:
-        torch.set_num_threads(1)  # as in the check (check_core): the same figures anywhere
-        torch.manual_seed(seed)
-        model = VQVAE2(vqvae2_config("ci", image_size=TOP_SIZE, bottom_dropout=bottom_dropout,
-                                     codebook_size_bottom=codebook_size_bottom))
-        train_vqvae(model, loader, None, TrainConfig(epochs=TOP_EPOCHS, lr=TOP_LR, seed=seed,
-                                                     device="cpu", progress=False))
-        return level_use(model, x[TOP_TRAIN:])
-    finally:
-        set_rng_state(state)
-        torch.set_num_threads(threads)
-
-
 def _top_level_judge(inputs: dict, outputs: Outputs) -> str:
+    from .experiments import top_level_use
+
     dropout, k = _top_level_settings(outputs.got("settings"))
     use = top_level_use(dropout, k, seed=int(inputs["data_seed"]))
     gain = use.top_only_psnr - use.mean_image_psnr

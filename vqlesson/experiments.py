@@ -11,7 +11,9 @@ PixelCNN cannot look, so the gated and plain priors must differ on them.
 
 *Level use* (:func:`level_use`) measures whether a trained VQ-VAE-2 uses its top level: the
 top-only reconstruction (every bottom code set to one code) against the best constant guess (the
-mean image), and how far swapping top codes between two lesions moves the coarse layout.
+mean image), and how far swapping top codes between two lesions moves the coarse layout;
+:func:`top_level_use` trains a small VQ-VAE-2 with given settings and measures it (notebook
+03's open exercise).
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import torch.nn.functional as F
 
 from .codes import CodeDataset
 from .metrics import psnr
-from .runtime import seed_everything
+from .runtime import model_device, seed_everything
 from .train import TrainConfig, evaluate_vqvae, train_vqvae
-from .vqvae import VQVAE, VQVAEConfig
+from .vqvae import VQVAE, DiscreteAutoencoder, VQVAEConfig
 from .vqvae2 import VQVAE2, VQVAE2Config
 
 
@@ -46,12 +48,18 @@ class RatePoint(NamedTuple):
     seconds: float
 
 
-def describe(config: VQVAEConfig | VQVAE2Config) -> str:
-    """A short label for a configuration: ``"VQ-VAE f=4 K=256 D=32"`` or ``"VQ-VAE-2 K=256/256 D=32"``."""
-    if isinstance(config, VQVAE2Config):
-        return (f"VQ-VAE-2 K={config.codebook_size_top}/{config.codebook_size_bottom} "
-                f"D={config.code_dim}")
-    return f"VQ-VAE f={config.downsample} K={config.codebook_size} D={config.code_dim}"
+#: The autoencoder each configuration builds.
+MODELS: dict[type, type] = {VQVAEConfig: VQVAE, VQVAE2Config: VQVAE2}
+
+
+def describe(model: DiscreteAutoencoder) -> str:
+    """A short label for a model: ``"VQ-VAE f=4 K=256 D=32"`` (one level) or
+    ``"VQ-VAE-2 K=256/256 D=32"`` (two levels, K coarsest first)."""
+    levels, d = model.levels, model.config.code_dim
+    if len(levels) == 1:
+        return f"VQ-VAE f={levels[0].downsample} K={levels[0].codebook_size} D={d}"
+    sizes = "/".join(str(level.codebook_size) for level in levels)
+    return f"VQ-VAE-{len(levels)} K={sizes} D={d}"
 
 
 def rate_distortion_point(
@@ -65,14 +73,10 @@ def rate_distortion_point(
     Raises:
         TypeError: ``config`` is neither a ``VQVAEConfig`` nor a ``VQVAE2Config``.
     """
-    if isinstance(config, VQVAE2Config):
-        make = VQVAE2
-    elif isinstance(config, VQVAEConfig):
-        make = VQVAE
-    else:
+    if type(config) not in MODELS:
         raise TypeError(f"config must be a VQVAEConfig or VQVAE2Config, got {type(config).__name__}")
     seed_everything(train_config.seed)
-    model = make(config)
+    model = MODELS[type(config)](config)
     start = time.perf_counter()
     train_vqvae(model, train_loader, None, dataclasses.replace(train_config, checkpoint_path=None,
                                                                resume=False))
@@ -82,7 +86,7 @@ def rate_distortion_point(
               and not k.startswith(("top_", "bottom_"))]
     active = [k for k in results if k.endswith("active_fraction")]
     return RatePoint(
-        label=describe(config), model=type(model).__name__,
+        label=describe(model), model=type(model).__name__,
         bits_per_image=results["bits_per_image"], psnr=results["psnr"], ssim=results["ssim"],
         perplexity=sum(results[k] for k in levels) / max(1, len(levels)),
         active_fraction=sum(results[k] for k in active) / max(1, len(active)),
@@ -115,7 +119,7 @@ class LevelUse(NamedTuple):
 
 
 @torch.no_grad()
-def level_use(model: VQVAE2, x: torch.Tensor) -> LevelUse:
+def level_use(model: DiscreteAutoencoder, x: torch.Tensor) -> LevelUse:
     """Measure how much a VQ-VAE-2 relies on its top level (see :class:`LevelUse`).
 
     Args:
@@ -123,20 +127,21 @@ def level_use(model: VQVAE2, x: torch.Tensor) -> LevelUse:
         x: (B, 3, H, W) float in [-1, 1], B >= 2 held-out images, H and W multiples of 8.
 
     Raises:
-        TypeError: ``model`` is not a VQVAE2.
+        TypeError: ``model`` has no top level above another (not a VQVAE2).
         ValueError: fewer than 2 images, or bad images (see ``VQVAE2.encode``).
     """
-    if not isinstance(model, VQVAE2):
-        raise TypeError(f"model must be a VQVAE2, got {type(model).__name__}")
+    if not isinstance(model, DiscreteAutoencoder) or len(model.levels) < 2:
+        raise TypeError(f"model must be a VQVAE2 (a top level above a bottom level), got "
+                        f"{type(model).__name__}")
     if x.dim() != 4 or x.shape[0] < 2:
         raise ValueError(f"x must be (B, 3, H, W) with B >= 2 images, got shape {tuple(x.shape)}")
     model.eval()
-    x = x.to(next(model.parameters()).device)
-    top, bottom = model.encode(x)  # (B, H/8, W/8), (B, H/4, W/4)
-    code = int(torch.bincount(bottom.flatten()).argmax())
-    recon = model.decode_indices(top, bottom)  # (B, 3, H, W)
-    top_only = model.decode_indices(top, torch.full_like(bottom, code))
-    swapped = model.decode_indices(top.roll(-1, dims=0), bottom)  # lesion i+1's top codes
+    x = x.to(model_device(model))
+    top, *below = model.encode(x)  # (B, H/8, W/8), then the finer levels: (B, H/4, W/4)
+    constant = [torch.full_like(c, int(torch.bincount(c.flatten()).argmax())) for c in below]
+    recon = model.decode_indices(top, *below)  # (B, 3, H, W)
+    top_only = model.decode_indices(top, *constant)  # every finer code: its most used one
+    swapped = model.decode_indices(top.roll(-1, dims=0), *below)  # lesion i+1's top codes
     pool = x.shape[-1] // top.shape[-1]
 
     def coarse(images: torch.Tensor) -> torch.Tensor:
@@ -148,8 +153,45 @@ def level_use(model: VQVAE2, x: torch.Tensor) -> LevelUse:
     return LevelUse(
         psnr=float(psnr(x, recon)), top_only_psnr=float(psnr(x, top_only)),
         mean_image_psnr=float(psnr(x, mean_image)),
-        swap_layout_shift=float(d_own / (d_own + d_donor).clamp_min(1e-12)), bottom_code=code,
+        swap_layout_shift=float(d_own / (d_own + d_donor).clamp_min(1e-12)),
+        bottom_code=int(constant[-1].flatten()[0]),
     )
+
+
+#: top_level_use: the ci-sized VQ-VAE-2 on synthetic lesions of TOP_SIZE px, TOP_TRAIN training
+#: and TOP_HELD_OUT held-out images, TOP_EPOCHS epochs in batches of TOP_BATCH at rate TOP_LR.
+TOP_SIZE, TOP_TRAIN, TOP_HELD_OUT, TOP_EPOCHS, TOP_BATCH, TOP_LR = 32, 192, 32, 15, 16, 2e-3
+
+
+def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 0) -> LevelUse:
+    """Train the ``ci``-sized :class:`~vqlesson.vqvae2.VQVAE2` with these settings on
+    ``seed``-drawn synthetic lesions (:data:`TOP_SIZE` px, :data:`TOP_TRAIN` images,
+    :data:`TOP_EPOCHS` epochs, on the CPU; about 2 s) and measure its level use on
+    :data:`TOP_HELD_OUT` held-out lesions -> :class:`LevelUse` (PSNR in dB). One thread, as in
+    notebook 03's check; the caller's random generators and thread count are left as they
+    were."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .checkpoint import get_rng_state, set_rng_state
+    from .configs import vqvae2_config
+    from .data.synthetic import SyntheticLesions
+
+    lesions = SyntheticLesions(TOP_TRAIN + TOP_HELD_OUT, image_size=TOP_SIZE, seed=seed)
+    x = torch.stack([lesions[i][0] for i in range(len(lesions))])  # (N, 3, S, S) in [-1, 1]
+    loader = DataLoader(TensorDataset(x[:TOP_TRAIN]), batch_size=TOP_BATCH, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    state, threads = get_rng_state(), torch.get_num_threads()  # both restored after training
+    try:
+        torch.set_num_threads(1)  # as in the check (check_core): the same figures anywhere
+        torch.manual_seed(seed)
+        model = VQVAE2(vqvae2_config("ci", image_size=TOP_SIZE, bottom_dropout=bottom_dropout,
+                                     codebook_size_bottom=codebook_size_bottom))
+        train_vqvae(model, loader, None, TrainConfig(epochs=TOP_EPOCHS, lr=TOP_LR, seed=seed,
+                                                     device="cpu", progress=False))
+        return level_use(model, x[TOP_TRAIN:])
+    finally:
+        set_rng_state(state)
+        torch.set_num_threads(threads)
 
 
 def blind_spot_codes(n: int, shape: tuple[int, int], codebook_size: int, slope: int = 4,

@@ -1,15 +1,16 @@
 """Sample diversity and memorisation: do a prior's samples differ, and are they copies?
 
-The last two questions of the test-set failure analysis (:mod:`vqlesson.analysis` has the first
-three: reconstruction, codebook usage, prior generalisation). A VQ-VAE plus an autoregressive
-prior over its codes (van den Oord et al. 2017, *Neural Discrete Representation Learning*, §3.3
-and §4; Razavi et al. 2019, *Generating Diverse High-Fidelity Images with VQ-VAE-2*, §3.2 for the
-two-level version) can draw samples that all look alike, or that copy training images:
+The samples' half of the test-set failure analysis (:mod:`vqlesson.analysis` measures the model
+itself: encoding, reconstruction, codebook usage, the prior's NLL). A VQ-VAE plus an
+autoregressive prior over its codes (van den Oord et al. 2017, *Neural Discrete Representation
+Learning*, §3.3 and §4; Razavi et al. 2019, *Generating Diverse High-Fidelity Images with
+VQ-VAE-2*, §3.2 for the two-level version) can draw samples that all look alike, or that copy
+training images:
 
-4. **Sample diversity**: the mean pairwise distance between samples, in code space (Hamming) and
-   in pixel space, against the same figure for real test images.
-5. **Memorisation**: each sample's nearest training image (code-space Hamming and pixel RMS) and
-   the fraction of samples that are near-copies. A nearest-neighbour test only catches copies,
+- **Sample diversity**: the mean pairwise distance between samples, in code space (Hamming) and
+  in pixel space, against the same figure for real test images.
+- **Memorisation**: each sample's nearest training image (code-space Hamming and pixel RMS) and
+  the fraction of samples that are near-copies. A nearest-neighbour test only catches copies,
    not a model that has merely learnt a few modes, and a pixel distance is a poor judge of
    similarity (Theis, van den Oord & Bethge 2016, *A note on the evaluation of generative
    models*, on nearest-neighbour tests); hence both distances, and the diversity figure above.
@@ -24,17 +25,57 @@ distances the root-mean-square difference on images mapped to [0, 1].
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .analysis import AnalysisConfig, flat_codes, prior_bits_per_code
+from .analysis import prior_bits_per_code
+from .codes import CodeDataset, flat_codes
 from .metrics import to_unit_range
-from .codes import CodeDataset
-from .sampling import decode_codes, sample_codes
-from .validate import check_images
+from .pixelcnn_prior import PixelCNNPrior, SampleOptions
+from .sampling import check_priors, decode_codes, sample_codes
+from .validate import check_images, check_int, check_number
+from .vqvae import check_autoencoder
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MemorisationConfig:
+    """The settings of the sample diversity and near-copy analysis (the pipeline, notebook 05,
+    :func:`evaluate_remedy`).
+
+    Attributes:
+        near_copy_hamming: a sample is a near-copy of a training image when the fraction of its
+            code positions that differ from that image's codes is at most this, in [0, 1].
+        near_copy_pixel_rms: ... or when its pixel RMS distance to that training image (on
+            [0, 1] images) is at most this, >= 0; 0 (the default) disables the pixel criterion,
+            because a decoded copy of a training image's codes is only as close as the VQ-VAE's
+            reconstruction (about 0.03 on the cpu profile) and plain-skin images are close to
+            each other without being copies.
+        num_samples: samples drawn per prior for the diversity and memorisation figures, >= 2.
+        temperatures: the temperatures of the diversity-against-temperature figure, each >= 0.
+
+    Raises:
+        ValueError: a value out of range.
+    """
+
+    near_copy_hamming: float = 0.1
+    near_copy_pixel_rms: float = 0.0
+    num_samples: int = 32
+    temperatures: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0)
+
+    def __post_init__(self) -> None:
+        check_number(self.near_copy_hamming, "near_copy_hamming", 0, 1)
+        check_number(self.near_copy_pixel_rms, "near_copy_pixel_rms", 0, note="0 disables it")
+        check_int(self.num_samples, "num_samples", 2)
+        self.temperatures = tuple(float(t) for t in self.temperatures)
+        if not self.temperatures or min(self.temperatures) < 0:
+            raise ValueError(f"temperatures must be non-empty and >= 0, got {self.temperatures!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,9 +310,10 @@ class RemedyResult(NamedTuple):
 
 
 @torch.no_grad()
-def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDataset | None,
-                    train_codes: CodeDataset | Tensor, train_images: Tensor | None = None,
-                    config: AnalysisConfig | None = None, temperature: float = 1.0,
+def evaluate_remedy(name: str, vqvae: nn.Module, priors: Sequence[PixelCNNPrior],
+                    test_codes: CodeDataset | None, train_codes: CodeDataset | Tensor,
+                    train_images: Tensor | None = None,
+                    config: MemorisationConfig | None = None, temperature: float = 1.0,
                     label: int | Tensor | None = None, generator: torch.Generator | None = None
                     ) -> RemedyResult:
     """Test NLL, sample diversity and near-copy fraction of one prior setting.
@@ -279,15 +321,17 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
     Args:
         name: the row's name.
         vqvae: the frozen VQ-VAE (or VQ-VAE-2) whose codes the prior(s) model.
-        priors: one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior`, or ``(top_prior, bottom_prior)``
-            for a VQ-VAE-2 (as :func:`~vqlesson.prior.sample_images`).
+        priors: one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` per level, as a tuple:
+            ``(prior,)``, or ``(top_prior, bottom_prior)`` for a VQ-VAE-2 (as
+            :func:`~vqlesson.sampling.sample_images`).
         test_codes: :class:`~vqlesson.prior.CodeDataset` of the test split (for the NLL);
             ``None`` skips the NLL (``test_bits_per_code`` is then NaN).
         train_codes: the memorisation references: the training :class:`~vqlesson.prior.CodeDataset`,
             or (M, H, W) int64 code maps (e.g. with augmented versions added).
         train_images: optional (M, C, H, W) training images in [-1, 1] (same order as
             ``train_codes``) for the pixel-space near-copy test.
-        config: thresholds and ``num_samples`` (:class:`AnalysisConfig` defaults when ``None``).
+        config: thresholds and ``num_samples`` (:class:`MemorisationConfig` defaults when
+            ``None``).
         temperature: sampling temperature (0: greedy).
         label: class label(s) for class-conditional priors (``None``: the classes in turn).
         generator: for reproducible samples.
@@ -300,18 +344,17 @@ def evaluate_remedy(name: str, vqvae: nn.Module, priors: Any, test_codes: CodeDa
         TypeError, ValueError: priors that do not fit the VQ-VAE or the codes, or arguments
             that :meth:`~vqlesson.pixelcnn_prior.PixelCNNPrior.sample` rejects.
     """
-    config = config if config is not None else AnalysisConfig()
+    config = config if config is not None else MemorisationConfig()
     n = config.num_samples
-    members = list(priors.values()) if isinstance(priors, Mapping) else (
-        list(priors) if isinstance(priors, (tuple, list)) else [priors])
-    num_classes = max(p.config.num_classes for p in members)
+    priors = check_priors(check_autoencoder(vqvae, "vqvae"), priors)
+    num_classes = max(p.config.num_classes for p in priors)
     if num_classes and label is None:
         label = torch.arange(n) % num_classes  # (n,) the classes in turn
     test_bits = prior_bits_per_code(priors, test_codes) if test_codes is not None else math.nan
-    codes = sample_codes(vqvae, priors, n, label if num_classes else None,
-                         temperature=temperature, generator=generator)
+    codes = sample_codes(vqvae, priors, n, label if num_classes else None, generator,
+                         SampleOptions(temperature=temperature))
     images = decode_codes(vqvae, codes).float().cpu()  # (n, C, S, S)
-    flat = flat_codes({k: v.cpu() for k, v in codes.items()}, "samples")  # (n, L)
+    flat = flat_codes(codes, "samples").cpu()  # (n, L): the levels side by side
     spread = diversity(flat, images)
     memo = memorisation(flat, flat_codes(train_codes, "train_codes"),
                         images if train_images is not None else None, train_images,

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .runtime import eval_mode, model_device
 from .validate import check_codes
 
 MASK_TYPES = ("A", "B")
@@ -183,6 +184,53 @@ class Condition(NamedTuple):
 
     label: Tensor | None
     spatial: Tensor | None
+
+
+def check_condition(config: PriorConfig, label: object, cond_map: object, batch: int,
+                    height: int, width: int, *, ranges: bool = False) -> None:
+    """Check a prior's conditioning inputs against its config and a (batch, H, W) code grid:
+    ``label`` (batch,) int64 iff ``num_classes`` > 0, ``cond_map`` (batch, h, w) int64 with
+    h | H and w | W iff ``cond_codebook_size`` > 0. Presence, dtypes and shapes only, unless
+    ``ranges``: then the values too (min/max, a host sync on a GPU), which is for data that
+    enters (``sample()``'s arguments), not for every training step.
+
+    Raises:
+        ValueError: a required input missing, an input the model was not built for, a wrong
+            shape or grid ratio, or (``ranges``) a value out of range.
+        TypeError: a label or conditioning map that is not an int64 tensor.
+    """
+    c = config
+    if c.num_classes and label is None:
+        raise ValueError(f"this prior is class-conditional (num_classes = {c.num_classes}); pass "
+                         f"label=(B,) int64 class indices in [0, {c.num_classes})")
+    if not c.num_classes and label is not None:
+        raise ValueError("this prior was built without labels (num_classes = 0); do not pass label")
+    if c.cond_codebook_size and cond_map is None:
+        raise ValueError(f"this prior is conditioned on a code map (cond_codebook_size = "
+                         f"{c.cond_codebook_size}); pass cond_map=(B, h, w) int64 codes (VQ-VAE-2's "
+                         "top codes)")
+    if not c.cond_codebook_size and cond_map is not None:
+        raise ValueError("this prior was built without spatial conditioning (cond_codebook_size = "
+                         "0); do not pass cond_map")
+    if label is not None:
+        if not isinstance(label, Tensor) or label.dtype != torch.int64:
+            got = label.dtype if isinstance(label, Tensor) else type(label).__name__
+            raise TypeError(f"label must be an int64 tensor of class indices, got {got}")
+        if label.shape != (batch,):
+            raise ValueError(f"label must have shape ({batch},) (one per code map), got "
+                             f"{tuple(label.shape)}")
+        if ranges and (int(label.min()) < 0 or int(label.max()) >= c.num_classes):
+            raise ValueError(f"label must be in [0, {c.num_classes}), got values in "
+                             f"[{int(label.min())}, {int(label.max())}]")
+    if cond_map is not None:
+        check_codes(cond_map, c.cond_codebook_size if ranges else None, "cond_map", int64=True,
+                    nonempty=True)
+        if cond_map.shape[0] != batch:
+            raise ValueError(f"cond_map has batch {cond_map.shape[0]} but the codes have {batch}")
+        h, w = cond_map.shape[1:]
+        if height % h != 0 or width % w != 0:
+            raise ValueError(f"cond_map grid ({h}, {w}) must divide the code grid ({height}, "
+                             f"{width}) (VQ-VAE-2: top grid = bottom grid / 2)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,8 +414,8 @@ class ConditionStack(nn.Module):
 # --------------------------------------------------------------------------------------------
 class PriorNetwork(nn.Module):
     """Shared parts of :class:`PixelCNN` and :class:`GatedPixelCNN`: the code embedding, the
-    conditioning inputs and their checks, and ``forward``. A subclass builds ``blocks`` (one
-    conditioning bias each) and implements :meth:`run`."""
+    conditioning inputs (checked by :func:`check_condition`) and ``forward``. A subclass builds
+    ``blocks`` (one conditioning bias each) and implements :meth:`run`."""
 
     blocks: nn.ModuleList
 
@@ -390,64 +438,6 @@ class PriorNetwork(nn.Module):
     def embed(self, codes: Tensor) -> Tensor:
         """``codes`` (B, H, W) int64 in [0, K) -> (B, embed_dim, H, W) float (no checks)."""
         return self.embedding(codes).permute(0, 3, 1, 2)  # (B, H, W, E) -> (B, E, H, W)
-
-    def check_condition(self, label: Tensor | None, cond_map: Tensor | None,
-                        batch: int, height: int, width: int) -> None:
-        """Check the conditioning inputs against the config and a (batch, H, W) code grid.
-
-        Raises:
-            ValueError: a required input missing, an input the model was not built for, or a
-                wrong shape/range/grid ratio.
-            TypeError: a non-int64 label or conditioning map.
-        """
-        c = self.config
-        if c.num_classes and label is None:
-            raise ValueError(
-                f"this prior is class-conditional (num_classes = {c.num_classes}); pass "
-                f"label=(B,) int64 class indices in [0, {c.num_classes})"
-            )
-        if not c.num_classes and label is not None:
-            raise ValueError(
-                "this prior was built without labels (num_classes = 0); do not pass label"
-            )
-        if c.cond_codebook_size and cond_map is None:
-            raise ValueError(
-                f"this prior is conditioned on a code map (cond_codebook_size = "
-                f"{c.cond_codebook_size}); pass cond_map=(B, h, w) int64 codes (VQ-VAE-2's top "
-                "codes)"
-            )
-        if not c.cond_codebook_size and cond_map is not None:
-            raise ValueError(
-                "this prior was built without spatial conditioning (cond_codebook_size = 0); "
-                "do not pass cond_map"
-            )
-        if label is not None:
-            if not isinstance(label, Tensor) or label.dtype != torch.int64:
-                raise TypeError(
-                    "label must be an int64 tensor of class indices, got "
-                    f"{label.dtype if isinstance(label, Tensor) else type(label).__name__}"
-                )
-            if label.shape != (batch,):
-                raise ValueError(
-                    f"label must have shape ({batch},) (one per code map), got {tuple(label.shape)}"
-                )
-            if int(label.min()) < 0 or int(label.max()) >= c.num_classes:
-                raise ValueError(
-                    f"label must be in [0, {c.num_classes}), got values in "
-                    f"[{int(label.min())}, {int(label.max())}]"
-                )
-        if cond_map is not None:
-            check_codes(cond_map, c.cond_codebook_size, "cond_map", int64=True, nonempty=True)
-            if cond_map.shape[0] != batch:
-                raise ValueError(
-                    f"cond_map has batch {cond_map.shape[0]} but the codes have {batch}"
-                )
-            h, w = cond_map.shape[1:]
-            if height % h != 0 or width % w != 0:
-                raise ValueError(
-                    f"cond_map grid ({h}, {w}) must divide the code grid ({height}, {width}) "
-                    "(VQ-VAE-2: top grid = bottom grid / 2)"
-                )
 
     def condition_features(self, label: Tensor | None, cond_map: Tensor | None,
                            height: int, width: int) -> Condition | None:
@@ -485,7 +475,7 @@ class PriorNetwork(nn.Module):
                 f"{tuple(x.shape)}"
             )
         b, _, height, width = x.shape
-        self.check_condition(label, cond_map, b, height, width)
+        check_condition(self.config, label, cond_map, b, height, width)
         cond = self.condition_features(label, cond_map, height, width)
         return self.run(x, self.block_conditions(cond))
 
@@ -504,10 +494,12 @@ class PriorNetwork(nn.Module):
             raster order (and on the conditioning).
 
         Raises:
-            TypeError, ValueError: bad codes or conditioning (see :func:`~vqlesson.validate.check_codes`,
-                :meth:`check_condition`).
+            TypeError, ValueError: codes or conditioning of the wrong dtype or shape (see
+                :func:`~vqlesson.validate.check_codes`, :func:`check_condition`). Values are
+                not checked here (that would cost a host sync per training step): they are
+                checked where they enter (:class:`~vqlesson.codes.CodeDataset`, ``sample()``).
         """
-        check_codes(codes, self.config.codebook_size, int64=True, nonempty=True)
+        check_codes(codes, None, int64=True, nonempty=True)
         return self.logits_from_embedding(self.embed(codes), label, cond_map)
 
 
@@ -653,22 +645,17 @@ def receptive_field_weights(model: nn.Module, shape: tuple[int, int],
     if not (0 <= row < height and 0 <= col < width):
         raise ValueError(f"position {tuple(position)} is outside the grid ({height}, {width})")
     c = net.config
-    device = next(net.parameters()).device
+    device = model_device(net)
     gen = torch.Generator().manual_seed(seed)
     codes = torch.randint(c.codebook_size, (samples, height, width), generator=gen)
     label = torch.randint(c.num_classes, (samples,), generator=gen) if c.num_classes else None
     cond_map = (torch.randint(c.cond_codebook_size, (samples, height, width), generator=gen)
                 if c.cond_codebook_size else None)
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.enable_grad():
-            x = net.embed(codes.to(device)).detach().requires_grad_(True)  # (S, E, H, W)
-            out = _features_at(net, x, label, cond_map, stack)  # (S, F, H, W)
-            projection = torch.randn(samples, out.shape[1], generator=gen).to(device)
-            (out[:, :, row, col] * projection).sum().backward()
-    finally:
-        net.train(was_training)
+    with eval_mode(net), torch.enable_grad():
+        x = net.embed(codes.to(device)).detach().requires_grad_(True)  # (S, E, H, W)
+        out = _features_at(net, x, label, cond_map, stack)  # (S, F, H, W)
+        projection = torch.randn(samples, out.shape[1], generator=gen).to(device)
+        (out[:, :, row, col] * projection).sum().backward()
     return x.grad.abs().sum(dim=(0, 1)).cpu()  # (H, W)
 
 
@@ -681,6 +668,6 @@ def _features_at(net: PriorNetwork, x: Tensor, label: Tensor | None, cond_map: T
     if stack == "output":
         return net.logits_from_embedding(x, label, cond_map)  # (S, K, H, W)
     b, _, height, width = x.shape
-    net.check_condition(label, cond_map, b, height, width)
+    check_condition(net.config, label, cond_map, b, height, width)
     cond = net.condition_features(label, cond_map, height, width)
     return net.vertical_stack(x, net.block_conditions(cond))[-1]  # (S, 2C, H, W)

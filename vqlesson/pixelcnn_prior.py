@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -42,8 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .pixelcnn import GatedPixelCNN, PixelCNN, PriorConfig, PriorNetwork
-from .validate import check_codes
+from .pixelcnn import GatedPixelCNN, PixelCNN, PriorConfig, PriorNetwork, check_condition
+from .runtime import eval_mode, model_device
+from .validate import check_codes, check_int, check_number
 
 LN2 = math.log(2.0)
 
@@ -218,72 +220,74 @@ def _choose_codes(logits: Tensor, uniforms: Tensor, temperature: float,
 
 
 # --------------------------------------------------------------------------------------------
-# The arguments of sample(), checked
+# The arguments of sample(): how to draw, what to keep
 # --------------------------------------------------------------------------------------------
-class SamplingInputs(NamedTuple):
-    """:meth:`PixelCNNPrior.sample`'s arguments, checked and on the model's device.
+@dataclass(frozen=True)
+class SampleOptions:
+    """How :meth:`PixelCNNPrior.sample` draws: ``temperature`` divides the logits (1: the
+    model's distribution, < 1: sharper, 0: greedy argmax; a finite number >= 0), ``top_k``
+    keeps the k most likely codes at each position (an int in [1, K]; ``None``: all K),
+    ``fast`` runs only the receptive field per position (``False``: the whole network, the
+    same samples, slower), ``progress`` shows a tqdm bar over the rows.
 
-    Attributes:
-        height, width: the code grid.
-        label: (n,) int64 or ``None``.
-        cond_map: (n, h, w) int64 or ``None``.
-        codes: (n, H, W) int64, the prefix (cloned) or zeros: sampling fills it in place.
-        known: (n, H, W) bool, True where the prefix code is kept; ``None`` without a prefix.
+    Raises:
+        ValueError: ``temperature`` or ``top_k`` out of range.
     """
 
-    height: int
-    width: int
-    label: Tensor | None
-    cond_map: Tensor | None
-    codes: Tensor
-    known: Tensor | None
+    temperature: float = 1.0
+    top_k: int | None = None
+    fast: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        check_number(self.temperature, "temperature", 0,
+                     note="1: the model's distribution, < 1: sharper, 0: greedy argmax")
+        check_int(self.top_k, "top_k", 1, none_ok=True)
 
 
-def _check_settings(temperature: object, top_k: object, generator: object,
-                    codebook_size: int) -> None:
-    """Raise a ValueError/TypeError naming ``temperature``, ``top_k`` or ``generator``."""
-    if (not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
-            or temperature < 0):
-        raise ValueError(
-            f"temperature must be a finite number >= 0 (1: the model's distribution, < 1: "
-            f"sharper, 0: greedy argmax), got {temperature!r}"
-        )
-    if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= codebook_size):
-        raise ValueError(
-            f"top_k must be None or an int in [1, {codebook_size}], got {top_k!r}"
-        )
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
+@dataclass(frozen=True)
+class Completion:
+    """Codes :meth:`PixelCNNPrior.sample` keeps (it samples only the other positions):
+    ``prefix``, (n, H, W) int64 codes in [0, K), and either ``start=(row, col)`` (keep the codes
+    before it in raster order; ``(H // 2, 0)`` keeps the top half) or ``known``, an (n, H, W) or
+    (H, W) bool mask (keep the True positions)."""
 
+    prefix: Tensor
+    start: tuple[int, int] | None = None
+    known: Tensor | None = None
 
-def _grid_shape(n: int, shape: object, prefix: Tensor | None, start: object, known: object,
-                codebook_size: int) -> tuple[int, int]:
-    """(H, W) from ``shape`` or the prefix; checks that ``start``/``known`` go with a prefix."""
-    if prefix is not None:
-        check_codes(prefix, codebook_size, "prefix", int64=True, nonempty=True)
-        if prefix.shape[0] != n:
-            raise ValueError(
-                f"prefix must have shape (n, H, W) with n = {n}, got {tuple(prefix.shape)}"
-            )
-        if shape is not None and tuple(shape) != tuple(prefix.shape[1:]):
-            raise ValueError(
-                f"shape {tuple(shape)} does not match the prefix grid {tuple(prefix.shape[1:])}"
-            )
-        shape = tuple(prefix.shape[1:])
+    def mask(self, n: int, k: int) -> Tensor:
+        """The (n, H, W) bool mask of the kept positions, the prefix checked against ``n``
+        samples and K = ``k`` codes.
+
+        Raises:
+            ValueError, TypeError: a missing or bad ``prefix``, not exactly one of ``start`` and
+                ``known``, ``start`` outside the grid, a ``known`` that is not a bool mask of
+                the grid (each error names the field).
+        """
+        if self.prefix is None:
+            raise ValueError("a Completion needs prefix=(n, H, W) codes to keep")
+        check_codes(self.prefix, k, "prefix", int64=True, nonempty=True)
+        (batch, height, width), start, known = self.prefix.shape, self.start, self.known
+        if batch != n:
+            raise ValueError(f"prefix must have shape (n, H, W) with n = {n}, got "
+                             f"{(batch, height, width)}")
         if (start is None) == (known is None):
-            raise ValueError(
-                "with prefix, pass exactly one of start=(row, col) (keep the codes before it "
-                "in raster order) or known=(n, H, W) / (H, W) bool mask (keep the True "
-                "positions)"
-            )
-    elif start is not None or known is not None:
-        raise ValueError("start/known need prefix=(n, H, W) codes to keep")
-    if (shape is None or not isinstance(shape, (tuple, list)) or len(shape) != 2
-            or not all(isinstance(s, int) and s >= 1 for s in shape)):
-        raise ValueError(f"shape must be (H, W), two ints >= 1, got {shape!r}")
-    return shape[0], shape[1]
+            raise ValueError("a Completion takes exactly one of start=(row, col) (keep the codes "
+                             "before it) or known=(n, H, W) / (H, W) bool (keep the True ones)")
+        if start is not None:
+            if not (isinstance(start, (tuple, list)) and len(start) == 2
+                    and all(isinstance(v, int) for v in start) and 0 <= start[1] < width
+                    and 0 <= start[0] * width + start[1] <= height * width):
+                raise ValueError(f"start must be (row, col) inside the grid ({height}, {width}), "
+                                 f"got {start!r}")
+            known = torch.arange(height * width).view(height, width) < start[0] * width + start[1]
+        if not isinstance(known, Tensor) or known.dtype != torch.bool:
+            raise TypeError("known must be a bool tensor of shape (n, H, W) or (H, W)")
+        if known.shape not in ((height, width), (n, height, width)):
+            raise ValueError(f"known must have shape ({n}, {height}, {width}) or ({height}, "
+                             f"{width}), got {tuple(known.shape)}")
+        return known.expand(n, height, width)  # (H, W) or (n, H, W) -> (n, H, W)
 
 
 def _broadcast_condition(n: int, label: object, cond_map: object, device: torch.device
@@ -291,43 +295,14 @@ def _broadcast_condition(n: int, label: object, cond_map: object, device: torch.
     """An int label becomes (n,) int64, a (1,) label (n,), a (h, w) or (1, h, w) map (n, h, w);
     tensors move to ``device``. Anything else is left for ``check_condition`` to reject."""
     if isinstance(label, int) and not isinstance(label, bool):
-        label = torch.full((n,), label, dtype=torch.int64)
-    if isinstance(label, Tensor) and label.dim() == 1 and label.shape[0] == 1 and n > 1:
-        label = label.expand(n)
-    if isinstance(cond_map, Tensor) and cond_map.dim() == 2:
-        cond_map = cond_map[None]  # (h, w) -> (1, h, w)
-    if (isinstance(cond_map, Tensor) and cond_map.dim() == 3 and cond_map.shape[0] == 1
-            and n > 1):
-        cond_map = cond_map.expand(n, -1, -1)  # (n, h, w)
-    label = label.to(device) if isinstance(label, Tensor) else label
-    cond_map = cond_map.to(device) if isinstance(cond_map, Tensor) else cond_map
+        label = torch.tensor([label])
+    if isinstance(label, Tensor):
+        label = (label.expand(n) if label.shape == (1,) else label).to(device)  # (n,)
+    if isinstance(cond_map, Tensor):
+        cond_map = cond_map[None] if cond_map.dim() == 2 else cond_map  # (h, w) -> (1, h, w)
+        cond_map = cond_map.expand(n, -1, -1) if cond_map.shape[0] == 1 else cond_map
+        cond_map = cond_map.to(device)  # (n, h, w)
     return label, cond_map
-
-
-def _known_mask(n: int, height: int, width: int, start: object, known: object,
-                device: torch.device) -> Tensor:
-    """The (n, H, W) bool mask of kept prefix positions, from ``start=(row, col)`` (the
-    positions before it in raster order) or a (n, H, W) / (H, W) bool ``known``."""
-    if start is not None:
-        if (not isinstance(start, (tuple, list)) or len(start) != 2
-                or not all(isinstance(s, int) for s in start)):
-            raise ValueError(f"start must be (row, col) ints, got {start!r}")
-        index = start[0] * width + start[1]
-        inside = 0 <= start[0] <= height and 0 <= start[1] < width
-        if not (inside and index <= height * width):
-            raise ValueError(f"start {tuple(start)} is outside the grid ({height}, {width})")
-        raster = torch.arange(height * width, device=device).view(height, width)  # (H, W)
-        known = raster < index  # (H, W)
-    if not isinstance(known, Tensor) or known.dtype != torch.bool:
-        raise TypeError("known must be a bool tensor of shape (n, H, W) or (H, W)")
-    if known.shape == (height, width):
-        known = known[None].expand(n, height, width)  # (n, H, W)
-    if known.shape != (n, height, width):
-        raise ValueError(
-            f"known must have shape ({n}, {height}, {width}) or ({height}, {width}), "
-            f"got {tuple(known.shape)}"
-        )
-    return known.to(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,88 +344,89 @@ class PixelCNNPrior(nn.Module):
             :class:`PriorOutput` (loss in nats per code, bits_per_code in bits).
 
         Raises:
-            TypeError, ValueError: bad codes or conditioning.
+            TypeError, ValueError: codes or conditioning of the wrong dtype or shape. Values
+                are checked where they enter (code sets, :meth:`sample`), not on this training
+                path.
         """
         logits = self.net(codes, label, cond_map)  # (B, K, H, W)
         loss = F.cross_entropy(logits.float(), codes)
         return PriorOutput(logits=logits, loss=loss, bits_per_code=loss.detach() / LN2)
 
     # ---- sampling ---------------------------------------------------------------------------
-    def _sampling_inputs(self, n, shape, label, cond_map, temperature, top_k, generator,
-                         prefix, start, known) -> SamplingInputs:
-        """Check :meth:`sample`'s arguments (each error names its argument) and prepare them."""
-        k = self.config.codebook_size
-        device = next(self.parameters()).device
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n (number of samples) must be an int >= 1, got {n!r}")
-        height, width = _grid_shape(n, shape, prefix, start, known, k)
-        _check_settings(temperature, top_k, generator, k)
-        label, cond_map = _broadcast_condition(n, label, cond_map, device)
-        self.net.check_condition(label, cond_map, n, height, width)
-        if prefix is None:
-            codes = torch.zeros(n, height, width, dtype=torch.int64, device=device)
-            return SamplingInputs(height, width, label, cond_map, codes, None)
-        known = _known_mask(n, height, width, start, known, device)
-        return SamplingInputs(height, width, label, cond_map, prefix.to(device).clone(), known)
+    def _sampling_inputs(self, n: object, shape: object, label: object, cond_map: object,
+                         generator: object, options: object, completion: object
+                         ) -> tuple[int, int, object, object, Tensor | None]:
+        """Check :meth:`sample`'s arguments, each error naming its argument (the values of the
+        conditioning and the prefix too: they enter here) -> ``(H, W, label, cond_map, known)``."""
+        check_int(n, "n (number of samples)", 1)
+        if not (isinstance(options, SampleOptions)
+                and isinstance(completion, (Completion, type(None)))):
+            raise TypeError(f"options must be a SampleOptions and completion a Completion or None, "
+                            f"got {type(options).__name__} and {type(completion).__name__}")
+        check_int(options.top_k, "top_k", 1, self.config.codebook_size, none_ok=True)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got "
+                            f"{type(generator).__name__}")
+        known = None if completion is None else completion.mask(n, self.config.codebook_size)
+        grid = tuple(known.shape[1:]) if known is not None and shape is None else shape
+        if (not isinstance(grid, (tuple, list)) or len(grid) != 2
+                or not all(isinstance(s, int) and s >= 1 for s in grid)
+                or (known is not None and tuple(grid) != tuple(known.shape[1:]))):
+            raise ValueError(f"shape must be (H, W), two ints >= 1 (the prefix's grid with a "
+                             f"completion), got {shape!r}")
+        label, cond_map = _broadcast_condition(n, label, cond_map, model_device(self))
+        check_condition(self.config, label, cond_map, n, *grid, ranges=True)
+        return *grid, label, cond_map, known
 
     @torch.no_grad()
-    def sample(self, n: int, shape: tuple[int, int] | None = None,
+    def sample(self, n: int, shape: tuple[int, int] | None = None, *,
                label: int | Tensor | None = None, cond_map: Tensor | None = None,
-               temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, fast: bool = True, *,
-               prefix: Tensor | None = None, start: tuple[int, int] | None = None,
-               known: Tensor | None = None, progress: bool = False) -> Tensor:
+               generator: torch.Generator | None = None,
+               options: SampleOptions = SampleOptions(),
+               completion: Completion | None = None) -> Tensor:
         """Draw code maps position by position in raster order.
 
         Per position, ``n`` x K uniforms are drawn from ``generator`` (always, also where the
         code is kept), and a code is chosen by the Gumbel-max trick: the same draws in the same
-        order for ``fast=True`` and ``fast=False``, so both give identical samples for the same
+        order for ``options.fast`` True and False, so both give identical samples for the same
         generator state. The model is in eval mode (no dropout) while sampling.
 
         Args:
             n: number of code maps (>= 1).
-            shape: (H, W) of the grid; may be left out when ``prefix`` is given.
+            shape: (H, W) of the grid; may be left out with a ``completion``.
             label: class index (int) or (n,) int64, iff the prior is class-conditional.
             cond_map: (n, h, w) (or (h, w)) int64 conditioning codes, iff spatially conditioned.
-            temperature: divides the logits; 1 samples the model, < 1 is sharper, 0 is greedy.
-            top_k: keep only the k most likely codes at each position (None: all K).
             generator: a ``torch.Generator`` (CPU or the model's device) for reproducibility.
-            fast: run only the receptive field per position (True) or the whole network (False).
-            prefix: (n, H, W) int64 codes for completion; the known positions keep their codes.
-            start: (row, col): keep the prefix codes before this position in raster order
-                (``(H // 2, 0)`` keeps the top half).
-            known: (n, H, W) or (H, W) bool, True where the prefix code is kept.
-            progress: show a tqdm bar over rows.
+            options: :class:`SampleOptions` (temperature, top_k, fast, progress).
+            completion: :class:`Completion`: prefix codes to keep, the rest is sampled.
 
         Returns:
             (n, H, W) int64 codes in [0, K) on the model's device.
 
         Raises:
-            ValueError, TypeError: bad arguments (each names the argument).
+            ValueError, TypeError: bad arguments (each names the argument), including label,
+                conditioning or prefix values out of range.
         """
-        height, width, label, cond_map, codes, known = self._sampling_inputs(
-            n, shape, label, cond_map, temperature, top_k, generator, prefix, start, known
-        )
-        k = self.config.codebook_size
-        draw_device = generator.device if generator is not None else codes.device
-        was_training = self.training
-        self.eval()
-        try:
-            cond = self.net.condition_features(label, cond_map, height, width)
-            block_conds = self.net.block_conditions(cond)
-            logits_at = (fast_logits_fn if fast else naive_logits_fn)(self.net, block_conds)
-            for row in tqdm(range(height), desc="sampling rows", disable=not progress):
+        height, width, label, cond_map, known = self._sampling_inputs(
+            n, shape, label, cond_map, generator, options, completion)
+        device = model_device(self)
+        known = None if known is None else known.to(device)  # (n, H, W) bool
+        codes = (completion.prefix.to(device).clone() if completion is not None
+                 else torch.zeros(n, height, width, dtype=torch.int64, device=device))
+        draw_device = generator.device if generator is not None else device
+        with eval_mode(self):
+            block_conds = self.net.block_conditions(
+                self.net.condition_features(label, cond_map, height, width))
+            logits_at = (fast_logits_fn if options.fast else naive_logits_fn)(self.net, block_conds)
+            for row in tqdm(range(height), desc="sampling rows", disable=not options.progress):
                 for col in range(width):
-                    uniforms = torch.rand((n, k), generator=generator, device=draw_device)
-                    if known is not None:
-                        todo = ~known[:, row, col]  # (n,)
-                        if not bool(todo.any()):
-                            continue
-                    new = _choose_codes(logits_at(codes, row, col), uniforms.to(codes.device),
-                                        temperature, top_k)  # (n,)
-                    if known is not None:
-                        new = torch.where(todo, new, codes[:, row, col])
-                    codes[:, row, col] = new
-        finally:
-            self.train(was_training)
+                    uniforms = torch.rand((n, self.config.codebook_size), generator=generator,
+                                          device=draw_device)
+                    todo = None if known is None else ~known[:, row, col]  # (n,)
+                    if todo is not None and not bool(todo.any()):
+                        continue
+                    new = _choose_codes(logits_at(codes, row, col), uniforms.to(device),
+                                        options.temperature, options.top_k)  # (n,)
+                    codes[:, row, col] = new if todo is None else torch.where(
+                        todo, new, codes[:, row, col])
         return codes

@@ -553,21 +553,10 @@ def prior_curves(histories: dict[str, dict]) -> plt.Figure:
     return fig
 
 
-def code_palette(codebook_size: int, seed: int = 0) -> "matplotlib.colors.ListedColormap":
-    """A categorical colour map for code maps: K distinct hues in a shuffled order, so that
-    neighbouring codes (17 and 18) get unrelated colours -- codes are categories, not numbers."""
-    from matplotlib.colors import ListedColormap
-
-    hues = plt.get_cmap("hsv")(np.linspace(0, 1, codebook_size, endpoint=False))  # (K, 4)
-    shade = 0.55 + 0.45 * (np.arange(codebook_size) % 3) / 2  # three brightness levels
-    hues[:, :3] *= shade[:, None]
-    order = np.random.default_rng(seed).permutation(codebook_size)
-    return ListedColormap(hues[order], name=f"codes{codebook_size}")
-
-
 def code_maps(codes: torch.Tensor, codebook_size: int, titles: Sequence[str] | None = None,
               suptitle: str | None = None) -> plt.Figure:
-    """Code maps drawn with :func:`code_palette` (no colour bar: colours carry no order).
+    """Code maps drawn with :func:`categorical_palette`, the colours of :func:`code_map` (no
+    colour bar: colours carry no order).
 
     Args:
         codes: (N, H, W) int64 in [0, codebook_size).
@@ -576,7 +565,7 @@ def code_maps(codes: torch.Tensor, codebook_size: int, titles: Sequence[str] | N
     n = codes.shape[0]
     fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.2), squeeze=False)
     for i, ax in enumerate(axes[0]):
-        ax.imshow(codes[i].cpu().numpy(), cmap=code_palette(codebook_size), vmin=-0.5,
+        ax.imshow(codes[i].cpu().numpy(), cmap=categorical_palette(codebook_size), vmin=-0.5,
                   vmax=codebook_size - 0.5, interpolation="nearest")
         ax.set_xticks([]); ax.set_yticks([])
         if titles is not None:

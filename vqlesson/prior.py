@@ -47,7 +47,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint
-from .codes import SINGLE_LEVEL, TWO_LEVELS, CodeDataset
+from .codes import CodeDataset
 from .distributed import (
     all_reduce_sum_,
     is_distributed,
@@ -70,7 +70,7 @@ from .loop import (
     save_epoch,
 )
 from .pixelcnn_prior import LN2, PixelCNNPrior, nll
-from .runtime import get_device, seed_everything
+from .runtime import eval_mode, get_device, model_device, seed_everything
 
 def check_prior(prior: object) -> PixelCNNPrior:
     if not isinstance(prior, PixelCNNPrior):
@@ -104,8 +104,8 @@ class PriorTrainConfig(LoopConfig):
             than this, >= 0.
         restore_best: with a validation set, end with the weights of the best validation epoch
             (not the last one).
-        level: which level of VQ-VAE-2 codes the prior models, ``"top"`` or ``"bottom"``;
-            ``None`` for VQ-VAE codes.
+        level: which level of the codes the prior models: ``"top"`` or ``"bottom"`` for
+            VQ-VAE-2 codes; ``None`` (or ``"codes"``) for the one level of VQ-VAE codes.
 
     Raises:
         ValueError: a value out of range, an unknown level, or ``resume`` without a
@@ -134,11 +134,9 @@ class PriorTrainConfig(LoopConfig):
             raise ValueError(
                 f"early_stopping_min_delta must be >= 0, got {self.early_stopping_min_delta!r}"
             )
-        if self.level not in (None, *TWO_LEVELS):
-            raise ValueError(
-                "level must be None (VQ-VAE codes), 'top' or 'bottom' (VQ-VAE-2), got "
-                f"{self.level!r}"
-            )
+        if self.level is not None and not isinstance(self.level, str):
+            raise ValueError(f"level must be None (VQ-VAE codes) or a level name ('top' or "
+                             f"'bottom' for VQ-VAE-2 codes), got {self.level!r}")
 
 
 class LevelData(NamedTuple):
@@ -152,8 +150,12 @@ class LevelData(NamedTuple):
 
 
 def level_data(prior: PixelCNNPrior, codes: object, level: str | None,
-                argument: str) -> LevelData:
-    """Select and check the codes, labels and conditioning a prior needs from a code set.
+               argument: str) -> LevelData:
+    """Select and check the codes, labels and conditioning a prior needs from a code set: the
+    level ``level`` (``None``: the only one), its labels if the prior is class-conditional, and
+    the level before it (coarsest first: VQ-VAE-2's top codes for the bottom level) if the
+    prior is conditioned on a code map. Code values were checked when the code set was made;
+    the labels are checked here, once.
 
     Raises:
         TypeError: ``codes`` is not a :class:`CodeDataset`.
@@ -162,25 +164,13 @@ def level_data(prior: PixelCNNPrior, codes: object, level: str | None,
     """
     if not isinstance(codes, CodeDataset):
         raise TypeError(
-            f"{argument} must be a CodeDataset (from vqlesson.prior.extract_codes), got "
+            f"{argument} must be a CodeDataset (from vqlesson.codes.extract_codes), got "
             f"{type(codes).__name__}"
         )
     if len(codes) == 0:
         raise ValueError(f"{argument} holds no code maps")
-    c = prior.config
-    if codes.levels == SINGLE_LEVEL:
-        if level not in (None, "codes"):
-            raise ValueError(
-                f"{argument} are one-level VQ-VAE codes; leave level=None (got level={level!r})"
-            )
-        name = "codes"
-    else:
-        if level not in TWO_LEVELS:
-            raise ValueError(
-                f"{argument} are VQ-VAE-2 codes: set level='top' or level='bottom' in "
-                f"PriorTrainConfig (got level={level!r})"
-            )
-        name = level
+    c, levels = prior.config, codes.levels
+    name = _level_name(levels, level, argument)
     k = codes.codebook_sizes[name]
     if c.codebook_size != k:
         raise ValueError(
@@ -189,28 +179,44 @@ def level_data(prior: PixelCNNPrior, codes: object, level: str | None,
         )
     cond = None
     if c.cond_codebook_size:
-        if name != "bottom":
+        index = levels.index(name)
+        if index == 0:
+            below = " or ".join(f"level={n!r}" for n in levels[1:]) or "a finer level"
             raise ValueError(
-                "this prior is conditioned on a code map (cond_codebook_size > 0), which only "
-                "the VQ-VAE-2 bottom prior has (conditioned on the top codes); use level='bottom' "
-                "or build the prior with cond_codebook_size=0"
-            )
-        if c.cond_codebook_size != codes.codebook_sizes["top"]:
+                "this prior is conditioned on a code map (cond_codebook_size > 0), which only a "
+                "level below another has (VQ-VAE-2's bottom, conditioned on the top codes); use "
+                f"{below} or build the prior with cond_codebook_size=0")
+        above = levels[index - 1]
+        if c.cond_codebook_size != codes.codebook_sizes[above]:
             raise ValueError(
-                f"the prior's cond_codebook_size {c.cond_codebook_size} must equal the top "
-                f"level's K = {codes.codebook_sizes['top']}"
-            )
-        cond = codes.top
-    labels = None
-    if c.num_classes:
-        labels = codes.labels
-        if int(labels.min()) < 0 or int(labels.max()) >= c.num_classes:
-            raise ValueError(
-                f"the prior is class-conditional (num_classes = {c.num_classes}) but {argument} "
-                f"has labels in [{int(labels.min())}, {int(labels.max())}] (-1: unlabelled); "
-                "use labelled data or build the prior with num_classes=0"
-            )
+                f"the prior's cond_codebook_size {c.cond_codebook_size} must equal the {above} "
+                f"level's K = {codes.codebook_sizes[above]}")
+        cond = codes.level(above)
+    labels = codes.labels if c.num_classes else None
+    if labels is not None and (int(labels.min()) < 0 or int(labels.max()) >= c.num_classes):
+        raise ValueError(
+            f"the prior is class-conditional (num_classes = {c.num_classes}) but {argument} "
+            f"has labels in [{int(labels.min())}, {int(labels.max())}] (-1: unlabelled); "
+            "use labelled data or build the prior with num_classes=0")
     return LevelData(codes.level(name), labels, cond, codes.image_dims)
+
+
+def _level_name(levels: tuple[str, ...], level: str | None, argument: str) -> str:
+    """The level a prior models: ``level``, or the only one when ``level`` is ``None``.
+
+    Raises:
+        ValueError: ``level`` is not one of ``levels`` (or ``None`` with several levels).
+    """
+    if len(levels) == 1 and level in (None, levels[0]):
+        return levels[0]
+    if len(levels) == 1:
+        raise ValueError(f"{argument} are one-level codes ({levels[0]!r}); leave level=None "
+                         f"(got level={level!r})")
+    if level not in levels:
+        choices = " or ".join(f"level={n!r}" for n in levels)
+        raise ValueError(f"{argument} have the levels {levels}: set {choices} in "
+                         f"PriorTrainConfig (got level={level!r})")
+    return level
 
 
 def _batch(data: LevelData, index: Tensor, device: torch.device
@@ -233,20 +239,16 @@ def _evaluate(prior: PixelCNNPrior, data: LevelData, device: torch.device, batch
     over the processes."""
     autocast, amp_dtype, _ = amp_settings(device, amp)
     shard = distributed and is_distributed()
-    was_training = prior.training
-    prior.eval()
     total_bits = torch.zeros((), dtype=torch.float64, device=device)
     indices = torch.arange(len(data.target))  # (N,)
     if shard:
         indices = indices[rank()::world_size()]  # this process's disjoint share, no padding
-    try:
+    with eval_mode(prior):
         for index in indices.split(batch_size):
             target, label, cond = _batch(data, index, device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
                 logits = prior.logits(target, label, cond)  # (B, K, H, W)
             total_bits += nll(logits, target, reduction="none").double().sum()
-    finally:
-        prior.train(was_training)
     if shard:
         all_reduce_sum_(total_bits)
     n_images = int(data.target.shape[0])
@@ -301,7 +303,7 @@ def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
         data = data._replace(image_dims=dims)
     if device is not None:
         prior.to(device)
-    return _evaluate(prior, data, next(prior.parameters()).device, batch_size, amp, distributed)
+    return _evaluate(prior, data, model_device(prior), batch_size, amp, distributed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,7 +520,8 @@ def _check_same_codes(checkpoint: Checkpoint, config: PriorTrainConfig,
     """
     path = config.checkpoint_path
     stored_level = checkpoint.extra.get("level")
-    if stored_level != config.level:
+    only = train_codes.levels[0] if len(train_codes.levels) == 1 else None
+    if (stored_level or only) != (config.level or only):  # one level: None names it too
         raise ValueError(
             f"checkpoint {path!r} holds a prior of level {stored_level!r}, this run "
             f"trains level {config.level!r}; use another checkpoint path"

@@ -32,16 +32,16 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from .checkpoint import atomic_write_text, load_checkpoint
+from .checkpoint import atomic_write_text, config_record, load_checkpoint
 from .configs import vqvae2_config, vqvae_config
 from .data import Loaders, make_loaders
 from .distributed import barrier, is_main_process, main_process_first, process_device, world_size
 from .runfolder import RunFolder
-from .runtime import get_device, given, seed_everything
+from .runtime import get_device, given, model_device, seed_everything
 from .profiles import PROFILES, Profile, get_profile
 from .train import TrainConfig, evaluate_vqvae, find_quantizers, train_vqvae
-from .vqvae import VAE, VQVAE, VQVAEConfig
-from .vqvae2 import VQVAE2, VQVAE2Config
+from .vqvae import VAE, VQVAE, DiscreteAutoencoder, Level, check_autoencoder
+from .vqvae2 import VQVAE2
 
 Report = Callable[[str], None]
 SPLITS = ("train", "val", "test")
@@ -166,22 +166,20 @@ def _autoencoder(profile: Profile, config: VQVAERunConfig, run: RunFolder) -> to
     config stored in the run's checkpoint (a run continues with the settings it started with)."""
     if config.resume and run.checkpoint.exists():
         stored = load_checkpoint(run.checkpoint)
-        model_config = stored.config
-        if not isinstance(model_config, (VQVAEConfig, VQVAE2Config)):
+        if not isinstance(stored.model, DiscreteAutoencoder):
             raise ValueError(
                 f"{run.checkpoint} holds a {type(stored.model).__name__} model, not a VQ-VAE "
                 "run to resume; pass another --out folder, or leave out "
                 "--resume to train a new VQ-VAE there (the file is then replaced)")
-    elif config.model == "vqvae2":
-        model_config = vqvae2_config(profile, codebook_size_top=config.codebook_size,
-                                     codebook_size_bottom=config.codebook_size,
-                                     **_common_fields(config))
-    elif config.model == "vqvae":
-        model_config = vqvae_config(profile, downsample=config.downsample,
-                                    codebook_size=config.codebook_size, **_common_fields(config))
-    else:
-        raise ValueError(f"model must be 'vqvae' or 'vqvae2', got {config.model!r}")
-    return VQVAE2(model_config) if isinstance(model_config, VQVAE2Config) else VQVAE(model_config)
+        return type(stored.model)(stored.config)
+    if config.model == "vqvae2":
+        return VQVAE2(vqvae2_config(profile, codebook_size_top=config.codebook_size,
+                                    codebook_size_bottom=config.codebook_size,
+                                    **_common_fields(config)))
+    if config.model == "vqvae":
+        return VQVAE(vqvae_config(profile, downsample=config.downsample,
+                                  codebook_size=config.codebook_size, **_common_fields(config)))
+    raise ValueError(f"model must be 'vqvae' or 'vqvae2', got {config.model!r}")
 
 
 def _common_fields(config: VQVAERunConfig) -> dict[str, Any]:
@@ -190,13 +188,10 @@ def _common_fields(config: VQVAERunConfig) -> dict[str, Any]:
 
 
 def describe_model(model: torch.nn.Module) -> str:
-    """One line: class, parameters (millions) and code grids of a VQ-VAE or VQ-VAE-2."""
-    if isinstance(model, VQVAE2):
-        top, bottom = model.latent_shapes()
-        grid = (f"top grid {top} x K={model.config.codebook_size_top}, bottom grid {bottom} x "
-                f"K={model.config.codebook_size_bottom}")
-    else:
-        grid = f"latent grid {model.latent_shape()} x K={model.config.codebook_size}"
+    """One line: class, parameters (millions) and the code grid of each level of a VQ-VAE
+    (``codes grid (16, 16) x K=512``) or VQ-VAE-2 (``top grid ..., bottom grid ...``)."""
+    grid = ", ".join(f"{level.name} grid {shape} x K={level.codebook_size}"
+                     for level, shape in zip(model.levels, model.latent_shapes()))
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     return f"{type(model).__name__}, {millions:.2f} M parameters, {grid}"
 
@@ -236,7 +231,7 @@ def train_vqvae_run(run: RunFolder | str | Path, data: DataChoice,
     files: list[Path] = []
     if is_main_process():
         summary = {
-            "model": type(model).__name__, "config": dataclasses.asdict(model.config),
+            "model": type(model).__name__, "config": config_record(model.config),
             "profile": profile.name, "data": loaders.description, "device": str(device),
             "epochs": len(history.get("epoch", [])),
             "train_seconds": float(sum(history.get("epoch_time_s", []))),
@@ -258,7 +253,7 @@ def save_vqvae_figures(model: torch.nn.Module, loader: Any, metrics: dict, histo
 
     from .plots import codebook_usage_levels, reconstructions, training_curves
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     x, _ = next(iter(loader))
     model.eval()
     with torch.no_grad():
@@ -300,7 +295,7 @@ def evaluate_run(checkpoint: str | Path, data: DataChoice, split: str = "test",
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     loaded = load_checkpoint(checkpoint)
     model = loaded.model
-    if not isinstance(model, (VQVAE, VQVAE2, VAE)):
+    if not isinstance(model, (DiscreteAutoencoder, VAE)):
         raise ValueError(
             f"{checkpoint} holds a {type(model).__name__} (a prior over codes), not an "
             "autoencoder; evaluate the run's VQ-VAE: --checkpoint RUN/checkpoint.pt"
@@ -391,11 +386,12 @@ class PriorRunConfig:
 
 
 class PriorRun(NamedTuple):
-    """What :func:`train_prior_run` returns: the trained priors by level name (``codes``, or
-    ``top`` and ``bottom``), the code sets by split, the summary written to
-    ``prior_metrics.json``, the training histories by level name, and the files written."""
+    """What :func:`train_prior_run` returns: the trained priors as a tuple, one per level
+    (``(prior,)`` for a VQ-VAE, ``(top, bottom)`` for a VQ-VAE-2), the code sets by split, the
+    summary written to ``prior_metrics.json``, the training histories by level name
+    (``codes``, or ``top`` and ``bottom``), and the files written."""
 
-    priors: dict[str, Any]
+    priors: tuple[Any, ...]
     codes: dict[str, Any]
     summary: dict[str, Any]
     histories: dict[str, dict]
@@ -409,7 +405,7 @@ def _check_prior_run(run: RunFolder, vq: Any, data: DataChoice, config: PriorRun
         ValueError: a checkpoint without discrete codes, another image size than the VQ-VAE's,
             fewer than one augmentation pass.
     """
-    if not isinstance(vq.model, (VQVAE, VQVAE2)):
+    if not isinstance(vq.model, DiscreteAutoencoder):
         raise ValueError(
             f"{run.checkpoint} holds a {type(vq.model).__name__}, which has no discrete codes for "
             "a prior; train a VQ-VAE: python -m vqlesson train-vqvae --out RUN"
@@ -451,15 +447,16 @@ class _PriorJob(NamedTuple):
     device: torch.device
 
 
-def _train_level(job: _PriorJob, level: str | None, say: Report) -> tuple[Any, dict, dict]:
-    """Train (or resume) the prior of one level; ``(prior, history, summary entry)``."""
+def _train_level(job: _PriorJob, level: Level, say: Report) -> tuple[Any, dict, dict]:
+    """Train (or resume) the prior of one level (conditioned on the codes of the level its
+    ``condition`` names, if any); ``(prior, history, summary entry)``."""
     from .configs import prior_config_for
     from .pixelcnn_prior import PixelCNNPrior
     from .prior import PriorTrainConfig, evaluate_prior, train_prior
 
-    name, path, c = level or "codes", job.run.prior(level), job.config
+    name, path, c = level.name, job.run.prior(level.name), job.config
     k = job.codes["train"].codebook_sizes[name]
-    cond = job.codes["train"].codebook_sizes["top"] if level == "bottom" else None
+    cond = job.codes["train"].codebook_sizes[level.condition] if level.condition else None
     prior_config = prior_config_for(
         job.profile, k, num_classes=len(job.classes) if c.label_conditional else 0,
         dropout=c.dropout, cond_codebook_size=cond)
@@ -474,13 +471,13 @@ def _train_level(job: _PriorJob, level: str | None, say: Report) -> tuple[Any, d
     train_config = PriorTrainConfig(
         epochs=job.profile.prior_epochs, batch_size=job.profile.batch_size, lr=c.lr, amp=c.amp,
         seed=job.seed, checkpoint_path=str(path), resume=c.resume, device=str(job.device),
-        early_stopping_patience=c.patience or None, level=level)
+        early_stopping_patience=c.patience or None, level=name)
     history = train_prior(prior, job.codes["train"], job.codes["val"], train_config)
-    results = {split: evaluate_prior(prior, job.codes[split], level=level,
+    results = {split: evaluate_prior(prior, job.codes[split], level=name,
                                      batch_size=job.profile.batch_size, distributed=True)
                for split in SPLITS}
     entry = {
-        "file": path.name, "best_file": job.run.prior_best(level).name,
+        "file": path.name, "best_file": job.run.prior_best(name).name,
         "config": dataclasses.asdict(prior_config), "epochs": len(history.get("epoch", [])),
         "best_epoch": history["best_epoch"][-1] if history.get("best_epoch") else None,
         "train_seconds": float(sum(history.get("epoch_time_s", []))),
@@ -539,10 +536,10 @@ def train_prior_run(run: RunFolder | str | Path, data: DataChoice,
         "data": loaders.description, "device": str(device),
         "augment_passes": config.augment_passes, "priors": {}}
     job = _PriorJob(run, codes, profile, tuple(loaders.classes), config, data.seed, device)
-    priors, histories = {}, {}
-    for level in run.prior_levels(isinstance(vq.model, VQVAE2)):
-        name = level or "codes"
-        priors[name], histories[name], summary["priors"][name] = _train_level(job, level, say)
+    priors, histories = [], {}
+    for level in vq.model.levels:  # coarsest first: a conditioned level after its condition
+        prior, histories[level.name], summary["priors"][level.name] = _train_level(job, level, say)
+        priors.append(prior)
     _whole_model_bits(summary, codes)
     if world_size() > 1:
         summary["processes"] = world_size()
@@ -553,19 +550,19 @@ def train_prior_run(run: RunFolder | str | Path, data: DataChoice,
         prior_curves(histories).savefig(run.prior_curves, dpi=120)
         files = [_write_json(run.prior_metrics, summary), run.prior_curves]
     barrier()  # every file is written before any process goes on
-    return PriorRun(priors, codes, summary, histories, files)
+    return PriorRun(tuple(priors), codes, summary, histories, files)
 
 
 # --------------------------------------------------------------------------------------------
 # sample
 # --------------------------------------------------------------------------------------------
 class LoadedRun(NamedTuple):
-    """A finished run, loaded: the VQ-VAE, its prior(s) with their best weights (one prior, or
-    ``(top, bottom)``), the class names, and each prior's full training history by file stem
-    (``prior``, or ``prior_top`` and ``prior_bottom``), all in eval mode."""
+    """A finished run, loaded: the VQ-VAE, its priors with their best weights (a tuple, one per
+    level: ``(prior,)`` or ``(top, bottom)``), the class names, and each prior's full training
+    history by file stem (``prior``, or ``prior_top`` and ``prior_bottom``), all in eval mode."""
 
     vqvae: torch.nn.Module
-    priors: Any
+    priors: tuple[Any, ...]
     classes: list[str]
     histories: dict[str, dict]
 
@@ -582,10 +579,10 @@ def load_run(run: RunFolder | str | Path, device: Any = None) -> LoadedRun:
 
     run = RunFolder(run)
     vqvae = load_checkpoint(run.require_vqvae(), map_location=device).model.eval()
-    two_levels = isinstance(vqvae, VQVAE2)
+    check_autoencoder(vqvae, f"the model of {run.checkpoint}")
     priors, classes, histories = [], [], {}
-    for level in run.prior_levels(two_levels):
-        path, best = run.prior(level), run.prior_best(level)
+    for level in vqvae.levels:
+        path, best = run.prior(level.name), run.prior_best(level.name)
         chosen = best if best.is_file() else path
         if not chosen.is_file():
             raise FileNotFoundError(
@@ -601,7 +598,7 @@ def load_run(run: RunFolder | str | Path, device: Any = None) -> LoadedRun:
         priors.append(checkpoint.model.eval())
         classes = list(checkpoint.extra.get("classes") or classes)
         histories[path.stem] = read_checkpoint(path).get("history", {})
-    return LoadedRun(vqvae, tuple(priors) if two_levels else priors[0], classes, histories)
+    return LoadedRun(vqvae, tuple(priors), classes, histories)
 
 
 @dataclass
@@ -646,8 +643,7 @@ def sampling_label(label: str | None, loaded: LoadedRun, n: int) -> Any:
     Raises:
         ValueError: a label for unconditional priors, or an unknown label.
     """
-    priors = loaded.priors if isinstance(loaded.priors, tuple) else (loaded.priors,)
-    num_classes = max(p.config.num_classes for p in priors)
+    num_classes = max(p.config.num_classes for p in loaded.priors)
     if label is None:  # a class-conditional prior needs a label: show the classes in turn
         return torch.arange(n) % num_classes if num_classes else None
     if not num_classes:
@@ -676,6 +672,7 @@ def sample_run(run: RunFolder | str | Path, config: SampleConfig | None = None) 
 
     from torchvision.utils import save_image
 
+    from .pixelcnn_prior import SampleOptions
     from .sampling import sample_images
 
     run, config = RunFolder(run), config or SampleConfig()
@@ -686,9 +683,8 @@ def sample_run(run: RunFolder | str | Path, config: SampleConfig | None = None) 
     label = sampling_label(config.label, loaded, config.n)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     start = time.perf_counter()
-    images = sample_images(loaded.vqvae, loaded.priors, config.n, label=label,
-                           temperature=config.temperature, top_k=config.top_k,
-                           generator=generator, progress=True)
+    options = SampleOptions(temperature=config.temperature, top_k=config.top_k, progress=True)
+    images = sample_images(loaded.vqvae, loaded.priors, config.n, label, generator, options)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -57,6 +57,12 @@ def get_device(prefer: str | None = None) -> torch.device:
     return device
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (its first one; the CPU for a model without any)."""
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's ``random``, NumPy and PyTorch (all devices) for a reproducible run.
 

@@ -1,4 +1,4 @@
-"""New images from a trained VQ-VAE and its prior(s): sample code maps, then decode them.
+"""New images from a trained VQ-VAE and its priors: sample code maps, then decode them.
 
 Ancestral sampling, van den Oord, Vinyals & Kavukcuoglu (2017), *Neural Discrete Representation
 Learning*, §3.2: draw a code map from the prior ``p(z)`` position by position (raster order),
@@ -6,128 +6,103 @@ then decode it with the frozen VQ-VAE decoder. For the two-level VQ-VAE-2, Razav
 & Vinyals (2019), *Generating Diverse High-Fidelity Images with VQ-VAE-2*, Algorithm 2: the top
 code map first, then the bottom map conditioned on it, then the decoder. The samplers of one
 prior (naive and cached) are :meth:`vqlesson.pixelcnn_prior.PixelCNNPrior.sample`.
+
+Priors travel as a tuple, one per level of the autoencoder, coarsest first: ``(prior,)`` for a
+VQ-VAE, ``(top_prior, bottom_prior)`` for a VQ-VAE-2. Code maps travel as the autoencoder's
+``Codes`` tuple (what its ``encode`` returns), one map per level in the same order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .pixelcnn_prior import PixelCNNPrior
-from .prior import check_prior
-from .runtime import eval_mode
-from .vqvae import VQVAE
-from .vqvae2 import VQVAE2
+from .pixelcnn_prior import PixelCNNPrior, SampleOptions
+from .runtime import eval_mode, model_device
+from .vqvae import DiscreteAutoencoder, check_autoencoder
 
 
-def _label_for(prior: PixelCNNPrior, label: int | Tensor | None) -> int | Tensor | None:
-    return label if prior.config.num_classes else None
+def check_priors(vqvae: DiscreteAutoencoder, priors: object) -> tuple[PixelCNNPrior, ...]:
+    """``priors`` as a tuple, one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` per level of
+    ``vqvae``, each modelling that level's K (and conditioned on the level its ``Level``
+    names, if at all, with that level's K).
 
-
-def _two_priors(priors: object) -> tuple[PixelCNNPrior, PixelCNNPrior]:
-    if isinstance(priors, Mapping):
-        pair = (priors.get("top"), priors.get("bottom"))
-    elif isinstance(priors, (tuple, list)) and len(priors) == 2:
-        pair = tuple(priors)
-    else:
-        pair = (None, None)
-    if not all(isinstance(p, PixelCNNPrior) for p in pair):
-        raise TypeError(
-            "a VQ-VAE-2 needs two priors: priors=(top_prior, bottom_prior) or "
-            "{'top': top_prior, 'bottom': bottom_prior}, PixelCNNPrior each"
-        )
-    return pair  # type: ignore[return-value]
-
-
-def _sample_two_levels(vqvae: VQVAE2, priors: Any, n: int, label: int | Tensor | None,
-                       options: dict[str, Any]) -> dict[str, Tensor]:
-    """Top codes, then bottom codes conditioned on them: {"top": (n, S/8, S/8), "bottom":
-    (n, S/4, S/4)} int64."""
-    top_prior, bottom_prior = _two_priors(priors)
-    c = vqvae.config
-    for name, prior, k in (("top", top_prior, c.codebook_size_top),
-                           ("bottom", bottom_prior, c.codebook_size_bottom)):
-        if prior.config.codebook_size != k:
-            raise ValueError(
-                f"the {name} prior models K = {prior.config.codebook_size} codes, the VQ-VAE-2's "
-                f"{name} codebook has {k}"
-            )
-    if bottom_prior.config.cond_codebook_size not in (0, c.codebook_size_top):
-        raise ValueError(
-            f"the bottom prior is conditioned on K = {bottom_prior.config.cond_codebook_size} "
-            f"codes, the VQ-VAE-2's top codebook has {c.codebook_size_top}"
-        )
-    if label is not None and not (top_prior.config.num_classes or bottom_prior.config.num_classes):
-        raise ValueError("neither prior is class-conditional (num_classes = 0); leave label=None")
-    top_shape, bottom_shape = vqvae.latent_shapes()
-    top = top_prior.sample(n, top_shape, label=_label_for(top_prior, label), **options)
-    cond = top if bottom_prior.config.cond_codebook_size else None  # (n, S/8, S/8)
-    bottom = bottom_prior.sample(n, bottom_shape, label=_label_for(bottom_prior, label),
-                                 cond_map=cond, **options)  # (n, S/4, S/4)
-    return {"top": top, "bottom": bottom}
+    Raises:
+        TypeError: not a tuple (or list) of one prior per level.
+        ValueError: a prior whose K does not fit its level's codebook.
+    """
+    levels = vqvae.levels
+    names = ", ".join(f"{level.name}_prior" for level in levels) + ("," if len(levels) == 1 else "")
+    if (not isinstance(priors, (tuple, list)) or len(priors) != len(levels)
+            or not all(isinstance(p, PixelCNNPrior) for p in priors)):
+        raise TypeError(f"priors must be a tuple of {len(levels)} prior(s), one PixelCNNPrior per "
+                        f"level of the {type(vqvae).__name__}: priors=({names}); got "
+                        f"{type(priors).__name__}")
+    sizes = {level.name: level.codebook_size for level in levels}
+    for level, prior in zip(levels, priors):
+        if prior.config.codebook_size != level.codebook_size:
+            raise ValueError(f"the {level.name} prior models K = {prior.config.codebook_size} "
+                             f"codes, the {level.name} codebook has {level.codebook_size}")
+        cond = prior.config.cond_codebook_size
+        if cond and (level.condition is None or cond != sizes[level.condition]):
+            raise ValueError(f"the {level.name} prior is conditioned on K = {cond} codes, which "
+                             f"no level above it has ({sizes})")
+    return tuple(priors)
 
 
 @torch.no_grad()
-def sample_codes(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tensor | None = None,
-                 temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, *, fast: bool = True,
-                 progress: bool = False) -> dict[str, Tensor]:
-    """New code maps from the prior(s), not yet decoded (see :func:`sample_images`).
+def sample_codes(vqvae: DiscreteAutoencoder, priors: Sequence[PixelCNNPrior], n: int,
+                 label: int | Tensor | None = None, generator: torch.Generator | None = None,
+                 options: SampleOptions = SampleOptions()) -> tuple[Tensor, ...]:
+    """New code maps from the priors, level by level (coarsest first, each conditioned on the
+    level its ``Level.condition`` names), not yet decoded (see :func:`sample_images`).
 
     Returns:
-        ``{"codes": (n, S/f, S/f)}`` for a VQ-VAE, ``{"top": (n, S/8, S/8), "bottom":
-        (n, S/4, S/4)}`` for a VQ-VAE-2; int64 codes on the priors' device.
+        ``vqvae.Codes``: ``(codes,)`` (n, S/f, S/f) for a VQ-VAE, ``(top, bottom)``
+        (n, S/8, S/8) and (n, S/4, S/4) for a VQ-VAE-2; int64 codes on the priors' device.
 
     Raises:
         TypeError, ValueError: as :func:`sample_images`.
     """
-    if not isinstance(vqvae, (VQVAE, VQVAE2)):
-        raise TypeError(f"vqvae must be a VQVAE or a VQVAE2, got {type(vqvae).__name__}")
-    options = dict(temperature=temperature, top_k=top_k, generator=generator, fast=fast,
-                   progress=progress)
-    if isinstance(vqvae, VQVAE2):
-        return _sample_two_levels(vqvae, priors, n, label, options)
-    prior = priors[0] if isinstance(priors, (tuple, list)) and len(priors) == 1 else priors
-    check_prior(prior)
-    if prior.config.codebook_size != vqvae.config.codebook_size:
-        raise ValueError(
-            f"the prior models K = {prior.config.codebook_size} codes, the VQ-VAE's codebook "
-            f"has {vqvae.config.codebook_size}"
-        )
-    if label is not None and not prior.config.num_classes:
-        raise ValueError(
-            "the prior is not class-conditional (num_classes = 0); leave label=None"
-        )
-    codes = prior.sample(n, vqvae.latent_shape(), label=_label_for(prior, label), **options)
-    return {"codes": codes}  # (n, S/f, S/f)
+    priors = check_priors(check_autoencoder(vqvae, "vqvae"), priors)
+    if label is not None and not any(p.config.num_classes for p in priors):
+        raise ValueError("the priors are not class-conditional (num_classes = 0 for each); "
+                         "leave label=None")
+    maps: dict[str, Tensor] = {}
+    for level, prior, shape in zip(vqvae.levels, priors, vqvae.latent_shapes()):
+        cond = maps[level.condition] if prior.config.cond_codebook_size else None
+        maps[level.name] = prior.sample(  # (n, h, w)
+            n, shape, label=label if prior.config.num_classes else None, cond_map=cond,
+            generator=generator, options=options)
+    return vqvae.Codes(*maps.values())
 
 
 @torch.no_grad()
-def decode_codes(vqvae: VQVAE | VQVAE2, codes: Mapping[str, Tensor]) -> Tensor:
-    """Decode code maps as :func:`sample_codes` returns them (eval mode, no_grad).
+def decode_codes(vqvae: DiscreteAutoencoder, codes: Sequence[Tensor]) -> Tensor:
+    """Decode code maps as :func:`sample_codes` (or ``encode``) returns them (eval mode,
+    no_grad).
 
     Args:
-        vqvae: the :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2` they belong to.
-        codes: ``{"codes": (n, S/f, S/f)}`` or ``{"top": (n, S/8, S/8), "bottom": (n, S/4, S/4)}``
-            int64 (any device).
+        vqvae: the :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2` they
+            belong to.
+        codes: one (n, h, w) int64 map per level, coarsest first, e.g. ``(top, bottom)``
+            (any device).
 
     Returns:
         (n, C, S, S) float in [-1, 1] on the VQ-VAE's device.
     """
-    device = next(vqvae.parameters()).device
+    device = model_device(vqvae)
     with eval_mode(vqvae):
-        return vqvae.decode_indices(*(c.to(device) for c in codes.values()))  # (n, C, S, S)
+        return vqvae.decode_indices(*(c.to(device) for c in codes))  # (n, C, S, S)
 
 
 @torch.no_grad()
-def sample_images(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tensor | None = None,
-                  temperature: float = 1.0, top_k: int | None = None,
-                  generator: torch.Generator | None = None, *, fast: bool = True,
-                  progress: bool = False) -> Tensor:
-    """New images: sample code maps from the prior(s), then decode them with the VQ-VAE.
+def sample_images(vqvae: DiscreteAutoencoder, priors: Sequence[PixelCNNPrior], n: int,
+                  label: int | Tensor | None = None, generator: torch.Generator | None = None,
+                  options: SampleOptions = SampleOptions()) -> Tensor:
+    """New images: sample code maps from the priors, then decode them with the VQ-VAE.
 
     VQ-VAE: one prior on the (S/f, S/f) grid. VQ-VAE-2 (Razavi et al. 2019, Algorithm 2): the
     top prior on the (S/8, S/8) grid first, then the bottom prior on the (S/4, S/4) grid
@@ -135,24 +110,20 @@ def sample_images(vqvae: VQVAE | VQVAE2, priors: Any, n: int, label: int | Tenso
 
     Args:
         vqvae: a trained :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2`.
-        priors: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` for a VQ-VAE;
-            ``(top_prior, bottom_prior)`` or ``{"top": ..., "bottom": ...}`` for a VQ-VAE-2.
+        priors: one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` per level, as a tuple:
+            ``(prior,)`` for a VQ-VAE, ``(top_prior, bottom_prior)`` for a VQ-VAE-2.
         n: number of images (>= 1).
         label: class index (int) or (n,) int64, given to every class-conditional prior.
-        temperature: divides the logits; 1 samples the model, < 1 is sharper, 0 is greedy.
-        top_k: keep only the k most likely codes at each position (``None``: all).
         generator: ``torch.Generator`` for reproducible samples.
-        fast: the fast sampler (the naive one gives the same samples, slower).
-        progress: tqdm bars over the rows of each grid.
+        options: :class:`~vqlesson.pixelcnn_prior.SampleOptions` (temperature: 1 samples the
+            model, < 1 is sharper, 0 greedy; top_k; fast; progress bars over the rows).
 
     Returns:
         (n, C, S, S) float in [-1, 1] on the VQ-VAE's device.
 
     Raises:
-        TypeError: a model or prior of the wrong kind.
+        TypeError: a model or priors of the wrong kind.
         ValueError: priors whose K does not fit the VQ-VAE's codebooks, a ``label`` that no prior
             uses, a missing label for a class-conditional prior, bad sampling arguments.
     """
-    codes = sample_codes(vqvae, priors, n, label, temperature, top_k, generator, fast=fast,
-                         progress=progress)
-    return decode_codes(vqvae, codes)
+    return decode_codes(vqvae, sample_codes(vqvae, priors, n, label, generator, options))

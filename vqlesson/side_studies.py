@@ -121,19 +121,13 @@ def spread(runs: Sequence[SideRun], key: str) -> Spread:
     return Spread(sum(values) / len(values), min(values), max(values), values)
 
 
-@torch.no_grad()
-def encode_all(model: VQVAE, loader: Iterable) -> Tensor:
-    """Codes of every image of ``loader`` (changes no state). -> (N, H', W') int64 in [0, K)."""
-    device = next(model.parameters()).device
-    return torch.cat([model.encode(x.to(device)).cpu() for x, _ in loader])
-
-
 def perplexity_by_batch_size(codes: Tensor, codebook_size: int,
                              batch_sizes: Sequence[int]) -> dict[int, float]:
     """Mean per-batch perplexity of the code usage when ``codes`` are cut into batches.
 
     Args:
-        codes: (N, H, W) int64 in [0, K), e.g. the codes of a validation set (:func:`encode_all`).
+        codes: (N, H, W) int64 in [0, K), e.g. the codes of a validation set
+            (``extract_codes(model, loader).codes``, :func:`~vqlesson.codes.extract_codes`).
         codebook_size: K.
         batch_sizes: sizes to cut into (consecutive images; a last, smaller batch is dropped
             unless it is the only one).

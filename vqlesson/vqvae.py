@@ -10,6 +10,13 @@ convolutions, 32x32 latents); here the factor is 4 or 8.
 Images are float in ``[-1, 1]`` on the way in and, through a final ``tanh``, on the way out, so
 the reconstruction error compares like with like.
 
+Every VQ autoencoder of the course (this one-level VQ-VAE and the two-level
+:class:`~vqlesson.vqvae2.VQVAE2`) offers one interface, :class:`DiscreteAutoencoder`: its
+``levels`` (name, K, downsampling factor, conditioning level), ``encode(x)`` -> one code map per
+level (coarsest first), ``decode_indices(*codes)`` and ``latent_shapes()``. The code sets, priors,
+sampling and workflows only use that, so a model with another number of levels needs no change
+outside its own file.
+
 The Gaussian VAE (Kingma & Welling 2014, *Auto-Encoding Variational Bayes*) is the course's
 continuous baseline: same :class:`Encoder` / :class:`Decoder`, a spatial Gaussian latent and the
 reparameterisation trick instead of the quantiser.
@@ -18,7 +25,7 @@ reparameterisation trick instead of the quantiser.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -244,12 +251,86 @@ class VQVAEOutput(NamedTuple):
     batch_perplexity: Tensor
 
 
+# --------------------------------------------------------------------------------------------
+# The autoencoder interface: what the generic code (codes, priors, sampling, runs) may ask
+# --------------------------------------------------------------------------------------------
+class Level(NamedTuple):
+    """One level of codes of a discrete autoencoder.
+
+    Attributes:
+        name: the level's name in code sets, prior files and metrics: ``"codes"`` (VQ-VAE),
+            ``"top"`` and ``"bottom"`` (VQ-VAE-2).
+        codebook_size: K of the level's codebook; its codes lie in [0, K).
+        downsample: image side / code grid side (VQ-VAE: f; VQ-VAE-2: 8 top, 4 bottom).
+        condition: the name of the coarser level whose codes condition this level's prior
+            (VQ-VAE-2's bottom: ``"top"``, Razavi et al. 2019, §3.2), or ``None``.
+    """
+
+    name: str
+    codebook_size: int
+    downsample: int
+    condition: str | None = None
+
+
+@runtime_checkable
+class DiscreteAutoencoder(Protocol):
+    """What every VQ autoencoder offers, whatever its number of levels (:class:`VQVAE`: one,
+    :class:`~vqlesson.vqvae2.VQVAE2`: top and bottom). Code sets, priors, sampling, the
+    workflows and the widgets use only this, never the class; the continuous
+    :class:`VAE` is not one (it has no codes).
+
+    - ``levels``: a :class:`Level` per level, coarsest first;
+    - ``Codes``: the NamedTuple ``encode`` returns, one field per level, in that order;
+    - ``encode(x)``: (B, C, H, W) float in [-1, 1] -> ``Codes`` of (B, H/f_l, W/f_l) int64 in
+      [0, K_l), changing no state;
+    - ``decode_indices(*codes)``: one code map per level -> (B, C, H, W) float in [-1, 1];
+    - ``latent_shapes(image_size=None)``: one (h, w) per level for square images.
+    """
+
+    levels: tuple[Level, ...]
+    Codes: type
+
+    def encode(self, x: Tensor) -> tuple[Tensor, ...]: ...
+
+    def decode_indices(self, *codes: Tensor) -> Tensor: ...
+
+    def latent_shapes(self, image_size: int | None = None) -> tuple[tuple[int, int], ...]: ...
+
+
+def check_autoencoder(model: object, name: str = "model") -> DiscreteAutoencoder:
+    """``model`` if it is a discrete autoencoder (:class:`DiscreteAutoencoder`).
+
+    Raises:
+        TypeError: another kind of model (a VAE, a prior, ...), naming ``name``.
+    """
+    if not isinstance(model, DiscreteAutoencoder):
+        raise TypeError(
+            f"{name} must be a VQVAE or a VQVAE2 (vqlesson.vqvae / vqlesson.vqvae2), got "
+            f"{type(model).__name__}"
+        )
+    return model
+
+
+class VQVAECodes(NamedTuple):
+    """The codes of a :class:`VQVAE`, one level; unpacks as ``codes, = model.encode(x)``.
+
+    Attributes:
+        codes: (B, H/f, W/f) int64 in [0, K).
+    """
+
+    codes: Tensor
+
+
 class VQVAE(nn.Module):
     """VQ-VAE (van den Oord et al. 2017): encoder -> 1x1 conv to D -> quantiser -> decoder -> tanh.
 
     ``x`` (B, C, H, W) float in [-1, 1], H and W multiples of f = ``config.downsample`` (any such
     size works, not only ``config.image_size``); latents (B, D, H/f, W/f); codes (B, H/f, W/f).
+    One level of codes (:class:`DiscreteAutoencoder`): ``levels``, ``encode``,
+    ``decode_indices``, ``latent_shapes``.
     """
+
+    Codes = VQVAECodes
 
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__()
@@ -269,20 +350,25 @@ class VQVAE(nn.Module):
         """
         return self.pre_quant(self.encoder(x))
 
+    @property
+    def levels(self) -> tuple[Level]:
+        """One :class:`Level`: ``codes``, K = ``config.codebook_size``, f = ``config.downsample``."""
+        return (Level("codes", self.config.codebook_size, self.config.downsample),)
+
     @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor) -> VQVAECodes:
         """Images to code indices, changing no state (no EMA update, no usage count).
 
         Args:
             x: (B, C, H, W) float in [-1, 1], H and W multiples of ``config.downsample``.
 
         Returns:
-            (B, H/f, W/f) int64 in [0, K).
+            :class:`VQVAECodes` ``(codes,)``: (B, H/f, W/f) int64 in [0, K).
 
         Raises:
             TypeError, ValueError: bad ``x`` (see :func:`~vqlesson.validate.check_images`).
         """
-        return self.quantizer.nearest_indices(self.encode_latents(x))
+        return VQVAECodes(self.quantizer.nearest_indices(self.encode_latents(x)))
 
     def decode(self, z_q: Tensor) -> Tensor:
         """Quantised latents (code vectors) to images.
@@ -339,20 +425,21 @@ class VQVAE(nn.Module):
             batch_perplexity=vq.batch_perplexity,
         )
 
-    def latent_shape(self, image_size: int | None = None) -> tuple[int, int]:
-        """(h, w) of the code grid for square images of side ``image_size`` (default: config's).
+    def latent_shapes(self, image_size: int | None = None) -> tuple[tuple[int, int]]:
+        """``((h, w),)``: the code grid for square images of side ``image_size`` (default: the
+        config's), ``h = w = image_size / f``.
 
         Raises:
             ValueError: ``image_size`` not a positive multiple of ``config.downsample``.
         """
         size = self.config.image_size if image_size is None else image_size
         f = self.config.downsample
-        if not isinstance(size, int) or size < 1 or size % f != 0:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % f != 0:
             raise ValueError(
                 f"image_size {size!r} is not a positive multiple of the downsampling factor {f}; "
                 f"use e.g. {' or '.join(str(s) for s in nearby_valid_sizes(max(int(size), 1), f))}"
             )
-        return size // f, size // f
+        return ((size // f, size // f),)
 
 
 # --------------------------------------------------------------------------------------------

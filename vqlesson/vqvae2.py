@@ -56,7 +56,7 @@ from .validate import (
     check_number,
     nearby_valid_sizes,
 )
-from .vqvae import Decoder, Encoder, check_autoencoder_sizes
+from .vqvae import Decoder, Encoder, Level, check_autoencoder_sizes
 
 BOTTOM_FACTOR = 4  # image -> bottom grid
 TOP_FACTOR = 2  # bottom grid -> top grid
@@ -175,9 +175,14 @@ class VQVAE2(nn.Module):
     only ``config.image_size``, and images need not be square). Top latents and codes live on the
     (H/8, W/8) grid, bottom ones on the (H/4, W/4) grid; both have D = ``config.code_dim``.
 
+    Two levels of codes, top then bottom (:class:`~vqlesson.vqvae.DiscreteAutoencoder`):
+    ``levels``, ``encode``, ``decode_indices``, ``latent_shapes``.
+
     Raises:
         TypeError: ``config`` is not a :class:`VQVAE2Config`.
     """
+
+    Codes = VQVAE2Codes
 
     def __init__(self, config: VQVAE2Config) -> None:
         super().__init__()
@@ -256,6 +261,14 @@ class VQVAE2(nn.Module):
         return torch.where(dropped.view(batch, 1, 1, 1), constant, z_q_bottom)  # (B,)->(B,1,1,1)
 
     # ---- public API ---------------------------------------------------------------------------
+    @property
+    def levels(self) -> tuple[Level, Level]:
+        """The top level (K = ``codebook_size_top``, grid H/8) and the bottom level
+        (K = ``codebook_size_bottom``, grid H/4), whose prior is conditioned on the top codes."""
+        c = self.config
+        return (Level("top", c.codebook_size_top, TOTAL_FACTOR),
+                Level("bottom", c.codebook_size_bottom, BOTTOM_FACTOR, condition="top"))
+
     @torch.no_grad()
     def encode(self, x: Tensor) -> VQVAE2Codes:
         """Images to the code indices of both levels, changing no state (no codebook init, EMA

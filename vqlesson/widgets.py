@@ -26,7 +26,9 @@ from torch import Tensor, nn
 
 from .metrics import psnr, to_unit_range
 from .plots import image_grid
+from .runtime import model_device
 from .validate import check_images
+from .vqvae import check_autoencoder
 
 WIDGETS_ENV = "VQLESSON_WIDGETS"
 HEADLESS_ENVS = ("CI", "PYTEST_CURRENT_TEST", "VQLESSON_GRADING")
@@ -81,30 +83,29 @@ def _interactive(control: Any, draw: Callable[[Any], plt.Figure]) -> Any:
     return box
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _codes(model: nn.Module, images: Tensor, level: str | None) -> Tensor:
-    """(N, h, w) int64 code maps of ``images`` (no state changes); ``level`` picks the top or
-    bottom codes of a VQ-VAE-2."""
+    """(N, h, w) int64 code maps of ``images`` (no state changes) at level ``level`` (``None``:
+    the only level; ``"top"`` or ``"bottom"`` for a VQ-VAE-2).
+
+    Raises:
+        TypeError: not a VQ-VAE / VQ-VAE-2; ValueError: no such level.
+    """
+    names = [lv.name for lv in check_autoencoder(model).levels]
+    if level is None and len(names) == 1:
+        level = names[0]
+    if level not in names:
+        raise ValueError(f"level must be one of {names} for this {type(model).__name__}, got "
+                         f"{level!r}")
     with torch.no_grad():
-        codes = model.encode(images.to(_model_device(model)))
-    if isinstance(codes, Tensor):
-        if level is not None:
-            raise ValueError("level is only for a VQ-VAE-2 (top/bottom codes); leave it None")
-        return codes.cpu()
-    if level not in ("top", "bottom"):
-        raise ValueError(f"this model has two levels: pass level='top' or 'bottom', got {level!r}")
-    return getattr(codes, level).cpu()
+        codes = model.encode(images.to(model_device(model)))
+    return codes[names.index(level)].cpu()
 
 
 def _reconstruct(model: nn.Module, images: Tensor) -> Tensor:
     """Reconstructions through the codes, changing no state (no usage counts, no EMA)."""
     with torch.no_grad():
-        codes = model.encode(images.to(_model_device(model)))
-        parts = (codes,) if isinstance(codes, Tensor) else tuple(codes)
-        return model.decode_indices(*parts).cpu()
+        codes = check_autoencoder(model).encode(images.to(model_device(model)))
+        return model.decode_indices(*codes).cpu()
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +296,8 @@ def reconstruction_viewer(model: nn.Module, images: Tensor, indices: Sequence[in
 # --------------------------------------------------------------------------------------------
 # Temperature explorer
 # --------------------------------------------------------------------------------------------
-def temperature_explorer(vqvae: nn.Module, prior: nn.Module, n: int = 6, label: int | None = None,
+def temperature_explorer(vqvae: nn.Module, priors: Sequence[nn.Module], n: int = 6,
+                         label: int | None = None,
                          temperatures: Sequence[float] = (0.5, 0.8, 1.0, 1.2), seed: int = 0,
                          slider: tuple[float, float, float] = (0.1, 2.0, 0.1)) -> Any:
     """Move a temperature slider, see ``n`` samples of the prior decoded by the VQ-VAE.
@@ -304,8 +306,9 @@ def temperature_explorer(vqvae: nn.Module, prior: nn.Module, n: int = 6, label: 
     temperature only.
 
     Args:
-        vqvae: the trained VQ-VAE (or VQ-VAE-2) whose codes the prior models.
-        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (or the pair of a VQ-VAE-2).
+        vqvae: the trained VQ-VAE (or VQ-VAE-2) whose codes the priors model.
+        priors: one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` per level, as a tuple:
+            ``(prior,)``, or ``(top_prior, bottom_prior)`` for a VQ-VAE-2.
         n: samples per temperature (>= 1).
         label: class index for a class-conditional prior.
         temperatures: rows of the static figure.
@@ -315,11 +318,12 @@ def temperature_explorer(vqvae: nn.Module, prior: nn.Module, n: int = 6, label: 
     Returns:
         The displayed widget, or a ``Figure`` with one row per temperature.
     """
+    from .pixelcnn_prior import SampleOptions
     from .sampling import sample_images
 
     def draw_rows(chosen: Sequence[float]) -> plt.Figure:
-        rows = [sample_images(vqvae, prior, n, label=label, temperature=float(t),
-                              generator=torch.Generator().manual_seed(seed)).cpu()
+        rows = [sample_images(vqvae, priors, n, label, torch.Generator().manual_seed(seed),
+                              SampleOptions(temperature=float(t))).cpu()
                 for t in chosen]
         return image_grid(torch.cat(rows), [f"T={t:g}" for t in chosen for _ in range(n)],
                           ncols=n, suptitle="samples; the same random numbers at every temperature")

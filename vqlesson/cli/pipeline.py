@@ -38,6 +38,7 @@ from .. import analysis as A
 from .. import memorisation as M
 from .. import plots
 from ..checkpoint import atomic_write_text
+from ..codes import flat_codes
 from ..distributed import barrier, is_main_process
 from ..runfolder import RunFolder
 from ..runs import (
@@ -51,7 +52,7 @@ from ..runs import (
     train_prior_run,
     train_vqvae_run,
 )
-from ..runtime import get_device, set_threads
+from ..runtime import get_device, model_device, set_threads
 from ..profiles import get_profile
 from ..validate import check_int
 
@@ -198,8 +199,7 @@ def _prior_generalisation(ctx: Context, loaded: Any, e: _Encoded, result: dict,
                        for name, h in loaded.histories.items() if h.get("val_bits_per_code")}
     result["prior_test_bits_per_code"] = A.prior_bits_per_code(loaded.priors, e.test_codes)
     shown = min(8, len(e.test_codes))
-    priors = loaded.priors
-    level, prior = (("bottom", priors[1]) if isinstance(priors, tuple) else (None, priors))
+    level, prior = e.test_codes.levels[-1], loaded.priors[-1]  # the finest level
     bits = A.surprise_maps(prior, e.test_codes, level=level)[:shown]  # (shown, h, w)
     figures["surprise of test lesions under the prior"] = _save(
         plots.surprise(e.test_images[:shown], bits), ctx.run.analysis_figure("surprise"))
@@ -212,9 +212,9 @@ def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict
     import matplotlib.pyplot as plt
 
     n_ref = min(config.num_samples, len(e.test_codes))
-    reference = M.diversity(A.flat_codes(e.test_codes, "test")[:n_ref], e.test_images[:n_ref])
+    reference = M.diversity(flat_codes(e.test_codes, "test")[:n_ref], e.test_images[:n_ref])
     rows = {}
-    device = next(loaded.vqvae.parameters()).device
+    device = model_device(loaded.vqvae)
     for t in config.temperatures:  # the test NLL does not depend on T: computed once above
         generator = torch.Generator(device=device).manual_seed(ctx.options["seed"])
         row = M.evaluate_remedy(f"T = {t:g}", loaded.vqvae, loaded.priors, None, e.train_codes,
@@ -245,16 +245,18 @@ def _realism(ctx: Context, loaded: Any, e: _Encoded, at_run: Any, result: dict,
     two-sample tests (Lopez-Paz & Oquab 2017), the near-black fractions outside and inside the
     inscribed circle, lesions found, and the ABCD features (Stolz et al. 1994) against the real
     test lesions, per class for a class-conditional prior."""
+    from ..pixelcnn_prior import SampleOptions
     from ..realism import RealismConfig, realism_report, realism_table, reconstruct
     from ..runs import sampling_label
+    from ..runtime import model_device
     from ..sampling import sample_images
 
     start, n = time.perf_counter(), min(ctx.config.realism_samples, len(e.test_images))
     conditional = ctx.config.label_conditional and len(e.classes) > 1
-    generator = torch.Generator(device=next(loaded.vqvae.parameters()).device)
-    samples = sample_images(loaded.vqvae, loaded.priors, n, label=sampling_label(None, loaded, n),
-                            temperature=ctx.options["temperature"],
-                            generator=generator.manual_seed(ctx.options["seed"])).float().cpu()
+    generator = torch.Generator(device=model_device(loaded.vqvae)).manual_seed(ctx.options["seed"])
+    samples = sample_images(loaded.vqvae, loaded.priors, n, sampling_label(None, loaded, n),
+                            generator, SampleOptions(temperature=ctx.options["temperature"])
+                            ).float().cpu()  # (n, 3, S, S)
     sampled = time.perf_counter() - start
     report = realism_report(
         samples, reconstruct(loaded.vqvae, e.test_images), e.test_images,
@@ -279,15 +281,17 @@ def _realism(ctx: Context, loaded: Any, e: _Encoded, at_run: Any, result: dict,
 
 def _stage_analysis(ctx: Context) -> None:
     # The run's own sampling temperature is always one of the points (report and figure use it).
-    temperatures = sorted({*A.AnalysisConfig.temperatures, ctx.options["temperature"]})
-    config = A.AnalysisConfig(num_samples=ctx.config.num_samples, temperatures=temperatures)
+    temperatures = sorted({*M.MemorisationConfig.temperatures, ctx.options["temperature"]})
+    config = A.AnalysisConfig()
+    samples = M.MemorisationConfig(num_samples=ctx.config.num_samples, temperatures=temperatures)
     loaded = load_run(ctx.run, get_device(ctx.config.device))
     encoded = _encode_splits(ctx, loaded.vqvae)
     figures: dict[str, str] = {}
-    result: dict[str, Any] = {"config": dataclasses.asdict(config)}
+    result: dict[str, Any] = {"config": {**dataclasses.asdict(config),
+                                         **dataclasses.asdict(samples)}}
     _reconstruction_and_usage(ctx, loaded.vqvae, encoded, config, result, figures)
     _prior_generalisation(ctx, loaded, encoded, result, figures)
-    at_run = _diversity(ctx, loaded, encoded, config, result, figures)
+    at_run = _diversity(ctx, loaded, encoded, samples, result, figures)
     _realism(ctx, loaded, encoded, at_run, result, figures)
     result["figures"] = figures
     atomic_write_text(ctx.run.analysis, json.dumps(result, indent=2, default=float))
