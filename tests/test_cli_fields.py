@@ -34,7 +34,7 @@ DOCUMENTED = {
     "sample": ["--run", "--n", "--temperature", "--top-k", "--label", "--seed", "--out",
                "--device", "--threads"],
     "pipeline": [*DATA, "--out", "--model", "--label-conditional", "--temperature",
-                 "--num-samples", "--stop-after", "--device", "--threads"],
+                 "--num-samples", "--realism-samples", "--stop-after", "--device", "--threads"],
 }
 REQUIRED = {"train-vqvae": ["--out", "o"], "evaluate": ["--checkpoint", "c.pt"],
             "data-preview": [], "train-prior": ["--vqvae", "r"], "sample": ["--run", "r"],

@@ -63,6 +63,14 @@ def test_pipeline_stops_resumes_and_writes_its_report(tmp_path, monkeypatch, cap
     assert "analysis_abcd.png" in figures and "## Do the samples look like lesions?" in report
     assert set(analysis["realism"]["wasserstein"]) >= {"asymmetry", "border", "colour", "score"}
     assert analysis["realism"]["summaries"]["b"]["all"]["n"] == 16  # the ci test split
+    # ... and the two-sample tests and the vignette beside them (16 samples: the test split's size).
+    assert {k: t["n"] for k, t in analysis["two_sample"].items()} == {
+        "samples vs reconstructions": 16, "reconstructions vs real": 16}
+    assert all(0.0 <= t["accuracy"] <= 1.0 for t in analysis["two_sample"].values())
+    assert set(analysis["vignette"]) == set(analysis["lesion_found"]) == {
+        "samples", "reconstructions", "real"}
+    assert "| two-sample test accuracy, samples vs reconstructions" in report
+    assert "| near-black outside / inside the circle: samples; real |" in report
 
     # A finished run is not redone; a missing output makes its stage run again.
     (run / "report.md").unlink()

@@ -13,22 +13,48 @@ by :mod:`vqlesson.abcd`, answers it in the domain's terms and without downloadin
   Kolmogorov-Smirnov statistic, Massey 1951), overall and per class, with per-set summaries;
   :func:`comparison_table` puts several comparisons in one markdown table.
 
+Whether samples *look like the data* as a whole, and where the dermoscope's dark surround lies:
+
+- :func:`~vqlesson.two_sample.two_sample_test`: a classifier two-sample test (Lopez-Paz &
+  Oquab 2017, *Revisiting Classifier Two-Sample Tests*, ICLR, §2-3): a small CNN learns to tell
+  two image sets apart on half of their union; its accuracy on the other half is the statistic
+  (0.5: indistinguishable, 1.0: always told apart), with its binomial error and a p-value under
+  the null hypothesis that the sets come from one distribution (then the number correct is
+  Binomial(n_test, 1/2)).
+- :func:`vignette_fractions`: the fraction of near-black pixels outside the inscribed circle
+  (the dermoscope's surround; notebooks 01 and 05) and inside it (dark blobs within the field).
+- :func:`found_fraction`: the fraction of images in which the ABCD estimator finds a lesion.
+- :func:`realism_report` (printed by :func:`realism_table`): all of it for samples, VQ-VAE
+  reconstructions and real images, as the pipeline, ``benchmarks/bench_samples.py`` and
+  notebook 05 show it.
+
+FID (Heusel et al. 2017) compares Inception-v3 features: it needs the Inception weights (about
+100 MB, downloaded on first use, which a student's machine may not be allowed to do) and the
+``torch-fidelity`` package, and on a few hundred 64-px images it is dominated by its own bias.
+It is therefore optional: :func:`frechet_inception_distance` uses torchmetrics' FID where
+``pip install "vqlesson[fid]"`` and the weights are available, and otherwise returns ``None``
+with the reason; nothing else here downloads anything.
+
 Figures: :func:`vqlesson.plots.abcd_distributions` and :func:`vqlesson.plots.abcd_validation`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from scipy import stats
+from torch import Tensor, nn
 
 from .abcd import BAND_NAMES, FEATURES, ABCDConfig, ABCDFeatures, abcd_features, tds_band
 from .data.synthetic_abcd import TDS_THRESHOLD
 from .data.synthetic import SyntheticLesions
-from .validate import check_int
+from .runtime import eval_mode
+from .two_sample import TwoSampleConfig, two_sample_test
+from .validate import check_images, check_int, check_number
 
 #: Ground-truth features of the synthetic lesions and the estimates they are compared with.
 VALIDATED = (("asymmetry", "asymmetry"), ("border", "border"), ("colour", "colour"),
@@ -281,3 +307,273 @@ def comparison_table(comparisons: Mapping[str, FeatureComparison], reference: st
         lines.append(f"| *{reference}* | {blank} | {row['found']:.0%} | "
                      f"{number(row['malignant'], '.0%')} |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The dermoscope's vignette, lesions found, reconstructions
+# --------------------------------------------------------------------------------------------
+class Vignette(NamedTuple):
+    """Near-black pixels of an image set, outside and inside the inscribed circle.
+
+    Attributes:
+        outside: fraction of the pixels outside the inscribed circle that are near-black, in
+            [0, 1]: the dermoscope's dark surround (about 0.6 for the synthetic lesions).
+        inside: the same inside the circle, in [0, 1]: dark blobs within the field of view
+            (a few per cent for real lesions; a prior that scatters black anywhere raises it).
+        n: images.
+    """
+
+    outside: float
+    inside: float
+    n: int
+
+
+def vignette_fractions(images: Tensor, threshold: float = 0.1) -> Vignette:
+    """The dark surround's measure of notebooks 01 and 05, in notebook 05's form (the one it
+    applies to samples): a pixel is near-black when the mean of its channels, mapped to [0, 1],
+    is below ``threshold`` (notebook 01 asks all three channels to be below 0.05, which counts
+    slightly fewer pixels: 56.6 % against 58.2 % outside the circle on the `cpu` profile's
+    synthetic test lesions); counted outside the circle inscribed in the image (radius half the
+    smaller side, about the image's centre) and inside it.
+
+    Args:
+        images: (N, C, H, W) float in [-1, 1].
+        threshold: in (0, 1], on the [0, 1] brightness.
+
+    Returns:
+        :class:`Vignette`: both fractions over all N images.
+
+    Raises:
+        TypeError, ValueError: not a float image batch, a threshold out of range.
+    """
+    check_images(images, "images")
+    threshold = check_number(threshold, "threshold", 0, 1, low_open=True)
+    height, width = images.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    radius = ((yy - (height - 1) / 2) ** 2 + (xx - (width - 1) / 2) ** 2).sqrt()  # (H, W) px
+    outside = radius > min(height, width) / 2  # (H, W) bool
+    dark = (images.detach().float().cpu().mean(dim=1) + 1) / 2 < threshold  # (N, H, W) bool
+    return Vignette(float(dark[:, outside].float().mean()), float(dark[:, ~outside].float().mean()),
+                    len(images))
+
+
+def found_fraction(images: object, config: ABCDConfig | None = None) -> float:
+    """The fraction of images in which the ABCD estimator finds a lesion, in [0, 1].
+
+    Args:
+        images: (N, 3, H, W) float in [-1, 1], or their :class:`ABCDFeatures`.
+        config: the estimator's settings (for images).
+    """
+    return float(_as_features(images, config).found.float().mean())
+
+
+@torch.no_grad()
+def reconstruct(vqvae: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
+    """A VQ-VAE's (or VQ-VAE-2's) reconstructions, in eval mode: the reference set of the
+    two-sample test (images that passed through the decoder).
+
+    Args:
+        vqvae: any model whose ``model(x).x_hat`` is the reconstruction.
+        images: (N, C, H, W) float in [-1, 1], any device; batch_size: images per pass.
+
+    Returns:
+        (N, C, H, W) float32 in [-1, 1] on the CPU, in the order of ``images``.
+    """
+    check_images(images, "images")
+    device = next(vqvae.parameters()).device
+    with eval_mode(vqvae):
+        return torch.cat([vqvae(x.to(device)).x_hat.float().cpu()
+                          for x in images.split(batch_size)])  # (N, C, H, W)
+
+
+# --------------------------------------------------------------------------------------------
+# The realism report: samples, reconstructions and real images side by side
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RealismConfig:
+    """Settings of :func:`realism_report`.
+
+    Attributes:
+        two_sample: the classifier two-sample tests' settings.
+        near_black: the brightness threshold of :func:`vignette_fractions`, in (0, 1].
+        abcd: the ABCD estimator's settings (``None``: its defaults).
+        seed: of both two-sample tests, >= 0.
+    """
+
+    two_sample: TwoSampleConfig = field(default_factory=TwoSampleConfig)
+    near_black: float = 0.1
+    abcd: ABCDConfig | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_number(self.near_black, "near_black", 0, 1, low_open=True)
+        check_int(self.seed, "seed", 0)
+
+
+#: The image sets of a :class:`RealismReport`, and its two tests: (set a, set b).
+SETS = ("samples", "reconstructions", "real")
+TESTS = {"samples vs reconstructions": ("samples", "reconstructions"),
+         "reconstructions vs real": ("reconstructions", "real")}
+
+
+class RealismReport(NamedTuple):
+    """Do samples look like the data? Every figure of :func:`realism_report`.
+
+    Attributes:
+        two_sample: ``{"samples vs reconstructions": ..., "reconstructions vs real": ...}``,
+            :class:`~vqlesson.two_sample.TwoSampleResult` each (accuracy 0.5: indistinguishable).
+        vignette: ``{"samples": ..., "reconstructions": ..., "real": ...}``, :class:`Vignette`
+            each (near-black fractions outside and inside the inscribed circle).
+        lesion_found: ``{set: fraction of its images with a lesion}``, in [0, 1].
+        abcd: ``{"samples": ..., "reconstructions": ...}``, :class:`FeatureComparison` each
+            against the real images (Wasserstein-1 per ABCD feature, in its units).
+        features: ``{set: ABCDFeatures}`` (for figures, without measuring again).
+    """
+
+    two_sample: dict
+    vignette: dict
+    lesion_found: dict
+    abcd: dict
+    features: dict
+
+
+def realism_report(samples: Tensor, reconstructions: Tensor, real: Tensor,
+                   config: RealismConfig | None = None, *, sample_labels: Tensor | None = None,
+                   real_labels: Tensor | None = None, classes: Sequence[str] = ()
+                   ) -> RealismReport:
+    """The realism of a prior's samples, measured three ways against the data.
+
+    1. Two classifier two-sample tests (:func:`~vqlesson.two_sample.two_sample_test`): samples
+       against reconstructions (the prior's errors alone: both passed through the decoder) and
+       reconstructions against the real images (the decoder's own yardstick, the floor).
+    2. The dermoscope's vignette (:func:`vignette_fractions`) of each set: the issue's targets
+       read as outside within 25 % of real's, inside at most twice real's.
+    3. The ABCD features: the fraction with a lesion found, and the Wasserstein-1 distances of
+       samples and of reconstructions to the real images (:func:`compare_features`).
+
+    Args:
+        samples: (N, 3, H, W) float in [-1, 1], the prior's decoded samples.
+        reconstructions: (M, 3, H, W) the VQ-VAE's reconstructions of ``real``, in its order
+            (:func:`reconstruct`).
+        real: (M, 3, H, W) float in [-1, 1], held-out real images (the test split).
+        config: :class:`RealismConfig`.
+        sample_labels, real_labels: optional (N,) and (M,) int classes (a class-conditional
+            prior's labels, the test labels): the ABCD distances are then also given per class.
+        classes: class names (index -> name).
+
+    The samples-vs-reconstructions test uses the first min(N, M) images of each set (a classifier
+    test needs sets of one size); the ABCD distances use all images.
+
+    Returns:
+        :class:`RealismReport`; :func:`realism_table` prints it.
+
+    Raises:
+        TypeError, ValueError: images that the tests reject (see
+            :func:`~vqlesson.two_sample.two_sample_test`), fewer than 4 images, ``real`` and
+            ``reconstructions`` of different sizes.
+    """
+    config = config if config is not None else RealismConfig()
+    if len(reconstructions) != len(real):
+        raise ValueError(f"reconstructions must be the reconstructions of real, one per image; "
+                         f"got {len(reconstructions)} for {len(real)} real images")
+    sets = {"samples": samples, "reconstructions": reconstructions, "real": real}
+    n = min(len(samples), len(real))
+    pairs = {"samples vs reconstructions": (samples[:n], reconstructions[:n]),
+             "reconstructions vs real": (reconstructions, real)}
+    two_sample = {name: two_sample_test(*pairs[name], config.two_sample, config.seed,
+                                        names=TESTS[name]) for name in TESTS}
+    features = {name: abcd_features(images.float().cpu(), config.abcd)
+                for name, images in sets.items()}
+    abcd = {name: compare_features(features[name], features["real"],
+                                   sample_labels if name == "samples" else real_labels,
+                                   real_labels, classes)
+            for name in ("samples", "reconstructions")}
+    return RealismReport(
+        two_sample,
+        {name: vignette_fractions(images, config.near_black) for name, images in sets.items()},
+        {name: found_fraction(f) for name, f in features.items()}, abcd, features)
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x" if reference > 0 else "n/a"
+
+
+def realism_table(report: RealismReport, sample_name: str = "samples") -> str:
+    """Two markdown tables: per set the two-sample test against its reference (accuracy,
+    interval, p-value), the vignette (near-black outside and inside the circle, and as a
+    multiple of real's) and the fraction with a lesion; then the ABCD Wasserstein-1 table
+    (:func:`comparison_table`).
+
+    Args:
+        report: from :func:`realism_report`; sample_name: the samples' row name (e.g.
+            ``"samples (T = 1)"``).
+    """
+    real = report.vignette["real"]
+    header = ("| set | two-sample test: accuracy [95 % CI] (p) | against | near-black outside "
+              "the circle (x real) | near-black inside (x real) | lesion found |")
+    lines = [header, "|---|---|---|---|---|---|"]
+    against = {a: (name, b) for name, (a, b) in TESTS.items()}
+    for key in SETS:
+        test = ""
+        if key in against:
+            t = report.two_sample[against[key][0]]
+            test = f"{t.accuracy:.3f} [{t.ci_low:.2f}, {t.ci_high:.2f}] (p {t.p_value:.1g}; n {t.n})"
+        v = report.vignette[key]
+        name = {"samples": sample_name, "reconstructions": "VQ-VAE reconstructions",
+                "real": "*real images*"}[key]
+        lines.append(f"| {name} | {test} | {against.get(key, ('', ''))[1]} | {v.outside:.1%} "
+                     f"({_ratio(v.outside, real.outside)}) | {v.inside:.1%} "
+                     f"({_ratio(v.inside, real.inside)}) | {report.lesion_found[key]:.0%} |")
+    abcd = comparison_table({sample_name: report.abcd["samples"],
+                             "VQ-VAE reconstructions": report.abcd["reconstructions"]},
+                            reference="real images")
+    return "\n".join(lines) + "\n\n" + abcd
+
+
+# --------------------------------------------------------------------------------------------
+# FID, optional (Inception weights from the network)
+# --------------------------------------------------------------------------------------------
+class FID(NamedTuple):
+    """What :func:`frechet_inception_distance` returns: the FID (``None`` when it could not be
+    computed) and a line saying what was done or why it was skipped."""
+
+    value: float | None
+    message: str
+
+
+def frechet_inception_distance(a: Tensor, b: Tensor, feature: int = 2048) -> FID:
+    """FID (Heusel et al. 2017) between two image sets through torchmetrics, **optional**: it
+    needs ``torch-fidelity`` (``pip install "vqlesson[fid]"``) and downloads the Inception-v3
+    weights on first use. Where either is missing it returns ``FID(None, reason)`` instead of
+    raising, so a course run never depends on it. On a few hundred images FID is strongly
+    biased upwards (compare sets of one size only).
+
+    Args:
+        a, b: (N, 3, H, W) float in [-1, 1] (resized to 299 px inside), N >= 2 each.
+        feature: the Inception layer's width: 64, 192, 768 or 2048.
+
+    Returns:
+        :class:`FID`.
+
+    Raises:
+        TypeError, ValueError: bad images, fewer than 2 per set, an unknown ``feature``.
+    """
+    check_images(a, "a", channels=3)
+    check_images(b, "b", channels=3)
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"FID needs at least 2 images per set, got {len(a)} and {len(b)}")
+    if feature not in (64, 192, 768, 2048):
+        raise ValueError(f"feature must be one of (64, 192, 768, 2048), got {feature!r}")
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        metric = FrechetInceptionDistance(feature=feature, normalize=True)
+    except (ImportError, OSError, RuntimeError) as error:  # no torch-fidelity, no weights
+        return FID(None, f"FID skipped ({type(error).__name__}: {error}); it needs "
+                         "pip install \"vqlesson[fid]\" and a one-off download of the Inception "
+                         "weights")
+    for images, real in ((a, True), (b, False)):
+        for chunk in images.detach().float().cpu().split(64):
+            metric.update((chunk.clamp(-1, 1) + 1) / 2, real=real)  # [0, 1] for normalize=True
+    return FID(float(metric.compute()), f"FID over {len(a)} and {len(b)} images, "
+                                        f"{feature} Inception features")

@@ -54,6 +54,7 @@ from ..runs import (
 )
 from ..runtime import get_device, model_device, set_threads
 from ..profiles import get_profile
+from ..validate import check_int
 
 # Options that define a run; resuming with other values would mix two runs in one folder.
 RUN_OPTIONS = ("data", "data_root", "profile", "image_size", "batch_size", "dataset_size", "seed",
@@ -69,6 +70,9 @@ class PipelineConfig:
         label_conditional: class-conditional priors (benign/malignant).
         temperature: sampling temperature of samples.png and the report.
         num_samples: samples drawn per temperature for the analysis.
+        realism_samples: samples drawn at ``temperature`` for the realism measure (two-sample
+            tests, vignette, ABCD table), at most the test split's size (that many test images
+            are reconstructed to compare them with).
         stop_after: stop after this stage; run again without it to go on (default: run them all).
         threads: CPU threads for torch in the prior stage (default: torch's choice).
         device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
@@ -78,9 +82,14 @@ class PipelineConfig:
     label_conditional: bool = False
     temperature: float = 1.0
     num_samples: int = 32
+    realism_samples: int = 128
     stop_after: str | None = None
     threads: int | None = None
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self.realism_samples, "realism_samples", 4,
+                  note="a two-sample test trains on half of them and tests on the other half")
 
 
 class Context(NamedTuple):
@@ -228,27 +237,46 @@ def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict
     return at_run
 
 
-def _realism(ctx: Context, e: _Encoded, at_run: Any, result: dict, figures: dict) -> None:
-    """6. Do the samples look like lesions? The ABCD features (Stolz et al. 1994) measured from
-    the pixels of the samples against those of the real test lesions, per class for a
-    class-conditional prior (its samples are drawn with the classes in turn)."""
-    from ..abcd import abcd_features
-    from ..realism import compare_features, comparison_table
+def _realism(ctx: Context, loaded: Any, e: _Encoded, at_run: Any, result: dict,
+             figures: dict) -> None:
+    """6. Do the samples look like lesions? :func:`~vqlesson.realism.realism_report` on
+    ``realism_samples`` fresh samples at the run's temperature (the classes in turn for a
+    class-conditional prior), the test images and their reconstructions: the classifier
+    two-sample tests (Lopez-Paz & Oquab 2017), the near-black fractions outside and inside the
+    inscribed circle, lesions found, and the ABCD features (Stolz et al. 1994) against the real
+    test lesions, per class for a class-conditional prior."""
+    from ..pixelcnn_prior import SampleOptions
+    from ..realism import RealismConfig, realism_report, realism_table, reconstruct
+    from ..runs import sampling_label
+    from ..runtime import model_device
+    from ..sampling import sample_images
 
-    samples = at_run.samples.float().cpu()
+    start, n = time.perf_counter(), min(ctx.config.realism_samples, len(e.test_images))
     conditional = ctx.config.label_conditional and len(e.classes) > 1
-    sample_labels = torch.arange(len(samples)) % len(e.classes) if conditional else None
-    real_labels = e.test_codes.labels if conditional else None
-    sample_features, real_features = abcd_features(samples), abcd_features(e.test_images)
-    comparison = compare_features(sample_features, real_features, sample_labels, real_labels,
-                                  e.classes)
-    result["realism"] = comparison._asdict()
-    result["realism_table"] = comparison_table({f"samples ({at_run.name})": comparison},
-                                               reference="real test lesions")
-    figures["ABCD features of samples and real test lesions"] = _save(
-        plots.abcd_distributions({f"samples ({at_run.name})": sample_features,
-                                  "real test lesions": real_features}),
+    generator = torch.Generator(device=model_device(loaded.vqvae)).manual_seed(ctx.options["seed"])
+    samples = sample_images(loaded.vqvae, loaded.priors, n, sampling_label(None, loaded, n),
+                            generator, SampleOptions(temperature=ctx.options["temperature"])
+                            ).float().cpu()  # (n, 3, S, S)
+    sampled = time.perf_counter() - start
+    report = realism_report(
+        samples, reconstruct(loaded.vqvae, e.test_images), e.test_images,
+        RealismConfig(seed=ctx.options["seed"]),
+        sample_labels=torch.arange(n) % len(e.classes) if conditional else None,
+        real_labels=e.test_codes.labels if conditional else None, classes=e.classes)
+    name = f"samples ({at_run.name})"
+    result["realism"] = report.abcd["samples"]._asdict()
+    result["realism_reconstructions"] = report.abcd["reconstructions"]._asdict()
+    result["two_sample"] = {k: t._asdict() for k, t in report.two_sample.items()}
+    result["vignette"] = {k: v._asdict() for k, v in report.vignette.items()}
+    result["lesion_found"] = report.lesion_found
+    result["realism_table"] = realism_table(report, sample_name=name)
+    figures["ABCD features of samples, reconstructions and real test lesions"] = _save(
+        plots.abcd_distributions({name: report.features["samples"],
+                                  "VQ-VAE reconstructions": report.features["reconstructions"],
+                                  "real test lesions": report.features["real"]}),
         ctx.run.analysis_figure("abcd"))
+    ctx.report(f"realism: {n} samples in {sampled:.1f} s, the measure in "
+               f"{time.perf_counter() - start - sampled:.1f} s")
 
 
 def _stage_analysis(ctx: Context) -> None:
@@ -264,7 +292,7 @@ def _stage_analysis(ctx: Context) -> None:
     _reconstruction_and_usage(ctx, loaded.vqvae, encoded, config, result, figures)
     _prior_generalisation(ctx, loaded, encoded, result, figures)
     at_run = _diversity(ctx, loaded, encoded, samples, result, figures)
-    _realism(ctx, encoded, at_run, result, figures)
+    _realism(ctx, loaded, encoded, at_run, result, figures)
     result["figures"] = figures
     atomic_write_text(ctx.run.analysis, json.dumps(result, indent=2, default=float))
 
@@ -311,7 +339,41 @@ def _metric_rows(ctx: Context, metrics: dict, prior: dict, analysis: dict) -> li
                          f"{_fmt(r['code_hamming'])} ({_fmt(ref and ref['code_hamming'])})"))
             rows.append((f"near-copies of training images ({r['name']})",
                          _fmt(r["near_copy_fraction"], ".0%")))
+    return rows + _realism_rows(analysis)
+
+
+def _realism_rows(analysis: dict) -> list[tuple[str, str]]:
+    """The realism measure's rows of the metrics table (two-sample tests, vignette, lesions)."""
+    rows = []
+    for name, t in analysis.get("two_sample", {}).items():
+        rows.append((f"two-sample test accuracy, {name} (0.5: indistinguishable)",
+                     f"{_fmt(t['accuracy'])} ± {_fmt(t['standard_error'])} ({t['n']} each)"))
+    vignette, found = analysis.get("vignette", {}), analysis.get("lesion_found", {})
+    if vignette:
+        rows.append(("near-black outside / inside the circle: samples; real",
+                     f"{_fmt(vignette['samples']['outside'], '.1%')} / "
+                     f"{_fmt(vignette['samples']['inside'], '.1%')}; "
+                     f"{_fmt(vignette['real']['outside'], '.1%')} / "
+                     f"{_fmt(vignette['real']['inside'], '.1%')}"))
+    if found:
+        rows.append(("lesion found: samples (real)",
+                     f"{_fmt(found['samples'], '.0%')} ({_fmt(found['real'], '.0%')})"))
     return rows
+
+
+REALISM_NOTE = (
+    "Two-sample test (Lopez-Paz & Oquab 2017, vqlesson.two_sample): a small CNN trained on half "
+    "of two image sets to tell them apart, its accuracy on the other half (0.5: "
+    "indistinguishable, 1: always told apart), with its 95 % Clopper-Pearson interval and p, "
+    "the chance of so high an accuracy if both sets came from one distribution (the number "
+    "right is then Binomial(n_test, 1/2)). Samples are compared with VQ-VAE reconstructions of the test "
+    "images (both through the decoder: only the prior's errors count), the reconstructions "
+    "with the test images (the decoder's own yardstick). Near-black: pixels whose mean "
+    "brightness is below 0.1, outside and inside the inscribed circle (the dermoscope's dark "
+    "surround, notebook 01). The ABCD rule of dermoscopy (Stolz et al. 1994) measured from the "
+    "pixels (vqlesson.abcd): W1 is the Wasserstein-1 distance between a set's and the real test "
+    "lesions' distribution of each feature, in the feature's own units (0: the same "
+    "distribution).")
 
 
 def _stage_report(ctx: Context) -> None:
@@ -335,11 +397,7 @@ def _stage_report(ctx: Context) -> None:
         f"within {analysis.get('config', {}).get('near_copy_hamming', 0.1):.0%} of the code "
         "positions (or a small pixel distance) of a training image.", "",
         "## Do the samples look like lesions?", "",
-        analysis.get("realism_table", "n/a"), "",
-        "The ABCD rule of dermoscopy (Stolz et al. 1994) measured from the pixels (vqlesson.abcd): "
-        "W1 is the Wasserstein-1 distance between the samples' and the real test lesions' "
-        "distribution of each feature, in the feature's own units (0: the same distribution).",
-        "", "## Figures", "",
+        analysis.get("realism_table", "n/a"), "", REALISM_NOTE, "", "## Figures", "",
     ]
     figures = {
         "reconstructions (test)": run.reconstructions.name,
