@@ -229,13 +229,35 @@ def test_augmentations_keep_shape_and_range():
         assert not torch.equal(out, x)
     assert build_transforms(AugmentConfig.none(), 32) is None
     singles = single_augmentations(AugmentConfig(), 32)
-    assert set(singles) == {"random resized crop", "horizontal flip", "vertical flip", "rotation",
-                            "colour jitter", "gaussian noise"}
+    assert set(singles) == {"random resized crop", "horizontal flip", "vertical flip",
+                            "rotation by 90°", "rotation by any angle", "colour jitter",
+                            "gaussian noise"}
     flipped = single_augmentations(AugmentConfig(), 32)["horizontal flip"]
     outs = {tuple(flipped(x)[0, 0, :2].tolist()) for _ in range(20)}
     assert outs == {tuple(x[0, 0, :2].tolist()), tuple(x[0, 0, -2:].flip(0).tolist())}
     with pytest.raises(ValueError, match="crop_scale"):
         AugmentConfig(crop_scale=(0.9, 0.5))
+
+
+def test_the_default_augmentations_invent_nothing_a_generative_model_would_learn():
+    """Notebook 01's table for a generative model: rotations by multiples of 90 degrees (no black
+    corners), no noise; any-angle rotation stays available but off."""
+    from vqlesson.augment import RandomRot90
+
+    config = AugmentConfig()
+    assert config.rotate90 and config.rotation_degrees == 0 and config.noise_sigma == 0
+    torch.manual_seed(0)
+    white = torch.ones(3, 32, 32)
+    transform = build_transforms(config, 32)
+    darkest = min(float(transform(white).min()) for _ in range(50))
+    assert darkest > 0.8  # mild jitter only: no black fill anywhere
+    x = torch.rand(3, 8, 8)
+    seen = {RandomRot90()(x).flatten()[0].item() for _ in range(60)}
+    corners = {x[0, 0, 0].item(), x[0, 0, -1].item(), x[0, -1, 0].item(), x[0, -1, -1].item()}
+    assert seen == corners  # every multiple of 90 degrees, nothing else
+    rotated = build_transforms(AugmentConfig(rotation_degrees=45.0, random_resized_crop=False,
+                                             brightness=0, contrast=0, saturation=0), 32)
+    assert min(float(rotated(white).min()) for _ in range(20)) < 0.1  # the black fill it adds
 
 
 # ----------------------------------------------------------------------------- loaders

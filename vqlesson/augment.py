@@ -4,15 +4,20 @@ The course discusses five augmentations that student reports used (random resize
 rotation, colour jitter, Gaussian noise). Each is a switch in :class:`AugmentConfig`, with
 defaults suited to dermoscopy:
 
-- Flips and rotations are *safe*: a lesion seen through a dermoscope has no canonical
-  orientation, so any rotation or mirror image is another plausible lesion. Rotation fills the
-  corners with black, the colour of the dermoscope's surround.
+- Flips and rotations by multiples of 90° are *safe*: a lesion seen through a dermoscope has no
+  canonical orientation, and these map the square image onto itself, so nothing is invented.
+  Rotation by any other angle fills the corners with black, and a *generative* model then learns
+  to draw those corners: it is off by default (``rotation_degrees``) and shown in notebook 01.
 - A random resized crop is safe when it is mild (scale near 1): a tight crop can cut the border
   of the lesion away, and border irregularity is one of the ABCD criteria.
 - Colour jitter must stay *mild*: colour is diagnostic (the C of ABCD; blue-grey and dark brown
   areas matter), so strong hue or saturation changes make a benign lesion look like another
   lesion. Hue is left untouched by default.
-- Gaussian noise is mild regularisation; a VQ-VAE that must reconstruct noise wastes codes on it.
+- Gaussian noise: a VQ-VAE that must reconstruct noise wastes codes on it, and a generative model
+  learns to draw it; off by default (``noise_sigma``).
+
+The defaults are notebook 01's table for a generative model: mild crop, flips, rotations by
+multiples of 90°, mild colour jitter without hue, no noise, no black fill.
 
 Contract: every transform here works on a float image tensor ``(3, S, S)`` in ``[0, 1]`` (the
 datasets apply it before their final mapping to ``[-1, 1]``), and returns the same shape and range.
@@ -38,7 +43,9 @@ class AugmentConfig:
         crop_ratio: (min, max) aspect ratio of the crop.
         hflip: random horizontal flip (p = 0.5).
         vflip: random vertical flip (p = 0.5).
-        rotation_degrees: rotation drawn uniformly from [-d, d] degrees; 0 disables.
+        rotate90: rotation by a random multiple of 90° (0, 90, 180 or 270, equally likely).
+        rotation_degrees: rotation by any angle drawn uniformly from [-d, d] degrees, corners
+            filled with black; 0 (the default) disables it.
         brightness, contrast, saturation, hue: ``ColorJitter`` strengths; all 0 disables it.
         noise_sigma: standard deviation of additive Gaussian noise on the [0, 1] scale; 0 disables.
     """
@@ -48,18 +55,20 @@ class AugmentConfig:
     crop_ratio: tuple[float, float] = (0.9, 1.1)
     hflip: bool = True
     vflip: bool = True
-    rotation_degrees: float = 180.0
+    rotate90: bool = True
+    rotation_degrees: float = 0.0
     brightness: float = 0.1
     contrast: float = 0.1
     saturation: float = 0.05
     hue: float = 0.0
-    noise_sigma: float = 0.01
+    noise_sigma: float = 0.0
 
     @classmethod
     def none(cls) -> "AugmentConfig":
         """Every augmentation switched off."""
         return cls(
-            random_resized_crop=False, hflip=False, vflip=False, rotation_degrees=0.0,
+            random_resized_crop=False, hflip=False, vflip=False, rotate90=False,
+            rotation_degrees=0.0,
             brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, noise_sigma=0.0,
         )
 
@@ -70,6 +79,16 @@ class AugmentConfig:
         check_number(self.hue, "hue", 0, 0.5)
         for name in ("rotation_degrees", "brightness", "contrast", "saturation", "noise_sigma"):
             check_number(getattr(self, name), name, 0)
+
+
+class RandomRot90(torch.nn.Module):
+    """Rotate by a random multiple of 90° (each of 0, 90, 180, 270 with probability 1/4), drawn
+    from torch's global generator like torchvision's transforms. ``(3, S, S) -> (3, S, S)``: a
+    square maps onto itself, so no pixel is invented (no fill, no interpolation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = int(torch.randint(4, ()))
+        return torch.rot90(x, k, dims=(-2, -1))
 
 
 def build_transforms(config: AugmentConfig | None, image_size: int) -> v2.Compose | None:
@@ -95,6 +114,8 @@ def build_transforms(config: AugmentConfig | None, image_size: int) -> v2.Compos
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     if config.vflip:
         steps.append(v2.RandomVerticalFlip(p=0.5))
+    if config.rotate90:
+        steps.append(RandomRot90())
     if config.rotation_degrees > 0:
         steps.append(
             v2.RandomRotation(
@@ -127,7 +148,8 @@ def single_augmentations(config: AugmentConfig, image_size: int) -> dict[str, v2
                                        crop_ratio=config.crop_ratio),
         "horizontal flip": replace(off, hflip=True),
         "vertical flip": replace(off, vflip=True),
-        "rotation": replace(off, rotation_degrees=config.rotation_degrees or 180.0),
+        "rotation by 90°": replace(off, rotate90=True),
+        "rotation by any angle": replace(off, rotation_degrees=config.rotation_degrees or 180.0),
         "colour jitter": replace(off, brightness=config.brightness, contrast=config.contrast,
                                  saturation=config.saturation, hue=config.hue),
         "gaussian noise": replace(off, noise_sigma=config.noise_sigma or 0.05),
