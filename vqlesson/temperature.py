@@ -89,7 +89,7 @@ class TemperatureChoice(NamedTuple):
         rows: one dict per candidate, in order: ``temperature``, ``accuracy`` (two-sample test,
             samples vs reconstructions, in [0, 1]), ``standard_error``, ``outside`` and
             ``inside`` (near-black fractions, in [0, 1]), ``diversity`` (mean pairwise Hamming
-            fraction of the codes, in [0, 1]) and ``qualifies`` (within the bounds).
+            fraction of the codes, in [0, 1]) and ``within`` (the bounds, :func:`within_bounds`).
         reference: the real validation images' ``outside``, ``inside`` and ``diversity``.
         table: the rows as a markdown table, the choice marked.
     """
@@ -100,13 +100,37 @@ class TemperatureChoice(NamedTuple):
     table: str
 
 
-def _qualifies(row: dict, reference: dict, search: TemperatureSearch) -> bool:
-    """Whether a candidate's vignette and diversity are within the search's bounds."""
+def within_bounds(row: dict, reference: dict, search: TemperatureSearch) -> bool:
+    """Whether a candidate's vignette and diversity are within the search's bounds: near-black
+    outside the circle within ``outside_tolerance`` x real's of real's, inside at most
+    ``inside_factor`` x real's, code diversity at least ``diversity_factor`` x real's.
+
+    Args:
+        row, reference: dicts with ``outside``, ``inside`` and ``diversity``, in [0, 1] (a
+            candidate's and the real images', as in :class:`TemperatureChoice`).
+    """
     outside_ok = abs(row["outside"] - reference["outside"]) <= (
         search.outside_tolerance * reference["outside"])
-    inside_ok = row["inside"] <= search.inside_factor * max(reference["inside"], 1e-3)
+    inside_ok = row["inside"] <= search.inside_factor * reference["inside"]
     return outside_ok and inside_ok and row["diversity"] >= (
         search.diversity_factor * reference["diversity"])
+
+
+def pick_temperature(rows: Sequence[dict]) -> float:
+    """The rule of :func:`choose_temperature`: the lowest two-sample ``accuracy`` among the rows
+    that are ``within`` the bounds (all rows when none is), the higher temperature on a tie
+    (closer to the distribution the prior learnt).
+
+    Args:
+        rows: dicts with ``temperature``, ``accuracy`` and ``within`` (bool), at least one.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("rows must hold at least one candidate temperature")
+    pool = [r for r in rows if r["within"]] or list(rows)
+    return min(pool, key=lambda r: (r["accuracy"], -r["temperature"]))["temperature"]
 
 
 def _table(rows: list[dict], reference: dict, chosen: float) -> str:
@@ -117,7 +141,7 @@ def _table(rows: list[dict], reference: dict, chosen: float) -> str:
         mark = " (chosen)" if r["temperature"] == chosen else ""
         lines.append(f"| {r['temperature']:g}{mark} | {r['accuracy']:.3f} ± "
                      f"{r['standard_error']:.3f} | {r['outside']:.1%} / {r['inside']:.1%} | "
-                     f"{r['diversity']:.3f} | {'yes' if r['qualifies'] else 'no'} |")
+                     f"{r['diversity']:.3f} | {'yes' if r['within'] else 'no'} |")
     lines.append(f"| *real (validation)* | | {reference['outside']:.1%} / "
                  f"{reference['inside']:.1%} | {reference['diversity']:.3f} | |")
     return "\n".join(lines)
@@ -166,9 +190,7 @@ def choose_temperature(vqvae: DiscreteAutoencoder, priors: Sequence[Autoregressi
         row = {"temperature": float(t), "accuracy": test.accuracy,
                "standard_error": test.standard_error, "outside": v.outside, "inside": v.inside,
                "diversity": diversity(tuple(c.cpu() for c in codes), images).code_hamming}
-        row["qualifies"] = _qualifies(row, reference, search)
+        row["within"] = within_bounds(row, reference, search)
         rows.append(row)
-    pool = [r for r in rows if r["qualifies"]] or rows
-    chosen = min(pool, key=lambda r: (r["accuracy"], -r["temperature"]))["temperature"]  # a tie:
-    # the warmer one, closer to the distribution the prior learnt
+    chosen = pick_temperature(rows)
     return TemperatureChoice(chosen, rows, reference, _table(rows, reference, chosen))
