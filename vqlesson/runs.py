@@ -363,8 +363,9 @@ class PriorRunConfig:
     """Settings of :func:`train_prior_run`; those left ``None`` take the profile's or model's.
 
     Attributes:
-        prior_arch: ``gated``, the Gated PixelCNN with position and dilated blocks, or
-            ``transformer``, a causal transformer over the flattened code map.
+        prior_arch: ``transformer``, a causal transformer over the flattened code map (the
+            most realistic samples, benchmarks/RESULTS.md), or ``gated``, the Gated PixelCNN
+            with position and dilated blocks.
         epochs: prior epochs (default: the profile's ``prior_epochs``).
         label_conditional: condition the prior(s) on the class label (benign/malignant).
         dropout: dropout in the prior's blocks, against overfitting (default: 0, the model's).
@@ -378,7 +379,7 @@ class PriorRunConfig:
         device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
     """
 
-    prior_arch: Literal["gated", "transformer"] = "gated"
+    prior_arch: Literal["gated", "transformer"] = "transformer"
     epochs: int | None = None
     label_conditional: bool = False
     dropout: float | None = None
@@ -512,11 +513,12 @@ def _whole_model_bits(summary: dict, codes: dict[str, Any]) -> None:
 
 def train_prior_run(run: RunFolder | str | Path, data: DataChoice,
                     config: PriorRunConfig | None = None, report: Report | None = None) -> PriorRun:
-    """Extract a VQ-VAE run's codes and train its PixelCNN prior(s) on them.
+    """Extract a VQ-VAE run's codes and train its prior(s) on them.
 
     Encodes every split once into ``codes_{train,val,test}.pt`` (reused while the checkpoint
-    and the data are the same), trains a Gated PixelCNN prior (VQ-VAE-2: a top prior and a
-    bottom prior conditioned on the top codes) with early stopping on the validation NLL, and
+    and the data are the same), trains a prior of ``config.prior_arch`` (the transformer or
+    the Gated PixelCNN; VQ-VAE-2: a top prior and a bottom prior conditioned on the top codes)
+    with a cosine learning-rate schedule and early stopping on the validation NLL, and
     writes ``prior.pt`` (or ``prior_top.pt``, ``prior_bottom.pt``; best weights in
     ``*_best.pt``), ``prior_metrics.json`` (bits per code and per dim on each split) and
     ``prior_curves.png``. ``data`` should name the same data and seed as the VQ-VAE run; its

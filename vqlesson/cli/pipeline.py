@@ -62,8 +62,9 @@ class PipelineConfig:
 
     Attributes:
         model: ``vqvae``, or ``vqvae2`` with a top and a bottom prior.
-        prior_arch: ``gated``, the Gated PixelCNN with position and dilated blocks, or
-            ``transformer``, a causal transformer over the flattened code map.
+        prior_arch: ``transformer``, a causal transformer over the flattened code map (the
+            most realistic samples, benchmarks/RESULTS.md), or ``gated``, the Gated PixelCNN
+            with position and dilated blocks.
         label_conditional: class-conditional priors (benign/malignant).
         temperature: sampling temperature of samples.png and the report (default: chosen on
             the validation split by the realism measure, among 0.8, 0.9 and 1).
@@ -77,7 +78,7 @@ class PipelineConfig:
     """
 
     model: Literal["vqvae", "vqvae2"] = "vqvae"
-    prior_arch: Literal["gated", "transformer"] = "gated"
+    prior_arch: Literal["gated", "transformer"] = "transformer"
     label_conditional: bool = False
     temperature: float | None = None
     num_samples: int = 32
