@@ -68,3 +68,26 @@ def test_choose_temperature_measures_every_candidate(one_thread):
     assert again.rows == choice.rows  # deterministic for a seed
     with pytest.raises(ValueError, match="len"):
         choose_temperature(vqvae, (prior,), real[:3], search)
+
+
+def test_the_figures_of_the_choice_and_of_priors_side_by_side():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vqlesson.plots import sample_panels, temperature_choice
+    from vqlesson.temperature import TemperatureChoice
+
+    rows = [dict(row(t, a), standard_error=0.03, diversity=d, outside=0.6, inside=0.01)
+            for t, a, d in [(0.8, 0.7, 0.9), (0.9, 0.6, 0.95), (1.0, 0.62, 0.97)]]
+    fig = temperature_choice(TemperatureChoice(0.9, rows, {"diversity": 0.96}, ""))
+    assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "two-sample accuracy"
+    images = torch.rand(5, 3, 8, 8) * 2 - 1
+    fig = sample_panels({"without position": images, "with position": images}, n=4, ncols=2)
+    titles = [ax.get_title(loc) for ax in fig.axes for loc in ("left", "center")]
+    assert "without position" in titles and "with position" in titles
+    assert len(fig.axes) == 2 * 4
+    with pytest.raises(ValueError, match="panels"):
+        sample_panels({})
+    plt.close("all")
