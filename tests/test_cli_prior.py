@@ -12,6 +12,7 @@ from vqlesson.cli import main
 from vqlesson.checkpoint import load_checkpoint
 
 DATA = ["--data", "synthetic", "--profile", "ci", "--dataset-size", "16"]
+GATED = ["--prior-arch", "gated"]  # the default is the transformer
 
 
 # One torch thread for every test here (see the ``one_thread`` fixture in conftest.py).
@@ -29,7 +30,7 @@ def test_train_prior_then_sample_a_vqvae_run(tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--n", "4"]) == 2
     assert "train-prior --vqvae" in capsys.readouterr().err  # no prior trained yet
 
-    assert main(["train-prior", "--vqvae", str(run), *DATA, "--epochs", "2"]) == 0
+    assert main(["train-prior", "--vqvae", str(run), *DATA, *GATED, "--epochs", "2"]) == 0
     printed = capsys.readouterr().out
     assert "bits per code" in printed and "sample --run" in printed
     for name in ("codes_train.pt", "codes_val.pt", "codes_test.pt", "prior.pt", "prior_best.pt",
@@ -40,6 +41,7 @@ def test_train_prior_then_sample_a_vqvae_run(tmp_path, capsys):
     assert summary["vqvae"] == "VQVAE" and summary["profile"] == "ci"
     assert entry["epochs"] == 2 and entry["best_epoch"] in (1, 2)
     assert entry["config"]["codebook_size"] == 64 and entry["config"]["channels"] == 16
+    assert entry["model"] == "PixelCNNPrior" and entry["config"]["position"]
     for split in ("train", "val", "test"):
         bits = summary[split]["bits_per_code"]
         assert 0 < bits < 8  # about log2 64 = 6 bits after two short epochs
@@ -53,7 +55,7 @@ def test_train_prior_then_sample_a_vqvae_run(tmp_path, capsys):
 
     # a second run reuses the current code files and resumes the finished prior
     stamps = {p.name: p.stat().st_mtime_ns for p in run.glob("codes_*.pt")}
-    assert main(["train-prior", "--vqvae", str(run), *DATA, "--epochs", "2", "--resume"]) == 0
+    assert main(["train-prior", "--vqvae", str(run), *DATA, *GATED, "--epochs", "2", "--resume"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in run.glob("codes_*.pt")} == stamps
     again = json.loads((run / "prior_metrics.json").read_text())
     assert again["test"]["bits_per_code"] == pytest.approx(summary["test"]["bits_per_code"])
@@ -78,10 +80,10 @@ def test_train_prior_then_sample_a_vqvae_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", "--run", str(run), "--n", "4"]) == 2
     assert "other VQ-VAE weights" in capsys.readouterr().err
-    assert main(["train-prior", "--vqvae", str(run), *DATA, "--epochs", "1", "--resume"]) == 2
+    assert main(["train-prior", "--vqvae", str(run), *DATA, *GATED, "--epochs", "1", "--resume"]) == 2
     assert "other codes" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in run.glob("codes_*.pt")} != stamps  # rebuilt
-    assert main(["train-prior", "--vqvae", str(run), *DATA, "--epochs", "1"]) == 0
+    assert main(["train-prior", "--vqvae", str(run), *DATA, *GATED, "--epochs", "1"]) == 0
     assert main(["sample", "--run", str(run), "--n", "4"]) == 0
 
 
@@ -100,6 +102,8 @@ def test_label_conditional_priors_of_a_vqvae2_run(tmp_path, capsys):
     assert top["config"]["num_classes"] == 2 and bottom["config"]["num_classes"] == 2
     assert top["config"]["cond_codebook_size"] == 0 and bottom["config"]["cond_codebook_size"] == 64
     assert top["config"]["dropout"] == 0.1
+    assert top["model"] == bottom["model"] == "TransformerPrior"  # the default --prior-arch
+    assert top["config"]["position_grid"] == 4 and bottom["config"]["position_grid"] == 8
     test = summary["test"]
     # both levels together: 4x4 top and 8x8 bottom codes for a 3x32x32 image
     assert test["bits_per_dim"] == pytest.approx(

@@ -14,6 +14,9 @@ COMMON = ["--data", "synthetic", "--profile", "ci", "--threads", "1", "--num-sam
           "--device", "cpu"]
 
 
+GIVEN_T = ["--temperature", "1"]  # a given temperature: no choice on the validation split
+
+
 def stages_done(run) -> list[str]:
     return list(json.loads((run / "pipeline.json").read_text())["stages"])
 
@@ -24,7 +27,7 @@ def linked_figures(report: str) -> list[str]:
 
 def test_pipeline_stops_resumes_and_writes_its_report(tmp_path, monkeypatch, capsys, one_thread):
     run = tmp_path / "run"
-    assert main(["pipeline", *COMMON, "--out", str(run), "--stop-after", "prior"]) == 0
+    assert main(["pipeline", *COMMON, *GIVEN_T, "--out", str(run), "--stop-after", "prior"]) == 0
     assert stages_done(run) == ["vqvae", "prior"]
     assert (run / "prior.pt").is_file() and not (run / "samples.png").exists()
     trained = {name: (run / name).stat().st_mtime_ns for name in ("checkpoint.pt", "prior.pt")}
@@ -36,15 +39,17 @@ def test_pipeline_stops_resumes_and_writes_its_report(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(pipeline, "_stage_samples", crash)
     with pytest.raises(RuntimeError, match="went away"):
-        main(["pipeline", *COMMON, "--out", str(run)])
-    assert stages_done(run) == ["vqvae", "prior"]
+        main(["pipeline", *COMMON, *GIVEN_T, "--out", str(run)])
+    assert stages_done(run) == ["vqvae", "prior", "temperature"]
     monkeypatch.undo()
 
     capsys.readouterr()
-    assert main(["pipeline", *COMMON, "--out", str(run)]) == 0
+    assert main(["pipeline", *COMMON, *GIVEN_T, "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "vqvae: finished earlier, skipped" in out and "prior: finished earlier, skipped" in out
     assert stages_done(run) == list(pipeline.STAGE_NAMES)
+    assert json.loads((run / "temperature.json").read_text()) == {"temperature": 1.0,
+                                                                  "chosen": False}
     # Nothing was trained again.
     assert {name: (run / name).stat().st_mtime_ns for name in trained} == trained
     assert (run / "samples.png").read_bytes()[:4] == b"\x89PNG"  # the half-written file was redone
@@ -74,7 +79,7 @@ def test_pipeline_stops_resumes_and_writes_its_report(tmp_path, monkeypatch, cap
 
     # A finished run is not redone; a missing output makes its stage run again.
     (run / "report.md").unlink()
-    assert main(["pipeline", *COMMON, "--out", str(run)]) == 0
+    assert main(["pipeline", *COMMON, *GIVEN_T, "--out", str(run)]) == 0
     assert (run / "report.md").is_file()
     assert (run / "checkpoint.pt").stat().st_mtime_ns == trained["checkpoint.pt"]
 
@@ -104,3 +109,12 @@ def test_pipeline_with_a_vqvae2_and_class_conditional_priors(tmp_path, one_threa
     assert "top: perplexity train / test" in report and "bottom: perplexity" in report
     assert set(analysis["realism"]["by_class"]) <= {"benign", "malignant"}  # per class
     assert all((run / name).is_file() for name in linked_figures(report))
+    # No --temperature: it was chosen on the validation split by the realism measure, and every
+    # later stage sampled at it.
+    chosen = json.loads((run / "temperature.json").read_text())
+    assert chosen["chosen"] and chosen["temperature"] in (0.8, 0.9, 1.0)
+    assert [r["temperature"] for r in chosen["rows"]] == [0.8, 0.9, 1.0]
+    assert chosen["n"] == 16  # the ci validation split
+    assert chosen["temperature"] in [r["temperature"] for r in analysis["temperatures"]]
+    assert "## The sampling temperature, chosen on the validation split" in report
+    assert f"- sampling temperature: {chosen['temperature']:g} (chosen" in report

@@ -315,3 +315,114 @@ def test_blind_spot_codes_hide_each_stripe_from_the_plain_network_only():
     assert not receptive_field(plain, (10, 12), position)[own_stripe].any()
     with pytest.raises(ValueError, match="slope"):
         blind_spot_codes(4, (6, 6), 8, slope=1)
+
+
+# ---- issue 24: a receptive field that covers the grid, and position -------------------------
+def raster_past(shape: tuple[int, int], position: tuple[int, int]) -> torch.Tensor:
+    """(H, W) bool: the positions before ``position`` in raster order."""
+    height, width = shape
+    return torch.arange(height * width).view(height, width) < position[0] * width + position[1]
+
+
+@pytest.mark.parametrize("profile,grid", [("cpu", 16), ("gpu", 32)])
+def test_dilated_gated_prior_sees_the_whole_grid(profile, grid):
+    """The profile's gated prior (its layers and dilations; narrow channels to keep the test
+    small) reaches every earlier position of the profile's code grid: at the last position, at
+    the start of the last row (which needs the top-right corner) and in the middle."""
+    from vqlesson.configs import prior_config_for
+
+    config = prior_config_for(profile, 8, embed_dim=4, channels=4)
+    assert config.dilations != (1,) and config.receptive_reach >= grid - 1
+    prior = PixelCNNPrior(config)
+    for position in [(grid - 1, grid - 1), (grid - 1, 0), (grid // 2, grid // 2)]:
+        field = receptive_field(prior, (grid, grid), position)
+        assert torch.equal(field, raster_past((grid, grid), position)), position
+    # Without dilation the same 8 layers leave most of the grid unseen.
+    undilated = receptive_field(PixelCNNPrior(prior_config_for(profile, 8, embed_dim=4, channels=4,
+                                                               dilations=(1,))),
+                                (grid, grid), (grid - 1, grid - 1))
+    assert not undilated[0].any()
+
+
+@pytest.mark.parametrize("dilations", [(2,), (1, 2, 4), (3, 1)])
+def test_dilated_blocks_stay_causal(dilations):
+    net = GatedPixelCNN(tiny_config(num_layers=4, dilations=dilations, position=True))
+    shape = (7, 9)
+    for position in [(0, 0), (3, 4), (6, 8), (5, 0)]:
+        field = receptive_field(net, shape, position)
+        assert not (field & ~raster_past(shape, position)).any(), (dilations, position)
+
+
+def test_config_checks_dilations_and_position():
+    assert tiny_config(dilations=[1, 2]).dilations == (1, 2)  # a checkpoint's list
+    for bad in ((), (0,), (1, -2), "12", (1.5,)):
+        with pytest.raises(ValueError, match="dilations"):
+            tiny_config(dilations=bad)
+    with pytest.raises(ValueError, match="plain"):
+        tiny_config(arch="plain", dilations=(1, 2))
+    with pytest.raises(ValueError, match="position"):
+        tiny_config(position=1)
+    assert tiny_config(num_layers=4, dilations=(1, 2)).receptive_reach == 1 + 1 + 2 + 1
+
+
+def test_coordinate_grid_is_normalised_on_any_grid():
+    from vqlesson.condition_maps import coordinate_grid
+
+    for height, width in [(1, 1), (4, 6), (16, 16), (24, 24)]:
+        x, y, r = coordinate_grid(height, width)
+        assert x.shape == (height, width)
+        assert torch.allclose(x, -x.flip(1)) and torch.allclose(y, -y.flip(0))  # centred
+        assert float(x.abs().max()) < 1 and float(y.abs().max()) < 1
+        assert torch.allclose(r, (x ** 2 + y ** 2).sqrt())
+    x, y, r = coordinate_grid(16, 16)
+    assert float(r.min()) < 0.1 and float(r.max()) > 1.3  # centre and corners
+    assert x[0, 0] < 0 < x[0, -1] and y[0, 0] < 0 < y[-1, 0]  # x to the right, y downwards
+    with pytest.raises(ValueError, match="grid"):
+        coordinate_grid(0, 3)
+
+
+def test_position_reaches_every_block_on_any_grid():
+    """With position, the same codes get other logits at other places, on the trained grid and
+    on a larger one; without it, a constant map's interior positions are alike."""
+    codes = torch.zeros(1, 12, 12, dtype=torch.int64)
+    with_position = PixelCNNPrior(tiny_config(position=True, dilations=(1, 2)))
+    without = PixelCNNPrior(tiny_config(dilations=(1, 2)))
+    for grid in (8, 12):
+        logits = with_position.logits(codes[:, :grid, :grid])[0]  # (K, grid, grid)
+        assert not torch.allclose(logits[:, grid - 3, 3], logits[:, grid - 3, grid - 4])
+    plain_logits = without.logits(codes)[0]  # far from the borders the input looks the same
+    assert torch.allclose(plain_logits[:, 9, 5], plain_logits[:, 9, 6], atol=1e-6)
+    assert with_position.net.block_conditions(
+        with_position.net.condition_features(None, None, 5, 5))[0].shape[-2:] == (5, 5)
+
+
+def test_position_lets_a_prior_put_the_surround_in_the_corners():
+    """Code maps whose corners (outside the inscribed circle) hold code 0 and whose field holds
+    random codes 1..7: a prior with position learns where the surround goes, and its greedy
+    samples put code 0 exactly outside the circle; on a grid larger than trained on (where the
+    convolutions' own cues, distances in cells from the padded border, mislead it) the zeros
+    still gather outside the circle."""
+    from vqlesson.condition_maps import coordinate_grid
+
+    def maps(n, side, seed):
+        outside = coordinate_grid(side, side)[2] > 1  # (side, side) bool
+        codes = torch.randint(1, 8, (n, side, side), generator=torch.Generator().manual_seed(seed))
+        return codes.masked_fill(outside, 0), outside
+
+    codes, outside = maps(64, 8, 0)
+    prior = PixelCNNPrior(tiny_config(position=True, dilations=(1, 2), num_layers=4))
+    optimizer = torch.optim.Adam(prior.parameters(), lr=1e-2)
+    for _ in range(80):
+        optimizer.zero_grad()
+        prior(codes).loss.backward()
+        optimizer.step()
+    from vqlesson.pixelcnn_prior import SampleOptions
+
+    samples = prior.sample(4, (8, 8), generator=torch.Generator().manual_seed(1),
+                           options=SampleOptions(top_k=1))
+    assert torch.equal(samples == 0, outside.expand(4, 8, 8))
+    samples = prior.sample(4, (12, 12), generator=torch.Generator().manual_seed(1),
+                           options=SampleOptions(top_k=1))
+    where = coordinate_grid(12, 12)[2] > 1
+    zeros = samples == 0
+    assert zeros[:, where].float().mean() > 2 * zeros[:, ~where].float().mean()

@@ -279,3 +279,37 @@ def test_prior_round_trips_through_a_checkpoint(tmp_path, monkeypatch):
     cond = dict(label=torch.tensor([0, 1]), cond_map=torch.randint(4, (2, 2, 2)))
     prior.eval()
     assert torch.equal(loaded.model.logits(codes, **cond), prior.logits(codes, **cond))
+
+
+def test_a_prior_checkpoint_from_before_position_and_dilation_still_loads(tmp_path):
+    """Checkpoints written before issue 24 store no ``position`` or ``dilations``: they load as
+    the prior they were (no position map, no dilation) and give the same logits."""
+    config = tiny_config(num_classes=2)
+    prior = PixelCNNPrior(config).eval()
+    path = checkpoint.save_checkpoint(tmp_path / "prior.pt", prior, step=1)
+    payload = torch.load(path, weights_only=True)
+    for name in ("position", "dilations"):
+        del payload["config"][name]  # the record an older version wrote
+    torch.save(payload, path)
+    loaded = checkpoint.load_checkpoint(path, expected_class=PixelCNNPrior)
+    assert loaded.config.position is False and loaded.config.dilations == (1,)
+    assert loaded.model.net.position is None
+    codes, label = random_codes(2, 5, 6), torch.tensor([0, 1])
+    assert torch.equal(loaded.model.logits(codes, label), prior.logits(codes, label))
+    # and a new one keeps both through the round trip
+    new = PixelCNNPrior(tiny_config(position=True, dilations=(1, 2))).eval()
+    path = checkpoint.save_checkpoint(tmp_path / "new.pt", new)
+    again = checkpoint.load_checkpoint(path).model
+    assert again.config == new.config and again.net.position is not None
+    assert torch.equal(again.logits(codes), new.logits(codes))
+
+
+def test_fast_and_naive_samplers_agree_with_position_and_dilation():
+    for condition in CONDITIONS:
+        prior = PixelCNNPrior(conditioned_config(condition, num_layers=4, position=True,
+                                                 dilations=(1, 2, 4)))
+        cond = condition_inputs(condition, 2, 10, 12)
+        fast = prior.sample(2, (10, 12), generator=seeded(6), **cond)
+        naive = prior.sample(2, (10, 12), generator=seeded(6),
+                             options=SampleOptions(fast=False), **cond)
+        assert torch.equal(fast, naive), condition

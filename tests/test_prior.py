@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import NamedTuple
 
 import pytest
@@ -461,3 +462,39 @@ def test_codes_priors_and_sampling_are_generic_in_the_levels():
     assert decode_codes(model, sampled).shape == (2, 3, IMAGE, IMAGE)
     with pytest.raises(ValueError, match="middle prior models K = 4"):
         sample_codes(model, (priors[0], priors[0], bottom), 2)
+
+
+def test_learning_rate_schedules():
+    from vqlesson.prior import scheduled_lr
+
+    constant = quick(lr=1e-3)
+    assert [scheduled_lr(constant, s, 100) for s in (0, 50, 99)] == [1e-3] * 3
+    cosine = quick(lr=1e-3, lr_schedule="cosine")
+    assert scheduled_lr(cosine, 0, 100) == pytest.approx(1e-3)
+    assert scheduled_lr(cosine, 50, 100) == pytest.approx(5e-4)  # half way: half the rate
+    assert 0 < scheduled_lr(cosine, 99, 100) < 1e-6
+    warm = quick(lr=1e-3, lr_schedule="cosine", warmup_steps=10)
+    assert scheduled_lr(warm, 0, 100) == pytest.approx(1e-4 * (1 + math.cos(0)) / 2)
+    assert scheduled_lr(warm, 9, 100) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.09)))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        quick(lr_schedule="linear")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        quick(warmup_steps=-1)
+    # train_prior follows it, step by step (the history keeps each epoch's last rate)
+    train, val = pattern_codes(32, seed=0), pattern_codes(8, seed=1)
+    config = quick(epochs=3, lr_schedule="cosine")
+    history = train_prior(tiny_prior(), train, val, config)
+    steps = 3 * 2  # 32 maps in batches of 16
+    assert history["lr"] == pytest.approx([scheduled_lr(config, s, steps) for s in (1, 3, 5)])
+    assert history["lr"][0] > history["lr"][1] > history["lr"][2] > 0
+
+
+def test_prior_config_for_the_priors_of_issue_24():
+    gated = prior_config_for("cpu", 256)
+    assert gated.position and gated.dilations == (1, 2, 4, 8) and gated.receptive_reach >= 15
+    assert prior_config_for("cpu", 256, arch="plain").dilations == (1,)  # no dilation there
+    old = prior_config_for("cpu", 256, position=False, dilations=(1,))
+    assert not old.position and old.receptive_reach == 10  # the prior before issue 24
+    transformer = prior_config_for("gpu", 512, arch="transformer", cond_codebook_size=512)
+    assert type(transformer).__name__ == "TransformerPriorConfig"
+    assert transformer.cond_codebook_size == 512 and transformer.embed_dim >= 64

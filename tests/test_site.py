@@ -99,6 +99,26 @@ def test_the_gallery_resizes_the_run_s_figures_and_says_where_they_come_from(tmp
     assert "wrote 4 images" in capsys.readouterr().out
 
 
+def test_the_gallery_names_the_prior_temperature_and_realism_figures(tmp_path):
+    run = _fake_run(tmp_path / "run")
+    (run / "prior_metrics.json").write_text(json.dumps({"priors": {"codes": {
+        "model": "TransformerPrior", "epochs": 20, "best_epoch": 19,
+        "test": {"bits_per_code": 3.05}}}}))
+    (run / "temperature.json").write_text(json.dumps({"temperature": 0.9, "chosen": True}))
+    (run / "analysis.json").write_text(json.dumps({
+        "two_sample": {"samples vs reconstructions": {"accuracy": 0.61, "n": 128}},
+        "vignette": {"samples": {"outside": 0.6, "inside": 0.02},
+                     "real": {"outside": 0.58, "inside": 0.016}},
+        "lesion_found": {"samples": 0.97}, "realism": {"wasserstein": {"border": 0.8, "score": 0.6}},
+        "reference_diversity": {"code_hamming": 0.968},
+        "temperatures": [{"temperature": 0.9, "near_copy_fraction": 0.0, "code_hamming": 0.95}]}))
+    text = make_gallery(run, tmp_path / "gallery").readme.read_text()
+    assert "TransformerPrior, 20 epochs (best 19), test NLL 3.050 bits per code" in text
+    assert "sampling temperature: 0.9 (chosen on the validation split" in text
+    assert "two-sample test accuracy 0.610" in text and "lesion found in 97%" in text
+    assert "border 0.80 and TDS 0.60" in text and "code diversity 0.950 (real test images 0.968)" in text
+
+
 def test_the_gallery_names_a_missing_figure_and_writes_nothing(tmp_path):
     run = _fake_run(tmp_path / "run", missing="samples.png")
     with pytest.raises(FileNotFoundError, match=r"samples\.png not found.*pipeline --out"):

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .codes import CodeDataset, extract_codes, flat_codes
 from .metrics import mse, perplexity_from_counts, psnr, ssim, to_unit_range
 from .pixelcnn import check_condition
-from .pixelcnn_prior import PixelCNNPrior, nll
+from .pixelcnn_prior import AutoregressivePrior, nll
 from .prior import evaluate_prior, level_data
 from .runtime import eval_mode, model_device
 from .validate import check_codes, check_images, check_int, check_number
@@ -419,10 +419,11 @@ class NLLTracker:
             only the epochs it trains.
     """
 
-    def __init__(self, prior: PixelCNNPrior, splits: Mapping[str, CodeDataset],
+    def __init__(self, prior: AutoregressivePrior, splits: Mapping[str, CodeDataset],
                  level: str | None = None, batch_size: int = 64) -> None:
-        if not isinstance(prior, PixelCNNPrior):
-            raise TypeError(f"prior must be a PixelCNNPrior, got {type(prior).__name__}")
+        if not isinstance(prior, AutoregressivePrior):
+            raise TypeError(f"prior must be a PixelCNNPrior or TransformerPrior, got "
+                            f"{type(prior).__name__}")
         if not splits:
             raise ValueError("splits must name at least one code set, e.g. {'test': test_codes}")
         for name, codes in splits.items():
@@ -438,7 +439,7 @@ class NLLTracker:
 
 
 @torch.no_grad()
-def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str | None = None,
+def surprise_maps(prior: AutoregressivePrior, codes: CodeDataset | Tensor, level: str | None = None,
                   labels: Tensor | None = None, cond_map: Tensor | None = None,
                   batch_size: int = 64) -> Tensor:
     """Per-position surprise ``-log2 p(c_i | c_<i)`` of code maps under a prior (eval mode).
@@ -447,7 +448,8 @@ def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str 
     what training taught it; their mean is the NLL in bits per code.
 
     Args:
-        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior`.
+        prior: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` or
+            :class:`~vqlesson.transformer_prior.TransformerPrior`.
         codes: a :class:`~vqlesson.prior.CodeDataset` (labels and top-level conditioning are
             taken from it as the prior needs), or (N, H, W) int64 codes in [0, K).
         level: for a VQ-VAE-2 CodeDataset, ``"top"`` or ``"bottom"``.
@@ -481,7 +483,7 @@ def surprise_maps(prior: PixelCNNPrior, codes: CodeDataset | Tensor, level: str 
     return torch.cat(out)
 
 
-def prior_bits_per_code(priors: Sequence[PixelCNNPrior], codes: CodeDataset,
+def prior_bits_per_code(priors: Sequence[AutoregressivePrior], codes: CodeDataset,
                         batch_size: int = 64) -> float:
     """NLL in bits per code of a code set under its priors, a tuple of one prior per level
     (``(prior,)`` for VQ-VAE codes, ``(top_prior, bottom_prior)`` for VQ-VAE-2 codes): the

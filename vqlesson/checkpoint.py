@@ -54,6 +54,7 @@ _MODEL_MODULES: tuple[tuple[str, str, str], ...] = (
     ("vqlesson.vqvae", "VAEConfig", "VAE"),
     ("vqlesson.vqvae2", "VQVAE2Config", "VQVAE2"),
     ("vqlesson.pixelcnn_prior", "PriorConfig", "PixelCNNPrior"),
+    ("vqlesson.transformer_prior", "TransformerPriorConfig", "TransformerPrior"),
 )
 
 

@@ -21,8 +21,15 @@ from typing import Any
 from .pixelcnn import PriorConfig
 from .profiles import Profile, get_profile
 from .quantize import QuantizerConfig
+from .transformer_prior import TransformerPriorConfig
+from .validate import check_choice
 from .vqvae import VQVAEConfig
 from .vqvae2 import VQVAE2Config
+
+
+#: The priors :func:`prior_config_for` builds: the Gated PixelCNN, the plain PixelCNN, the
+#: causal transformer.
+PRIOR_ARCHS = ("gated", "plain", "transformer")
 
 
 def _overrides(config_class: type, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -79,23 +86,39 @@ def vqvae2_config(profile: Profile | str | None = None, **overrides: Any) -> VQV
     return _autoencoder(VQVAE2Config, fields, overrides)
 
 
-def prior_config_for(profile: Profile | str | None, codebook_size: int,
-                     **overrides: Any) -> PriorConfig:
-    """The course's Gated PixelCNN prior for a profile: ``ci`` tiny (16 channels, 2 layers),
-    ``cpu`` medium (64 channels, 8 layers), ``gpu`` larger (128 channels, 12 layers).
+def prior_config_for(profile: Profile | str | None, codebook_size: int, arch: str = "gated",
+                     **overrides: Any) -> PriorConfig | TransformerPriorConfig:
+    """The course's prior for a profile: a Gated PixelCNN with position and dilated blocks
+    (``ci`` tiny: 16 channels, 2 layers; ``cpu`` 64 channels, 8 layers; ``gpu`` 128 channels,
+    12 layers), the plain PixelCNN (``arch="plain"``: no dilation), or the causal transformer
+    (``arch="transformer"``: the profile's ``transformer_*`` sizes).
 
     Args:
         profile: a :class:`~vqlesson.profiles.Profile`, its name, or ``None`` (the current one).
         codebook_size: K of the codes the prior models.
-        overrides: any :class:`~vqlesson.pixelcnn.PriorConfig` field (``None`` values are
-            ignored), e.g. ``num_classes=2``, ``cond_codebook_size=K_top``, ``dropout=0.1``.
+        arch: ``"gated"``, ``"plain"`` or ``"transformer"``.
+        overrides: any field of the config (``None`` values are ignored), e.g.
+            ``num_classes=2``, ``cond_codebook_size=K_top``, ``dropout=0.1``,
+            ``position=False`` (the prior of before issue 24: also ``dilations=(1,)``), or
+            ``position_grid=8`` (a transformer's learnt position map).
+
+    Returns:
+        :class:`~vqlesson.pixelcnn.PriorConfig` or
+        :class:`~vqlesson.transformer_prior.TransformerPriorConfig`.
 
     Raises:
-        ValueError: an unknown profile, or a field out of range.
+        ValueError: an unknown profile or arch, or a field out of range.
         TypeError: an unknown field.
     """
     prof = get_profile(profile)
+    check_choice(arch, "arch", PRIOR_ARCHS)
+    if arch == "transformer":
+        fields = dict(codebook_size=codebook_size, embed_dim=prof.transformer_width,
+                      num_layers=prof.transformer_layers, num_heads=prof.transformer_heads,
+                      cond_layers=prof.prior_cond_layers)
+        return TransformerPriorConfig(**{**fields, **_overrides(TransformerPriorConfig, overrides)})
     fields = dict(codebook_size=codebook_size, embed_dim=prof.prior_embed_dim,
                   channels=prof.prior_channels, num_layers=prof.prior_layers,
-                  cond_layers=prof.prior_cond_layers)
+                  cond_layers=prof.prior_cond_layers, arch=arch, position=prof.prior_position,
+                  dilations=prof.prior_dilations if arch == "gated" else (1,))
     return PriorConfig(**{**fields, **_overrides(PriorConfig, overrides)})

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from .analysis import prior_bits_per_code
 from .codes import CodeDataset, flat_codes
 from .metrics import to_unit_range
-from .pixelcnn_prior import PixelCNNPrior, SampleOptions
+from .pixelcnn_prior import AutoregressivePrior, SampleOptions
 from .sampling import check_priors, decode_codes, sample_codes
 from .validate import check_images, check_int, check_number
 from .vqvae import check_autoencoder
@@ -310,7 +310,7 @@ class RemedyResult(NamedTuple):
 
 
 @torch.no_grad()
-def evaluate_remedy(name: str, vqvae: nn.Module, priors: Sequence[PixelCNNPrior],
+def evaluate_remedy(name: str, vqvae: nn.Module, priors: Sequence[AutoregressivePrior],
                     test_codes: CodeDataset | None, train_codes: CodeDataset | Tensor,
                     train_images: Tensor | None = None,
                     config: MemorisationConfig | None = None, temperature: float = 1.0,

@@ -21,6 +21,11 @@ Implements:
   connection in the horizontal stack; no blind spot. §2.3, conditioning: a class label (here
   benign/malignant) as a learnt bias in every gated block, and a spatial conditioning map (here
   VQ-VAE-2's top code map, Razavi et al. 2019, for the bottom prior) through 1x1 convolutions.
+- Chen, Mishra, Rohaninejad & Abbeel (2018), *PixelSNAIL*, §3: position as non-causal
+  conditioning (``PriorConfig.position``, :mod:`vqlesson.condition_maps`), so the prior knows
+  where the dermoscope's dark corners belong; and van den Oord et al. (2016), *WaveNet*, §2.1:
+  dilated convolutions (``PriorConfig.dilations``), so that 8 blocks see the whole 16 x 16 grid
+  (without them the receptive field reaches 10 positions up and sideways).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .condition_maps import ConditionStack, PositionMap
 from .runtime import eval_mode, model_device
 from .validate import check_codes
 
@@ -86,19 +92,6 @@ def gate(x: Tensor) -> Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-def _upsample_to(x: Tensor, height: int, width: int, name: str = "cond_map") -> Tensor:
-    """Nearest-neighbour upsampling of (B, C, h, w) to (B, C, height, width) by whole factors."""
-    h, w = x.shape[-2:]
-    if height % h != 0 or width % w != 0:
-        raise ValueError(
-            f"{name} of grid ({h}, {w}) cannot be upsampled to the prior's grid "
-            f"({height}, {width}): the sides must divide the prior's sides (VQ-VAE-2: the top "
-            "grid is half the bottom's)"
-        )
-    x = x.repeat_interleave(height // h, dim=2)  # (B, C, H, w)
-    return x.repeat_interleave(width // w, dim=3)  # (B, C, H, W)
-
-
 
 # --------------------------------------------------------------------------------------------
 # Config and conditioning
@@ -126,6 +119,14 @@ class PriorConfig:
         skip_connections: gated only; the output head reads the sum of per-block 1x1 skip
             outputs instead of the last horizontal-stack output.
         arch: ``"gated"`` (Gated PixelCNN) or ``"plain"`` (masked convolutions, blind spot).
+        position: give every block where it is on the grid
+            (:class:`~vqlesson.condition_maps.PositionMap`, PixelSNAIL §3's non-causal
+            "background" of normalised coordinates); off in checkpoints written before it.
+        dilations: gated only; the dilation of the blocks after the first, repeated in turn
+            (``(1, 2, 4, 8)``: 1, 2, 4, 8, 1, 2, ...), each an int >= 1. Dilation d spaces a
+            kernel's taps d positions apart, so the receptive field grows by d per block instead
+            of 1 (van den Oord et al. 2016, *WaveNet*, §2.1) and covers the whole grid with few
+            blocks; ``(1,)``: none (as before).
 
     Raises:
         ValueError: a field out of range (checked on construction).
@@ -143,6 +144,8 @@ class PriorConfig:
     cond_layers: int = 2
     skip_connections: bool = True
     arch: str = "gated"
+    position: bool = False
+    dilations: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
         for name in ("codebook_size", "embed_dim", "channels", "num_layers"):
@@ -161,15 +164,31 @@ class PriorConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        if not isinstance(self.skip_connections, bool):
-            raise ValueError(f"skip_connections must be a bool, got {self.skip_connections!r}")
+        for name in ("skip_connections", "position"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        self.dilations = tuple(self.dilations) if isinstance(self.dilations, (list, tuple)) \
+            else self.dilations  # a checkpoint stores a list
+        if (not isinstance(self.dilations, tuple) or not self.dilations
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                           for d in self.dilations)):
+            raise ValueError(f"dilations must be a non-empty tuple of ints >= 1, e.g. (1, 2, 4, "
+                             f"8), got {self.dilations!r}")
+        if self.arch == "plain" and self.dilations != (1,):
+            raise ValueError("dilations are for the gated network; leave dilations=(1,) with "
+                             "arch='plain'")
+
+    def block_dilation(self, index: int) -> int:
+        """The dilation of gated block ``index`` (0 is the first block: 1)."""
+        return 1 if index == 0 else self.dilations[(index - 1) % len(self.dilations)]
 
     @property
     def receptive_reach(self) -> int:
         """S: how far (in positions) the receptive field reaches up, left and right, not counting
         the gated model's one-position input shift."""
         if self.arch == "gated":
-            return self.first_kernel_size // 2 + (self.num_layers - 1) * (self.kernel_size // 2)
+            return self.first_kernel_size // 2 + sum(
+                self.block_dilation(i) * (self.kernel_size // 2) for i in range(1, self.num_layers))
         return self.first_kernel_size // 2 + self.num_layers * (self.kernel_size // 2)
 
 
@@ -322,9 +341,10 @@ class GatedBlock(nn.Module):
     """One layer of the Gated PixelCNN (§2.2, Figure 2), causal by construction.
 
     Vertical stack: a (p+1) x k convolution (p = k // 2) over the rows ``[r-p, r]`` of its input,
-    then the gate. Its input is shifted down by one row before the first block, so the vertical
+    then the gate (with dilation d, the taps are d apart: rows ``r-pd, ..., r``, columns
+    ``c-pd, ..., c+pd``). Its input is shifted down by one row before the first block, so the vertical
     stack at row r only ever sees code rows < r ("mask A" for the first layer, "B" after).
-    Horizontal stack: a 1 x (p+1) convolution over the columns ``[c-p, c]`` of its input (shifted
+    Horizontal stack: a 1 x (p+1) convolution over the columns ``[c-pd, c]`` of its input (shifted
     right by one column before the first block, so the current position is excluded), plus a 1x1
     convolution of the vertical stack's pre-activation (same row: it holds only rows above), plus
     the conditioning bias, then the gate, dropout, a 1x1 convolution and the residual connection.
@@ -334,12 +354,15 @@ class GatedBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: int, kernel_size: int, residual: bool,
-                 skip: bool, dropout: float, num_classes: int, spatial_channels: int) -> None:
+                 skip: bool, dropout: float, num_classes: int, spatial_channels: int,
+                 dilation: int = 1) -> None:
         super().__init__()
-        self.pad = kernel_size // 2
+        self.pad = kernel_size // 2 * dilation  # how far the taps reach
         self.residual = residual
-        self.v_conv = nn.Conv2d(in_channels, 2 * channels, (self.pad + 1, kernel_size))
-        self.h_conv = nn.Conv2d(in_channels, 2 * channels, (1, self.pad + 1))
+        self.v_conv = nn.Conv2d(in_channels, 2 * channels, (kernel_size // 2 + 1, kernel_size),
+                                dilation=dilation)
+        self.h_conv = nn.Conv2d(in_channels, 2 * channels, (1, kernel_size // 2 + 1),
+                                dilation=dilation)
         self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.h_out = nn.Conv2d(channels, channels, 1)
         self.skip_out = nn.Conv2d(channels, channels, 1) if skip else None
@@ -387,28 +410,6 @@ class OutputHead(nn.Module):
         return self.out(F.relu(self.hidden(F.relu(x))))
 
 
-class ConditionStack(nn.Module):
-    """Non-causal features of a spatial conditioning code map (VQ-VAE-2's top codes).
-
-    Embedding (``cond_codebook_size`` -> ``embed_dim``), ``cond_layers`` residual 3x3 layers at
-    the map's own resolution, then nearest-neighbour upsampling to the prior's grid (the ratio is
-    computed from the shapes and must be whole). (B, h, w) int64 -> (B, embed_dim, H, W) float.
-    """
-
-    def __init__(self, cond_codebook_size: int, embed_dim: int, num_layers: int) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(cond_codebook_size, embed_dim)
-        self.layers = nn.ModuleList(
-            nn.Conv2d(embed_dim, embed_dim, 3, padding=1) for _ in range(num_layers)
-        )
-
-    def forward(self, cond_map: Tensor, height: int, width: int) -> Tensor:
-        x = self.embedding(cond_map).permute(0, 3, 1, 2)  # (B, h, w, E) -> (B, E, h, w)
-        for layer in self.layers:
-            x = x + layer(F.relu(x))
-        return _upsample_to(x, height, width)  # (B, E, H, W)
-
-
 # --------------------------------------------------------------------------------------------
 # Networks
 # --------------------------------------------------------------------------------------------
@@ -429,11 +430,13 @@ class PriorNetwork(nn.Module):
             ConditionStack(config.cond_codebook_size, config.embed_dim, config.cond_layers)
             if config.cond_codebook_size else None
         )
+        self.position = PositionMap(config.embed_dim) if config.position else None
 
     # ---- inputs -----------------------------------------------------------------------------
     @property
     def _spatial_channels(self) -> int:
-        return self.config.embed_dim if self.config.cond_codebook_size else 0
+        return self.config.embed_dim if self.config.cond_codebook_size or self.config.position \
+            else 0
 
     def embed(self, codes: Tensor) -> Tensor:
         """``codes`` (B, H, W) int64 in [0, K) -> (B, embed_dim, H, W) float (no checks)."""
@@ -441,11 +444,15 @@ class PriorNetwork(nn.Module):
 
     def condition_features(self, label: Tensor | None, cond_map: Tensor | None,
                            height: int, width: int) -> Condition | None:
-        """Shared conditioning features for a (height, width) grid (no checks); ``None`` when the
-        model is unconditional."""
-        if label is None and cond_map is None:
+        """Shared conditioning features for a (height, width) grid (no checks): the label, and
+        the sum of the embedded conditioning map (B, E, H, W) and the position map
+        (1, E, H, W), where the model has them; ``None`` when it has none of them."""
+        if label is None and cond_map is None and self.position is None:
             return None
         spatial = self.cond_stack(cond_map, height, width) if cond_map is not None else None
+        if self.position is not None:
+            where = self.position(height, width)  # (1, E, H, W)
+            spatial = where if spatial is None else spatial + where
         return Condition(label, spatial)
 
     def block_conditions(self, cond: Condition | None) -> list[Tensor | None]:
@@ -539,9 +546,10 @@ class GatedPixelCNN(PriorNetwork):
 
     Embedding (``nn.Embedding(K, embed_dim)``), shifted down (vertical stack input) and right
     (horizontal stack input) so that the first layer excludes the current position, then
-    ``num_layers`` :class:`GatedBlock` s (the first with ``first_kernel_size``, no residual), then
-    the head on the sum of the skip outputs (or the last horizontal output). Optional class
-    label and spatial conditioning map (see :class:`PriorConfig`). ``config.arch`` is ignored.
+    ``num_layers`` :class:`GatedBlock` s (the first with ``first_kernel_size``, no residual; the
+    others dilated as ``config.dilations`` says), then the head on the sum of the skip outputs (or
+    the last horizontal output). Optional class label, spatial conditioning map and position map
+    (see :class:`PriorConfig`). ``config.arch`` is ignored.
 
     ``codes`` (B, H, W) int64 in [0, K) -> logits (B, K, H, W).
     """
@@ -555,6 +563,7 @@ class GatedPixelCNN(PriorNetwork):
                 c.first_kernel_size if i == 0 else c.kernel_size,
                 residual=i > 0, skip=c.skip_connections, dropout=c.dropout,
                 num_classes=c.num_classes, spatial_channels=self._spatial_channels,
+                dilation=c.block_dilation(i),
             )
             for i in range(c.num_layers)
         )

@@ -306,30 +306,32 @@ def _broadcast_condition(n: int, label: object, cond_map: object, device: torch.
 
 
 # --------------------------------------------------------------------------------------------
-# The prior: one class for checkpoints, training and sampling
+# The priors: what every autoregressive prior shares (loss, sampler), and the PixelCNN one
 # --------------------------------------------------------------------------------------------
-class PixelCNNPrior(nn.Module):
-    """An autoregressive prior over code maps: :class:`~vqlesson.pixelcnn.GatedPixelCNN`
-    (``arch="gated"``) or :class:`~vqlesson.pixelcnn.PixelCNN` (``arch="plain"``) as
-    ``self.net``, with the loss and the samplers.
+class AutoregressivePrior(nn.Module):
+    """What every prior over code maps shares: the loss in bits and the sampler. A subclass
+    (:class:`PixelCNNPrior`, :class:`~vqlesson.transformer_prior.TransformerPrior`) sets
+    ``self.config`` (with ``codebook_size``, ``num_classes`` and ``cond_codebook_size``) and
+    implements :meth:`logits` and :meth:`logits_fn`; training
+    (:func:`~vqlesson.prior.train_prior`), sampling and checkpoints then work alike.
 
     ``forward(codes, label=None, cond_map=None)`` -> :class:`PriorOutput`;
-    ``sample(n, shape, ...)`` -> (n, H, W) int64 codes. Any grid size works.
+    ``sample(n, shape, ...)`` -> (n, H, W) int64 codes.
     """
 
-    def __init__(self, config: PriorConfig) -> None:
-        super().__init__()
-        if not isinstance(config, PriorConfig):
-            raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
-        self.config = config
-        network_class = GatedPixelCNN if config.arch == "gated" else PixelCNN
-        self.net: PriorNetwork = network_class(config)
+    config: object
 
     def logits(self, codes: Tensor, label: Tensor | None = None,
                cond_map: Tensor | None = None) -> Tensor:
-        """(B, H, W) int64 codes -> (B, K, H, W) logits; see
-        :meth:`~vqlesson.pixelcnn.PriorNetwork.forward`."""
-        return self.net(codes, label, cond_map)
+        """(B, H, W) int64 codes -> (B, K, H, W) logits, position i seeing codes < i only."""
+        raise NotImplementedError
+
+    def logits_fn(self, label: Tensor | None, cond_map: Tensor | None, height: int, width: int,
+                  fast: bool) -> LogitsAt:
+        """The per-position logits :meth:`sample` calls in raster order, for checked
+        conditioning on the model's device: the whole network per position (``fast=False``) or
+        the model's fast path, which must give the same logits up to rounding."""
+        raise NotImplementedError
 
     def forward(self, codes: Tensor, label: Tensor | None = None,
                 cond_map: Tensor | None = None) -> PriorOutput:
@@ -348,7 +350,7 @@ class PixelCNNPrior(nn.Module):
                 are checked where they enter (code sets, :meth:`sample`), not on this training
                 path.
         """
-        logits = self.net(codes, label, cond_map)  # (B, K, H, W)
+        logits = self.logits(codes, label, cond_map)  # (B, K, H, W)
         loss = F.cross_entropy(logits.float(), codes)
         return PriorOutput(logits=logits, loss=loss, bits_per_code=loss.detach() / LN2)
 
@@ -415,9 +417,7 @@ class PixelCNNPrior(nn.Module):
                  else torch.zeros(n, height, width, dtype=torch.int64, device=device))
         draw_device = generator.device if generator is not None else device
         with eval_mode(self):
-            block_conds = self.net.block_conditions(
-                self.net.condition_features(label, cond_map, height, width))
-            logits_at = (fast_logits_fn if options.fast else naive_logits_fn)(self.net, block_conds)
+            logits_at = self.logits_fn(label, cond_map, height, width, options.fast)
             for row in tqdm(range(height), desc="sampling rows", disable=not options.progress):
                 for col in range(width):
                     uniforms = torch.rand((n, self.config.codebook_size), generator=generator,
@@ -430,3 +430,35 @@ class PixelCNNPrior(nn.Module):
                     codes[:, row, col] = new if todo is None else torch.where(
                         todo, new, codes[:, row, col])
         return codes
+
+
+class PixelCNNPrior(AutoregressivePrior):
+    """The PixelCNN prior: :class:`~vqlesson.pixelcnn.GatedPixelCNN` (``arch="gated"``) or
+    :class:`~vqlesson.pixelcnn.PixelCNN` (``arch="plain"``) as ``self.net``, with the loss and
+    the samplers of :class:`AutoregressivePrior` (fast: :func:`fast_logits_fn`).
+
+    ``forward(codes, label=None, cond_map=None)`` -> :class:`PriorOutput`;
+    ``sample(n, shape, ...)`` -> (n, H, W) int64 codes. Any grid size works.
+    """
+
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        if not isinstance(config, PriorConfig):
+            raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
+        self.config = config
+        network_class = GatedPixelCNN if config.arch == "gated" else PixelCNN
+        self.net: PriorNetwork = network_class(config)
+
+    def logits(self, codes: Tensor, label: Tensor | None = None,
+               cond_map: Tensor | None = None) -> Tensor:
+        """(B, H, W) int64 codes -> (B, K, H, W) logits; see
+        :meth:`~vqlesson.pixelcnn.PriorNetwork.forward`."""
+        return self.net(codes, label, cond_map)
+
+    def logits_fn(self, label: Tensor | None, cond_map: Tensor | None, height: int, width: int,
+                  fast: bool) -> LogitsAt:
+        """:func:`fast_logits_fn` or :func:`naive_logits_fn` with the conditioning computed once
+        for the whole grid."""
+        block_conds = self.net.block_conditions(
+            self.net.condition_features(label, cond_map, height, width))
+        return (fast_logits_fn if fast else naive_logits_fn)(self.net, block_conds)

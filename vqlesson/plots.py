@@ -600,3 +600,52 @@ def receptive_fields(fields: dict[str, Sequence[torch.Tensor]], depths: Sequence
                  "(colour: gradient magnitude, log scale)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def sample_panels(panels: dict[str, torch.Tensor], n: int = 16, ncols: int = 4,
+                  cell_inches: float = 0.9) -> plt.Figure:
+    """Samples of several priors side by side (e.g. without and with position, same seed and
+    budget; or the priors of :mod:`vqlesson.prior_trials`): one panel per name, the first ``n``
+    images of each as a grid with ``ncols`` columns, the name above it.
+
+    Args:
+        panels: name -> (N, 3, H, W) float images in [-1, 1] (N >= 1; ``n`` at most are shown).
+    """
+    if not panels:
+        raise ValueError("panels must name at least one set of images")
+    rows = (n + ncols - 1) // ncols
+    fig = plt.figure(figsize=(len(panels) * ncols * cell_inches + 0.4 * len(panels),
+                              rows * cell_inches + 0.5))
+    outer = fig.add_gridspec(1, len(panels), wspace=0.08)
+    for k, (name, images) in enumerate(panels.items()):
+        inner = outer[k].subgridspec(rows, ncols, wspace=0.03, hspace=0.03)
+        pictures = to_unit_range(images[:n].detach().float().cpu()).permute(0, 2, 3, 1)
+        for i in range(rows * ncols):
+            ax = fig.add_subplot(inner[i // ncols, i % ncols])
+            ax.axis("off")
+            if i < len(pictures):
+                ax.imshow(pictures[i].numpy())
+            if i == ncols // 2:
+                ax.set_title(name, fontsize=9, loc="center" if ncols % 2 else "left")
+    return fig
+
+
+def temperature_choice(choice: Any) -> plt.Figure:
+    """What :func:`~vqlesson.temperature.choose_temperature` measured: the two-sample accuracy
+    (with its standard error; 0.5: indistinguishable) and the code diversity against the
+    temperature, the real images' diversity dashed and the chosen temperature marked."""
+    t = [r["temperature"] for r in choice.rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    left.errorbar(t, [r["accuracy"] for r in choice.rows],
+                  yerr=[r["standard_error"] for r in choice.rows], marker="o", capsize=3)
+    left.axhline(0.5, color="grey", linestyle=":", label="indistinguishable")
+    left.set(xlabel="temperature", ylabel="two-sample accuracy",
+             title="samples vs reconstructions")
+    right.plot(t, [r["diversity"] for r in choice.rows], marker="o")
+    right.axhline(choice.reference["diversity"], color="grey", linestyle="--", label="real")
+    right.set(xlabel="temperature", ylabel="code diversity (Hamming)", title="diversity")
+    for ax in (left, right):
+        ax.axvline(choice.temperature, color="tab:red", alpha=0.5, label="chosen")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

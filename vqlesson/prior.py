@@ -69,15 +69,43 @@ from .loop import (
     resume_from,
     save_epoch,
 )
-from .pixelcnn_prior import LN2, PixelCNNPrior, nll
+from .pixelcnn import PriorConfig
+from .pixelcnn_prior import LN2, AutoregressivePrior, PixelCNNPrior, nll
 from .runtime import eval_mode, get_device, model_device, seed_everything
+from .transformer_prior import TransformerPrior, TransformerPriorConfig
+from .validate import check_choice, check_int
 
-def check_prior(prior: object) -> PixelCNNPrior:
-    if not isinstance(prior, PixelCNNPrior):
+
+def check_prior(prior: object) -> AutoregressivePrior:
+    """``prior`` if it is a prior over code maps (a PixelCNNPrior or a TransformerPrior).
+
+    Raises:
+        TypeError: anything else.
+    """
+    if not isinstance(prior, AutoregressivePrior):
         raise TypeError(
-            f"prior must be a vqlesson.pixelcnn_prior.PixelCNNPrior, got {type(prior).__name__}"
+            "prior must be a vqlesson PixelCNNPrior or TransformerPrior (an "
+            f"AutoregressivePrior), got {type(prior).__name__}"
         )
     return prior
+
+
+def build_prior(config: PriorConfig | TransformerPriorConfig) -> AutoregressivePrior:
+    """The prior a config describes: a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` for a
+    :class:`~vqlesson.pixelcnn.PriorConfig`, a
+    :class:`~vqlesson.transformer_prior.TransformerPrior` for a
+    :class:`~vqlesson.transformer_prior.TransformerPriorConfig` (e.g. from
+    :func:`~vqlesson.configs.prior_config_for`).
+
+    Raises:
+        TypeError: another kind of config.
+    """
+    if isinstance(config, PriorConfig):
+        return PixelCNNPrior(config)
+    if isinstance(config, TransformerPriorConfig):
+        return TransformerPrior(config)
+    raise TypeError(f"config must be a PriorConfig or a TransformerPriorConfig, got "
+                    f"{type(config).__name__}")
 
 
 def best_checkpoint_path(checkpoint_path: str | os.PathLike) -> Path:
@@ -85,6 +113,10 @@ def best_checkpoint_path(checkpoint_path: str | os.PathLike) -> Path:
     ``runs/x/prior.pt`` -> ``runs/x/prior_best.pt`` (``prior_top.pt`` -> ``prior_top_best.pt``)."""
     path = Path(checkpoint_path)
     return path.with_name(f"{path.stem}_best{path.suffix or '.pt'}")
+
+
+#: The learning-rate schedules of :class:`PriorTrainConfig`.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -106,6 +138,13 @@ class PriorTrainConfig(LoopConfig):
             (not the last one).
         level: which level of the codes the prior models: ``"top"`` or ``"bottom"`` for
             VQ-VAE-2 codes; ``None`` (or ``"codes"``) for the one level of VQ-VAE codes.
+        lr_schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"``: ``lr`` after the
+            warm-up, falling along half a cosine to 0 at the end of ``epochs`` (Loshchilov &
+            Hutter 2017, *SGDR*), so that the last epochs fine-tune with small steps instead of
+            jumping around the minimum. Its length is ``epochs``: resuming with another number
+            of epochs changes the schedule.
+        warmup_steps: optimiser steps over which the learning rate rises linearly from
+            ``lr / warmup_steps`` to ``lr`` (0: none); for ``"cosine"`` only.
 
     Raises:
         ValueError: a value out of range, an unknown level, or ``resume`` without a
@@ -117,9 +156,13 @@ class PriorTrainConfig(LoopConfig):
     early_stopping_min_delta: float = 0.0
     restore_best: bool = True
     level: str | None = None
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        check_int(self.warmup_steps, "warmup_steps", 0, note="0: no warm-up")
         value = self.batch_size
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {value!r}")
@@ -149,7 +192,7 @@ class LevelData(NamedTuple):
     image_dims: int
 
 
-def level_data(prior: PixelCNNPrior, codes: object, level: str | None,
+def level_data(prior: AutoregressivePrior, codes: object, level: str | None,
                argument: str) -> LevelData:
     """Select and check the codes, labels and conditioning a prior needs from a code set: the
     level ``level`` (``None``: the only one), its labels if the prior is class-conditional, and
@@ -232,7 +275,7 @@ def _batch(data: LevelData, index: Tensor, device: torch.device
 # Evaluation
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _evaluate(prior: PixelCNNPrior, data: LevelData, device: torch.device, batch_size: int,
+def _evaluate(prior: AutoregressivePrior, data: LevelData, device: torch.device, batch_size: int,
               amp: bool, distributed: bool = False) -> dict[str, float]:
     """NLL of ``data`` (see :func:`evaluate_prior`). With ``distributed`` under a process
     group, each process takes every W-th code map from its rank on and the bits are summed
@@ -262,7 +305,7 @@ def _evaluate(prior: PixelCNNPrior, data: LevelData, device: torch.device, batch
     }
 
 
-def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
+def evaluate_prior(prior: AutoregressivePrior, codes: CodeDataset,
                    device: str | torch.device | None = None, *, level: str | None = None,
                    batch_size: int = 64, image_shape: Sequence[int] | None = None,
                    amp: bool = False, distributed: bool = False) -> dict[str, float]:
@@ -309,7 +352,18 @@ def evaluate_prior(prior: PixelCNNPrior, codes: CodeDataset,
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
-def _train_one_epoch(prior: PixelCNNPrior, data: LevelData, optimizer: torch.optim.Optimizer,
+def scheduled_lr(config: PriorTrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of a run of ``total_steps``
+    (``epochs`` x steps per epoch) under ``config.lr_schedule``, > 0 while ``step`` <
+    ``total_steps``."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    progress = min(step / max(total_steps, 1), 1.0)
+    return config.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _train_one_epoch(prior: AutoregressivePrior, data: LevelData, optimizer: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler | None, device: torch.device, autocast: bool,
                      amp_dtype: torch.dtype, config: PriorTrainConfig, shuffle: torch.Generator,
                      epoch: int, step: int, step_losses: list[float]) -> tuple[float, int, int]:
@@ -324,7 +378,10 @@ def _train_one_epoch(prior: PixelCNNPrior, data: LevelData, optimizer: torch.opt
     total_bits, n_codes = 0.0, 0
     bar = tqdm(order.split(config.batch_size), desc=f"prior epoch {epoch}/{config.epochs}",
                disable=not config.progress or not is_main_process(), unit="batch")
+    total_steps = config.epochs * math.ceil(len(order) / config.batch_size)
     for batch_index, index in enumerate(bar):
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_lr(config, step, total_steps)
         target, label, cond = _batch(data, index, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
             out = prior(target, label, cond)
@@ -361,7 +418,7 @@ def _early_stopped(history: dict[str, list], patience: int | None) -> bool:
     return history["epoch"][-1] - history["best_epoch"][-1] >= patience
 
 
-def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeDataset | None,
+def train_prior(prior: AutoregressivePrior, train_codes: CodeDataset, val_codes: CodeDataset | None,
                 config: PriorTrainConfig | None = None,
                 callback: Callable[[dict[str, list]], None] | None = None) -> dict[str, list]:
     """Fit a PixelCNN prior to code maps by maximum likelihood (AdamW on the cross-entropy).
@@ -466,7 +523,7 @@ def train_prior(prior: PixelCNNPrior, train_codes: CodeDataset, val_codes: CodeD
     return history
 
 
-def _resume(config: PriorTrainConfig, prior: PixelCNNPrior, optimizer: torch.optim.Optimizer,
+def _resume(config: PriorTrainConfig, prior: AutoregressivePrior, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler | None, device: torch.device, shuffle: torch.Generator,
             train_codes: CodeDataset) -> tuple[dict[str, list], int, int, dict | None]:
     """``(history, step, epochs done, best weights or None)`` of the checkpoint a run continues
@@ -499,7 +556,7 @@ class _Best:
         self.state = state
         self.min_delta = min_delta
 
-    def update(self, epoch: int, val_bits: float | None, prior: PixelCNNPrior) -> bool:
+    def update(self, epoch: int, val_bits: float | None, prior: AutoregressivePrior) -> bool:
         """Record ``epoch``'s validation bits per code (``None``: no validation); True when
         it is the new best (its weights are then kept, on the CPU)."""
         improved = val_bits is None or self.epoch is None or val_bits < self.bits - self.min_delta

@@ -45,6 +45,12 @@ class Profile:
         prior_channels: the prior's feature channels.
         prior_layers: the prior's masked (gated) layers.
         prior_cond_layers: layers of the VQ-VAE-2 bottom prior's stack over the top codes.
+        prior_dilations: the dilations of the gated blocks after the first, in turn, so that
+            the receptive field covers the code grid (16 x 16 at ``cpu``, 32 x 32 at ``gpu``).
+        prior_position: give the prior the position map (where on the grid each code lies).
+        transformer_width: the transformer prior's width d (``--prior-arch transformer``).
+        transformer_layers: the transformer prior's blocks.
+        transformer_heads: the transformer prior's attention heads.
         num_workers: ``DataLoader`` worker processes (capped at the machine's CPU count by
             :func:`vqlesson.data.make_loaders`).
     """
@@ -63,6 +69,11 @@ class Profile:
     prior_channels: int = 128
     prior_layers: int = 12
     prior_cond_layers: int = 2
+    prior_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    prior_position: bool = True
+    transformer_width: int = 128
+    transformer_layers: int = 4
+    transformer_heads: int = 4
     num_workers: int = 0
 
     def with_overrides(self, **changes) -> "Profile":
@@ -73,7 +84,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", image_size=32, dataset_size=64, batch_size=16, epochs=1, prior_epochs=1,
                   hidden_channels=32, codebook_size=64, code_dim=16, residual_channels=8,
-                  prior_embed_dim=16, prior_channels=16, prior_layers=2, prior_cond_layers=1),
+                  prior_embed_dim=16, prior_channels=16, prior_layers=2, prior_cond_layers=1,
+                  transformer_width=16, transformer_layers=1, transformer_heads=2),
     "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=15, prior_epochs=10,
                    hidden_channels=64, codebook_size=256, code_dim=32, residual_channels=16,
                    prior_embed_dim=64, prior_channels=64, prior_layers=8, prior_cond_layers=2),

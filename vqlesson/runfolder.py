@@ -31,6 +31,7 @@ class RunFolder:
         self.training_curves = self.root / "training_curves.png"
         self.prior_metrics = self.root / "prior_metrics.json"
         self.prior_curves = self.root / "prior_curves.png"
+        self.temperature = self.root / "temperature.json"  # the sampling temperature (pipeline)
         self.samples = self.root / "samples.png"
         self.analysis = self.root / "analysis.json"
         self.pipeline_state = self.root / "pipeline.json"

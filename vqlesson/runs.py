@@ -6,15 +6,15 @@ every file in it, once. Each workflow is one function that takes a run folder, t
 The command line (``python -m vqlesson``), the headless pipeline (:mod:`vqlesson.cli.pipeline`) and
 the notebooks all call these functions:
 
-==========================  ======================================  ===========================
-workflow                    writes (in the run folder)              command
-==========================  ======================================  ===========================
-:func:`train_vqvae_run`     checkpoint.pt, metrics.json, figures    ``train-vqvae``
-:func:`evaluate_run`        metrics_SPLIT.json, figures (``out``)   ``evaluate``
-:func:`train_prior_run`     codes_*.pt, prior*.pt, prior_metrics    ``train-prior``
-:func:`sample_run`          samples.png                             ``sample``
-:func:`preview_data`        training_batch.png, data.json           ``data-preview``
-==========================  ======================================  ===========================
+==========================================  ======================================  ================
+workflow                                    writes (in the run folder)              command
+==========================================  ======================================  ================
+:func:`train_vqvae_run`                     checkpoint.pt, metrics.json, figures    ``train-vqvae``
+:func:`evaluate_run`                        metrics_SPLIT.json, figures (``out``)   ``evaluate``
+:func:`train_prior_run`                     codes_*.pt, prior*.pt, prior_metrics    ``train-prior``
+:func:`~vqlesson.finished_runs.sample_run`  samples.png                             ``sample``
+:func:`preview_data`                        training_batch.png, data.json           ``data-preview``
+==========================================  ======================================  ================
 
 Progress lines go to ``report`` (e.g. ``print``; nothing by default). Under torchrun
 (:mod:`vqlesson.distributed`) the training workflows run on every process; rank 0 alone reports
@@ -363,23 +363,31 @@ class PriorRunConfig:
     """Settings of :func:`train_prior_run`; those left ``None`` take the profile's or model's.
 
     Attributes:
+        prior_arch: ``transformer``, a causal transformer over the flattened code map (the
+            most realistic samples, benchmarks/RESULTS.md), or ``gated``, the Gated PixelCNN
+            with position and dilated blocks.
         epochs: prior epochs (default: the profile's ``prior_epochs``).
         label_conditional: condition the prior(s) on the class label (benign/malignant).
         dropout: dropout in the prior's blocks, against overfitting (default: 0, the model's).
         augment_passes: passes over the augmented training images for the codes; 1: unaugmented.
         patience: early stopping after this many epochs without validation improvement; 0: never.
-        lr: AdamW learning rate.
+        lr: AdamW learning rate (the peak of the cosine schedule).
+        lr_schedule: ``cosine``: the learning rate falls to 0 over the epochs; ``constant``.
+        warmup_steps: steps of linear learning-rate warm-up before the cosine (0: none).
         resume: continue the prior(s) from their last finished epoch.
         amp: mixed precision on CUDA.
         device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
     """
 
+    prior_arch: Literal["gated", "transformer"] = "transformer"
     epochs: int | None = None
     label_conditional: bool = False
     dropout: float | None = None
     augment_passes: int = 1
     patience: int = 5
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = 0
     resume: bool = False
     amp: bool = True
     device: str | None = None
@@ -451,34 +459,37 @@ def _train_level(job: _PriorJob, level: Level, say: Report) -> tuple[Any, dict, 
     """Train (or resume) the prior of one level (conditioned on the codes of the level its
     ``condition`` names, if any); ``(prior, history, summary entry)``."""
     from .configs import prior_config_for
-    from .pixelcnn_prior import PixelCNNPrior
-    from .prior import PriorTrainConfig, evaluate_prior, train_prior
+    from .prior import PriorTrainConfig, build_prior, evaluate_prior, train_prior
 
     name, path, c = level.name, job.run.prior(level.name), job.config
     k = job.codes["train"].codebook_sizes[name]
     cond = job.codes["train"].codebook_sizes[level.condition] if level.condition else None
+    grid = job.codes["train"].grid(name)
     prior_config = prior_config_for(
-        job.profile, k, num_classes=len(job.classes) if c.label_conditional else 0,
-        dropout=c.dropout, cond_codebook_size=cond)
+        job.profile, k, arch=c.prior_arch,
+        num_classes=len(job.classes) if c.label_conditional else 0, dropout=c.dropout,
+        cond_codebook_size=cond,
+        **({"position_grid": max(grid)} if c.prior_arch == "transformer" else {}))
     if c.resume and path.exists():  # the stored config wins: a run continues as it started
         prior_config = load_checkpoint(path).config
-    prior = PixelCNNPrior(prior_config)
+    prior = build_prior(prior_config)
     params = sum(p.numel() for p in prior.parameters()) / 1e6
-    say(f"{name} prior: grid {job.codes['train'].grid(name)}, K={k}, {params:.2f} M parameters, "
+    say(f"{name} prior: {type(prior).__name__}, grid {grid}, K={k}, {params:.2f} M parameters, "
         f"{job.profile.prior_epochs} epochs"
         + (", class-conditional" if prior_config.num_classes else "")
         + (", conditioned on the top codes" if prior_config.cond_codebook_size else ""))
     train_config = PriorTrainConfig(
         epochs=job.profile.prior_epochs, batch_size=job.profile.batch_size, lr=c.lr, amp=c.amp,
         seed=job.seed, checkpoint_path=str(path), resume=c.resume, device=str(job.device),
-        early_stopping_patience=c.patience or None, level=name)
+        early_stopping_patience=c.patience or None, level=name, lr_schedule=c.lr_schedule,
+        warmup_steps=c.warmup_steps)
     history = train_prior(prior, job.codes["train"], job.codes["val"], train_config)
     results = {split: evaluate_prior(prior, job.codes[split], level=name,
                                      batch_size=job.profile.batch_size, distributed=True)
                for split in SPLITS}
     entry = {
         "file": path.name, "best_file": job.run.prior_best(name).name,
-        "config": dataclasses.asdict(prior_config), "epochs": len(history.get("epoch", [])),
+        "model": type(prior).__name__, "config": dataclasses.asdict(prior_config), "epochs": len(history.get("epoch", [])),
         "best_epoch": history["best_epoch"][-1] if history.get("best_epoch") else None,
         "train_seconds": float(sum(history.get("epoch_time_s", []))),
         "codes_per_s": history["codes_per_s"][-1] if history.get("codes_per_s") else None,
@@ -502,11 +513,12 @@ def _whole_model_bits(summary: dict, codes: dict[str, Any]) -> None:
 
 def train_prior_run(run: RunFolder | str | Path, data: DataChoice,
                     config: PriorRunConfig | None = None, report: Report | None = None) -> PriorRun:
-    """Extract a VQ-VAE run's codes and train its PixelCNN prior(s) on them.
+    """Extract a VQ-VAE run's codes and train its prior(s) on them.
 
     Encodes every split once into ``codes_{train,val,test}.pt`` (reused while the checkpoint
-    and the data are the same), trains a Gated PixelCNN prior (VQ-VAE-2: a top prior and a
-    bottom prior conditioned on the top codes) with early stopping on the validation NLL, and
+    and the data are the same), trains a prior of ``config.prior_arch`` (the transformer or
+    the Gated PixelCNN; VQ-VAE-2: a top prior and a bottom prior conditioned on the top codes)
+    with a cosine learning-rate schedule and early stopping on the validation NLL, and
     writes ``prior.pt`` (or ``prior_top.pt``, ``prior_bottom.pt``; best weights in
     ``*_best.pt``), ``prior_metrics.json`` (bits per code and per dim on each split) and
     ``prior_curves.png``. ``data`` should name the same data and seed as the VQ-VAE run; its
@@ -551,146 +563,3 @@ def train_prior_run(run: RunFolder | str | Path, data: DataChoice,
         files = [_write_json(run.prior_metrics, summary), run.prior_curves]
     barrier()  # every file is written before any process goes on
     return PriorRun(tuple(priors), codes, summary, histories, files)
-
-
-# --------------------------------------------------------------------------------------------
-# sample
-# --------------------------------------------------------------------------------------------
-class LoadedRun(NamedTuple):
-    """A finished run, loaded: the VQ-VAE, its priors with their best weights (a tuple, one per
-    level: ``(prior,)`` or ``(top, bottom)``), the class names, and each prior's full training
-    history by file stem (``prior``, or ``prior_top`` and ``prior_bottom``), all in eval mode."""
-
-    vqvae: torch.nn.Module
-    priors: tuple[Any, ...]
-    classes: list[str]
-    histories: dict[str, dict]
-
-
-def load_run(run: RunFolder | str | Path, device: Any = None) -> LoadedRun:
-    """Load a run's VQ-VAE and the best weights of its prior(s).
-
-    Raises:
-        FileNotFoundError: no VQ-VAE, or no prior trained yet (the message says what to run).
-        ValueError: a prior trained on the codes of other VQ-VAE weights.
-    """
-    from .checkpoint import read_checkpoint
-    from .codes import model_fingerprint
-
-    run = RunFolder(run)
-    vqvae = load_checkpoint(run.require_vqvae(), map_location=device).model.eval()
-    check_autoencoder(vqvae, f"the model of {run.checkpoint}")
-    priors, classes, histories = [], [], {}
-    for level in vqvae.levels:
-        path, best = run.prior(level.name), run.prior_best(level.name)
-        chosen = best if best.is_file() else path
-        if not chosen.is_file():
-            raise FileNotFoundError(
-                f"no prior trained yet in {run.root} ({path.name} is missing); train it first: "
-                f"python -m vqlesson train-prior --vqvae {run.root}")
-        checkpoint = load_checkpoint(chosen, map_location=device, expected_class="PixelCNNPrior")
-        made_by = (checkpoint.extra.get("codes_fingerprint") or "").partition("|")[0]
-        if made_by and made_by != f"model:{model_fingerprint(vqvae)}":
-            raise ValueError(
-                f"{chosen} was trained on the codes of other VQ-VAE weights than "
-                f"{run.checkpoint} (was the VQ-VAE trained again?); train the prior again: "
-                f"python -m vqlesson train-prior --vqvae {run.root}")
-        priors.append(checkpoint.model.eval())
-        classes = list(checkpoint.extra.get("classes") or classes)
-        histories[path.stem] = read_checkpoint(path).get("history", {})
-    return LoadedRun(vqvae, tuple(priors), classes, histories)
-
-
-@dataclass
-class SampleConfig:
-    """Settings of :func:`sample_run`.
-
-    Attributes:
-        n: number of images, >= 1.
-        temperature: divides the logits: 1 samples the model, < 1 sharper, 0 greedy.
-        top_k: sample only among the k most likely codes at each position (default: all codes).
-        label: class name (e.g. ``malignant``) or index, for class-conditional priors (default:
-            the classes in turn).
-        seed: random seed of the sampling generator.
-        out: the PNG file (default: ``RUN/samples.png``).
-        device: ``cpu``, ``cuda``, ``mps`` (default: the best available).
-    """
-
-    n: int = 64
-    temperature: float = 1.0
-    top_k: int | None = None
-    label: str | None = None
-    seed: int = 0
-    out: str | None = None
-    device: str | None = None
-
-
-class Samples(NamedTuple):
-    """What :func:`sample_run` returns: the images ``(n, 3, S, S)`` float in [-1, 1], the PNG
-    written, the sampling time (s), which labels were used, and the device."""
-
-    images: torch.Tensor
-    path: Path
-    seconds: float
-    labels: str
-    device: torch.device
-
-
-def sampling_label(label: str | None, loaded: LoadedRun, n: int) -> Any:
-    """The ``label`` argument of :func:`~vqlesson.sampling.sample_images`: a class index,
-    the classes in turn (``None`` for a class-conditional prior), or ``None``.
-
-    Raises:
-        ValueError: a label for unconditional priors, or an unknown label.
-    """
-    num_classes = max(p.config.num_classes for p in loaded.priors)
-    if label is None:  # a class-conditional prior needs a label: show the classes in turn
-        return torch.arange(n) % num_classes if num_classes else None
-    if not num_classes:
-        raise ValueError(
-            "the prior(s) of this run were trained without labels; leave out --label, or train "
-            "class-conditional priors: python -m vqlesson train-prior --vqvae RUN "
-            "--label-conditional")
-    if label in loaded.classes:
-        return loaded.classes.index(label)
-    if label.isdigit() and int(label) < num_classes:
-        return int(label)
-    choices = ", ".join(loaded.classes) if loaded.classes else f"0..{num_classes - 1}"
-    raise ValueError(f"unknown label {label!r}; choose one of {choices}")
-
-
-def sample_run(run: RunFolder | str | Path, config: SampleConfig | None = None) -> Samples:
-    """Sample images from a run's prior(s) (VQ-VAE-2: top codes, then bottom codes conditioned
-    on them), decode them and write a PNG grid.
-
-    Raises:
-        FileNotFoundError, ValueError: see :func:`load_run` and :func:`sampling_label`;
-            ``n`` < 1.
-    """
-    import math
-    import time
-
-    from torchvision.utils import save_image
-
-    from .pixelcnn_prior import SampleOptions
-    from .sampling import sample_images
-
-    run, config = RunFolder(run), config or SampleConfig()
-    if config.n < 1:
-        raise ValueError(f"--n must be >= 1, got {config.n}")
-    device = get_device(config.device)
-    loaded = load_run(run, device)
-    label = sampling_label(config.label, loaded, config.n)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    start = time.perf_counter()
-    options = SampleOptions(temperature=config.temperature, top_k=config.top_k, progress=True)
-    images = sample_images(loaded.vqvae, loaded.priors, config.n, label, generator, options)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    out = Path(config.out) if config.out else run.samples
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image((images.float().cpu() + 1) / 2, out, nrow=math.ceil(math.sqrt(config.n)), padding=2)
-    labels = (f"label {config.label}" if config.label is not None
-              else "classes in turn" if label is not None else "unconditional")
-    return Samples(images, out, seconds, labels, device)

@@ -5,7 +5,7 @@ Learning*, §3.2: draw a code map from the prior ``p(z)`` position by position (
 then decode it with the frozen VQ-VAE decoder. For the two-level VQ-VAE-2, Razavi, van den Oord
 & Vinyals (2019), *Generating Diverse High-Fidelity Images with VQ-VAE-2*, Algorithm 2: the top
 code map first, then the bottom map conditioned on it, then the decoder. The samplers of one
-prior (naive and cached) are :meth:`vqlesson.pixelcnn_prior.PixelCNNPrior.sample`.
+prior (naive and cached) are :meth:`vqlesson.pixelcnn_prior.AutoregressivePrior.sample`.
 
 Priors travel as a tuple, one per level of the autoencoder, coarsest first: ``(prior,)`` for a
 VQ-VAE, ``(top_prior, bottom_prior)`` for a VQ-VAE-2. Code maps travel as the autoencoder's
@@ -19,13 +19,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .pixelcnn_prior import PixelCNNPrior, SampleOptions
+from .pixelcnn_prior import AutoregressivePrior, SampleOptions
 from .runtime import eval_mode, model_device
 from .vqvae import DiscreteAutoencoder, check_autoencoder
 
 
-def check_priors(vqvae: DiscreteAutoencoder, priors: object) -> tuple[PixelCNNPrior, ...]:
-    """``priors`` as a tuple, one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` per level of
+def check_priors(vqvae: DiscreteAutoencoder, priors: object) -> tuple[AutoregressivePrior, ...]:
+    """``priors`` as a tuple, one prior (a :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` or a
+    :class:`~vqlesson.transformer_prior.TransformerPrior`) per level of
     ``vqvae``, each modelling that level's K (and conditioned on the level its ``Level``
     names, if at all, with that level's K).
 
@@ -36,9 +37,9 @@ def check_priors(vqvae: DiscreteAutoencoder, priors: object) -> tuple[PixelCNNPr
     levels = vqvae.levels
     names = ", ".join(f"{level.name}_prior" for level in levels) + ("," if len(levels) == 1 else "")
     if (not isinstance(priors, (tuple, list)) or len(priors) != len(levels)
-            or not all(isinstance(p, PixelCNNPrior) for p in priors)):
-        raise TypeError(f"priors must be a tuple of {len(levels)} prior(s), one PixelCNNPrior per "
-                        f"level of the {type(vqvae).__name__}: priors=({names}); got "
+            or not all(isinstance(p, AutoregressivePrior) for p in priors)):
+        raise TypeError(f"priors must be a tuple of {len(levels)} prior(s), one prior (PixelCNNPrior or "
+                        f"TransformerPrior) per level of the {type(vqvae).__name__}: priors=({names}); got "
                         f"{type(priors).__name__}")
     sizes = {level.name: level.codebook_size for level in levels}
     for level, prior in zip(levels, priors):
@@ -53,7 +54,7 @@ def check_priors(vqvae: DiscreteAutoencoder, priors: object) -> tuple[PixelCNNPr
 
 
 @torch.no_grad()
-def sample_codes(vqvae: DiscreteAutoencoder, priors: Sequence[PixelCNNPrior], n: int,
+def sample_codes(vqvae: DiscreteAutoencoder, priors: Sequence[AutoregressivePrior], n: int,
                  label: int | Tensor | None = None, generator: torch.Generator | None = None,
                  options: SampleOptions = SampleOptions()) -> tuple[Tensor, ...]:
     """New code maps from the priors, level by level (coarsest first, each conditioned on the
@@ -99,7 +100,7 @@ def decode_codes(vqvae: DiscreteAutoencoder, codes: Sequence[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def sample_images(vqvae: DiscreteAutoencoder, priors: Sequence[PixelCNNPrior], n: int,
+def sample_images(vqvae: DiscreteAutoencoder, priors: Sequence[AutoregressivePrior], n: int,
                   label: int | Tensor | None = None, generator: torch.Generator | None = None,
                   options: SampleOptions = SampleOptions()) -> Tensor:
     """New images: sample code maps from the priors, then decode them with the VQ-VAE.
@@ -110,7 +111,8 @@ def sample_images(vqvae: DiscreteAutoencoder, priors: Sequence[PixelCNNPrior], n
 
     Args:
         vqvae: a trained :class:`~vqlesson.vqvae.VQVAE` or :class:`~vqlesson.vqvae2.VQVAE2`.
-        priors: one :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` per level, as a tuple:
+        priors: one prior (:class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` or
+            :class:`~vqlesson.transformer_prior.TransformerPrior`) per level, as a tuple:
             ``(prior,)`` for a VQ-VAE, ``(top_prior, bottom_prior)`` for a VQ-VAE-2.
         n: number of images (>= 1).
         label: class index (int) or (n,) int64, given to every class-conditional prior.

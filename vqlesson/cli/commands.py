@@ -34,14 +34,13 @@ import sys
 
 from .fields import from_args
 from .pipeline import PipelineConfig, run_pipeline
+from ..finished_runs import SampleConfig, sample_run
 from ..runs import (
     DataChoice,
     PriorRunConfig,
-    SampleConfig,
     VQVAERunConfig,
     evaluate_run,
     preview_data,
-    sample_run,
     train_prior_run,
     train_vqvae_run,
 )

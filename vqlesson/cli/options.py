@@ -3,7 +3,7 @@
 A workflow command's options are generated from its settings dataclasses
 (:mod:`vqlesson.cli.fields`): each option is a field of :class:`~vqlesson.runs.DataChoice`,
 :class:`~vqlesson.runs.VQVAERunConfig`, :class:`~vqlesson.runs.PriorRunConfig`,
-:class:`~vqlesson.runs.SampleConfig` or :class:`~vqlesson.cli.pipeline.PipelineConfig`, and its
+:class:`~vqlesson.finished_runs.SampleConfig` or :class:`~vqlesson.cli.pipeline.PipelineConfig`, and its
 help text is that field's docstring line. Only what no dataclass holds is written here: the
 folders a workflow takes as arguments (``--out``, ``--vqvae``, ``--run``), ``--threads``, and the
 options of the commands without a settings dataclass. The handlers that turn parsed options into
@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 from .fields import add_fields
 from .pipeline import STAGE_NAMES, PipelineConfig
-from ..runs import DataChoice, PriorRunConfig, SampleConfig, VQVAERunConfig
+from ..finished_runs import SampleConfig
+from ..runs import DataChoice, PriorRunConfig, VQVAERunConfig
 from ..profiles import PROFILES
 
 
@@ -113,12 +114,13 @@ COMMANDS: dict[str, Command] = {
         "sizes, class counts) to --out.", (DataChoice,), _data_preview,
         leave_out=("num_workers",)),
     "train-prior": Command(
-        "extract a VQ-VAE run's codes and train its PixelCNN prior(s)",
+        "extract a VQ-VAE run's codes and train its prior(s)",
         "Loads RUN/checkpoint.pt (a VQ-VAE or VQ-VAE-2 from train-vqvae), encodes the "
         "train/val/test splits once into RUN/codes_{train,val,test}.pt (reused while the "
-        "checkpoint and data are the same, rebuilt when stale), trains a Gated PixelCNN prior "
-        "on the codes (VQ-VAE-2: a top prior and a bottom prior conditioned on the top codes) "
-        "with early stopping on the validation NLL, and writes RUN/prior.pt (VQ-VAE-2: "
+        "checkpoint and data are the same, rebuilt when stale), trains a prior on the codes "
+        "(--prior-arch: a Gated PixelCNN with position and dilated blocks, or a causal "
+        "transformer; VQ-VAE-2: a top prior and a bottom prior conditioned on the top codes) "
+        "with a cosine learning-rate schedule and early stopping on the validation NLL, and writes RUN/prior.pt (VQ-VAE-2: "
         "prior_top.pt, prior_bottom.pt; the best-validation weights in *_best.pt), "
         "prior_metrics.json (bits per code and bits per dim on each split) and prior_curves.png. "
         "Pass the same --data/--dataset-size/--seed as to train-vqvae to use the same images; "
@@ -132,8 +134,9 @@ COMMANDS: dict[str, Command] = {
         (SampleConfig,), _sample),
     "pipeline": Command(
         "run the whole course headless and write report.md",
-        "Runs train-vqvae, train-prior (code extraction and the prior), sample, the test-set "
-        "failure analysis and the report in --out, one stage after the other. Running the same "
+        "Runs train-vqvae, train-prior (code extraction and the prior), the choice of the "
+        "sampling temperature on the validation split (unless --temperature is given), sample, "
+        "the test-set failure analysis and the report in --out, one stage after the other. Running the same "
         "command again resumes from the last finished stage (and the training stages from "
         "their last epoch).", (DataChoice, PipelineConfig), _run_folder,
         leave_out=("num_workers",), choices={"stop_after": STAGE_NAMES}),

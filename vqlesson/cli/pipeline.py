@@ -4,15 +4,19 @@ Stages, in order (each one's outputs land in the run folder):
 
 1. ``vqvae``: train the VQ-VAE (or ``--model vqvae2``) and evaluate it on the test split
    (:func:`~vqlesson.runs.train_vqvae_run`: checkpoint.pt, metrics.json, reconstructions, usage, curves).
-2. ``prior``: extract the code maps of every split and train the PixelCNN prior(s) on them, with
-   early stopping on the validation NLL (:func:`~vqlesson.runs.train_prior_run`: codes_*.pt, prior*.pt,
-   prior_metrics.json, prior_curves.png).
-3. ``samples``: sample images from the prior(s) (:func:`~vqlesson.runs.sample_run`: samples.png).
-4. ``analysis``: the test-set failure analysis of :mod:`vqlesson.analysis` (notebook 05):
+2. ``prior``: extract the code maps of every split and train the prior(s) on them (``--prior-arch``:
+   the Gated PixelCNN or the transformer), with early stopping on the validation NLL
+   (:func:`~vqlesson.runs.train_prior_run`: codes_*.pt, prior*.pt, prior_metrics.json,
+   prior_curves.png).
+3. ``temperature``: the sampling temperature, chosen on the validation split by the realism
+   measure (:func:`~vqlesson.temperature.choose_temperature`), or ``--temperature`` when given
+   (temperature.json); every later stage samples at it.
+4. ``samples``: sample images from the prior(s) (:func:`~vqlesson.finished_runs.sample_run`: samples.png).
+5. ``analysis``: the test-set failure analysis of :mod:`vqlesson.analysis` (notebook 05):
    reconstruction train vs test by class, worst test reconstructions, codebook usage train vs
    test, surprise maps, sample diversity against temperature, near-copies of training images
    (analysis.json and figures).
-5. ``report``: report.md, the figures and one metrics table.
+6. ``report``: report.md, the figures and one metrics table.
 
 ``RUN/pipeline.json`` records the options and the finished stages. Running the same command
 again resumes: finished stages whose outputs exist are skipped, and the training stages continue
@@ -40,25 +44,16 @@ from .. import plots
 from ..checkpoint import atomic_write_text
 from ..codes import flat_codes
 from ..distributed import barrier, is_main_process
+from ..finished_runs import SampleConfig, load_run, sample_run
 from ..runfolder import RunFolder
-from ..runs import (
-    DataChoice,
-    PriorRunConfig,
-    Report,
-    SampleConfig,
-    VQVAERunConfig,
-    load_run,
-    sample_run,
-    train_prior_run,
-    train_vqvae_run,
-)
+from ..runs import DataChoice, PriorRunConfig, Report, VQVAERunConfig, train_prior_run, train_vqvae_run
 from ..runtime import get_device, model_device, set_threads
 from ..profiles import get_profile
 from ..validate import check_int
 
 # Options that define a run; resuming with other values would mix two runs in one folder.
 RUN_OPTIONS = ("data", "data_root", "profile", "image_size", "batch_size", "dataset_size", "seed",
-               "model", "label_conditional", "temperature")
+               "model", "prior_arch", "label_conditional", "temperature")
 
 
 @dataclass
@@ -67,8 +62,12 @@ class PipelineConfig:
 
     Attributes:
         model: ``vqvae``, or ``vqvae2`` with a top and a bottom prior.
+        prior_arch: ``transformer``, a causal transformer over the flattened code map (the
+            most realistic samples, benchmarks/RESULTS.md), or ``gated``, the Gated PixelCNN
+            with position and dilated blocks.
         label_conditional: class-conditional priors (benign/malignant).
-        temperature: sampling temperature of samples.png and the report.
+        temperature: sampling temperature of samples.png and the report (default: chosen on
+            the validation split by the realism measure, among 0.8, 0.9 and 1).
         num_samples: samples drawn per temperature for the analysis.
         realism_samples: samples drawn at ``temperature`` for the realism measure (two-sample
             tests, vignette, ABCD table), at most the test split's size (that many test images
@@ -79,8 +78,9 @@ class PipelineConfig:
     """
 
     model: Literal["vqvae", "vqvae2"] = "vqvae"
+    prior_arch: Literal["gated", "transformer"] = "transformer"
     label_conditional: bool = False
-    temperature: float = 1.0
+    temperature: float | None = None
     num_samples: int = 32
     realism_samples: int = 128
     stop_after: str | None = None
@@ -119,7 +119,8 @@ def _stage_vqvae(ctx: Context) -> None:
 
 def _stage_prior(ctx: Context) -> None:
     set_threads(ctx.config.threads)
-    config = PriorRunConfig(label_conditional=ctx.config.label_conditional, resume=True,
+    config = PriorRunConfig(prior_arch=ctx.config.prior_arch,
+                            label_conditional=ctx.config.label_conditional, resume=True,
                             device=ctx.config.device)
     result = train_prior_run(ctx.run, ctx.data, config, ctx.report)
     test = result.summary["test"]
@@ -127,8 +128,47 @@ def _stage_prior(ctx: Context) -> None:
                f"{test['bits_per_dim']:.4f} bits per dim")
 
 
+def _stage_temperature(ctx: Context) -> None:
+    """The run's sampling temperature into temperature.json: ``--temperature`` when given, else
+    the choice of :func:`~vqlesson.temperature.choose_temperature` on ``realism_samples``
+    validation images (at most the split's size), with its table."""
+    from ..data import make_loaders
+    from ..finished_runs import sampling_label
+    from ..temperature import TemperatureSearch, choose_temperature
+
+    if ctx.config.temperature is not None:
+        record = {"temperature": ctx.config.temperature, "chosen": False}
+    else:
+        loaded = load_run(ctx.run, get_device(ctx.config.device))
+        d = ctx.data
+        profile = d.sized_profile(image_size=loaded.vqvae.config.image_size)
+        val = make_loaders(d.source, root=d.root, profile=profile, augment=False, seed=d.seed,
+                           num_workers=0, on_error=d.on_error).val.dataset
+        n = min(ctx.config.realism_samples, len(val))
+        real = torch.stack([val[i][0] for i in range(n)])  # (n, 3, S, S)
+        choice = choose_temperature(loaded.vqvae, loaded.priors, real,
+                                    TemperatureSearch(seed=ctx.options["seed"]),
+                                    label=sampling_label(None, loaded, n))
+        record = {"temperature": choice.temperature, "chosen": True, "n": n,
+                  "rows": choice.rows, "reference": choice.reference, "table": choice.table}
+        ctx.report(f"sampling temperature, chosen on {n} validation images by the realism "
+                   f"measure:\n{choice.table}")
+    ctx.report(f"sampling temperature: T = {record['temperature']:g}"
+               + ("" if record["chosen"] else " (--temperature)"))
+    atomic_write_text(ctx.run.temperature, json.dumps(record, indent=2))
+
+
+def run_temperature(run: RunFolder) -> float:
+    """The sampling temperature the pipeline's ``temperature`` stage wrote to temperature.json.
+
+    Raises:
+        FileNotFoundError: the stage has not run yet.
+    """
+    return float(json.loads(run.temperature.read_text())["temperature"])
+
+
 def _stage_samples(ctx: Context) -> None:
-    config = SampleConfig(n=ctx.config.num_samples, temperature=ctx.config.temperature,
+    config = SampleConfig(n=ctx.config.num_samples, temperature=run_temperature(ctx.run),
                           seed=ctx.data.seed, device=ctx.config.device)
     samples = sample_run(ctx.run, config)
     ctx.report(f"sampled {config.n} images in {samples.seconds:.2f} s: {samples.path}")
@@ -230,7 +270,7 @@ def _diversity(ctx: Context, loaded: Any, e: _Encoded, config: Any, result: dict
     plots.diversity_curves(config.temperatures, {"prior": [r.code_hamming for r in rows.values()]},
                            reference.code_hamming, ax=ax)
     figures["sample diversity against temperature"] = _save(fig, ctx.run.analysis_figure("diversity"))
-    at_run = rows[ctx.options["temperature"]]
+    at_run = rows[run_temperature(ctx.run)]
     figures[f"samples ({at_run.name}) and their nearest training images"] = _save(
         plots.near_copies(at_run.samples, e.train_images, at_run.memorisation),
         ctx.run.analysis_figure("near_copies"))
@@ -247,7 +287,7 @@ def _realism(ctx: Context, loaded: Any, e: _Encoded, at_run: Any, result: dict,
     test lesions, per class for a class-conditional prior."""
     from ..pixelcnn_prior import SampleOptions
     from ..realism import RealismConfig, realism_report, realism_table, reconstruct
-    from ..runs import sampling_label
+    from ..finished_runs import sampling_label
     from ..runtime import model_device
     from ..sampling import sample_images
 
@@ -255,7 +295,7 @@ def _realism(ctx: Context, loaded: Any, e: _Encoded, at_run: Any, result: dict,
     conditional = ctx.config.label_conditional and len(e.classes) > 1
     generator = torch.Generator(device=model_device(loaded.vqvae)).manual_seed(ctx.options["seed"])
     samples = sample_images(loaded.vqvae, loaded.priors, n, sampling_label(None, loaded, n),
-                            generator, SampleOptions(temperature=ctx.options["temperature"])
+                            generator, SampleOptions(temperature=run_temperature(ctx.run))
                             ).float().cpu()  # (n, 3, S, S)
     sampled = time.perf_counter() - start
     report = realism_report(
@@ -281,7 +321,7 @@ def _realism(ctx: Context, loaded: Any, e: _Encoded, at_run: Any, result: dict,
 
 def _stage_analysis(ctx: Context) -> None:
     # The run's own sampling temperature is always one of the points (report and figure use it).
-    temperatures = sorted({*M.MemorisationConfig.temperatures, ctx.options["temperature"]})
+    temperatures = sorted({*M.MemorisationConfig.temperatures, run_temperature(ctx.run)})
     config = A.AnalysisConfig()
     samples = M.MemorisationConfig(num_samples=ctx.config.num_samples, temperatures=temperatures)
     loaded = load_run(ctx.run, get_device(ctx.config.device))
@@ -334,7 +374,7 @@ def _metric_rows(ctx: Context, metrics: dict, prior: dict, analysis: dict) -> li
                      f"{gap['best_epoch']} / {gap['final_epoch']}"))
     ref = analysis.get("reference_diversity")
     for r in analysis.get("temperatures", []):
-        if r["temperature"] == ctx.options["temperature"]:
+        if r["temperature"] == run_temperature(ctx.run):
             rows.append((f"sample diversity, codes ({r['name']}; real test images)",
                          f"{_fmt(r['code_hamming'])} ({_fmt(ref and ref['code_hamming'])})"))
             rows.append((f"near-copies of training images ({r['name']})",
@@ -376,20 +416,38 @@ REALISM_NOTE = (
     "distribution).")
 
 
+TEMPERATURE_NOTE = (
+    "Each temperature's samples (the same random numbers for all) against VQ-VAE "
+    "reconstructions of validation images: the two-sample test's accuracy (0.5: "
+    "indistinguishable), the near-black fractions outside and inside the inscribed circle and the "
+    "code diversity. The chosen temperature has the lowest accuracy among those whose vignette "
+    "lies within 25 % of real outside and at most 2x real inside, and whose diversity is at least "
+    "0.9x real (vqlesson.temperature.choose_temperature).")
+
+
 def _stage_report(ctx: Context) -> None:
     run = ctx.run
     metrics, analysis = _read_json(run.metrics), _read_json(run.analysis)
     state = _read_json(run.pipeline_state)
     rows = _metric_rows(ctx, metrics, _read_json(run.prior_metrics), analysis)
+    temperature = _read_json(run.temperature)
+    priors = _read_json(run.prior_metrics).get("priors", {})
     lines = [
         f"# vqlesson pipeline report: {run.root.name}", "",
         f"- data: {metrics.get('data', 'n/a')}",
         f"- model: {metrics.get('model', 'n/a')}, profile `{ctx.options['profile']}`, "
         f"device {metrics.get('device', 'n/a')}, seed {ctx.options['seed']}",
+        "- prior(s): " + ", ".join(f"{name} {p.get('model', 'PixelCNNPrior')}"
+                                   for name, p in priors.items()),
+        f"- sampling temperature: {_fmt(temperature.get('temperature'), 'g')} ("
+        + ("chosen on the validation split, see below" if temperature.get("chosen")
+           else "--temperature") + ")",
         "- stages (seconds): " + ", ".join(
             f"{name} {info['seconds']:.0f}" for name, info in state.get("stages", {}).items()),
         "", "## Metrics", "", "| metric | value |", "|---|---|",
         *[f"| {name} | {value} |" for name, value in rows], "",
+        *(["## The sampling temperature, chosen on the validation split", "",
+           temperature["table"], "", TEMPERATURE_NOTE, ""] if temperature.get("chosen") else []),
         "## Sampling temperature against diversity and memorisation", "",
         analysis.get("table", "n/a"), "",
         "Diversity is the mean fraction of code positions (Hamming) or the RMS pixel distance "
@@ -434,6 +492,8 @@ def stages(run: RunFolder, two_levels: bool) -> list[Stage]:
               _stage_vqvae),
         Stage("prior", "extract the codes, train the prior(s)",
               (run.codes("train"), run.prior_metrics, *priors), True, _stage_prior),
+        Stage("temperature", "choose the sampling temperature", (run.temperature,), False,
+              _stage_temperature),
         Stage("samples", "sample images", (run.samples,), False, _stage_samples),
         Stage("analysis", "test-set failure analysis", (run.analysis,), False, _stage_analysis),
         Stage("report", "write report.md", (run.report,), False, _stage_report),
@@ -448,7 +508,8 @@ def run_options(data: DataChoice, config: PipelineConfig) -> dict[str, Any]:
     return {"data": data.source, "data_root": data.root, "profile": get_profile(data.profile).name,
             "image_size": data.image_size, "batch_size": data.batch_size,
             "dataset_size": data.dataset_size, "seed": data.seed, "model": config.model,
-            "label_conditional": config.label_conditional, "temperature": config.temperature}
+            "prior_arch": config.prior_arch, "label_conditional": config.label_conditional,
+            "temperature": config.temperature}
 
 
 def _load_state(run: RunFolder, options: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def gallery_figures(run: RunFolder) -> dict[str, tuple[Path, str]]:
         "reconstructions": (run.reconstructions,
                             "Test images (top rows) and their VQ-VAE reconstructions"),
         "codebook_usage": (run.codebook_usage, "How often each code is used on the test set"),
-        "samples": (run.samples, "New lesions: codes sampled from the PixelCNN prior, decoded"),
+        "samples": (run.samples, "New lesions: codes sampled from the prior, decoded"),
         "diversity": (run.analysis_figure("diversity"),
                       "Failure analysis: sample diversity against temperature"),
     }
@@ -68,6 +68,54 @@ def _run_summary(run: RunFolder) -> str:
     data = data.get("description", data) if isinstance(data, dict) else data
     return (f"Made by `python -m vqlesson gallery` from a `python -m vqlesson pipeline` run "
             f"under the `{metrics.get('profile', 'unknown')}` profile; data: {data}.")
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def prior_and_realism(run: RunFolder) -> list[str]:
+    """Markdown lines naming the run's prior(s) (class, parameters' config, epochs, held-out bits
+    per code), the sampling temperature (and whether it was chosen on the validation split),
+    and the realism figures of its samples: the two-sample test against reconstructions, the
+    vignette beside the real images', lesions found, ABCD W1 border and TDS, near-copies and
+    diversity. Empty where the run's prior_metrics.json, temperature.json or analysis.json
+    are missing."""
+    lines = []
+    priors = _read(run.prior_metrics)
+    for name, p in priors.get("priors", {}).items():
+        lines.append(f"- prior ({name}): {p.get('model', 'PixelCNNPrior')}, {p.get('epochs')} "
+                     f"epochs (best {p.get('best_epoch')}), test NLL "
+                     f"{p.get('test', {}).get('bits_per_code', float('nan')):.3f} bits per code")
+    temperature = _read(run.temperature)
+    if temperature:
+        how = "chosen on the validation split by the realism measure" if temperature.get(
+            "chosen") else "given"
+        lines.append(f"- sampling temperature: {temperature['temperature']:g} ({how})")
+    analysis = _read(run.analysis)
+    tests, vignette = analysis.get("two_sample", {}), analysis.get("vignette", {})
+    if tests and vignette:
+        t, v = tests["samples vs reconstructions"], vignette
+        w1 = analysis.get("realism", {}).get("wasserstein", {})
+        lines.append(
+            f"- realism of {t['n']} samples against VQ-VAE reconstructions of the test images: "
+            f"two-sample test accuracy {t['accuracy']:.3f} (0.5: indistinguishable); near-black "
+            f"outside / inside the circle {v['samples']['outside']:.1%} / "
+            f"{v['samples']['inside']:.1%} (real {v['real']['outside']:.1%} / "
+            f"{v['real']['inside']:.1%}); lesion found in "
+            f"{analysis.get('lesion_found', {}).get('samples', float('nan')):.0%}; ABCD W1 to the "
+            f"real test lesions, border {w1.get('border', float('nan')):.2f} and TDS "
+            f"{w1.get('score', float('nan')):.2f}")
+    reference = analysis.get("reference_diversity", {}).get("code_hamming")
+    for row in analysis.get("temperatures", []):
+        if temperature and row["temperature"] == temperature["temperature"] and reference:
+            lines.append(f"- near-copies of training images {row['near_copy_fraction']:.0%}; "
+                         f"code diversity {row['code_hamming']:.3f} (real test images "
+                         f"{reference:.3f})")
+    return lines
 
 
 def make_gallery(run_dir: str | Path, out_dir: str | Path,
@@ -100,7 +148,7 @@ def make_gallery(run_dir: str | Path, out_dir: str | Path,
         raise FileNotFoundError(f"{', '.join(missing)} not found: finish the run first with "
                                 f"python -m vqlesson pipeline --out {run.root}")
     out.mkdir(parents=True, exist_ok=True)
-    images, lines = {}, ["# Gallery", "", _run_summary(run), ""]
+    images, lines = {}, ["# Gallery", "", _run_summary(run), "", *prior_and_realism(run), ""]
     for name, (path, caption) in figures.items():
         with Image.open(path) as image:
             image = image.convert("RGB")
