@@ -308,7 +308,7 @@ def check_heldout_prior(fit_prior: Callable[[CodeDataset, CodeDataset], object],
     :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (or the path of its weights file, written
     by :func:`vqlesson.prior_weights.save_prior_weights`).
 
-    The prior travels as a data-only weights file (never a pickle; at most 16 MiB), is rebuilt
+    The prior travels as a data-only weights file (never a pickle; at most 8 MiB), is rebuilt
     from the library's classes, and is measured by the check itself: its NLL on 64 held-out
     maps the function never saw must be below ``exercises_heldout.HELDOUT_FRACTION`` x log2 K
     (3 bits per code), at most ``exercises_heldout.MAX_NEAR_COPIES`` of 32 samples it draws
