@@ -462,7 +462,7 @@ def test_the_reference_solution_passes_on_figures_the_check_measured(seed, one_t
 
     result = checks.check_heldout_prior(generalising_prior, seed=seed)
     assert result.passed, result.message
-    assert "measured by the grader" in result.message
+    assert "measured by the check" in result.message
     m = result.measured
     assert m["heldout_bits_per_code"] < m["bound_bits_per_code"] == HELDOUT_FRACTION * 4
     assert m["near_copy_fraction"] <= 0.05 and m["sample_diversity"] > 0.5 * m["heldout_diversity"]
@@ -471,7 +471,7 @@ def test_the_reference_solution_passes_on_figures_the_check_measured(seed, one_t
 def test_the_untouched_template_overfits_and_fails(one_thread):
     result = checks.check_heldout_prior(fit_prior)
     assert not result.passed
-    assert "measured by the grader" in result.message and "not below 3.00" in result.message
+    assert "measured by the check" in result.message and "not below 3.00" in result.message
     assert "learnt its training maps" in result.message  # the hint for a memorising prior
     m = result.measured
     assert m["heldout_bits_per_code"] > m["bound_bits_per_code"] + 0.5  # visibly overfit

@@ -237,17 +237,17 @@ def verdict(measured: dict[str, float]) -> Verdict:
                 "epoch (early stopping), add dropout, train on flipped copies too, or use a "
                 "smaller prior" if memorised else "the prior has not learnt the maps it was "
                 "given either: train it (longer, or with a larger learning rate)")
-        raise Mismatch(f"measured by the grader: {seen}, not below {m['bound_bits_per_code']:.2f} "
+        raise Mismatch(f"measured by the check: {seen}, not below {m['bound_bits_per_code']:.2f} "
                        f"({HELDOUT_FRACTION:g} x log2 K): {cure}.", m)
     if m["near_copy_fraction"] > MAX_NEAR_COPIES:
-        raise Mismatch(f"measured by the grader: {m['near_copy_fraction']:.0%} of {N_SAMPLES} "
+        raise Mismatch(f"measured by the check: {m['near_copy_fraction']:.0%} of {N_SAMPLES} "
                        f"samples are near-copies of the maps your function was given (at most "
                        f"{MAX_NEAR_COPIES:.0%} allowed; {seen}): the prior memorised them.", m)
     if m["sample_diversity"] < MIN_DIVERSITY * m["heldout_diversity"]:
-        raise Mismatch(f"measured by the grader: the samples are alike (diversity "
+        raise Mismatch(f"measured by the check: the samples are alike (diversity "
                        f"{m['sample_diversity']:.2f} against {m['heldout_diversity']:.2f} for "
                        f"held-out maps; {seen}).", m)
-    return Verdict(f"measured by the grader: {seen} < {m['bound_bits_per_code']:.2f}; "
+    return Verdict(f"measured by the check: {seen} < {m['bound_bits_per_code']:.2f}; "
                    f"{m['near_copy_fraction']:.0%} near-copies among {N_SAMPLES} samples, "
                    f"diversity {m['sample_diversity']:.2f} (held-out maps "
                    f"{m['heldout_diversity']:.2f})", m)
@@ -255,7 +255,12 @@ def verdict(measured: dict[str, float]) -> Verdict:
 
 def _judge(inputs: dict, outputs: Outputs) -> Verdict:
     prior = rebuilt_prior(outputs)
-    return verdict(measure_prior(prior, int(inputs["seed"]), str(inputs.get(JUDGE_SECRET, ""))))
+    try:
+        measured = measure_prior(prior, int(inputs["seed"]), str(inputs.get(JUDGE_SECRET, "")))
+    except (RuntimeError, ValueError) as error:  # e.g. weights so large that sampling breaks
+        raise Mismatch(f"the prior could not be measured: {type(error).__name__}: "
+                       f"{str(error)[:200]}") from None
+    return verdict(measured)
 
 
 HELDOUT_PRIOR = Exercise("heldout_prior", _inputs, _collect, _judge)
