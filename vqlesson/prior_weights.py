@@ -164,7 +164,9 @@ def check_config(config: Mapping, expect: Mapping[str, object] | None = None) ->
         WeightsError: an unknown field, a value out of range, or one that differs from
             ``expect`` (the message names the field, its value and what is allowed).
     """
-    defaults = {f.name: f.default for f in dataclasses.fields(PriorConfig)}
+    defaults = {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(PriorConfig)}
+    defaults = json.loads(json.dumps(defaults))  # as a file holds them (tuples as lists)
     unknown = sorted(set(config) - set(defaults))
     if unknown:
         raise WeightsError(f"the config has an unknown field {unknown[0][:40]!r}")
