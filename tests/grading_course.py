@@ -23,6 +23,23 @@ BITS = '''def bits_per_code(logits, codes):
     # END SOLUTION'''
 
 
+PRIOR = '''from vqlesson.pixelcnn import PriorConfig
+from vqlesson.pixelcnn_prior import PixelCNNPrior
+from vqlesson.prior import PriorTrainConfig, train_prior
+
+def fit_prior(train, val):
+    model = dict(embed_dim=32, channels=64, num_layers=5, first_kernel_size=5, dropout=0.0)
+    training = dict(epochs=40, batch_size=8, lr=3e-3, early_stopping_patience=None,
+                    restore_best=False, progress=False)
+    # BEGIN SOLUTION
+    training.update(early_stopping_patience=3, restore_best=True)
+    model.update(dropout=0.2)
+    # END SOLUTION
+    prior = PixelCNNPrior(PriorConfig(codebook_size=train.codebook_sizes["codes"], **model))
+    train_prior(prior, train, val, PriorTrainConfig(**training))
+    return prior'''
+
+
 def read(path):
     return nbformat.read(path, as_version=4)
 
@@ -59,20 +76,36 @@ def make_tiny_course(root: Path):
     return course.make_student_version(root / "notebooks", root / "dist")
 
 
-def solution(made):
-    """The instructor's notebook of the tiny course (full marks)."""
-    return read(made.build_dir / "01_tiny" / "autograder" / "01_tiny.ipynb")
+def make_prior_course(root: Path):
+    """Write ``root/notebooks/01_prior.ipynb``, one open exercise (the notebooks' template of
+    ``fit_prior``, an over-trained prior, with the reference remedy as its solution; public
+    test seed 0, hidden seed 1), and its student version and autograder under ``root/dist``."""
+    v4 = nbformat.v4
+    cells = [v4.new_markdown_cell("# 01 · A prior that generalises"),
+             v4.new_code_cell("import torch\nfrom vqlesson import checks")]
+    cells += question("fit_prior", "Make the prior generalise.", PRIOR, "check_heldout_prior")
+    cells.append(v4.new_code_cell("checks.record_metrics(prior_nll_bits_per_code=0.01)"))
+    nb = v4.new_notebook(cells=cells, metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}})
+    (root / "notebooks").mkdir()
+    nbformat.write(course.synced(nb, "01_prior"), root / "notebooks" / "01_prior.ipynb")
+    return course.make_student_version(root / "notebooks", root / "dist")
 
 
-def student(made):
-    """The student version of the tiny course, unfinished (no marks)."""
-    return read(made.student_dir / "01_tiny.ipynb")
+def solution(made, name="01_tiny"):
+    """The instructor's notebook of a tiny course (full marks)."""
+    return read(made.build_dir / name / "autograder" / f"{name}.ipynb")
+
+
+def student(made, name="01_tiny"):
+    """The student version of a tiny course, unfinished (no marks)."""
+    return read(made.student_dir / f"{name}.ipynb")
 
 
 def fill(nb, function, body):
     """Replace the `...` of an exercise in a student notebook."""
     for cell in nb.cells:
-        if cell.source.startswith(f"def {function}("):
+        if cell.source.startswith(f"def {function}(") or f"\ndef {function}(" in cell.source:
             cell.source = cell.source.replace("    ...", body, 1)
             return nb
     raise AssertionError(function)

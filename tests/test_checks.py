@@ -77,10 +77,6 @@ def gated_block(block, v, h, swap=False, link=True, residual=True):
     return v_out, h_out
 
 
-def measured_good():
-    return 5.1, 0.0, 256
-
-
 def sample_loop(prior, n, shape, temperature=1.0, generator=None):
     codes = torch.zeros(n, *shape, dtype=torch.int64)
     for r in range(shape[0]):
@@ -118,7 +114,6 @@ CORRECT = {
     "causal_mask": (checks.check_causal_mask, build_mask),
     "masked_conv": (checks.check_masked_conv, masked_conv2d),
     "gated_block": (checks.check_gated_block, gated_block),
-    "heldout_prior": (checks.check_heldout_prior, measured_good),
     "bits_per_code": (checks.check_bits_per_code, bits_per_code),
     "sampling_loop": (checks.check_sampling_loop, sample_loop),
     "pairwise_hamming": (checks.check_pairwise_hamming, pairwise_hamming),
@@ -271,10 +266,6 @@ MISTAKES = [
     (checks.check_gated_block, lambda blk, v, h: gated_block(blk, v, h, residual=False),
      "residual"),
     (checks.check_gated_block, lambda blk, v, h: gated_block(blk, v, h)[1], "two tensors"),
-    (checks.check_heldout_prior, lambda: (7.9, 0.0, 256), "not below"),
-    (checks.check_heldout_prior, lambda: (4.0, 0.5, 256), "near-copies"),
-    (checks.check_heldout_prior, lambda: (float("nan"), 0.0, 256), "not measured"),
-    (checks.check_heldout_prior, lambda: (4.0, 0.0), "three numbers"),
     (checks.check_bits_per_code, lambda lg, c: F.cross_entropy(lg, c), "ln 2"),
     (checks.check_bits_per_code, lambda lg, c: bits_per_code(lg, c) * c.numel(), "sum over"),
     (checks.check_bits_per_code, lambda lg, c: F.binary_cross_entropy_with_logits(
@@ -415,3 +406,259 @@ def test_bad_top_level_settings_get_a_hint(returned, hint):
     result = checks.check_top_level(lambda: returned)
     assert not result.passed and hint in result.message, result.message
     assert "Traceback" not in result.message
+
+
+# --------------------------------------------------------------------------------------------
+# The open exercise of notebooks 04-05: a prior that generalises, judged by what is measured
+# --------------------------------------------------------------------------------------------
+TEMPLATE_MODEL = dict(embed_dim=32, channels=64, num_layers=5, first_kernel_size=5, dropout=0.0)
+TEMPLATE_TRAINING = dict(epochs=40, batch_size=8, lr=3e-3, early_stopping_patience=None,
+                         restore_best=False, progress=False)
+
+
+def fit_prior(train, val, model=(), training=()):
+    """The notebooks' template (a large prior, 40 epochs, its last weights), with changes."""
+    from vqlesson.pixelcnn import PriorConfig
+    from vqlesson.pixelcnn_prior import PixelCNNPrior
+    from vqlesson.prior import PriorTrainConfig, train_prior
+
+    config = PriorConfig(codebook_size=train.codebook_sizes["codes"], **{**TEMPLATE_MODEL, **dict(model)})
+    prior = PixelCNNPrior(config)
+    train_prior(prior, train, val, PriorTrainConfig(**{**TEMPLATE_TRAINING, **dict(training)}))
+    return prior
+
+
+def generalising_prior(train, val):
+    """The reference solution: the template with early stopping and dropout."""
+    return fit_prior(train, val, {"dropout": 0.2}, {"early_stopping_patience": 3, "restore_best": True})
+
+
+def untrained(codebook_size=16, **config):
+    from vqlesson.pixelcnn import PriorConfig
+    from vqlesson.pixelcnn_prior import PixelCNNPrior
+
+    torch.manual_seed(0)
+    return PixelCNNPrior(PriorConfig(codebook_size=codebook_size, channels=16, num_layers=2, **config))
+
+
+@pytest.fixture(scope="module")
+def reference_prior():
+    """The reference solution trained once on seed 0's maps."""
+    from vqlesson.exercises_heldout import code_set, exercise_maps
+
+    train, val, _ = exercise_maps(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a check: small convolutions on a busy machine
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return generalising_prior(code_set(train), code_set(val))
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_reference_solution_passes_on_figures_the_check_measured(seed, one_thread):
+    from vqlesson.exercises_heldout import HELDOUT_FRACTION
+
+    result = checks.check_heldout_prior(generalising_prior, seed=seed)
+    assert result.passed, result.message
+    assert "measured by the check" in result.message
+    m = result.measured
+    assert m["heldout_bits_per_code"] < m["bound_bits_per_code"] == HELDOUT_FRACTION * 4
+    assert m["near_copy_fraction"] <= 0.05 and m["sample_diversity"] > 0.5 * m["heldout_diversity"]
+
+
+def test_the_untouched_template_overfits_and_fails(one_thread):
+    result = checks.check_heldout_prior(fit_prior)
+    assert not result.passed
+    assert "measured by the check" in result.message and "not below 3.00" in result.message
+    assert "learnt its training maps" in result.message  # the hint for a memorising prior
+    m = result.measured
+    assert m["heldout_bits_per_code"] > m["bound_bits_per_code"] + 0.5  # visibly overfit
+    assert m["train_bits_per_code"] < m["heldout_bits_per_code"] - 2
+
+
+@pytest.mark.parametrize("returned, hint", [
+    ((0.1, 0.0, 512), "you returned figures (0.1, 0, 512): return the trained prior instead"),
+    ([2.2, 0.0], "you returned figures (2.2, 0)"),
+    (2.2, "you returned a figure (2.2)"),
+    (torch.tensor(0.1), "you returned a figure (0.1)"),
+    (None, "not done yet"),
+    ({"heldout_bits_per_code": 0.1}, "return the trained PixelCNNPrior itself"),
+    ("runs/none/prior.npz", "no weights file at 'runs/none/prior.npz'"),
+], ids=["three-figures", "two-figures", "one-figure", "tensor-figure", "none", "dict", "no-file"])
+def test_returned_figures_or_other_things_are_refused_by_name(returned, hint):
+    result = checks.check_heldout_prior(lambda train, val: returned)
+    assert not result.passed and hint in result.message, result.message
+    assert dict(result.measured) == {} and "Traceback" not in result.message
+
+
+def test_a_prior_that_was_not_trained_fails_on_what_is_measured():
+    result = checks.check_heldout_prior(lambda train, val: untrained())
+    assert not result.passed and "not below 3.00" in result.message
+    assert "has not learnt the maps it was given" in result.message  # not a memorising prior
+    assert 3.9 < result.measured["heldout_bits_per_code"] < 4.2  # about log2 K: a uniform guess
+
+
+@pytest.mark.parametrize("prior, hint", [
+    (lambda: untrained(32), "the prior is for codebook_size = 32, but these code maps need "
+                            "codebook_size = 16"),
+    (lambda: untrained(16, num_classes=2), "num_classes = 2"),
+    (lambda: untrained(16, cond_codebook_size=8), "cond_codebook_size = 8"),
+], ids=["another-K", "class-conditional", "spatially-conditioned"])
+def test_a_prior_for_other_codes_is_refused_by_name(prior, hint):
+    result = checks.check_heldout_prior(lambda train, val: prior())
+    assert not result.passed and "the prior cannot be used" in result.message
+    assert hint in result.message, result.message
+
+
+def test_the_function_may_hand_in_a_weights_file_judged_like_the_prior(tmp_path, reference_prior):
+    from vqlesson.prior_weights import save_prior_weights
+
+    path = save_prior_weights(reference_prior, tmp_path / "mine.npz")
+    by_file = checks.check_heldout_prior(lambda train, val: str(path))
+    assert by_file.passed, by_file.message
+    assert by_file == checks.check_heldout_prior(lambda train, val: reference_prior)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.npz"]  # written atomically
+
+
+def test_the_held_out_maps_are_never_given_and_the_secret_changes_them():
+    from vqlesson.exercises_heldout import HELDOUT_PRIOR, exercise_maps
+
+    inputs = HELDOUT_PRIOR.make_inputs(3)
+    train, val, heldout = exercise_maps(3)
+    assert sorted(inputs) == ["seed", "train", "val"]
+    assert torch.equal(inputs["train"], train) and torch.equal(inputs["val"], val)
+    given = torch.cat([train, val]).flatten(1)  # (48, 64)
+    assert not (heldout.flatten(1)[:, None] == given[None]).all(-1).any()  # no held-out map given
+    _, _, secret = exercise_maps(3, "the autograder's sha256")
+    assert heldout.shape == secret.shape and not torch.equal(heldout, secret)
+    assert torch.equal(exercise_maps(3, "x")[2], exercise_maps(3, "x")[2])  # seeded: the same
+
+
+# Weights files a function may hand in (or a hostile notebook may forge): each is refused with
+# its own message, none is ever unpickled.
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _garbage(path, prior):
+    return _write(path, b"these are not weights" * 50)
+
+
+def _oversized(path, prior):
+    from vqlesson.exercises_heldout import MAX_WEIGHTS_BYTES
+
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_WEIGHTS_BYTES + 1)  # sparse: no disk used
+    return path
+
+
+def _torch_checkpoint(path, prior):
+    torch.save(prior.state_dict(), path)
+    return path
+
+
+class _Trap:
+    """Unpickling it would create the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return Path.touch, (Path(self.marker),)
+
+
+def _plain_pickle(path, prior):
+    import pickle
+
+    return _write(path, pickle.dumps(_Trap(path.with_name("unpickled"))))
+
+
+def _object_array(path, prior):
+    import numpy as np
+
+    with open(path, "wb") as handle:
+        np.savez(handle, __prior__=np.array("{}"), w0=np.array([_Trap(path.with_name("unpickled"))],
+                                                               dtype=object))
+    return path
+
+
+def _edited(path, prior, edit):
+    """The weights file of ``prior`` with its header and arrays changed by ``edit``."""
+    import io
+
+    import numpy as np
+
+    from vqlesson.prior_weights import weights_file_bytes
+
+    with np.load(io.BytesIO(weights_file_bytes(prior)), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(str(arrays["__prior__"]))
+    edit(header, arrays)
+    arrays["__prior__"] = np.array(json.dumps(header))
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def _other_k_tensors(path, prior):  # K = 32 weights under a config that claims K = 16
+    return _edited(path, untrained(32, embed_dim=32), lambda h, a: h["config"].update(codebook_size=16))
+
+
+def _position_table(path, prior):  # a tensor no prior of this config has, e.g. a grid's table
+    import numpy as np
+
+    def edit(header, arrays):
+        header["tensors"].append("net.position.weight")
+        arrays[f"w{len(header['tensors']) - 1}"] = np.zeros((16 * 16, 32), np.float32)
+
+    return _edited(path, prior, edit)
+
+
+def _huge_config(path, prior):
+    return _edited(path, prior, lambda h, a: h["config"].update(channels=10**6, num_layers=10**4))
+
+
+def _nan_weights(path, prior):
+    return _edited(path, prior, lambda h, a: a["w0"].fill(float("nan")))
+
+
+def _float64(path, prior):
+    return _edited(path, prior, lambda h, a: a.update(w1=a["w1"].astype("float64")))
+
+
+def _no_header(path, prior):
+    return _edited(path, prior, lambda h, a: h.clear())
+
+
+BAD_FILES = {
+    "malformed": (_garbage, "the weights file is not an .npz archive"),
+    "oversized": (_oversized, "over the limit"),
+    "torch-checkpoint": (_torch_checkpoint, "is a PyTorch checkpoint (torch.save: a pickle), and "
+                                            "pickles are never loaded"),
+    "plain-pickle": (_plain_pickle, "the weights file is a pickle"),
+    "object-array": (_object_array, "holds pickled data (an object array), which is never "
+                                    "unpickled"),
+    "another-K-tensors": (_other_k_tensors, "net.embedding.weight has shape (32, 32), but a prior "
+                                            "of this config has (16, 32)"),
+    "another-grid-table": (_position_table, "has a tensor 'net.position.weight' that a prior of "
+                                            "its config does not have"),
+    "huge-config": (_huge_config, "config field channels must be an int in [1, 256]"),
+    "nan-weights": (_nan_weights, "holds NaN or infinite values"),
+    "float64": (_float64, "has dtype float64, expected float32"),
+    "no-header": (_no_header, "header is not a 'vqlesson-prior-weights' header"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_bad_weights_file_fails_with_its_own_message_and_is_never_unpickled(name, tmp_path):
+    write, hint = BAD_FILES[name]
+    path = write(tmp_path / "prior.npz", untrained(embed_dim=32))
+    result = checks.check_heldout_prior(lambda train, val: str(path))
+    assert not result.passed and hint in result.message, result.message
+    assert not (tmp_path / "unpickled").exists()
+    assert dict(result.measured) == {} and "Traceback" not in result.message

@@ -26,7 +26,8 @@ import nbformat
 import psutil
 import pytest
 
-from grading_course import isolation_here, make_tiny_course, solution, student, with_cell
+from grading_course import (isolation_here, make_prior_course, make_tiny_course, solution, student,
+                            with_cell)
 from vqlesson.grading import GradeSettings, SandboxUnavailable, grade, grader
 from vqlesson.grading.sandbox import BWRAP, RLIMITS_ONLY
 
@@ -455,11 +456,17 @@ def test_the_summary_says_the_isolation_in_its_first_line(attacked):
         assert {row["isolation"] for row in csv.DictReader(handle)} == {report.isolation.kind}
 
 
-@pytest.mark.parametrize("name, metrics", [
-    ("02_vqvae", {"psnr", "perplexity", "revived_active_fraction"}),
-    ("03_vqvae2_hierarchy", {"top_only_psnr", "mean_image_psnr", "swap_layout_shift"}),
+@pytest.mark.parametrize("name, metrics, measured", [
+    ("02_vqvae", {"psnr", "perplexity", "revived_active_fraction"}, "active_fraction"),
+    ("03_vqvae2_hierarchy", {"top_only_psnr", "mean_image_psnr", "swap_layout_shift"},
+     "top_only_psnr"),
+    ("04_pixelcnn_prior", {"prior_nll_bits_per_code", "prior_near_copy_fraction"},
+     "heldout_bits_per_code"),
+    ("05_test_set_failure_analysis", {"prior_nll_bits_per_code", "sample_diversity"},
+     "heldout_bits_per_code"),
 ])
-def test_a_real_course_notebook_graded_end_to_end_gets_full_marks(tmp_path, name, metrics):
+def test_a_real_course_notebook_graded_end_to_end_gets_full_marks(tmp_path, name, metrics,
+                                                                  measured):
     from vqlesson import course
 
     made = course.make_student_version(ROOT / "notebooks", tmp_path / "dist", only=[name])
@@ -470,6 +477,90 @@ def test_a_real_course_notebook_graded_end_to_end_gets_full_marks(tmp_path, name
     report = grade(subs, made.autograders[name], out_csv=tmp_path / "g.csv", timeout_s=900,
                    settings=GradeSettings(isolation=isolation_here()))
     row = report.results[0]
-    assert (row.status, row.score, row.possible) == ("ok", 4, 4), row  # 3 exercises + 1 open
-    assert len(row.checks) == 8 and all(row.checks.values())
+    exercises = len(course.questions(nbformat.read(ROOT / "notebooks" / f"{name}.ipynb",
+                                                   as_version=4)))
+    assert (row.status, row.score, row.possible) == ("ok", exercises, exercises), row
+    assert len(row.checks) == 2 * exercises and all(row.checks.values())  # public and hidden
     assert metrics <= set(row.metrics)
+    assert sum(k.endswith(f": {measured}") for k in row.measured) == 2  # the open exercise
+
+
+# --------------------------------------------------------------------------------------------
+# The open prior exercise: graded on what the judge measures, never on what a notebook claims
+# --------------------------------------------------------------------------------------------
+PRIOR_IMPORTS = ("import io, pickle, torch\nfrom vqlesson import checks\n"
+                 "from vqlesson.pixelcnn import PriorConfig\n"
+                 "from vqlesson.pixelcnn_prior import PixelCNNPrior\n")
+FORGE_PRIOR = """\
+import json, numpy, pickle
+import vqlesson.grading.io
+def forged(path, arrays):  # what the grader's call writes: a 'prior' whose weights are a pickle
+    records = {"result": {"kind": "other", "type": "PixelCNNPrior", "number": None},
+               "weights": {"kind": "bytes", "type": "bytes", "array": "a0"}}
+    weights = numpy.frombuffer(pickle.dumps({"heldout_bits_per_code": 0.1}), numpy.uint8)
+    with open(path, "wb") as handle:
+        numpy.savez(handle, __records__=numpy.array(json.dumps(records)), a0=weights)
+vqlesson.grading.io.save_arrays = forged
+def fit_prior(train, val):
+    return None"""
+PRIOR_CHEATS = {
+    "c_figures": "def fit_prior(train, val):\n    return 0.1, 0.0, 512",
+    "d_untrained": "def fit_prior(train, val):\n"
+                   "    return PixelCNNPrior(PriorConfig(codebook_size=16, channels=16, num_layers=2))",
+    "e_other_k": "def fit_prior(train, val):\n"
+                 "    return PixelCNNPrior(PriorConfig(codebook_size=32, channels=16, num_layers=2))",
+    "f_checkpoint": "def fit_prior(train, val):\n"
+                    "    prior = PixelCNNPrior(PriorConfig(codebook_size=16, channels=16, num_layers=2))\n"
+                    "    torch.save(prior.state_dict(), 'prior.npz')\n    return 'prior.npz'",
+    "g_forged": FORGE_PRIOR,
+}
+PRIOR_HINTS = {"a_template": "learnt its training maps", "c_figures": "you returned figures",
+               "d_untrained": "has not learnt the maps it was given",
+               "e_other_k": "codebook_size = 32", "f_checkpoint": "PyTorch checkpoint",
+               "g_forged": "the weights file is a pickle"}
+
+
+def _answered(nb, source):
+    """``nb`` (a student version) with its exercise cell replaced by ``source``."""
+    cell = next(c for c in nb.cells if "otter_answer_cell" in c.metadata.get("tags", []))
+    cell.source = PRIOR_IMPORTS + source + "\n\nchecks.check_heldout_prior(fit_prior)"
+    return nb
+
+
+@pytest.fixture(scope="module")
+def prior_graded(tmp_path_factory):
+    """The open prior exercise's batch: the untouched template, the honest remedy, and cheats
+    (figures, an untrained prior, another K, a checkpoint pickle, forged outputs)."""
+    root = tmp_path_factory.mktemp("prior")
+    made = make_prior_course(root)
+    subs = root / "submissions"
+    subs.mkdir()
+    nbformat.write(student(made, "01_prior"), subs / "a_template.ipynb")
+    nbformat.write(solution(made, "01_prior"), subs / "b_honest.ipynb")
+    for name, source in PRIOR_CHEATS.items():
+        nbformat.write(_answered(student(made, "01_prior"), source), subs / f"{name}.ipynb")
+    report = grade(subs, made.autograders["01_prior"], out_csv=root / "grades.csv",
+                   timeout_s=300, jobs=2, settings=GradeSettings(isolation=isolation_here()))
+    return {"report": report, "rows": {r.submission[:-6]: r for r in report.results},
+            "csv": root / "grades.csv"}
+
+
+def test_the_honest_remedy_gets_full_marks_on_figures_the_grader_measured(prior_graded):
+    honest = prior_graded["rows"]["b_honest"]
+    assert (honest.status, honest.score, honest.possible) == ("ok", 1, 1), honest
+    heldout = {k: v for k, v in honest.measured.items() if k.endswith(": heldout_bits_per_code")}
+    assert len(heldout) == 2 and all(v < 3.0 for v in heldout.values())  # public and hidden
+    assert honest.metrics == {"prior_nll_bits_per_code": 0.01}  # what the notebook claims
+    with open(prior_graded["csv"], newline="") as handle:
+        header = next(csv.reader(handle))
+    assert "prior_nll_bits_per_code [recorded by notebook]" in header
+    assert sum(h.endswith(": heldout_bits_per_code [measured by grader]") for h in header) == 2
+
+
+@pytest.mark.parametrize("name", sorted(PRIOR_HINTS))
+def test_the_template_and_every_cheat_fail_with_their_own_message(prior_graded, name):
+    rows = prior_graded["rows"]
+    row, template = rows[name], rows["a_template"]
+    assert template.score == 0 and template.possible == 1
+    assert row.score is not None and row.score <= template.score, row
+    assert len(row.failed) == 2 and all(PRIOR_HINTS[name] in f for f in row.failed), row.failed

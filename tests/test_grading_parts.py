@@ -4,6 +4,7 @@ output cap and clean-up."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -189,6 +190,49 @@ def test_the_judge_passes_correct_outputs_and_fails_forged_missing_or_linked_one
     assert not judge_test("causal_mask", 1, broken).passed
 
 
+def _forged_prior_outputs(tmp_path: Path, weights: bytes) -> Path:
+    """Outputs of the open prior exercise as a hostile notebook would forge them: the records
+    claim a prior, the weights record holds ``weights``."""
+    outputs = Outputs()
+    outputs.records["result"] = {"kind": "other", "type": "PixelCNNPrior", "number": None}
+    outputs.put_bytes("weights", weights)
+    path = tmp_path / "forged.npz"
+    save_arrays(path, outputs.to_arrays())
+    return path
+
+
+def test_the_judge_measures_a_prior_and_refuses_forged_weights(tmp_path):
+    import io
+    import pickle
+
+    from vqlesson.exercises_heldout import MAX_WEIGHTS_BYTES
+    from vqlesson.pixelcnn import PriorConfig
+    from vqlesson.pixelcnn_prior import PixelCNNPrior
+    from vqlesson.prior_weights import weights_file_bytes
+
+    torch.manual_seed(0)
+    prior = PixelCNNPrior(PriorConfig(codebook_size=16, channels=8, num_layers=1))
+    checkpoint = io.BytesIO()
+    torch.save(prior.state_dict(), checkpoint)
+    cases = {weights_file_bytes(prior): "not below 3.00",  # measured: untrained
+             pickle.dumps({"heldout_bits_per_code": 0.1}): "is a pickle",
+             checkpoint.getvalue(): "PyTorch checkpoint",
+             b"PK\x03\x04 truncated": "not an .npz archive",
+             bytes(MAX_WEIGHTS_BYTES + 1): "over the limit"}
+    for weights, hint in cases.items():
+        verdict = judge_test("heldout_prior", 1, _forged_prior_outputs(tmp_path, weights))
+        assert not verdict.passed and hint in verdict.message, verdict.message
+    measured = judge_test("heldout_prior", 1, _forged_prior_outputs(
+        tmp_path, weights_file_bytes(prior)), secret="s3cret").measured
+    assert measured["heldout_bits_per_code"] > 3.5 and set(measured) >= {
+        "train_bits_per_code", "near_copy_fraction", "sample_diversity", "heldout_diversity"}
+    figures = Outputs()
+    figures.call("result", lambda: (0.1, 0.0, 512))
+    save_arrays(tmp_path / "figures.npz", figures.to_arrays())
+    verdict = judge_test("heldout_prior", 1, tmp_path / "figures.npz")
+    assert not verdict.passed and "you returned figures (0.1, 0, 512)" in verdict.message
+
+
 def test_the_judges_verdict_is_the_instant_feedback_of_the_same_function(tmp_path):
     wrong = lambda k, kind: build_mask(k, kind).T  # noqa: E731
     for fn in (build_mask, wrong, lambda k, kind: None):
@@ -204,6 +248,38 @@ def _row(name, **changes):
                            ["q - 2 (hidden): =HYPERLINK(\"x\")"], {"psnr": 21.5}, "", "bwrap",
                            "ab" * 32)
     return row._replace(**changes)
+
+
+def test_the_csv_says_which_figures_the_grader_measured_and_which_the_notebook_recorded(tmp_path):
+    from vqlesson.grading.report import MEASURED, RECORDED
+
+    measured = {"prior - 2 (hidden): heldout_bits_per_code": 2.25}
+    rows = [_row("a.ipynb", measured=measured), _row("b.ipynb")]
+    write_csv(rows, tmp_path / "grades.csv")
+    with open(tmp_path / "grades.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert "psnr [recorded by notebook]" in header and "psnr" not in header
+    assert "prior - 2 (hidden): heldout_bits_per_code [measured by grader]" in header
+    back = read_csv(tmp_path / "grades.csv")
+    assert back[0].measured == measured and back[1].measured == {}
+    assert back[0].metrics == back[1].metrics == {"psnr": 21.5}
+    text = summary(back, ["header"])
+    assert f"| psnr{RECORDED} | 21.5 |" in text
+    assert f"| prior - 2 (hidden): heldout_bits_per_code{MEASURED} | 2.25 |" in text
+
+
+def test_a_grades_csv_written_before_the_labels_is_read_as_recorded_and_rewritten(tmp_path):
+    old = tmp_path / "grades.csv"
+    old.write_text("submission,status,isolation,seconds,score,possible,q - 1,failed,psnr,"
+                   "perplexity,message,sha256\n"
+                   f"a.ipynb,ok,bwrap,3.2,1,1,pass,,21.5,180,,{'ab' * 32}\n")
+    (row,) = read_csv(old)
+    assert row.metrics == {"psnr": 21.5, "perplexity": 180.0} and row.measured == {}
+    write_csv([row, _row("b.ipynb", metrics={"psnr": 20.0})], old)
+    with open(old, newline="") as handle:
+        header = next(csv.reader(handle))
+    assert [h for h in header if "psnr" in h] == ["psnr [recorded by notebook]"]
+    assert [r.metrics["psnr"] for r in read_csv(old)] == [21.5, 20.0]
 
 
 def test_the_csv_round_trips_and_defuses_spreadsheet_formulas(tmp_path):

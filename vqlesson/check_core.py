@@ -8,7 +8,10 @@ A check (:mod:`vqlesson.checks`) is an :class:`Exercise` in three steps:
    returned (tensors and numbers as arrays, everything else by its type name; an exception as
    its hint) -- this is the only step that runs student code;
 3. ``judge(inputs, outputs) -> summary``: compute the library's reference from the inputs and
-   compare; a difference raises :class:`Mismatch` with the hint.
+   compare; a difference raises :class:`Mismatch` with the hint. An open exercise's judge
+   measures what the student's function made (a prior's held-out NLL, a codebook's use) and
+   returns a :class:`Verdict`, its summary with the figures it measured (a :class:`Mismatch`
+   carries them too), which the grader writes to its CSV as measured by the grader.
 
 In a notebook (:func:`run_check`) the three run in the student's kernel, one after the other.
 When grading, step 2 runs inside the sandbox and its :class:`Outputs` travel as arrays
@@ -20,11 +23,15 @@ paths decode the same arrays with the same code, so instant feedback and grades 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
+import re
 import traceback
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,6 +42,7 @@ from .validate import check_int
 
 NOT_DONE = ("not done yet: your function returned None. Replace the `...` with your code "
             "(and `return` the result).")
+JUDGE_SECRET = "judge_secret"  # an input only the grader's judge adds: a text the sandbox never saw
 RECORDS_KEY = "__records__"  # the array holding the JSON description of every record
 COLLECT_KEY = "__collect__"  # set when collecting failed outside the student's function
 MAX_ELEMENTS = 4_000_000     # a returned tensor with more elements is recorded by shape only
@@ -50,6 +58,9 @@ NUMPY_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, t
 # --------------------------------------------------------------------------------------------
 # Results and mismatches
 # --------------------------------------------------------------------------------------------
+NO_FIGURES: Mapping[str, float] = MappingProxyType({})
+
+
 class CheckResult(NamedTuple):
     """The outcome of one check.
 
@@ -57,6 +68,8 @@ class CheckResult(NamedTuple):
         name: the exercise, e.g. ``"nearest_code"``.
         passed: True when the student's function agreed with the reference on every case.
         message: what was checked (passed) or a hint saying what differs (failed).
+        measured: the figures the judge measured itself (an open exercise: e.g.
+            ``heldout_bits_per_code``), name -> float; empty for a comparison with a reference.
 
     ``bool(result)`` is ``result.passed``; in a notebook the result displays as one line,
     ``✅ name: ...`` or ``❌ name: ...``.
@@ -65,6 +78,7 @@ class CheckResult(NamedTuple):
     name: str
     passed: bool
     message: str
+    measured: Mapping[str, float] = NO_FIGURES
 
     def __bool__(self) -> bool:
         return bool(self.passed)
@@ -76,7 +90,20 @@ class CheckResult(NamedTuple):
 
 
 class Mismatch(Exception):
-    """Raised inside a check when the student's result differs; carries the hint."""
+    """Raised inside a check when the student's result differs; carries the hint, and the
+    figures the judge measured before it failed (``measured``, name -> float)."""
+
+    def __init__(self, message: str, measured: Mapping[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.measured = dict(measured or {})
+
+
+class Verdict(NamedTuple):
+    """What an open exercise's judge returns when it passes: ``summary`` (what passed, one
+    line) and ``measured``, the figures it measured (name -> float)."""
+
+    summary: str
+    measured: Mapping[str, float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +124,8 @@ class Exercise(NamedTuple):
         make_inputs: ``seed -> dict`` of tensors, ints, floats and JSON-able dicts; raises
             ``ValueError`` for a negative or non-int seed.
         collect: ``(fn, inputs) -> Outputs``; calls the student's function.
-        judge: ``(inputs, outputs) -> str`` (what passed) or raises :class:`Mismatch`.
+        judge: ``(inputs, outputs) -> str`` (what passed) or a :class:`Verdict` (what passed
+            and the figures measured), or raises :class:`Mismatch`.
     """
 
     name: str
@@ -165,8 +193,9 @@ class Outputs:
 
     Each record is a JSON-able dict under a key (``"case0"``, ``"hot1"``...): ``none``,
     ``number`` (an int or float), ``tensor`` (an array, with ``requires_grad``), ``sequence``
-    (records), ``other`` (a type name and, where it worked, ``float(value)``) or ``raised`` (the
-    hint of the exception). Arrays are kept apart (:meth:`to_arrays`).
+    (records), ``bytes`` (a file's bytes as a uint8 array, e.g. a prior's weights file:
+    :meth:`put_bytes`), ``other`` (a type name and, where it worked, ``float(value)``) or
+    ``raised`` (the hint of the exception). Arrays are kept apart (:meth:`to_arrays`).
     """
 
     def __init__(self, records: dict | None = None, arrays: dict | None = None):
@@ -188,6 +217,13 @@ class Outputs:
     def put(self, key: str, value: Any) -> None:
         """Record ``value`` (a result, a gradient, a flag) under ``key``."""
         self.records[key] = self._encode(value, 0)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Record the bytes of a file (a weights file) under ``key``, as a (n,) uint8 array.
+        Its size is the caller's to limit; the judge reads it as untrusted data."""
+        name = f"a{len(self.arrays)}"
+        self.arrays[name] = np.frombuffer(bytes(data), dtype=np.uint8).copy()  # (n,) uint8
+        self.records[key] = {"kind": "bytes", "type": "bytes", "array": name}
 
     def fail(self, key: str, message: str) -> None:
         """Record under ``key`` a failure outside the student's function (its hint)."""
@@ -231,8 +267,8 @@ class Outputs:
     # -- the judge's side: decode -------------------------------------------------------------
     def got(self, key: str) -> Any:
         """The decoded result recorded under ``key``: None, a bool, int or float, a CPU tensor
-        (a numpy array where the function returned one), a tuple or list of those, or an
-        :class:`Opaque`.
+        (a numpy array where the function returned one), a tuple or list of those, ``bytes``
+        (:meth:`put_bytes`), or an :class:`Opaque`.
 
         Raises:
             Mismatch: the function raised (its hint), or nothing was recorded.
@@ -266,6 +302,11 @@ class Outputs:
             return value
         if kind == "tensor":
             return self._decode_tensor(record)
+        if kind == "bytes":
+            array = self.arrays.get(record.get("array"))
+            if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 1:
+                raise ValueError("malformed bytes record: not a (n,) uint8 array")
+            return array.tobytes()
         if kind == "sequence":
             items = record.get("items")
             if not isinstance(items, list) or len(items) > MAX_ITEMS:
@@ -328,17 +369,23 @@ def collect_safely(exercise: Exercise, fn: Callable, inputs: dict) -> Outputs:
 
 
 def judge_outputs(exercise: Exercise, inputs: dict, outputs: Outputs) -> CheckResult:
-    """Compare recorded outputs with the library's reference: the judging half of a check."""
+    """Compare recorded outputs with the library's reference (or measure what they hold): the
+    judging half of a check. The figures an open exercise's judge measured go to
+    :attr:`CheckResult.measured`, whether it passed or not."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         with torch.random.fork_rng(devices=[]):
-            summary = exercise.judge(inputs, outputs)
+            verdict = exercise.judge(inputs, outputs)
     except Mismatch as mismatch:
-        return CheckResult(exercise.name, False, str(mismatch))
+        return CheckResult(exercise.name, False, str(mismatch),
+                           MappingProxyType(dict(mismatch.measured)))
     finally:
         torch.set_num_threads(threads)
-    return CheckResult(exercise.name, True, f"passed ({summary}).")
+    if isinstance(verdict, Verdict):
+        return CheckResult(exercise.name, True, f"passed ({verdict.summary}).",
+                           MappingProxyType(dict(verdict.measured)))
+    return CheckResult(exercise.name, True, f"passed ({verdict}).")
 
 
 def run_check(exercise: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
@@ -354,6 +401,46 @@ def run_check(exercise: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
         inputs = exercise.make_inputs(seed)
     outputs = collect_safely(exercise, fn, inputs)
     return judge_outputs(exercise, inputs, Outputs.from_arrays(outputs.to_arrays()))
+
+
+def read_npz_bytes(data: bytes, what: str, max_bytes: int, names: re.Pattern,
+                   max_members: int = 1000) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive held in ``data``, read as data only: the archive's
+    members are listed first (each name must match ``names``, their declared sizes may add up
+    to ``max_bytes`` at most), then loaded with ``allow_pickle=False``, so an object array (a
+    pickle inside) is refused, never unpickled.
+
+    Args:
+        data: the archive's bytes (the caller limits their number).
+        what: names the file in messages, e.g. ``"the weights file"``.
+        max_bytes: the most bytes of arrays the members may declare.
+        names: the member names allowed, e.g. ``re.compile("a[0-9]{1,6}[.]npy")``.
+
+    Raises:
+        ValueError: not a zip archive, too many members or bytes declared, a member of another
+            name, or pickled data (each message starts with ``what``).
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        raise ValueError(f"{what} is not an .npz archive") from None
+    if sum(m.file_size for m in members) > max_bytes or len(members) > max_members:
+        raise ValueError(f"{what} declares more than {max_bytes} bytes of arrays")
+    odd = [m.filename for m in members if not names.fullmatch(m.filename)]
+    if odd:
+        raise ValueError(f"{what} holds unexpected entries ({odd[0][:60]!r}"
+                         f"{f' and {len(odd) - 1} more' if len(odd) > 1 else ''})")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except ValueError as error:
+        if "pickle" in str(error) or "Object arrays" in str(error):
+            raise ValueError(f"{what} holds pickled data (an object array), which is never "
+                             "unpickled") from None
+        raise ValueError(f"{what} holds a malformed array ({str(error)[:200]})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as error:
+        raise ValueError(f"{what} is a damaged .npz archive ({type(error).__name__})") from None
 
 
 # --------------------------------------------------------------------------------------------

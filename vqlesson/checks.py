@@ -28,12 +28,14 @@ from pathlib import Path
 
 from torch import Tensor
 
-from . import exercises_prior, exercises_vq
+from . import exercises_heldout, exercises_prior, exercises_vq
 from .check_core import NOT_DONE, CheckResult, Exercise, run_check
+from .codes import CodeDataset
 
 METRICS_ENV = "VQLESSON_METRICS_FILE"
 EXERCISES: dict[str, Exercise] = {
-    exercise.name: exercise for exercise in exercises_vq.EXERCISES + exercises_prior.EXERCISES}
+    exercise.name: exercise
+    for exercise in exercises_vq.EXERCISES + exercises_prior.EXERCISES + exercises_heldout.EXERCISES}
 __all__ = ["CheckResult", "EXERCISES", "METRICS_ENV", "NOT_DONE", "record_metrics"] + [
     f"check_{name}" for name in EXERCISES]
 
@@ -297,15 +299,29 @@ def check_surprise_maps(surprise_maps: Callable[..., Tensor], seed: int = 0) -> 
     return run_check(EXERCISES["surprise_maps"], surprise_maps, seed)
 
 
-def check_heldout_prior(measured: Callable[[], Sequence[float]], seed: int = 0) -> CheckResult:
-    """Check an open exercise by its measured result: ``measured()`` returns this run's
-    ``(test_bits_per_code, near_copy_fraction, codebook_size)`` of the student's prior.
+def check_heldout_prior(fit_prior: Callable[[CodeDataset, CodeDataset], object], seed: int = 0
+                        ) -> CheckResult:
+    """Check an open exercise by what the grader measures of the prior the function trains:
+    ``fit_prior(train, val)`` gets the training and validation code maps of a seeded family of
+    lesion-like maps (two :class:`~vqlesson.codes.CodeDataset` of 24 maps each, (N, 8, 8)
+    int64 codes in [0, 16)) and returns the trained, unconditional
+    :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior` (or the path of its weights file, written
+    by :func:`vqlesson.prior_weights.save_prior_weights`).
 
-    Passes when the held-out NLL is below ``exercises_prior.HELDOUT_FRACTION`` x log2 K and at
-    most ``exercises_prior.MAX_NEAR_COPIES`` of the samples are near-copies of training maps.
-    When grading, the figures come from the grader's own run of the notebook.
+    The prior travels as a data-only weights file (never a pickle; at most 8 MiB), is rebuilt
+    from the library's classes, and is measured by the check itself: its NLL on 64 held-out
+    maps the function never saw must be below ``exercises_heldout.HELDOUT_FRACTION`` x log2 K
+    (3 bits per code), at most ``exercises_heldout.MAX_NEAR_COPIES`` of 32 samples it draws
+    with its own generator may be near-copies of the given maps, and the samples must be
+    diverse. Returned figures are refused: the check believes none. When grading, the
+    held-out maps are drawn with the autograder's secret, so no submission can know them
+    (:mod:`vqlesson.exercises_heldout`).
+
+    Args:
+        fit_prior: the student's function, as above.
+        seed: seeds the code maps and the check's samples (the hidden test uses another seed).
     """
-    return run_check(EXERCISES["heldout_prior"], measured, seed)
+    return run_check(EXERCISES["heldout_prior"], fit_prior, seed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ References, and the papers they implement:
 - mask A/B, the masked convolution, the gated block, bits per code, the sampling loop:
   :mod:`vqlesson.pixelcnn` (van den Oord et al. 2016, *Pixel Recurrent Neural Networks* §3.4,
   and *Conditional Image Generation with PixelCNN Decoders* §2.2);
-- an open exercise graded on its measured result (held-out NLL and near-copies of the
-  student's own prior, the figures the notebook also records with ``record_metrics``);
+- (the open exercise of both notebooks, a prior that generalises, judged by what the grader
+  measures of the student's prior: :mod:`vqlesson.exercises_heldout`);
 - pairwise Hamming diversity, nearest neighbours in code space, surprise maps:
   :mod:`vqlesson.analysis`.
 
@@ -266,48 +266,6 @@ GATED_BLOCK = Exercise("gated_block", _block_inputs, _block_collect, _block_judg
 
 
 # --------------------------------------------------------------------------------------------
-# An open exercise: a measured result
-# --------------------------------------------------------------------------------------------
-HELDOUT_FRACTION = 0.95  # the held-out NLL must be below this fraction of log2 K (ci: 1 epoch)
-MAX_NEAR_COPIES = 0.05  # and at most this fraction of samples near-copies of training maps
-
-
-def _measured_inputs(seed: int) -> dict:
-    generator(seed)  # the student's run is the input
-    return {}
-
-
-def _measured_collect(fn: Callable, inputs: dict) -> Outputs:
-    outputs = Outputs()
-    outputs.call("result", fn)
-    return outputs
-
-
-def _measured_judge(inputs: dict, outputs: Outputs) -> str:
-    got = as_sequence(outputs.got("result"), 3,
-                      "return three numbers, (test_bits_per_code, near_copy_fraction, "
-                      f"codebook_size); got {outputs.type_name('result')}.")
-    bits = as_float(got[0], "test_bits_per_code")
-    copies = as_float(got[1], "near_copy_fraction")
-    k = as_float(got[2], "codebook_size")
-    if not (math.isfinite(bits) and bits >= 0 and 0 <= copies <= 1 and k >= 2):
-        raise Mismatch(f"these are not measured figures: {bits} bits per code, {copies} "
-                       f"near-copies, K = {k}.")
-    limit = HELDOUT_FRACTION * math.log2(k)
-    if bits >= limit:
-        raise Mismatch(f"the held-out NLL, {bits:.2f} bits per code, is not below "
-                       f"{limit:.2f} ({HELDOUT_FRACTION:g} x log2 K): the prior barely beats a "
-                       "uniform guess; stop at the best validation epoch, augment, or regularise.")
-    if copies > MAX_NEAR_COPIES:
-        raise Mismatch(f"{copies:.0%} of the samples are near-copies of training maps (at most "
-                       f"{MAX_NEAR_COPIES:.0%} allowed): the prior memorised them.")
-    return f"{bits:.2f} bits per code < {limit:.2f}, {copies:.0%} near-copies"
-
-
-HELDOUT_PRIOR = Exercise("heldout_prior", _measured_inputs, _measured_collect, _measured_judge)
-
-
-# --------------------------------------------------------------------------------------------
 # Bits per code
 # --------------------------------------------------------------------------------------------
 def _bits_inputs(seed: int) -> dict:
@@ -510,5 +468,5 @@ def _surprise_judge(inputs: dict, outputs: Outputs) -> str:
 
 SURPRISE_MAPS = Exercise("surprise_maps", _surprise_inputs, _surprise_collect, _surprise_judge)
 
-EXERCISES = (CAUSAL_MASK, MASKED_CONV, GATED_BLOCK, BITS_PER_CODE, SAMPLING_LOOP, HELDOUT_PRIOR,
-             PAIRWISE_HAMMING, NEAREST_NEIGHBOURS, SURPRISE_MAPS)
+EXERCISES = (CAUSAL_MASK, MASKED_CONV, GATED_BLOCK, BITS_PER_CODE, SAMPLING_LOOP, PAIRWISE_HAMMING,
+             NEAREST_NEIGHBOURS, SURPRISE_MAPS)

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, as_float, as_sequence, as_tensor,
-                         close, compare, compare_number, equal_if_tensor, generator)
+from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, Verdict, as_float, as_sequence,
+                         as_tensor, close, compare, compare_number, equal_if_tensor, generator)
 from .validate import check_int, check_number
 
 NEAREST_CODE_CASES = ((2, 4, 3, 3, 8), (1, 16, 4, 5, 32), (3, 2, 1, 1, 1))  # (B, D, H, W, K)
@@ -422,17 +422,18 @@ def revive_active_fraction(inputs: dict, restart_dead_after: int | None, decay: 
         torch.random.set_rng_state(state)
 
 
-def _revive_judge(inputs: dict, outputs: Outputs) -> str:
+def _revive_judge(inputs: dict, outputs: Outputs) -> Verdict:
     restart, decay = _revive_settings(outputs.got("settings"))
     active = revive_active_fraction(inputs, restart, decay)
+    measured = {"active_fraction": active}
     if active < REVIVE_TARGET:
         cure = ("codes that no vector visits stay dead without restarts: set "
                 "restart_dead_after" if restart is None else
                 "restart dead codes sooner (a smaller restart_dead_after)")
         raise Mismatch(f"only {active:.0%} of the codes are in use after training from "
-                       f"init='random' (target {REVIVE_TARGET:.0%}); {cure}.")
-    return (f"{active:.0%} of the codes in use from init='random' "
-            f"(restart_dead_after={restart}, decay={decay})")
+                       f"init='random' (target {REVIVE_TARGET:.0%}); {cure}.", measured)
+    return Verdict(f"{active:.0%} of the codes in use from init='random' "
+                   f"(restart_dead_after={restart}, decay={decay})", measured)
 
 
 REVIVE_CODEBOOK = Exercise("revive_codebook", _revive_inputs, _revive_collect, _revive_judge)
@@ -458,20 +459,22 @@ def _top_level_settings(got: Any) -> tuple[float, int]:
     return dropout, k
 
 
-def _top_level_judge(inputs: dict, outputs: Outputs) -> str:
+def _top_level_judge(inputs: dict, outputs: Outputs) -> Verdict:
     from .experiments import top_level_use
 
     dropout, k = _top_level_settings(outputs.got("settings"))
     use = top_level_use(dropout, k, seed=int(inputs["data_seed"]))
     gain = use.top_only_psnr - use.mean_image_psnr
+    figures = {"top_only_psnr": use.top_only_psnr, "mean_image_psnr": use.mean_image_psnr,
+               "psnr": use.psnr}
     measured = (f"top-only reconstruction {use.top_only_psnr:.1f} dB against "
                 f"{use.mean_image_psnr:.1f} dB for the mean image (full {use.psnr:.1f} dB; "
                 f"bottom_dropout={dropout}, codebook_size_bottom={k})")
     if gain < TOP_MARGIN:
         raise Mismatch(f"the top level is bypassed: {measured}; it must beat the mean image by "
                        f"{TOP_MARGIN:.0f} dB. The decoder must sometimes have to rebuild an image "
-                       "from the top codes alone: drop the bottom level (more often).")
-    return measured
+                       "from the top codes alone: drop the bottom level (more often).", figures)
+    return Verdict(measured, figures)
 
 
 TOP_LEVEL = Exercise("top_level", _top_level_inputs, _revive_collect, _top_level_judge)

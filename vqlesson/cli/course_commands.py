@@ -75,8 +75,10 @@ def _add_grade_command(sub) -> None:
                     "batch goes on; each row is written as soon as it is graded, and a rerun "
                     "skips the submissions already graded. Writes a CSV (status, seconds, "
                     "score, pass/fail of every test, the failing tests with their hints, the "
-                    "metrics the notebook recorded: PSNR, perplexity, prior NLL) and a markdown "
-                    "summary beside it.")
+                    "metrics the notebook recorded ('[recorded by notebook]': PSNR, perplexity, "
+                    "prior NLL) and the figures the grader measured itself for the open "
+                    "exercises ('[measured by grader]': e.g. a prior's held-out NLL)) and a "
+                    "markdown summary beside it.")
     grade.add_argument("submissions", help="folder of submitted notebooks (*.ipynb)")
     grade.add_argument("--autograder", required=True,
                        help="an autograder zip from student-version, or the folder holding them "

@@ -20,6 +20,7 @@ with an error naming the zip and the test.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -60,11 +61,14 @@ class TestSpec(NamedTuple):
 
 class Autograder(NamedTuple):
     """An autograder zip: its path, assignment name (otter's ``assignment_name``, else the
-    file stem) and tests, in question order."""
+    file stem) and tests, in question order; ``secret``, the zip's SHA-256 (hex), which only
+    the trusted judge gets (:data:`vqlesson.check_core.JUDGE_SECRET`): the sandbox cannot read
+    the zip, so a submission cannot know it."""
 
     path: Path
     assignment: str
     tests: list[TestSpec]
+    secret: str = ""
 
 
 def _check_calls(function: ast.FunctionDef) -> list[ast.Call]:
@@ -142,6 +146,7 @@ def read_autograder(path: str | Path) -> Autograder:
         raise FileNotFoundError(f"autograder {path} not found; make it with "
                                 "`python -m vqlesson student-version`")
     try:
+        secret = hashlib.sha256(path.read_bytes()).hexdigest()
         with zipfile.ZipFile(path) as archive:
             names = sorted(n for n in archive.namelist()
                            if n.startswith("tests/") and n.endswith(".py"))
@@ -155,7 +160,7 @@ def read_autograder(path: str | Path) -> Autograder:
         tests += _tests_of_file(source, member, path.name, set(EXERCISES), len(tests))
     if not tests:
         raise ValueError(f"autograder {path} holds no tests (tests/*.py)")
-    return Autograder(path, str(config.get("assignment_name") or path.stem), tests)
+    return Autograder(path, str(config.get("assignment_name") or path.stem), tests, secret)
 
 
 def autograder_for(notebook: dict, file_name: str, autograders: list[Autograder]) -> Autograder:

@@ -135,7 +135,8 @@ def _write_inbox(inbox: Path, in_path: str, out_path: str, notebook: str,
 def _judge(autograder: Autograder, outbox: Path) -> dict:
     """Run :mod:`vqlesson.grading.judge` on a sandbox's outbox, in a process of its own."""
     spec = {"tests": [{"id": t.id, "exercise": t.exercise, "seed": t.seed}
-                      for t in autograder.tests], "reserved": sorted(RESERVED)}
+                      for t in autograder.tests], "reserved": sorted(RESERVED),
+            "secret": autograder.secret}  # never in the sandbox: the held-out data's seed
     limits = {"RLIMIT_AS": JUDGE_MEMORY_MB * 2**20, "RLIMIT_CORE": 0}
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package_dir().parent),
            "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -170,6 +171,17 @@ def _keep_logs(run, outbox: Path, log_path: Path, executed_path: Path) -> None:
         executed_path.unlink(missing_ok=True)
 
 
+def _measured(autograder: Autograder, verdicts: dict) -> dict[str, float]:
+    """The figures the judge measured, one column per test and figure: ``"TEST: NAME"``."""
+    measured = {}
+    for test in autograder.tests:
+        figures = verdicts.get(test.id, {}).get("measured") or {}
+        for name, value in figures.items() if isinstance(figures, dict) else ():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                measured[f"{test.column}: {name}"] = float(value)
+    return measured
+
+
 def _scored(name: str, autograder: Autograder, judged: dict, info: dict, run, seconds: float,
             isolation: str, digest: str) -> SubmissionResult:
     verdicts = {t["id"]: t for t in judged["tests"]}
@@ -191,7 +203,8 @@ def _scored(name: str, autograder: Autograder, judged: dict, info: dict, run, se
     notes = [f"{run.killed} processes left running were killed"] if run.killed else []
     return SubmissionResult(name, "error" if errors else "ok", seconds, round(score, 6),
                             round(possible, 6), checks, failed, judged.get("metrics", {}),
-                            "; ".join(errors + notes), isolation, digest)
+                            "; ".join(errors + notes), isolation, digest,
+                            _measured(autograder, verdicts))
 
 
 def _read_submission(path: Path) -> tuple[str, dict | None, str]:

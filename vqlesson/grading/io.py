@@ -16,19 +16,17 @@ reads them with :func:`read_regular_file` (no symbolic links, no FIFOs, a size l
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import stat
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..check_core import RECORDS_KEY, Outputs, collect_safely
+from ..check_core import RECORDS_KEY, Outputs, collect_safely, read_npz_bytes
 
 MANIFEST_NAME = "exercises.json"
 OUTPUTS_DIR, METRICS_NAME = "outputs", "metrics.json"
@@ -160,25 +158,15 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
 
 
 def load_outputs(path: Path, max_bytes: int = MAX_OUTPUT_BYTES) -> Outputs:
-    """One test's outputs, read without following links and without unpickling.
+    """One test's outputs, read without following links and without unpickling
+    (:func:`vqlesson.check_core.read_npz_bytes`).
 
     Raises:
         UnsafeFileError: see :func:`read_regular_file`.
         ValueError: not an ``.npz`` of numeric arrays and a records string, or arrays whose
             declared sizes exceed ``max_bytes``.
     """
-    data = read_regular_file(path, max_bytes)
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = archive.infolist()
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path.name} is not an .npz archive") from None
-    if sum(m.file_size for m in members) > max_bytes or len(members) > 1000:
-        raise ValueError(f"{path.name} declares more than {max_bytes} bytes of arrays")
-    if any(not ARRAY_NAME.fullmatch(m.filename) for m in members):
-        raise ValueError(f"{path.name} holds unexpected entries")
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
+    arrays = read_npz_bytes(read_regular_file(path, max_bytes), path.name, max_bytes, ARRAY_NAME)
     if RECORDS_KEY not in arrays:
         raise ValueError(f"{path.name} holds no records")
     return Outputs.from_arrays(arrays)
