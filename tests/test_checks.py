@@ -25,6 +25,22 @@ def straight_through(z_e, e):
     return z_e + (e - z_e).detach()
 
 
+def vqvae_loss(x, z_e, codebook, decoder, beta, *, swap=False, sg=True, st=True, mean=True,
+               beta_both=False):
+    b, d, h, w = z_e.shape
+    flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, d)  # (B*h*w, D)
+    e = codebook[torch.cdist(flat, codebook.detach()).argmin(1)]  # (B*h*w, D)
+    e = e.view(b, h, w, d).permute(0, 3, 1, 2)  # (B, D, h, w)
+    z_q = z_e + (e - z_e).detach() if st else e
+    err = F.mse_loss if mean else (lambda a, t: (a - t).pow(2).sum())
+    codebook_term = err(e, z_e.detach() if sg else z_e)
+    commitment = err(z_e, e.detach() if sg else e)
+    if swap:
+        codebook_term, commitment = commitment, codebook_term
+    quantiser = beta * (codebook_term + commitment) if beta_both else codebook_term + beta * commitment
+    return err(decoder(z_q), x) + quantiser
+
+
 def ema_update(cluster_size, embed_sum, counts, sums, decay, eps):
     cluster_size = decay * cluster_size + (1 - decay) * counts
     embed_sum = decay * embed_sum + (1 - decay) * sums
@@ -111,6 +127,7 @@ def surprise_maps(prior, codes):
 CORRECT = {
     "nearest_code": (checks.check_nearest_code, nearest_code),
     "straight_through": (checks.check_straight_through, straight_through),
+    "vqvae_loss": (checks.check_vqvae_loss, vqvae_loss),
     "ema_update": (checks.check_ema_update, ema_update),
     "hierarchy_bits": (checks.check_hierarchy_bits, hierarchy_bits),
     "psnr": (checks.check_psnr, psnr_db),
@@ -243,6 +260,21 @@ MISTAKES = [
     (checks.check_straight_through, lambda z_e, e: e, "no gradient reached z_e"),
     (checks.check_straight_through, lambda z_e, e: z_e, "values differ"),
     (checks.check_straight_through, lambda z_e, e: e + (z_e - z_e.detach()), "codebook receives"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, swap=True), "beta weighs the wrong term"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, beta_both=True), "beta multiplies both"),
+    (checks.check_vqvae_loss, lambda x, z, c, dec, beta: vqvae_loss(x, z, c, dec, 0.0),
+     "commitment term beta x ||z_e - sg[e]||² is missing"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, sg=False), "stop-gradient is missing"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, st=False), "no gradient from the reconstruction"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, mean=False), "not sums"),
+    (checks.check_vqvae_loss, lambda x, z, c, dec, beta: vqvae_loss(x, z, c.detach(), dec, beta),
+     "codebook gets no gradient"),
+    (checks.check_vqvae_loss, lambda x, z, c, dec, beta: vqvae_loss(x, z, c, dec, 0.25),
+     "not the `beta` argument"),
+    (checks.check_vqvae_loss, lambda x, z, c, dec, beta: vqvae_loss(x, z, c, dec, beta) * 1.5,
+     "the loss value is"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a).detach(), "carries no gradient"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a).item(), "scalar tensor"),
     (checks.check_ema_update, _ema_swapped, "swapped"),
     (checks.check_ema_update, _ema_unsmoothed, "Laplace"),
     (checks.check_ema_update, lambda *a: ema_update(*a)[:2], "three tensors"),

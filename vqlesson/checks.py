@@ -75,6 +75,28 @@ def check_straight_through(straight_through: Callable[[Tensor, Tensor], Tensor],
     return run_check(EXERCISES["straight_through"], straight_through, seed)
 
 
+def check_vqvae_loss(vqvae_loss: Callable[..., Tensor], seed: int = 0) -> CheckResult:
+    """Check ``vqvae_loss(x, z_e, codebook, decoder, beta) -> loss``, one VQ-VAE training step's
+    loss (paper, eq. 3): reconstruction + codebook term + beta x commitment term, with the
+    straight-through estimator between the encoder and the decoder.
+
+    The check backpropagates the returned loss and compares the gradients reaching ``z_e``, the
+    codebook and the decoder's weights with the library's (:class:`VectorQuantizer` without EMA,
+    then the decoder) on fixed inputs; the classic mistakes (the two quantiser terms swapped,
+    beta on both, a missing stop-gradient, no straight-through, a missing term, sums instead of
+    means) get their own hint. The loss *value* cannot tell them apart: the codebook and
+    commitment terms have the same value, so only the gradients show where each term pushes.
+
+    Args:
+        vqvae_loss: the student's function; ``x`` (B, 3, S, S) float in [-1, 1], ``z_e``
+            (B, D, S/2, S/2) float with gradient (the encoder's output), ``codebook`` (K, D)
+            float with gradient, ``decoder`` a module (B, D, h, w) -> (B, 3, 2h, 2w) in [-1, 1],
+            ``beta`` a float -> a scalar float tensor.
+        seed: seeds the inputs and ``beta`` (the hidden test uses another seed).
+    """
+    return run_check(EXERCISES["vqvae_loss"], vqvae_loss, seed)
+
+
 def check_ema_update(ema_update: Callable[..., Sequence[Tensor]], seed: int = 0) -> CheckResult:
     """Check one EMA codebook step (paper, appendix A.1, with Laplace smoothing).
 

@@ -4,7 +4,8 @@ and the comparison with the library's reference with a hint for each known mista
 
 References, and the papers they implement:
 
-- nearest-code lookup, straight-through estimator, EMA codebook update:
+- nearest-code lookup, straight-through estimator, the training step's loss (eq. 3) and its
+  gradients, EMA codebook update:
   :class:`vqlesson.quantize.VectorQuantizer` (van den Oord, Vinyals & Kavukcuoglu 2017, *Neural
   Discrete Representation Learning*, §3.1-3.2 and appendix A.1);
 - rate of a two-level code, PSNR, code perplexity: :mod:`vqlesson.metrics` (Razavi, van den Oord
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, as_float, as_sequence, as_tensor,
                          close, compare, compare_number, equal_if_tensor, generator)
@@ -29,6 +30,8 @@ from .validate import check_int, check_number
 
 NEAREST_CODE_CASES = ((2, 4, 3, 3, 8), (1, 16, 4, 5, 32), (3, 2, 1, 1, 1))  # (B, D, H, W, K)
 STRAIGHT_THROUGH_SIZE = (2, 4, 3, 3, 8)  # (B, D, H, W, K)
+VQ_STEP_SIZE = (2, 4, 3, 3, 6)  # (B, D, h, w, K) of the training step; images are 2h x 2w
+PAPER_BETA = 0.25  # the paper's commitment weight; the step's beta is drawn above it
 EMA_SIZE, EMA_DECAY, EMA_EPS = (6, 3), 0.9, 0.1  # (K, D); a large eps, so the smoothing shows
 HIERARCHY_FIXED = ((32, 64, 64), (64, 256, 256), (128, 512, 16), (256, 16, 512))  # (S, Kt, Kb)
 HIERARCHY_DRAWN = 2  # more (S, K_top, K_bottom) drawn from the seed
@@ -162,6 +165,155 @@ def _straight_through_judge(inputs: dict, outputs: Outputs) -> str:
 
 STRAIGHT_THROUGH = Exercise("straight_through", _straight_through_inputs,
                             _straight_through_collect, _straight_through_judge)
+
+
+# --------------------------------------------------------------------------------------------
+# The training step: the three loss terms and the straight-through gradient
+# --------------------------------------------------------------------------------------------
+def _decoder(inputs: dict) -> nn.Module:
+    """The exercise's tiny decoder, rebuilt from its weights in ``inputs``: one stride-2
+    transposed 4x4 convolution (D -> 3 channels) and a tanh, (B, D, h, w) -> (B, 3, 2h, 2w)."""
+    d = inputs["decoder_weight"].shape[0]
+    conv = nn.ConvTranspose2d(d, 3, kernel_size=4, stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(inputs["decoder_weight"])
+        conv.bias.copy_(inputs["decoder_bias"])
+    return nn.Sequential(conv, nn.Tanh())
+
+
+def _vq_step_inputs(seed: int) -> dict:
+    g = generator(seed)
+    b, d, h, w, k = VQ_STEP_SIZE
+    return {"x": torch.rand(b, 3, 2 * h, 2 * w, generator=g) * 2 - 1,  # (B, 3, S, S) in [-1, 1]
+            "z_e": torch.randn(b, d, h, w, generator=g),
+            "codebook": torch.randn(k, d, generator=g),
+            "decoder_weight": torch.randn(d, 3, 4, 4, generator=g) * 0.3,
+            "decoder_bias": torch.randn(3, generator=g) * 0.1,
+            "beta": round(0.3 + 0.5 * float(torch.rand(1, generator=g)), 2)}  # not PAPER_BETA
+
+
+def _vq_step_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    z_e = inputs["z_e"].clone().requires_grad_(True)
+    codebook = inputs["codebook"].clone().requires_grad_(True)
+    decoder = _decoder(inputs)
+    loss = outputs.call("loss", fn, inputs["x"].clone(), z_e, codebook, decoder, inputs["beta"])
+    if isinstance(loss, Tensor) and loss.requires_grad and loss.numel() == 1:
+        try:
+            loss.reshape(()).backward()
+            outputs.put("backward", None)
+        except Exception as error:  # the hint names the failure
+            outputs.fail("backward", f"backpropagating from your loss failed: {error}")
+        outputs.put("z_e_grad", z_e.grad)
+        outputs.put("codebook_grad", codebook.grad)
+        outputs.put("decoder_grad", decoder[0].weight.grad)
+    return outputs
+
+
+def _vq_step_grads(inputs: dict, mistake: str | None = None) -> tuple[float, dict]:
+    """The loss and its gradients (``z_e``, ``codebook``, ``decoder``) on ``inputs``: the
+    library's (:class:`VectorQuantizer` without EMA, then the decoder) when ``mistake`` is
+    ``None``, otherwise the known mistake of that name (:data:`VQ_STEP_MISTAKES`)."""
+    x, beta = inputs["x"], inputs["beta"]
+    z_e = inputs["z_e"].clone().requires_grad_(True)
+    codebook = inputs["codebook"].clone()
+    decoder = _decoder(inputs)
+    if mistake is None:
+        vq = _quantizer(codebook, beta=beta).eval()  # no state changes, same loss and estimator
+        out = vq(z_e)
+        loss = F.mse_loss(decoder(out.z_q), x) + out.loss
+        codebook_leaf = vq.embedding
+    else:
+        codebook_leaf = codebook.requires_grad_(True)
+        indices = _quantizer(codebook.detach()).nearest_indices(z_e.detach())  # (B, h, w)
+        e = F.embedding(indices, codebook_leaf).permute(0, 3, 1, 2)  # (B, h, w, D) -> (B, D, h, w)
+        loss = _mistaken_loss(mistake, x, z_e, e, decoder, beta)
+    loss.backward()
+    grads = {"z_e": z_e.grad, "codebook": codebook_leaf.grad, "decoder": decoder[0].weight.grad}
+    return float(loss.detach()), {k: torch.zeros(0) if v is None else v for k, v in grads.items()}
+
+
+def _mistaken_loss(mistake: str, x: Tensor, z_e: Tensor, e: Tensor, decoder: nn.Module,
+                   beta: float) -> Tensor:
+    """The loss as a known mistake writes it (names in :data:`VQ_STEP_MISTAKES`)."""
+    z_q = e if mistake == "no straight-through" else z_e + (e - z_e).detach()
+    if mistake == "sum, not mean":
+        return ((decoder(z_q) - x).pow(2).sum() + (e - z_e.detach()).pow(2).sum()
+                + beta * (z_e - e.detach()).pow(2).sum())
+    recon = F.mse_loss(decoder(z_q), x)
+    codebook_term, commitment = F.mse_loss(e, z_e.detach()), F.mse_loss(z_e, e.detach())
+    return {
+        "terms swapped": recon + beta * codebook_term + commitment,
+        "beta on both terms": recon + beta * (codebook_term + commitment),
+        "no stop-gradient": recon + (1 + beta) * F.mse_loss(z_e, e),
+        "no codebook term": recon + beta * commitment,
+        "no commitment term": recon + codebook_term,
+        "no straight-through": recon + codebook_term + beta * commitment,
+        "beta fixed": recon + codebook_term + PAPER_BETA * commitment,
+    }[mistake]
+
+
+VQ_STEP_MISTAKES = {
+    "terms swapped": "beta weighs the wrong term (the codebook and commitment terms are swapped): "
+                     "the codebook term ||sg[z_e] - e||² has weight 1 and moves the codes, "
+                     "beta x the commitment term ||z_e - sg[e]||² moves the encoder.",
+    "beta on both terms": "beta multiplies both quantiser terms: only the commitment term "
+                          "||z_e - sg[e]||² is weighted by beta; the codebook term has weight 1.",
+    "no stop-gradient": "a stop-gradient is missing: ||z_e - e||² without .detach() sends "
+                        "(1 + beta) x the gradient to both sides. Detach z_e in the codebook "
+                        "term and e in the commitment term.",
+    "no codebook term": "the codebook gets no gradient: add the codebook term "
+                        "||sg[z_e] - e||² = F.mse_loss(e, z_e.detach()) (here the codebook learns "
+                        "by its loss, not by EMA).",
+    "no commitment term": "the commitment term beta x ||z_e - sg[e]||² is missing: the encoder "
+                          "gets only the reconstruction's gradient.",
+    "no straight-through": "the encoder gets no gradient from the reconstruction: the decoder "
+                           "reads e itself. Decode z_q = z_e + (e - z_e).detach(), whose gradient "
+                           "goes straight through to z_e.",
+    "beta fixed": f"the commitment weight is the paper's {PAPER_BETA}, not the `beta` argument: "
+                  "use the beta you are given.",
+    "sum, not mean": "every gradient is too large: the paper's terms are mean squared errors "
+                     "(F.mse_loss averages), not sums.",
+}
+
+
+def _vq_step_judge(inputs: dict, outputs: Outputs) -> str:
+    value, reference = _vq_step_grads(inputs)
+    got = outputs.got("loss")
+    if got is None:
+        raise Mismatch(NOT_DONE)
+    if not isinstance(got, Tensor):
+        raise Mismatch("return the loss as a scalar tensor (recon + codebook + beta x "
+                       f"commitment), so that it can be backpropagated; got "
+                       f"{outputs.type_name('loss')}.")
+    if got.numel() != 1:
+        raise Mismatch(f"the loss has shape {tuple(got.shape)}; return one scalar tensor, the "
+                       "sum of the three (mean squared) terms.")
+    if not got.requires_grad:
+        raise Mismatch("the loss carries no gradient: compute it from z_e, the codebook and the "
+                       "decoder's output without torch.no_grad() or .detach() on the result.")
+    outputs.got("backward")
+    student = {name: outputs.got(f"{name}_grad") for name in reference}
+    if all(equal_if_tensor(student[name], ref) or (ref.numel() == 0 and student[name] is None)
+           for name, ref in reference.items()):
+        return f"loss {value:.4f} and its gradients to z_e, the codebook and the decoder"
+    for mistake, hint in VQ_STEP_MISTAKES.items():
+        _, wrong = _vq_step_grads(inputs, mistake)
+        if all(equal_if_tensor(student[n], wrong[n]) if wrong[n].numel()
+               else student[n] is None or not bool(student[n].abs().gt(0).any())
+               for n in wrong):
+            raise Mismatch(hint)
+    compare_number(got, value, "the loss value")
+    for name, what in (("z_e", "the gradient reaching z_e (the encoder)"),
+                       ("codebook", "the gradient reaching the codebook"),
+                       ("decoder", "the gradient reaching the decoder's weights")):
+        if student[name] is None:
+            raise Mismatch(f"{what} is missing: no gradient reached it.")
+        compare(student[name], reference[name], what)
+    return "loss and gradients"  # not reached: some gradient differed above
+
+
+VQVAE_LOSS = Exercise("vqvae_loss", _vq_step_inputs, _vq_step_collect, _vq_step_judge)
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,5 +629,5 @@ def _top_level_judge(inputs: dict, outputs: Outputs) -> str:
 TOP_LEVEL = Exercise("top_level", _top_level_inputs, _revive_collect, _top_level_judge)
 
 
-EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, EMA_UPDATE, REVIVE_CODEBOOK, HIERARCHY_BITS, PSNR,
-             CODE_PERPLEXITY, TOP_LEVEL)
+EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, VQVAE_LOSS, EMA_UPDATE, REVIVE_CODEBOOK,
+             HIERARCHY_BITS, PSNR, CODE_PERPLEXITY, TOP_LEVEL)
