@@ -53,6 +53,15 @@ def hierarchy_bits(s, kt, kb):
     return (s // 8) ** 2 * math.log2(kt) + (s // 4) ** 2 * math.log2(kb)
 
 
+def top_only_codes(top, bottom):
+    values, counts = bottom.unique(return_counts=True)
+    return top, torch.full_like(bottom, int(values[counts.argmax()]))
+
+
+def _top_only_per_image(top, bottom):
+    return top, torch.stack([top_only_codes(t, b)[1] for t, b in zip(top, bottom)])
+
+
 def psnr_db(x, x_hat):
     mse = ((x - x_hat) / 2).pow(2).flatten(1).mean(1)
     return -10 * torch.log10(mse)
@@ -130,6 +139,7 @@ CORRECT = {
     "vqvae_loss": (checks.check_vqvae_loss, vqvae_loss),
     "ema_update": (checks.check_ema_update, ema_update),
     "hierarchy_bits": (checks.check_hierarchy_bits, hierarchy_bits),
+    "top_only_codes": (checks.check_top_only_codes, top_only_codes),
     "psnr": (checks.check_psnr, psnr_db),
     "code_perplexity": (checks.check_code_perplexity, code_perplexity),
     "causal_mask": (checks.check_causal_mask, build_mask),
@@ -282,6 +292,11 @@ MISTAKES = [
     (checks.check_hierarchy_bits, lambda s, kt, kb: hierarchy_bits(s, kb, kt) if kt != kb else
      (s // 4) ** 2 * math.log2(kt) + (s // 8) ** 2 * math.log2(kb), "swapped"),
     (checks.check_hierarchy_bits, lambda s, kt, kb: (s // 8) ** 2 * kt + (s // 4) ** 2 * kb, "log2 K"),
+    (checks.check_top_only_codes, lambda t, b: (torch.zeros_like(t), b), "bottom level alone"),
+    (checks.check_top_only_codes, _top_only_per_image, "its own most used"),
+    (checks.check_top_only_codes, lambda t, b: (t, torch.zeros_like(b)), "code 0"),
+    (checks.check_top_only_codes, lambda t, b: top_only_codes(t, b)[1], "two code maps"),
+    (checks.check_top_only_codes, lambda t, b: (t, b), "values differ"),
     (checks.check_psnr, lambda x, y: -10 * torch.log10((x - y).pow(2).flatten(1).mean(1)), "[0, 1]"),
     (checks.check_psnr, lambda x, y: psnr_db(x, y).mean(), "one PSNR per image"),
     (checks.check_psnr, lambda x, y: psnr_db(x, y) * math.log(10), "log10"),
@@ -420,7 +435,7 @@ def test_dropping_the_bottom_level_passes_and_the_papers_setting_fails(one_threa
 
     import numpy as np
 
-    from vqlesson.exercises_vq import TOP_MARGIN
+    from vqlesson.exercises_hierarchy import TOP_MARGIN
     from vqlesson.experiments import top_level_use
 
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
@@ -435,6 +450,18 @@ def test_dropping_the_bottom_level_passes_and_the_papers_setting_fails(one_threa
     assert top_level_use(0.0, 32, seed=0) == paper  # seeded: the same run
     bypassed = checks.check_top_level(lambda: (0.0, 32))
     assert not bypassed.passed and "the top level is bypassed" in bypassed.message
+
+
+def test_a_setting_that_kills_the_full_reconstruction_fails(one_thread):
+    from vqlesson.exercises_hierarchy import TOP_FULL_MARGIN, TOP_MARGIN
+    from vqlesson.experiments import top_level_use
+
+    killed = top_level_use(0.9, 2, seed=0)  # the bottom level almost always dropped, 1 bit
+    assert killed.top_only_psnr >= killed.mean_image_psnr + TOP_MARGIN  # the top level is used ...
+    assert killed.psnr < killed.top_only_psnr + TOP_FULL_MARGIN  # ... the bottom adds nothing
+    result = checks.check_top_level(lambda: (0.9, 2))
+    assert not result.passed and "the bottom level adds almost nothing" in result.message
+    assert "full" in result.message
 
 
 @pytest.mark.parametrize("returned, hint", [
