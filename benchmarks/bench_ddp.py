@@ -41,7 +41,7 @@ from vqlesson.configs import vqvae_config
 from vqlesson.runtime import get_device, seed_everything
 from vqlesson.profiles import get_profile
 from vqlesson.train import TrainConfig, train_vqvae
-from vqlesson.vqvae import VQVAE, VQVAEConfig
+from vqlesson.vqvae import VQVAE
 
 
 def free_port() -> int:

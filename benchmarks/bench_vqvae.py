@@ -32,8 +32,8 @@ from vqlesson.quantize import squared_distances
 from vqlesson.configs import vqvae_config, vqvae2_config
 from vqlesson.runtime import get_device, seed_everything
 from vqlesson.profiles import get_profile
-from vqlesson.vqvae import VQVAE, VQVAEConfig
-from vqlesson.vqvae2 import VQVAE2, VQVAE2Config
+from vqlesson.vqvae import VQVAE
+from vqlesson.vqvae2 import VQVAE2
 
 
 def _sync(device: torch.device) -> None:

@@ -83,5 +83,5 @@ def test_otter_run_in_a_fresh_venv_gives_the_instructor_version_full_marks(made,
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     scored = [t for t in results["tests"] if t.get("max_score")]
-    assert len(scored) == 4, results  # notebook 02: three exercises and one open exercise
-    assert sum(t["score"] for t in scored) == sum(t["max_score"] for t in scored) == 4, results
+    assert len(scored) == 5, results  # notebook 02: four exercises and one open exercise
+    assert sum(t["score"] for t in scored) == sum(t["max_score"] for t in scored) == 5, results

@@ -25,6 +25,22 @@ def straight_through(z_e, e):
     return z_e + (e - z_e).detach()
 
 
+def vqvae_loss(x, z_e, codebook, decoder, beta, *, swap=False, sg=True, st=True, mean=True,
+               beta_both=False):
+    b, d, h, w = z_e.shape
+    flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, d)  # (B*h*w, D)
+    e = codebook[torch.cdist(flat, codebook.detach()).argmin(1)]  # (B*h*w, D)
+    e = e.view(b, h, w, d).permute(0, 3, 1, 2)  # (B, D, h, w)
+    z_q = z_e + (e - z_e).detach() if st else e
+    err = F.mse_loss if mean else (lambda a, t: (a - t).pow(2).sum())
+    codebook_term = err(e, z_e.detach() if sg else z_e)
+    commitment = err(z_e, e.detach() if sg else e)
+    if swap:
+        codebook_term, commitment = commitment, codebook_term
+    quantiser = beta * (codebook_term + commitment) if beta_both else codebook_term + beta * commitment
+    return err(decoder(z_q), x) + quantiser
+
+
 def ema_update(cluster_size, embed_sum, counts, sums, decay, eps):
     cluster_size = decay * cluster_size + (1 - decay) * counts
     embed_sum = decay * embed_sum + (1 - decay) * sums
@@ -35,6 +51,15 @@ def ema_update(cluster_size, embed_sum, counts, sums, decay, eps):
 
 def hierarchy_bits(s, kt, kb):
     return (s // 8) ** 2 * math.log2(kt) + (s // 4) ** 2 * math.log2(kb)
+
+
+def top_only_codes(top, bottom):
+    values, counts = bottom.unique(return_counts=True)
+    return top, torch.full_like(bottom, int(values[counts.argmax()]))
+
+
+def _top_only_per_image(top, bottom):
+    return top, torch.stack([top_only_codes(t, b)[1] for t, b in zip(top, bottom)])
 
 
 def psnr_db(x, x_hat):
@@ -107,8 +132,10 @@ def surprise_maps(prior, codes):
 CORRECT = {
     "nearest_code": (checks.check_nearest_code, nearest_code),
     "straight_through": (checks.check_straight_through, straight_through),
+    "vqvae_loss": (checks.check_vqvae_loss, vqvae_loss),
     "ema_update": (checks.check_ema_update, ema_update),
     "hierarchy_bits": (checks.check_hierarchy_bits, hierarchy_bits),
+    "top_only_codes": (checks.check_top_only_codes, top_only_codes),
     "psnr": (checks.check_psnr, psnr_db),
     "code_perplexity": (checks.check_code_perplexity, code_perplexity),
     "causal_mask": (checks.check_causal_mask, build_mask),
@@ -238,6 +265,21 @@ MISTAKES = [
     (checks.check_straight_through, lambda z_e, e: e, "no gradient reached z_e"),
     (checks.check_straight_through, lambda z_e, e: z_e, "values differ"),
     (checks.check_straight_through, lambda z_e, e: e + (z_e - z_e.detach()), "codebook receives"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, swap=True), "beta weighs the wrong term"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, beta_both=True), "beta multiplies both"),
+    (checks.check_vqvae_loss, lambda x, z, c, dec, beta: vqvae_loss(x, z, c, dec, 0.0),
+     "commitment term beta x ||z_e - sg[e]||² is missing"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, sg=False), "stop-gradient is missing"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, st=False), "no gradient from the reconstruction"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a, mean=False), "not sums"),
+    (checks.check_vqvae_loss, lambda x, z, c, dec, beta: vqvae_loss(x, z, c.detach(), dec, beta),
+     "codebook gets no gradient"),
+    (checks.check_vqvae_loss, lambda x, z, c, dec, beta: vqvae_loss(x, z, c, dec, 0.25),
+     "not the `beta` argument"),
+    (checks.check_vqvae_loss, lambda x, z, c, dec, beta: vqvae_loss(x, z, c, dec, beta) * 1.5,
+     "the loss value is"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a).detach(), "carries no gradient"),
+    (checks.check_vqvae_loss, lambda *a: vqvae_loss(*a).item(), "scalar tensor"),
     (checks.check_ema_update, _ema_swapped, "swapped"),
     (checks.check_ema_update, _ema_unsmoothed, "Laplace"),
     (checks.check_ema_update, lambda *a: ema_update(*a)[:2], "three tensors"),
@@ -245,6 +287,11 @@ MISTAKES = [
     (checks.check_hierarchy_bits, lambda s, kt, kb: hierarchy_bits(s, kb, kt) if kt != kb else
      (s // 4) ** 2 * math.log2(kt) + (s // 8) ** 2 * math.log2(kb), "swapped"),
     (checks.check_hierarchy_bits, lambda s, kt, kb: (s // 8) ** 2 * kt + (s // 4) ** 2 * kb, "log2 K"),
+    (checks.check_top_only_codes, lambda t, b: (torch.zeros_like(t), b), "bottom level alone"),
+    (checks.check_top_only_codes, _top_only_per_image, "its own most used"),
+    (checks.check_top_only_codes, lambda t, b: (t, torch.zeros_like(b)), "code 0"),
+    (checks.check_top_only_codes, lambda t, b: top_only_codes(t, b)[1], "two code maps"),
+    (checks.check_top_only_codes, lambda t, b: (t, b), "values differ"),
     (checks.check_psnr, lambda x, y: -10 * torch.log10((x - y).pow(2).flatten(1).mean(1)), "[0, 1]"),
     (checks.check_psnr, lambda x, y: psnr_db(x, y).mean(), "one PSNR per image"),
     (checks.check_psnr, lambda x, y: psnr_db(x, y) * math.log(10), "log10"),
@@ -379,7 +426,7 @@ def test_dropping_the_bottom_level_passes_and_the_papers_setting_fails(one_threa
 
     import numpy as np
 
-    from vqlesson.exercises_vq import TOP_MARGIN
+    from vqlesson.exercises_hierarchy import TOP_MARGIN
     from vqlesson.experiments import top_level_use
 
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
@@ -394,6 +441,18 @@ def test_dropping_the_bottom_level_passes_and_the_papers_setting_fails(one_threa
     assert top_level_use(0.0, 32, seed=0) == paper  # seeded: the same run
     bypassed = checks.check_top_level(lambda: (0.0, 32))
     assert not bypassed.passed and "the top level is bypassed" in bypassed.message
+
+
+def test_a_setting_that_kills_the_full_reconstruction_fails(one_thread):
+    from vqlesson.exercises_hierarchy import TOP_FULL_MARGIN, TOP_MARGIN
+    from vqlesson.experiments import top_level_use
+
+    killed = top_level_use(0.9, 2, seed=0)  # the bottom level almost always dropped, 1 bit
+    assert killed.top_only_psnr >= killed.mean_image_psnr + TOP_MARGIN  # the top level is used ...
+    assert killed.psnr < killed.top_only_psnr + TOP_FULL_MARGIN  # ... the bottom adds nothing
+    result = checks.check_top_level(lambda: (0.9, 2))
+    assert not result.passed and "the bottom level adds almost nothing" in result.message
+    assert "full" in result.message
 
 
 @pytest.mark.parametrize("returned, hint", [

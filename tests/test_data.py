@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,15 +11,16 @@ import torch
 from PIL import Image
 
 import vqlesson.data.image_files as image_files
-from vqlesson.augment import AugmentConfig, build_transforms, single_augmentations
+from vqlesson.augment import (AugmentConfig, augmentations_on, build_transforms,
+                              single_augmentations)
 from vqlesson.data import (
-    DatasetNotFoundError, ISIC2016, ImageFolderDataset, SyntheticLesions, make_loaders,
+    DatasetNotFoundError, ISIC2016, ImageFolderDataset, make_loaders,
     read_isic_labels,
 )
 from vqlesson.data.image_files import CorruptImageError, load_rgb
 
 from conftest import (
-    TEST_CSV, TEST_DIR, TRAIN_CSV, TRAIN_DIR, lesion_array, make_isic_layout,
+    TEST_DIR, TRAIN_DIR, lesion_array, make_isic_layout,
     save_exif_rotated_jpeg, save_truncated_jpeg,
 )
 
@@ -232,6 +232,12 @@ def test_augmentations_keep_shape_and_range():
     assert set(singles) == {"random resized crop", "horizontal flip", "vertical flip",
                             "rotation by 90°", "rotation by any angle", "colour jitter",
                             "gaussian noise"}
+    on = augmentations_on(AugmentConfig())
+    assert set(on) == set(singles)  # one name per augmentation, the figure's and the table's
+    assert {name for name, used in on.items() if not used} == {"rotation by any angle",
+                                                               "gaussian noise"}
+    assert all(not used for used in augmentations_on(AugmentConfig.none()).values())
+    assert augmentations_on(AugmentConfig(rotation_degrees=30.0))["rotation by any angle"]
     flipped = single_augmentations(AugmentConfig(), 32)["horizontal flip"]
     outs = {tuple(flipped(x)[0, 0, :2].tolist()) for _ in range(20)}
     assert outs == {tuple(x[0, 0, :2].tolist()), tuple(x[0, 0, -2:].flip(0).tolist())}

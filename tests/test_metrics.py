@@ -143,3 +143,23 @@ def test_bits_and_ratio_reject_bad_input():
         metrics.compression_ratio((64, 64), 100.0)
     with pytest.raises(ValueError, match="latent_bits"):
         metrics.compression_ratio((3, 64, 64), 0.0)
+
+
+def test_exact_8bit_fraction_and_png_bits_of_a_lossless_codec():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert metrics.to_8bit(torch.tensor([-1.0, 0.0, 1.0, 2.0])).tolist() == [0, 128, 255, 255]
+    assert metrics.exact_8bit_fraction(x, x) == 1.0
+    assert metrics.exact_8bit_fraction(x, x + 1e-4) > 0.9  # below half an 8-bit step: mostly kept
+    shifted = metrics.exact_8bit_fraction(x, x + 0.02, reduction="none")  # 2.55 steps
+    assert shifted.shape == (2,) and float(shifted.max()) < 0.05
+    flat, noise = torch.zeros(1, 3, 32, 32), torch.rand(1, 3, 32, 32) * 2 - 1
+    raw = 3 * 32 * 32 * 8
+    assert metrics.png_bits_per_image(flat) < 0.05 * raw  # a constant image compresses
+    assert metrics.png_bits_per_image(noise) > 0.95 * raw  # noise does not
+    assert metrics.png_bits_per_image(torch.cat([flat, noise]), reduction="none").shape == (2,)
+    assert metrics.png_bits_per_image(torch.zeros(1, 1, 8, 8)) > 0  # greyscale
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        metrics.png_bits_per_image(torch.zeros(1, 2, 8, 8))
+    with pytest.raises(TypeError):
+        metrics.png_bits_per_image(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))

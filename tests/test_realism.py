@@ -17,6 +17,7 @@ from vqlesson.realism import (
     Vignette,
     found_fraction,
     frechet_inception_distance,
+    hue_outside,
     realism_report,
     realism_table,
     reconstruct,
@@ -140,6 +141,33 @@ def test_vignette_of_the_synthetic_lesions_and_bad_input(draws):
         vignette_fractions(draws[0], threshold=0)
     with pytest.raises(TypeError, match="images must be a float tensor"):
         vignette_fractions(draws[0].to(torch.uint8))
+
+
+def solid(rgb: tuple[float, float, float], n: int = 2, size: int = 16) -> torch.Tensor:
+    """(n, 3, S, S) images of one colour, ``rgb`` in [0, 1], mapped to [-1, 1]."""
+    return (torch.tensor(rgb)[None, :, None, None] * 2 - 1).expand(n, 3, size, size).clone()
+
+
+def test_hue_outside_counts_colours_the_reference_does_not_have(draws):
+    brown, green = solid((0.6, 0.4, 0.2)), solid((0.2, 0.6, 0.2))
+    assert hue_outside(brown, brown) == 0.0
+    assert hue_outside(green, brown) == 1.0
+    assert hue_outside(torch.cat([brown, green]), brown) == 0.5
+    grey = solid((0.5, 0.5, 0.5))
+    assert hue_outside(grey, brown) == 0.0  # no hue: not counted
+    red_wrap = torch.cat([solid((0.9, 0.1, 0.12)), solid((0.9, 0.12, 0.1))])  # hues 359° and 1°
+    assert hue_outside(solid((0.9, 0.1, 0.11)), red_wrap) == 0.0  # the circle wraps at red
+    own = hue_outside(draws[0], draws[0])
+    assert 0.0 < own <= 0.011  # 1 - quantile of its own pixels, by construction
+    assert hue_outside(draws[1], draws[0]) < 0.05  # another draw of the same lesions
+    shifted = draws[0][:, [2, 0, 1]]  # channels rotated: every hue moves by a third of the circle
+    assert hue_outside(shifted, draws[0]) > 0.9
+    with pytest.raises(ValueError, match="no coloured pixel"):
+        hue_outside(brown, grey)
+    with pytest.raises(ValueError, match="quantile"):
+        hue_outside(brown, brown, quantile=0)
+    with pytest.raises(TypeError, match="reference must be a float tensor"):
+        hue_outside(brown, brown.to(torch.uint8))
 
 
 def test_lesions_are_found_in_lesions_not_in_plain_skin(draws):

@@ -11,7 +11,7 @@ from vqlesson import widgets
 from vqlesson.configs import vqvae_config
 from vqlesson.pixelcnn import PriorConfig
 from vqlesson.pixelcnn_prior import PixelCNNPrior
-from vqlesson.vqvae import VQVAE, VQVAEConfig
+from vqlesson.vqvae import VQVAE
 
 matplotlib.use("Agg")
 

@@ -140,8 +140,25 @@ def build_transforms(config: AugmentConfig | None, image_size: int) -> v2.Compos
     return v2.Compose(steps)
 
 
+def augmentations_on(config: AugmentConfig) -> dict[str, bool]:
+    """Whether ``config`` switches on each augmentation of :func:`single_augmentations`, under
+    the same names (notebook 01 prints it beside its table: the defaults are the table's choice).
+    """
+    return {
+        "random resized crop": config.random_resized_crop,
+        "horizontal flip": config.hflip,
+        "vertical flip": config.vflip,
+        "rotation by 90°": config.rotate90,
+        "rotation by any angle": config.rotation_degrees > 0,
+        "colour jitter": any((config.brightness, config.contrast, config.saturation, config.hue)),
+        "gaussian noise": config.noise_sigma > 0,
+    }
+
+
 def single_augmentations(config: AugmentConfig, image_size: int) -> dict[str, v2.Compose]:
-    """Each augmentation of ``config`` on its own, by name, for the notebook's one-by-one figure."""
+    """Each augmentation of ``config`` on its own, by name, for the notebook's one-by-one figure
+    (also those ``config`` switches off, at a typical strength: :func:`augmentations_on` says
+    which are on)."""
     off = AugmentConfig.none()
     variants = {
         "random resized crop": replace(off, random_resized_crop=True, crop_scale=config.crop_scale,

@@ -7,8 +7,8 @@ random inputs and returns a :class:`CheckResult`: a clear pass, or a hint that s
 on which line, or a known mistake from student reports), never a traceback.
 
 The exercises themselves (inputs, the call of the student's function, the comparison with its
-hints) live in :mod:`vqlesson.exercises_vq` (notebooks 02-03: van den Oord et al. 2017 §3.1-3.2
-and appendix A.1; Razavi et al. 2019 §3.1) and :mod:`vqlesson.exercises_prior` (notebooks 04-05:
+hints) live in :mod:`vqlesson.exercises_vq` (notebook 02: van den Oord et al. 2017 §3.1-3.2
+and appendix A.1), :mod:`vqlesson.exercises_hierarchy` (notebook 03: Razavi et al. 2019 §3.1) and :mod:`vqlesson.exercises_prior` (notebooks 04-05:
 van den Oord et al. 2016, PixelRNN §3.4 and Gated PixelCNN §2; :mod:`vqlesson.analysis`). The
 grader (:mod:`vqlesson.grading`) runs the same exercises split in two: the student's function is
 called inside a sandbox and only its outputs, as data, reach a separate process that compares
@@ -28,14 +28,15 @@ from pathlib import Path
 
 from torch import Tensor
 
-from . import exercises_heldout, exercises_prior, exercises_vq
+from . import exercises_heldout, exercises_hierarchy, exercises_prior, exercises_vq
 from .check_core import NOT_DONE, CheckResult, Exercise, run_check
 from .codes import CodeDataset
 
 METRICS_ENV = "VQLESSON_METRICS_FILE"
 EXERCISES: dict[str, Exercise] = {
     exercise.name: exercise
-    for exercise in exercises_vq.EXERCISES + exercises_prior.EXERCISES + exercises_heldout.EXERCISES}
+    for exercise in (exercises_vq.EXERCISES + exercises_hierarchy.EXERCISES
+                     + exercises_prior.EXERCISES + exercises_heldout.EXERCISES)}
 __all__ = ["CheckResult", "EXERCISES", "METRICS_ENV", "NOT_DONE", "record_metrics"] + [
     f"check_{name}" for name in EXERCISES]
 
@@ -75,6 +76,28 @@ def check_straight_through(straight_through: Callable[[Tensor, Tensor], Tensor],
         seed: seeds the random inputs.
     """
     return run_check(EXERCISES["straight_through"], straight_through, seed)
+
+
+def check_vqvae_loss(vqvae_loss: Callable[..., Tensor], seed: int = 0) -> CheckResult:
+    """Check ``vqvae_loss(x, z_e, codebook, decoder, beta) -> loss``, one VQ-VAE training step's
+    loss (paper, eq. 3): reconstruction + codebook term + beta x commitment term, with the
+    straight-through estimator between the encoder and the decoder.
+
+    The check backpropagates the returned loss and compares the gradients reaching ``z_e``, the
+    codebook and the decoder's weights with the library's (:class:`VectorQuantizer` without EMA,
+    then the decoder) on fixed inputs; the classic mistakes (the two quantiser terms swapped,
+    beta on both, a missing stop-gradient, no straight-through, a missing term, sums instead of
+    means) get their own hint. The loss *value* cannot tell them apart: the codebook and
+    commitment terms have the same value, so only the gradients show where each term pushes.
+
+    Args:
+        vqvae_loss: the student's function; ``x`` (B, 3, S, S) float in [-1, 1], ``z_e``
+            (B, D, S/2, S/2) float with gradient (the encoder's output), ``codebook`` (K, D)
+            float with gradient, ``decoder`` a module (B, D, h, w) -> (B, 3, 2h, 2w) in [-1, 1],
+            ``beta`` a float -> a scalar float tensor.
+        seed: seeds the inputs and ``beta`` (the hidden test uses another seed).
+    """
+    return run_check(EXERCISES["vqvae_loss"], vqvae_loss, seed)
 
 
 def check_ema_update(ema_update: Callable[..., Sequence[Tensor]], seed: int = 0) -> CheckResult:
@@ -130,6 +153,23 @@ def check_hierarchy_bits(hierarchy_bits: Callable[[int, int, int], float], seed:
     return run_check(EXERCISES["hierarchy_bits"], hierarchy_bits, seed)
 
 
+def check_top_only_codes(top_only_codes: Callable[[Tensor, Tensor], Sequence[Tensor]],
+                         seed: int = 0) -> CheckResult:
+    """Check ``top_only_codes(top, bottom) -> (top, bottom)``: the code maps whose decode shows
+    what a VQ-VAE-2's top level alone says: the top codes unchanged, every bottom code set to
+    the bottom level's most used code over the whole batch (as
+    :func:`vqlesson.experiments.level_use` does).
+
+    Args:
+        top_only_codes: the student's function; ``top`` (B, h, w) and ``bottom`` (B, 2h, 2w)
+            int64 code maps -> the pair ``(top, bottom)`` of the same shapes.
+        seed: seeds the code maps.
+
+    Swapped levels, one code per image instead of per batch, and a constant 0 get their hints.
+    """
+    return run_check(EXERCISES["top_only_codes"], top_only_codes, seed)
+
+
 def check_top_level(top_level_settings: Callable[[], Sequence], seed: int = 0) -> CheckResult:
     """Check an open exercise by a measured run: ``top_level_settings() -> (bottom_dropout,
     codebook_size_bottom)`` must make a VQ-VAE-2 use its top level.
@@ -137,7 +177,10 @@ def check_top_level(top_level_settings: Callable[[], Sequence], seed: int = 0) -
     The check trains the ``ci``-sized VQ-VAE-2 with these settings on 192 synthetic lesions of
     32 px (15 epochs, about 2 s on a CPU) and decodes 32 held-out lesions from their top codes
     alone (every bottom code set to the most used one); it passes when that beats the mean
-    image, the best constant guess, by 2 dB of PSNR.
+    image, the best constant guess, by 2 dB of PSNR (the top level is used) *and* the full
+    reconstruction beats that top-only one by 0.5 dB (the bottom level still adds detail: a
+    setting that kills it, such as dropping the bottom level almost always or giving it two
+    codes, fails with its own hint).
 
     Args:
         top_level_settings: the student's function, no arguments -> ``(bottom_dropout,

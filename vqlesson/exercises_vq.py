@@ -1,45 +1,39 @@
-"""The exercises of notebooks 02 (vector quantisation) and 03 (a VQ-VAE-2 hierarchy), as
-:class:`vqlesson.check_core.Exercise` objects: seeded inputs, the call of the student's function,
-and the comparison with the library's reference with a hint for each known mistake.
+"""The exercises of notebook 02 (vector quantisation), as :class:`vqlesson.check_core.Exercise`
+objects: seeded inputs, the call of the student's function, and the comparison with the library's
+reference with a hint for each known mistake. Notebook 03's are in
+:mod:`vqlesson.exercises_hierarchy`.
 
-References, and the papers they implement:
-
-- nearest-code lookup, straight-through estimator, EMA codebook update:
-  :class:`vqlesson.quantize.VectorQuantizer` (van den Oord, Vinyals & Kavukcuoglu 2017, *Neural
-  Discrete Representation Learning*, §3.1-3.2 and appendix A.1);
-- rate of a two-level code, PSNR, code perplexity: :mod:`vqlesson.metrics` (Razavi, van den Oord
-  & Vinyals 2019, *Generating Diverse High-Fidelity Images with VQ-VAE-2*, §3.1).
+References, and the paper they implement: nearest-code lookup, straight-through estimator, the
+training step's loss (eq. 3) and its gradients, EMA codebook update, reviving a collapsed codebook:
+:class:`vqlesson.quantize.VectorQuantizer` (van den Oord, Vinyals & Kavukcuoglu 2017, *Neural
+Discrete Representation Learning*, §3.1-3.2 and appendix A.1; k-means initialisation and
+dead-code restarts as in the quantiser's module docstring).
 
 Students call these through :mod:`vqlesson.checks` (``checks.check_nearest_code(fn)``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, Verdict, as_float, as_sequence,
-                         as_tensor, close, compare, compare_number, equal_if_tensor, generator)
+from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, Verdict, as_sequence, as_tensor,
+                         compare, compare_number, equal_if_tensor, generator)
 from .validate import check_int, check_number
 
 NEAREST_CODE_CASES = ((2, 4, 3, 3, 8), (1, 16, 4, 5, 32), (3, 2, 1, 1, 1))  # (B, D, H, W, K)
 STRAIGHT_THROUGH_SIZE = (2, 4, 3, 3, 8)  # (B, D, H, W, K)
+VQ_STEP_SIZE = (2, 4, 3, 3, 6)  # (B, D, h, w, K) of the training step; images are 2h x 2w
+PAPER_BETA = 0.25  # the paper's commitment weight; the step's beta is drawn above it
 EMA_SIZE, EMA_DECAY, EMA_EPS = (6, 3), 0.9, 0.1  # (K, D); a large eps, so the smoothing shows
-HIERARCHY_FIXED = ((32, 64, 64), (64, 256, 256), (128, 512, 16), (256, 16, 512))  # (S, Kt, Kb)
-HIERARCHY_DRAWN = 2  # more (S, K_top, K_bottom) drawn from the seed
-PSNR_NOISE = (0.02, 0.05, 0.1, 0.3)  # noise std of each of the 4 images
-PERPLEXITY_K = 16
 # Revive a collapsed codebook: a quantiser of K codes of size D from init="random" trained on a
 # stream of (STEPS x BATCH) vectors drawn around K centres that drift away from the origin.
 REVIVE_SIZE, REVIVE_STEPS, REVIVE_BATCH, REVIVE_EVAL = (32, 8), 100, 128, 2048  # (K, D), ...
 REVIVE_TARGET = 0.5  # fraction of codes in use on fresh vectors after training
-# Make a VQ-VAE-2 use its top level: measured by experiments.top_level_use (a small run).
-TOP_MARGIN = 2.0  # dB by which the top-only reconstruction must beat the mean image
 
 
 def _quantizer(codebook: Tensor, *cluster_size: Tensor, ema: bool = False, **kwargs):
@@ -165,6 +159,155 @@ STRAIGHT_THROUGH = Exercise("straight_through", _straight_through_inputs,
 
 
 # --------------------------------------------------------------------------------------------
+# The training step: the three loss terms and the straight-through gradient
+# --------------------------------------------------------------------------------------------
+def _decoder(inputs: dict) -> nn.Module:
+    """The exercise's tiny decoder, rebuilt from its weights in ``inputs``: one stride-2
+    transposed 4x4 convolution (D -> 3 channels) and a tanh, (B, D, h, w) -> (B, 3, 2h, 2w)."""
+    d = inputs["decoder_weight"].shape[0]
+    conv = nn.ConvTranspose2d(d, 3, kernel_size=4, stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(inputs["decoder_weight"])
+        conv.bias.copy_(inputs["decoder_bias"])
+    return nn.Sequential(conv, nn.Tanh())
+
+
+def _vq_step_inputs(seed: int) -> dict:
+    g = generator(seed)
+    b, d, h, w, k = VQ_STEP_SIZE
+    return {"x": torch.rand(b, 3, 2 * h, 2 * w, generator=g) * 2 - 1,  # (B, 3, S, S) in [-1, 1]
+            "z_e": torch.randn(b, d, h, w, generator=g),
+            "codebook": torch.randn(k, d, generator=g),
+            "decoder_weight": torch.randn(d, 3, 4, 4, generator=g) * 0.3,
+            "decoder_bias": torch.randn(3, generator=g) * 0.1,
+            "beta": round(0.3 + 0.5 * float(torch.rand(1, generator=g)), 2)}  # not PAPER_BETA
+
+
+def _vq_step_collect(fn: Callable, inputs: dict) -> Outputs:
+    outputs = Outputs()
+    z_e = inputs["z_e"].clone().requires_grad_(True)
+    codebook = inputs["codebook"].clone().requires_grad_(True)
+    decoder = _decoder(inputs)
+    loss = outputs.call("loss", fn, inputs["x"].clone(), z_e, codebook, decoder, inputs["beta"])
+    if isinstance(loss, Tensor) and loss.requires_grad and loss.numel() == 1:
+        try:
+            loss.reshape(()).backward()
+            outputs.put("backward", None)
+        except Exception as error:  # the hint names the failure
+            outputs.fail("backward", f"backpropagating from your loss failed: {error}")
+        outputs.put("z_e_grad", z_e.grad)
+        outputs.put("codebook_grad", codebook.grad)
+        outputs.put("decoder_grad", decoder[0].weight.grad)
+    return outputs
+
+
+def _vq_step_grads(inputs: dict, mistake: str | None = None) -> tuple[float, dict]:
+    """The loss and its gradients (``z_e``, ``codebook``, ``decoder``) on ``inputs``: the
+    library's (:class:`VectorQuantizer` without EMA, then the decoder) when ``mistake`` is
+    ``None``, otherwise the known mistake of that name (:data:`VQ_STEP_MISTAKES`)."""
+    x, beta = inputs["x"], inputs["beta"]
+    z_e = inputs["z_e"].clone().requires_grad_(True)
+    codebook = inputs["codebook"].clone()
+    decoder = _decoder(inputs)
+    if mistake is None:
+        vq = _quantizer(codebook, beta=beta).eval()  # no state changes, same loss and estimator
+        out = vq(z_e)
+        loss = F.mse_loss(decoder(out.z_q), x) + out.loss
+        codebook_leaf = vq.embedding
+    else:
+        codebook_leaf = codebook.requires_grad_(True)
+        indices = _quantizer(codebook.detach()).nearest_indices(z_e.detach())  # (B, h, w)
+        e = F.embedding(indices, codebook_leaf).permute(0, 3, 1, 2)  # (B, h, w, D) -> (B, D, h, w)
+        loss = _mistaken_loss(mistake, x, z_e, e, decoder, beta)
+    loss.backward()
+    grads = {"z_e": z_e.grad, "codebook": codebook_leaf.grad, "decoder": decoder[0].weight.grad}
+    return float(loss.detach()), {k: torch.zeros(0) if v is None else v for k, v in grads.items()}
+
+
+def _mistaken_loss(mistake: str, x: Tensor, z_e: Tensor, e: Tensor, decoder: nn.Module,
+                   beta: float) -> Tensor:
+    """The loss as a known mistake writes it (names in :data:`VQ_STEP_MISTAKES`)."""
+    z_q = e if mistake == "no straight-through" else z_e + (e - z_e).detach()
+    if mistake == "sum, not mean":
+        return ((decoder(z_q) - x).pow(2).sum() + (e - z_e.detach()).pow(2).sum()
+                + beta * (z_e - e.detach()).pow(2).sum())
+    recon = F.mse_loss(decoder(z_q), x)
+    codebook_term, commitment = F.mse_loss(e, z_e.detach()), F.mse_loss(z_e, e.detach())
+    return {
+        "terms swapped": recon + beta * codebook_term + commitment,
+        "beta on both terms": recon + beta * (codebook_term + commitment),
+        "no stop-gradient": recon + (1 + beta) * F.mse_loss(z_e, e),
+        "no codebook term": recon + beta * commitment,
+        "no commitment term": recon + codebook_term,
+        "no straight-through": recon + codebook_term + beta * commitment,
+        "beta fixed": recon + codebook_term + PAPER_BETA * commitment,
+    }[mistake]
+
+
+VQ_STEP_MISTAKES = {
+    "terms swapped": "beta weighs the wrong term (the codebook and commitment terms are swapped): "
+                     "the codebook term ||sg[z_e] - e||² has weight 1 and moves the codes, "
+                     "beta x the commitment term ||z_e - sg[e]||² moves the encoder.",
+    "beta on both terms": "beta multiplies both quantiser terms: only the commitment term "
+                          "||z_e - sg[e]||² is weighted by beta; the codebook term has weight 1.",
+    "no stop-gradient": "a stop-gradient is missing: ||z_e - e||² without .detach() sends "
+                        "(1 + beta) x the gradient to both sides. Detach z_e in the codebook "
+                        "term and e in the commitment term.",
+    "no codebook term": "the codebook gets no gradient: add the codebook term "
+                        "||sg[z_e] - e||² = F.mse_loss(e, z_e.detach()) (here the codebook learns "
+                        "by its loss, not by EMA).",
+    "no commitment term": "the commitment term beta x ||z_e - sg[e]||² is missing: the encoder "
+                          "gets only the reconstruction's gradient.",
+    "no straight-through": "the encoder gets no gradient from the reconstruction: the decoder "
+                           "reads e itself. Decode z_q = z_e + (e - z_e).detach(), whose gradient "
+                           "goes straight through to z_e.",
+    "beta fixed": f"the commitment weight is the paper's {PAPER_BETA}, not the `beta` argument: "
+                  "use the beta you are given.",
+    "sum, not mean": "every gradient is too large: the paper's terms are mean squared errors "
+                     "(F.mse_loss averages), not sums.",
+}
+
+
+def _vq_step_judge(inputs: dict, outputs: Outputs) -> str:
+    value, reference = _vq_step_grads(inputs)
+    got = outputs.got("loss")
+    if got is None:
+        raise Mismatch(NOT_DONE)
+    if not isinstance(got, Tensor):
+        raise Mismatch("return the loss as a scalar tensor (recon + codebook + beta x "
+                       f"commitment), so that it can be backpropagated; got "
+                       f"{outputs.type_name('loss')}.")
+    if got.numel() != 1:
+        raise Mismatch(f"the loss has shape {tuple(got.shape)}; return one scalar tensor, the "
+                       "sum of the three (mean squared) terms.")
+    if not got.requires_grad:
+        raise Mismatch("the loss carries no gradient: compute it from z_e, the codebook and the "
+                       "decoder's output without torch.no_grad() or .detach() on the result.")
+    outputs.got("backward")
+    student = {name: outputs.got(f"{name}_grad") for name in reference}
+    if all(equal_if_tensor(student[name], ref) or (ref.numel() == 0 and student[name] is None)
+           for name, ref in reference.items()):
+        return f"loss {value:.4f} and its gradients to z_e, the codebook and the decoder"
+    for mistake, hint in VQ_STEP_MISTAKES.items():
+        _, wrong = _vq_step_grads(inputs, mistake)
+        if all(equal_if_tensor(student[n], wrong[n]) if wrong[n].numel()
+               else student[n] is None or not bool(student[n].abs().gt(0).any())
+               for n in wrong):
+            raise Mismatch(hint)
+    compare_number(got, value, "the loss value")
+    for name, what in (("z_e", "the gradient reaching z_e (the encoder)"),
+                       ("codebook", "the gradient reaching the codebook"),
+                       ("decoder", "the gradient reaching the decoder's weights")):
+        if student[name] is None:
+            raise Mismatch(f"{what} is missing: no gradient reached it.")
+        compare(student[name], reference[name], what)
+    return "loss and gradients"  # not reached: some gradient differed above
+
+
+VQVAE_LOSS = Exercise("vqvae_loss", _vq_step_inputs, _vq_step_collect, _vq_step_judge)
+
+
+# --------------------------------------------------------------------------------------------
 # EMA codebook update
 # --------------------------------------------------------------------------------------------
 def _ema_inputs(seed: int) -> dict:
@@ -216,152 +359,6 @@ def _ema_judge(inputs: dict, outputs: Outputs) -> str:
 
 EMA_UPDATE = Exercise("ema_update", _ema_inputs, _ema_collect, _ema_judge)
 
-
-# --------------------------------------------------------------------------------------------
-# Rate of a two-level code
-# --------------------------------------------------------------------------------------------
-def _hierarchy_inputs(seed: int) -> dict:
-    g = generator(seed)
-    sizes = list(HIERARCHY_FIXED)
-    for _ in range(HIERARCHY_DRAWN):
-        s = 8 * int(torch.randint(2, 33, (1,), generator=g))
-        kt, kb = (2 ** int(torch.randint(1, 11, (1,), generator=g)) for _ in range(2))
-        sizes.append((s, kt, kb))
-    return {"sizes": torch.tensor(sizes, dtype=torch.int64)}  # (N, 3): S, K_top, K_bottom
-
-
-def _hierarchy_collect(fn: Callable, inputs: dict) -> Outputs:
-    outputs = Outputs()
-    for i, (s, kt, kb) in enumerate(inputs["sizes"].tolist()):
-        outputs.call(f"case{i}", fn, s, kt, kb)
-    return outputs
-
-
-def _hierarchy_judge(inputs: dict, outputs: Outputs) -> str:
-    from .metrics import bits_per_image
-
-    sizes = inputs["sizes"].tolist()
-    for i, (s, kt, kb) in enumerate(sizes):
-        expected = bits_per_image([((s // 8, s // 8), kt), ((s // 4, s // 4), kb)])
-        value = as_float(outputs.got(f"case{i}"), "the result")
-        top = (s // 8) ** 2 * math.log2(kt)
-        bottom = (s // 4) ** 2 * math.log2(kb)
-        if not close(value, expected):
-            if close(value, top) or close(value, bottom):
-                raise Mismatch(f"for S={s}, K_top={kt}, K_bottom={kb} you return the bits "
-                               "of one level only; a VQ-VAE-2 stores both grids.")
-            if close(value, (s // 4) ** 2 * math.log2(kt) + (s // 8) ** 2 * math.log2(kb)):
-                raise Mismatch("the grids are swapped: the top grid is S/8 x S/8, the "
-                               "bottom grid S/4 x S/4.")
-            if close(value, (s // 8) ** 2 * kt + (s // 4) ** 2 * kb):
-                raise Mismatch("each code costs log2 K bits, not K.")
-            compare_number(value, expected, f"the rate for S={s}, K_top={kt}, K_bottom={kb}")
-    return f"{len(sizes)} sizes"
-
-
-HIERARCHY_BITS = Exercise("hierarchy_bits", _hierarchy_inputs, _hierarchy_collect,
-                          _hierarchy_judge)
-
-
-# --------------------------------------------------------------------------------------------
-# PSNR
-# --------------------------------------------------------------------------------------------
-def _psnr_inputs(seed: int) -> dict:
-    g = generator(seed)
-    n = len(PSNR_NOISE)
-    x = torch.rand(n, 3, 16, 16, generator=g) * 2 - 1
-    levels = torch.tensor(PSNR_NOISE).view(n, 1, 1, 1)  # noise std per image
-    noise = torch.randn(n, 3, 16, 16, generator=g) * levels
-    return {"x": x, "x_hat": (x + noise).clamp(-1, 1)}
-
-
-def _psnr_collect(fn: Callable, inputs: dict) -> Outputs:
-    outputs = Outputs()
-    outputs.call("result", fn, inputs["x"].clone(), inputs["x_hat"].clone())
-    return outputs
-
-
-def _psnr_judge(inputs: dict, outputs: Outputs) -> str:
-    from .metrics import psnr
-
-    expected = psnr(inputs["x"], inputs["x_hat"], reduction="none")  # (B,)
-    got = outputs.got("result")
-    if got is None:
-        raise Mismatch(NOT_DONE)
-    if isinstance(got, (int, float)) or (isinstance(got, Tensor) and got.numel() == 1):
-        mean = close(as_float(got, "it"), float(expected.mean()))
-        hint = " (that is the mean over images)" if mean else ""
-        raise Mismatch(f"you return one number{hint}; return one PSNR per image, shape "
-                       f"(B,) = {tuple(expected.shape)}.")
-    tensor = as_tensor(got, "the result")
-    if tensor.shape == expected.shape and tensor.is_floating_point():
-        shift = 20 * math.log10(2)
-        if torch.allclose(tensor.double(), expected.double() - shift, atol=1e-3):
-            raise Mismatch("every PSNR is 6.02 dB too low: the MSE was taken on [-1, 1] "
-                           "images with peak 1. Map both images to [0, 1] first, "
-                           "(x + 1) / 2, whose MSE is 4 times smaller.")
-        if torch.allclose(tensor.double(), expected.double() * math.log(10), rtol=1e-3):
-            raise Mismatch("decibels use log10, not the natural log.")
-    compare(tensor, expected, "the PSNR per image (dB)", atol=1e-3, rtol=1e-4)
-    return "4 images with different noise levels"
-
-
-PSNR = Exercise("psnr", _psnr_inputs, _psnr_collect, _psnr_judge)
-
-
-# --------------------------------------------------------------------------------------------
-# Code perplexity
-# --------------------------------------------------------------------------------------------
-PERPLEXITY_CASES = ("skewed use with unused codes", "a collapsed codebook", "uniform use")
-
-
-def _perplexity_inputs(seed: int) -> dict:
-    g = generator(seed)
-    k = PERPLEXITY_K
-    weights = torch.rand(k, generator=g) ** 3
-    weights[:4] = 0.0  # four codes never used
-    skewed = torch.multinomial(weights, 5 * 4 * 4, replacement=True, generator=g).view(5, 4, 4)
-    collapsed = torch.full((2, 4, 4), 3, dtype=torch.int64)
-    uniform = torch.arange(k).repeat(2).view(2, 4, 4)
-    return {"codes0": skewed, "codes1": collapsed, "codes2": uniform, "k": k}
-
-
-def _perplexity_collect(fn: Callable, inputs: dict) -> Outputs:
-    outputs = Outputs()
-    for i in range(len(PERPLEXITY_CASES)):
-        outputs.call(f"case{i}", fn, inputs[f"codes{i}"].clone(), inputs["k"])
-    return outputs
-
-
-def _perplexity_judge(inputs: dict, outputs: Outputs) -> str:
-    from .metrics import perplexity_from_counts
-
-    k = inputs["k"]
-    for i, name in enumerate(PERPLEXITY_CASES):
-        counts = torch.bincount(inputs[f"codes{i}"].flatten(), minlength=k)
-        expected = perplexity_from_counts(counts)
-        value = as_float(outputs.got(f"case{i}"), "the result")
-        if math.isnan(value):
-            raise Mismatch(f"NaN for {name}: 0 log 0 must count as 0 (drop unused codes, "
-                           "or use torch.special.xlogy(p, p)).")
-        if not close(value, expected):
-            entropy = math.log(expected)
-            if close(value, 1 / expected):
-                raise Mismatch("the sign is wrong: the entropy is -sum p log p, and the "
-                               "perplexity exp(entropy) is at least 1.")
-            report_d = (2 * math.exp(-entropy / k), 2 * math.exp(-entropy))
-            if any(close(value, v) for v in report_d):
-                raise Mismatch("that looks like report D's `2 exp(mean p log p)`; the "
-                               "perplexity is exp(-sum_k p_k log p_k).")
-            if close(value, 2 ** entropy):
-                raise Mismatch("2 ** (entropy in nats) mixes units: use exp(entropy in "
-                               "nats), or 2 ** (entropy in bits).")
-            compare_number(value, expected, f"the perplexity for {name}")
-    return "skewed use with unused codes, a collapsed codebook (1), uniform use (K)"
-
-
-CODE_PERPLEXITY = Exercise("code_perplexity", _perplexity_inputs, _perplexity_collect,
-                           _perplexity_judge)
 
 # --------------------------------------------------------------------------------------------
 # An open exercise: revive a collapsed codebook (graded by a measured run, not a comparison)
@@ -439,46 +436,4 @@ def _revive_judge(inputs: dict, outputs: Outputs) -> Verdict:
 REVIVE_CODEBOOK = Exercise("revive_codebook", _revive_inputs, _revive_collect, _revive_judge)
 
 
-# --------------------------------------------------------------------------------------------
-# An open exercise: make a VQ-VAE-2 use its top level (graded by a measured run)
-# --------------------------------------------------------------------------------------------
-def _top_level_inputs(seed: int) -> dict:
-    generator(seed)  # validates the seed
-    return {"data_seed": seed}
-
-
-def _top_level_settings(got: Any) -> tuple[float, int]:
-    """``(bottom_dropout, codebook_size_bottom)`` from what the student returned, or a hint."""
-    dropout, k = as_sequence(
-        got, 2, "return two values: (bottom_dropout, codebook_size_bottom), e.g. (0.0, 32).")
-    try:
-        dropout = check_number(dropout, "bottom_dropout", 0, 1, high_open=True)
-        check_int(k, "codebook_size_bottom", 2, 1024)
-    except ValueError as error:
-        raise Mismatch(f"{error}.") from None
-    return dropout, k
-
-
-def _top_level_judge(inputs: dict, outputs: Outputs) -> Verdict:
-    from .experiments import top_level_use
-
-    dropout, k = _top_level_settings(outputs.got("settings"))
-    use = top_level_use(dropout, k, seed=int(inputs["data_seed"]))
-    gain = use.top_only_psnr - use.mean_image_psnr
-    figures = {"top_only_psnr": use.top_only_psnr, "mean_image_psnr": use.mean_image_psnr,
-               "psnr": use.psnr}
-    measured = (f"top-only reconstruction {use.top_only_psnr:.1f} dB against "
-                f"{use.mean_image_psnr:.1f} dB for the mean image (full {use.psnr:.1f} dB; "
-                f"bottom_dropout={dropout}, codebook_size_bottom={k})")
-    if gain < TOP_MARGIN:
-        raise Mismatch(f"the top level is bypassed: {measured}; it must beat the mean image by "
-                       f"{TOP_MARGIN:.0f} dB. The decoder must sometimes have to rebuild an image "
-                       "from the top codes alone: drop the bottom level (more often).", figures)
-    return Verdict(measured, figures)
-
-
-TOP_LEVEL = Exercise("top_level", _top_level_inputs, _revive_collect, _top_level_judge)
-
-
-EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, EMA_UPDATE, REVIVE_CODEBOOK, HIERARCHY_BITS, PSNR,
-             CODE_PERPLEXITY, TOP_LEVEL)
+EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, VQVAE_LOSS, EMA_UPDATE, REVIVE_CODEBOOK)

@@ -24,6 +24,8 @@ Whether samples *look like the data* as a whole, and where the dermoscope's dark
 - :func:`vignette_fractions`: the fraction of near-black pixels outside the inscribed circle
   (the dermoscope's surround; notebooks 01 and 05) and inside it (dark blobs within the field).
 - :func:`found_fraction`: the fraction of images in which the ABCD estimator finds a lesion.
+- :func:`hue_outside`: the fraction of pixels whose hue no reference image has (a colour that
+  does not exist in the data; notebook 01 measures hue jitter and RGB shift with it).
 - :func:`realism_report` (printed by :func:`realism_table`): all of it for samples, VQ-VAE
   reconstructions and real images, as the pipeline, ``benchmarks/bench_samples.py`` and
   notebook 05 show it.
@@ -329,11 +331,9 @@ class Vignette(NamedTuple):
 
 
 def vignette_fractions(images: Tensor, threshold: float = 0.1) -> Vignette:
-    """The dark surround's measure of notebooks 01 and 05, in notebook 05's form (the one it
-    applies to samples): a pixel is near-black when the mean of its channels, mapped to [0, 1],
-    is below ``threshold`` (notebook 01 asks all three channels to be below 0.05, which counts
-    slightly fewer pixels: 56.6 % against 58.2 % outside the circle on the `cpu` profile's
-    synthetic test lesions); counted outside the circle inscribed in the image (radius half the
+    """The dark surround's measure of notebooks 01 and 05 (one function, so that both measure
+    the same thing): a pixel is near-black when the mean of its channels, mapped to [0, 1], is
+    below ``threshold``; counted outside the circle inscribed in the image (radius half the
     smaller side, about the image's centre) and inside it.
 
     Args:
@@ -355,6 +355,58 @@ def vignette_fractions(images: Tensor, threshold: float = 0.1) -> Vignette:
     dark = (images.detach().float().cpu().mean(dim=1) + 1) / 2 < threshold  # (N, H, W) bool
     return Vignette(float(dark[:, outside].float().mean()), float(dark[:, ~outside].float().mean()),
                     len(images))
+
+
+def hue_outside(images: Tensor, reference: Tensor, quantile: float = 0.99,
+                min_saturation: float = 0.1, min_value: float = 0.1) -> float:
+    """The fraction of ``images``' coloured pixels whose hue no ``reference`` image has: a
+    colour that does not exist in the data (notebook 01's measure of hue jitter and RGB shift).
+
+    The reference's hue range is the arc of the hue circle centred on its circular mean hue
+    that holds ``quantile`` of its coloured pixels; a pixel is *coloured* when its HSV
+    saturation exceeds ``min_saturation`` and its value ``min_value`` (black, white and grey
+    have no hue). ``hue_outside(reference, reference)`` is therefore about ``1 - quantile``.
+
+    Args:
+        images: (N, 3, H, W) float in [-1, 1], the set measured.
+        reference: (M, 3, H', W') float in [-1, 1], e.g. the unaugmented images.
+        quantile: in (0, 1], the share of the reference's coloured pixels inside its range.
+        min_saturation, min_value: in [0, 1), the HSV thresholds of a coloured pixel.
+
+    Returns:
+        A fraction in [0, 1] (0.0 when ``images`` has no coloured pixel).
+
+    Raises:
+        TypeError, ValueError: not float RGB image batches, a setting out of range, or a
+            reference without any coloured pixel.
+    """
+    from skimage.color import rgb2hsv
+
+    check_number(quantile, "quantile", 0, 1, low_open=True)
+    for value, name in ((min_saturation, "min_saturation"), (min_value, "min_value")):
+        check_number(value, name, 0, 1, high_open=True)
+
+    def hues(batch: Tensor, name: str) -> np.ndarray:
+        check_images(batch, name, channels=3)
+        rgb = ((batch.detach().float().cpu() + 1) / 2).clamp(0, 1)  # (N, 3, H, W) in [0, 1]
+        hsv = rgb2hsv(rgb.permute(0, 2, 3, 1).numpy())  # (N, H, W, 3), hue in [0, 1)
+        coloured = (hsv[..., 1] > min_saturation) & (hsv[..., 2] > min_value)  # (N, H, W)
+        return hsv[..., 0][coloured]  # (P,) the coloured pixels' hues
+
+    ref = hues(reference, "reference")
+    if ref.size == 0:
+        raise ValueError("reference has no coloured pixel (all black, white or grey): pass "
+                         "images whose hue range can be measured, e.g. the unaugmented set")
+    angle = 2 * np.pi * ref
+    centre = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()) / (2 * np.pi) % 1.0
+
+    def distance(h: np.ndarray) -> np.ndarray:  # circular distance to the centre, in [0, 0.5]
+        d = np.abs(h - centre)
+        return np.minimum(d, 1.0 - d)
+
+    radius = np.quantile(distance(ref), quantile)
+    got = hues(images, "images")
+    return float((distance(got) > radius).mean()) if got.size else 0.0
 
 
 def found_fraction(images: object, config: ABCDConfig | None = None) -> float:

@@ -40,7 +40,7 @@ from .runfolder import RunFolder
 from .runtime import get_device, given, model_device, seed_everything
 from .profiles import PROFILES, Profile, get_profile
 from .train import TrainConfig, evaluate_vqvae, find_quantizers, train_vqvae
-from .vqvae import VAE, VQVAE, DiscreteAutoencoder, Level, check_autoencoder
+from .vqvae import VAE, VQVAE, DiscreteAutoencoder, Level
 from .vqvae2 import VQVAE2
 
 Report = Callable[[str], None]

@@ -28,8 +28,8 @@ vector is replaced by the code vector of one code drawn uniformly from the botto
 (:meth:`VQVAE2.drop_bottom`), so the decoder must rebuild those images from the top codes alone.
 It is dropout (Srivastava et al. 2014) applied to a whole latent level, like the word dropout of
 text VAEs whose decoder bypasses the latent (Bowman et al. 2016, *Generating Sentences from a
-Continuous Space*). Eval mode, ``encode`` and ``decode_indices`` are unchanged; p = 0 is the
-paper's model, bit for bit.
+Continuous Space*). Eval mode, ``encode`` and ``decode_indices`` are unchanged; p = 0 trains with
+the paper's loss alone (this model without the remedy; the paper's networks are larger).
 
 The encoder and decoder blocks are those of the VQ-VAE (:mod:`vqlesson.vqvae`, van den Oord et al.
 2017 §4.1): strided 4x4 convolutions, a 3x3 convolution, residual blocks. As in the paper's
@@ -84,7 +84,7 @@ class VQVAE2Config:
             EMA, van den Oord et al. 2017 appendix A.1).
         bottom_dropout: probability in [0, 1) that a training image's bottom code vectors are
             all replaced by one random code's vector (the course's remedy for a bypassed top
-            level, not the paper's; see the module docstring). 0: the paper's model.
+            level, not the paper's; see the module docstring). 0: the remedy off.
 
     Raises:
         ValueError: a field out of range, or ``image_size`` not a multiple of 8 (the message
