@@ -102,6 +102,21 @@ def gated_block(block, v, h, swap=False, link=True, residual=True):
     return v_out, h_out
 
 
+def gated_forward(net, codes, down=True, right=True, every=False, left=False, swap=False):
+    x = net.embed(codes)  # (B, E, H, W)
+    v = F.pad(x, (0, 0, 1, 0))[:, :, :-1] if down else x  # shifted down one row
+    h = F.pad(x, (1, 0, 0, 0))[:, :, :, :-1] if right else x  # shifted right one column
+    if left:
+        h = F.pad(x, (0, 1, 0, 0))[:, :, :, 1:]
+    if swap:
+        v, h = h, v
+    for i, block in enumerate(net.blocks):
+        if every and i:
+            v, h = F.pad(v, (0, 0, 1, 0))[:, :, :-1], F.pad(h, (1, 0, 0, 0))[:, :, :, :-1]
+        v, h, _ = block(v, h, None)
+    return net.head(h)
+
+
 def sample_loop(prior, n, shape, temperature=1.0, generator=None):
     codes = torch.zeros(n, *shape, dtype=torch.int64)
     for r in range(shape[0]):
@@ -141,6 +156,7 @@ CORRECT = {
     "causal_mask": (checks.check_causal_mask, build_mask),
     "masked_conv": (checks.check_masked_conv, masked_conv2d),
     "gated_block": (checks.check_gated_block, gated_block),
+    "gated_forward": (checks.check_gated_forward, gated_forward),
     "bits_per_code": (checks.check_bits_per_code, bits_per_code),
     "sampling_loop": (checks.check_sampling_loop, sample_loop),
     "pairwise_hamming": (checks.check_pairwise_hamming, pairwise_hamming),
@@ -313,6 +329,17 @@ MISTAKES = [
     (checks.check_gated_block, lambda blk, v, h: gated_block(blk, v, h, residual=False),
      "residual"),
     (checks.check_gated_block, lambda blk, v, h: gated_block(blk, v, h)[1], "two tensors"),
+    (checks.check_gated_forward, lambda n, c: gated_forward(n, c, down=False), "not shifted down"),
+    (checks.check_gated_forward, lambda n, c: gated_forward(n, c, right=False), "mask B where mask A"),
+    (checks.check_gated_forward, lambda n, c: gated_forward(n, c, every=True), "before every block"),
+    (checks.check_gated_forward, lambda n, c: gated_forward(n, c, left=True), "from the future"),
+    (checks.check_gated_forward, lambda n, c: gated_forward(n, c, swap=True), "swapped"),
+    (checks.check_gated_forward,  # a leak no variant names: the trusted check finds it
+     lambda n, c: gated_forward(n, c) + 0.01 * n.embed(c).sum(1, keepdim=True),
+     "the changed position itself moved"),
+    (checks.check_gated_forward, lambda n, c: gated_forward(n, c) + 0.01 * F.pad(
+        n.embed(c), (0, 1, 0, 0))[:, :, :, 1:].sum(1, keepdim=True), "left of it in the same row"),
+    (checks.check_gated_forward, lambda n, c: gated_forward(n, c) * 1.01, "values differ"),
     (checks.check_bits_per_code, lambda lg, c: F.cross_entropy(lg, c), "ln 2"),
     (checks.check_bits_per_code, lambda lg, c: bits_per_code(lg, c) * c.numel(), "sum over"),
     (checks.check_bits_per_code, lambda lg, c: F.binary_cross_entropy_with_logits(

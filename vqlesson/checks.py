@@ -9,7 +9,8 @@ on which line, or a known mistake from student reports), never a traceback.
 The exercises themselves (inputs, the call of the student's function, the comparison with its
 hints) live in :mod:`vqlesson.exercises_vq` (notebook 02: van den Oord et al. 2017 §3.1-3.2
 and appendix A.1), :mod:`vqlesson.exercises_hierarchy` (notebook 03: Razavi et al. 2019 §3.1) and :mod:`vqlesson.exercises_prior` (notebooks 04-05:
-van den Oord et al. 2016, PixelRNN §3.4 and Gated PixelCNN §2; :mod:`vqlesson.analysis`). The
+van den Oord et al. 2016, PixelRNN §3.4 and Gated PixelCNN §2; :mod:`vqlesson.analysis`) and
+:mod:`vqlesson.exercises_pixelcnn` (notebook 04: the Gated PixelCNN's forward pass). The
 grader (:mod:`vqlesson.grading`) runs the same exercises split in two: the student's function is
 called inside a sandbox and only its outputs, as data, reach a separate process that compares
 them (:mod:`vqlesson.grading.judge`), so instant feedback and grades agree and a notebook cannot change
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from . import exercises_heldout, exercises_hierarchy, exercises_prior, exercises_vq
+from . import (exercises_heldout, exercises_hierarchy, exercises_pixelcnn, exercises_prior,
+               exercises_vq)
 from .check_core import NOT_DONE, CheckResult, Exercise, run_check
 from .codes import CodeDataset
 
@@ -36,7 +38,8 @@ METRICS_ENV = "VQLESSON_METRICS_FILE"
 EXERCISES: dict[str, Exercise] = {
     exercise.name: exercise
     for exercise in (exercises_vq.EXERCISES + exercises_hierarchy.EXERCISES
-                     + exercises_prior.EXERCISES + exercises_heldout.EXERCISES)}
+                     + exercises_prior.EXERCISES + exercises_pixelcnn.EXERCISES
+                     + exercises_heldout.EXERCISES)}
 __all__ = ["CheckResult", "EXERCISES", "METRICS_ENV", "NOT_DONE", "record_metrics"] + [
     f"check_{name}" for name in EXERCISES]
 
@@ -257,6 +260,27 @@ def check_gated_block(gated_block: Callable[..., Sequence[Tensor]], seed: int = 
     a swapped gate and a missing residual connection get their hint.
     """
     return run_check(EXERCISES["gated_block"], gated_block, seed)
+
+
+def check_gated_forward(gated_forward: Callable[..., Tensor], seed: int = 0) -> CheckResult:
+    """Check ``gated_forward(net, codes) -> logits``, the Gated PixelCNN's forward pass (van den
+    Oord et al. 2016, §2.2) assembled from a library
+    :class:`~vqlesson.pixelcnn.GatedPixelCNN` ``net`` (unconditional, no skip outputs):
+    ``net.embed``, the vertical stack's input shifted down one row and the horizontal stack's
+    right one column (once, before the first block), ``net.blocks`` in turn, ``net.head`` on the
+    last horizontal stack.
+
+    Args:
+        gated_forward: the student's function; ``net`` as above, ``codes`` (B, H, W) int64 in
+            [0, K) -> (B, K, H, W) float logits.
+        seed: seeds the weights and the codes (the hidden test uses another seed).
+
+    Two checks, for a plain and a dilated network: causality (the function is also run with one
+    code changed; no logit at that position or earlier in raster order may move) and equality
+    with ``net(codes)``. A vertical stack not shifted down, a horizontal one not shifted right,
+    shifts in every block (mask A/B confused) and stacks fed from the future get their hint.
+    """
+    return run_check(EXERCISES["gated_forward"], gated_forward, seed)
 
 
 def check_bits_per_code(bits_per_code: Callable[[Tensor, Tensor], float], seed: int = 0
