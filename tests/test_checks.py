@@ -748,3 +748,40 @@ def test_a_bad_weights_file_fails_with_its_own_message_and_is_never_unpickled(na
     assert not result.passed and hint in result.message, result.message
     assert not (tmp_path / "unpickled").exists()
     assert dict(result.measured) == {} and "Traceback" not in result.message
+
+
+# --------------------------------------------------------------------------------------------
+# The forward-pass exercise's helpers: which mistakes leak, and where
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mistake, leaks", [
+    ("no down-shift", True), ("no right-shift", True), ("horizontal from the future", True),
+    ("vertical from the future", True), ("stacks swapped", True),
+    ("shift in every block", False)])
+def test_mistaken_forward_passes_leak_where_expected_and_the_library_does_not(mistake, leaks):
+    from vqlesson.exercises_pixelcnn import (FORWARD_K, forward_net, leaked_positions,
+                                             mistaken_forward, perturbed)
+
+    net = forward_net(0)
+    codes = torch.randint(0, FORWARD_K, (2, 6, 6), generator=torch.Generator().manual_seed(0))
+    found = {}
+    with torch.no_grad():
+        for name, fn in (("library", net), (mistake, lambda c: mistaken_forward(net, c, mistake))):
+            found[name] = any(bool(leaked_positions(fn(codes), fn(perturbed(codes, p, FORWARD_K)),
+                                                    p).any())
+                              for p in ((3, 3), (2, 0), (5, 5)))
+        assert not torch.allclose(mistaken_forward(net, codes, mistake), net(codes))
+    assert found == {"library": False, mistake: leaks}
+
+
+def test_leaked_positions_marks_only_moves_at_or_before_the_change():
+    from vqlesson.exercises_pixelcnn import leaked_positions
+
+    base = torch.zeros(1, 2, 3, 4)
+    changed = base.clone()
+    changed[0, 1, 1, 1] = 1.0  # before (1, 2): a leak
+    changed[0, 0, 2, 0] = 1.0  # after it: allowed
+    leaks = leaked_positions(base, changed, (1, 2))
+    assert leaks.nonzero().tolist() == [[1, 1]]
+    with pytest.raises(ValueError, match="mistake"):
+        from vqlesson.exercises_pixelcnn import forward_net, mistaken_forward
+        mistaken_forward(forward_net(0), torch.zeros(1, 3, 3, dtype=torch.int64), "no shift")

@@ -129,31 +129,62 @@ def _run(net, v: Tensor, h: Tensor, shift_every_block: bool = False) -> Tensor:
     return net.head(h)  # (B, K, H, W)
 
 
+#: The known mistakes of the exercise, by name, and the hint each gets.
+FORWARD_MISTAKES = {
+    "no down-shift": "the vertical stack is not shifted down: at row r it sees code row r "
+    "itself, so positions to the right of (r, c) leak into its logits (no blind spot, but a "
+    "leak). Shift the vertical stack's input down one row before the first block",
+    "no right-shift": "the horizontal stack is not shifted right: the first layer sees the code "
+    "it must predict (mask B where mask A belongs). Shift the horizontal stack's input right "
+    "one column before the first block",
+    "shift in every block": "the stacks are shifted before every block: that is mask A in every "
+    "layer, so each block loses the position next to it. Shift once, before the first block "
+    "(mask A); the later blocks are mask B",
+    "horizontal from the future": "the horizontal stack is fed from the future: shifting left "
+    "puts column c+1 at column c. Shift right (zeros enter at the left)",
+    "vertical from the future": "the vertical stack is shifted up: row r then holds row r+1, "
+    "the future. Shift down (zeros enter at the top)",
+    "stacks swapped": "the two stack inputs are swapped: the vertical stack gets the input "
+    "shifted right, the horizontal one the input shifted down",
+}
+
+
+def mistaken_forward(net, codes: Tensor, mistake: str) -> Tensor:
+    """A Gated PixelCNN's forward pass with one of :data:`FORWARD_MISTAKES` made (to show what
+    it does beside the correct ``net(codes)``).
+
+    Args:
+        net: an unconditional :class:`~vqlesson.pixelcnn.GatedPixelCNN` without skip outputs
+            and position (``skip_connections=False``, ``position=False``).
+        codes: (B, H, W) int64 in [0, K).
+        mistake: a key of :data:`FORWARD_MISTAKES`.
+
+    Returns:
+        (B, K, H, W) float logits.
+
+    Raises:
+        ValueError: an unknown ``mistake``.
+    """
+    from .pixelcnn import shift_down, shift_right
+    from .validate import check_choice
+
+    check_choice(mistake, "mistake", tuple(FORWARD_MISTAKES))
+    x = net.embed(codes)  # (B, E, H, W)
+    stacks = {  # (vertical input, horizontal input), each (B, E, H, W)
+        "no down-shift": (x, shift_right(x)),
+        "no right-shift": (shift_down(x), x),
+        "shift in every block": (shift_down(x), shift_right(x)),
+        "horizontal from the future": (shift_down(x), F.pad(x, (0, 1, 0, 0))[:, :, :, 1:]),
+        "vertical from the future": (F.pad(x, (0, 0, 0, 1))[:, :, 1:, :], shift_right(x)),
+        "stacks swapped": (shift_right(x), shift_down(x)),
+    }
+    v, h = stacks[mistake]
+    return _run(net, v, h, shift_every_block=mistake == "shift in every block")
+
+
 def forward_variants(net, codes: Tensor) -> dict[str, Tensor]:
     """The logits of the known mistakes on ``codes``, keyed by their hint."""
-    from .pixelcnn import shift_down, shift_right
-
-    x = net.embed(codes)  # (B, E, H, W)
-    shift_left = F.pad(x, (0, 1, 0, 0))[:, :, :, 1:]  # (B, E, H, W): column c holds c+1
-    shift_up = F.pad(x, (0, 0, 0, 1))[:, :, 1:, :]  # (B, E, H, W): row r holds r+1
-    return {
-        "the vertical stack is not shifted down: at row r it sees code row r itself, so "
-        "positions to the right of (r, c) leak into its logits (no blind spot, but a leak). "
-        "Shift the vertical stack's input down one row before the first block":
-            _run(net, x, shift_right(x)),
-        "the horizontal stack is not shifted right: the first layer sees the code it must "
-        "predict (mask B where mask A belongs). Shift the horizontal stack's input right one "
-        "column before the first block": _run(net, shift_down(x), x),
-        "the stacks are shifted before every block: that is mask A in every layer, so each "
-        "block loses the position next to it. Shift once, before the first block (mask A); the "
-        "later blocks are mask B": _run(net, shift_down(x), shift_right(x), True),
-        "the horizontal stack is fed from the future: shifting left puts column c+1 at column "
-        "c. Shift right (zeros enter at the left)": _run(net, shift_down(x), shift_left),
-        "the vertical stack is shifted up: row r then holds row r+1, the future. Shift down "
-        "(zeros enter at the top)": _run(net, shift_up, shift_right(x)),
-        "the two stack inputs are swapped: the vertical stack gets the input shifted right, "
-        "the horizontal one the input shifted down": _run(net, shift_right(x), shift_down(x)),
-    }
+    return {hint: mistaken_forward(net, codes, name) for name, hint in FORWARD_MISTAKES.items()}
 
 
 def _leak_hint(leaks: Tensor, position: tuple[int, int], case: int) -> str:
