@@ -758,8 +758,13 @@ def test_a_bad_weights_file_fails_with_its_own_message_and_is_never_unpickled(na
     ("vertical from the future", True), ("stacks swapped", True),
     ("shift in every block", False)])
 def test_mistaken_forward_passes_leak_where_expected_and_the_library_does_not(mistake, leaks):
-    from vqlesson.exercises_pixelcnn import (FORWARD_K, forward_net, leaked_positions,
-                                             mistaken_forward, perturbed)
+    from vqlesson.exercises_pixelcnn import (
+        FORWARD_K,
+        forward_net,
+        leaked_positions,
+        mistaken_forward,
+        perturbed,
+    )
 
     net = forward_net(0)
     codes = torch.randint(0, FORWARD_K, (2, 6, 6), generator=torch.Generator().manual_seed(0))
@@ -774,7 +779,11 @@ def test_mistaken_forward_passes_leak_where_expected_and_the_library_does_not(mi
 
 
 def test_leaked_positions_marks_only_moves_at_or_before_the_change():
-    from vqlesson.exercises_pixelcnn import leaked_positions
+    from vqlesson.exercises_pixelcnn import (
+        forward_net,
+        leaked_positions,
+        mistaken_forward,
+    )
 
     base = torch.zeros(1, 2, 3, 4)
     changed = base.clone()
@@ -783,5 +792,4 @@ def test_leaked_positions_marks_only_moves_at_or_before_the_change():
     leaks = leaked_positions(base, changed, (1, 2))
     assert leaks.nonzero().tolist() == [[1, 1]]
     with pytest.raises(ValueError, match="mistake"):
-        from vqlesson.exercises_pixelcnn import forward_net, mistaken_forward
         mistaken_forward(forward_net(0), torch.zeros(1, 3, 3, dtype=torch.int64), "no shift")

@@ -35,8 +35,8 @@ from .check_core import Exercise, Mismatch, Outputs, as_tensor, compare, generat
 #: (num_layers, dilations): a plain three-block network and a dilated four-block one.
 FORWARD_CASES = ((3, (1,)), (4, (1, 2)))
 FORWARD_K, FORWARD_SHAPE = 6, (2, 5, 6)  # K, codes (B, H, W)
-FORWARD_NET = dict(embed_dim=4, channels=6, kernel_size=3, first_kernel_size=3,
-                   skip_connections=False)
+FORWARD_NET = {"embed_dim": 4, "channels": 6, "kernel_size": 3, "first_kernel_size": 3,
+               "skip_connections": False}
 PROBES = ((2, 3), (1, 0), (4, 5))  # positions (r, c) whose code is changed
 LEAK_TOLERANCE = 1e-5  # a logit that moves by more than this has seen the change
 NET_KEY = "net{}."  # inputs under this prefix hold a network's weights
