@@ -29,8 +29,13 @@ from pathlib import Path
 
 from torch import Tensor
 
-from . import (exercises_heldout, exercises_hierarchical_prior, exercises_hierarchy, exercises_prior,
-               exercises_vq)
+from . import (
+    exercises_heldout,
+    exercises_hierarchical_prior,
+    exercises_hierarchy,
+    exercises_prior,
+    exercises_vq,
+)
 from .check_core import NOT_DONE, CheckResult, Exercise, run_check
 from .codes import CodeDataset
 

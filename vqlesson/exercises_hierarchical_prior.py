@@ -26,8 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .check_core import (Exercise, Mismatch, Outputs, as_float, as_sequence, as_tensor, close,
-                         compare, compare_number)
+from .check_core import (
+    Exercise,
+    Mismatch,
+    Outputs,
+    as_float,
+    as_sequence,
+    as_tensor,
+    close,
+    compare,
+    compare_number,
+)
 from .validate import check_int
 
 IMAGE_SIZE = 32  # px: a 4 x 4 top grid and an 8 x 8 bottom grid
@@ -116,7 +125,8 @@ def _sampling_inputs(seed: int) -> dict:
     from .pixelcnn_prior import PixelCNNPrior
 
     check_int(seed, "seed", 0)
-    small = dict(embed_dim=8, channels=16, num_layers=2, kernel_size=3, first_kernel_size=3)
+    small = {"embed_dim": 8, "channels": 16, "num_layers": 2, "kernel_size": 3,
+             "first_kernel_size": 3}
     top = _seeded(3000 + seed, lambda: PixelCNNPrior(PriorConfig(codebook_size=K_TOP, **small)))
     bottom = _seeded(4000 + seed, lambda: PixelCNNPrior(PriorConfig(
         codebook_size=K_BOTTOM, cond_codebook_size=K_TOP, cond_layers=1, **small)))
@@ -258,13 +268,13 @@ def _swap_variants(model, a: Tensor, b: Tensor) -> list[tuple[str, float]]:
     one_swap = ("only one swap is measured: average the distances over both, (top of a, bottom "
                 "of b) and (top of b, bottom of a)")
     return [
-        ("without pooling: the layout is the coarse picture, so average-pool each image to the "
-         "top grid (F.avg_pool2d by S / top side) before the distances", share(both, False)),
-        ("measured against the original images: compare with the reconstructions (each set "
-         "decoded from its own codes), so that the decoder's own error does not count",
+        (("without pooling: the layout is the coarse picture, so average-pool each image to the "
+          "top grid (F.avg_pool2d by S / top side) before the distances"), share(both, False)),
+        (("measured against the original images: compare with the reconstructions (each set "
+          "decoded from its own codes), so that the decoder's own error does not count"),
          share([(ab, a, b), (ba_, b, a)])),
-        ("that is the share that follows the *bottom* donor: return d_bottom / (d_top + "
-         "d_bottom), 1 when the decode takes the layout of the image whose top codes it got",
+        (("that is the share that follows the *bottom* donor: return d_bottom / (d_top + "
+          "d_bottom), 1 when the decode takes the layout of the image whose top codes it got"),
          1 - share(both)),
         (one_swap, share(both[:1])),
         (one_swap, share(both[1:])),
