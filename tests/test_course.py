@@ -76,6 +76,15 @@ def test_the_model_notebooks_have_at_least_three_exercises_each():
                        for s in question.solution_cells)
 
 
+def test_notebooks_05_and_06_have_their_checked_exercises():
+    for name, least in (("05_test_set_failure_analysis", 4), ("06_hierarchical_prior", 2)):
+        found = course.questions(_read(NOTEBOOKS / f"{name}.ipynb"))
+        assert len(found) >= least, name
+        for question in found:
+            assert question.solution_cells and any(hidden for _, hidden in question.tests)
+            assert all("checks.check_" in source for source, _ in question.tests)
+
+
 def _run_colab_cell(tmp_path, monkeypatch, cuda: bool, **flags):
     """Execute the Colab cell as Colab would, with /content in tmp_path and no real installs."""
     source = course.colab_cell_source().replace("/content", str(tmp_path / "content"))
