@@ -260,7 +260,7 @@ def test_the_student_version_fails_its_checks_and_the_instructor_version_passes(
             sources = {n: archive.read(n).decode() for n in archive.namelist()
                        if n.startswith("tests/")}
             tests = [ExceptionTestFile.from_string(text, n) for n, text in sources.items()]
-        assert len(tests) >= 3
+        assert len(tests) >= 2  # every notebook with exercises has two or more (06: two)
         for who, env in envs.items():
             for test_file in tests:
                 test_file.run(env)
@@ -359,7 +359,8 @@ def test_the_grader_scores_correct_wrong_erroring_and_hanging_submissions_in_one
     assert rows["abe_hanging.ipynb"]["status"] == "timeout"
     assert "build_mask - 1" in rows["ben_wrong.ipynb"]["failed"]
     summary = report.summary_path.read_text()
-    assert "| ben_wrong.ipynb | ok | 1 / 2 |" in summary and "| psnr |" in summary
+    assert "| ben_wrong.ipynb | ok | 1 / 2 |" in summary
+    assert "| psnr [recorded by notebook] |" in summary  # labelled: the notebook wrote it
     assert (report.logs_dir / "dan_correct.executed.ipynb").is_file()
 
 
