@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from vqlesson.cli.pipeline import STAGE_NAMES, PipelineConfig, run_pipeline
+from vqlesson.cli.pipeline import STAGE_NAMES, PipelineConfig, run_pipeline, run_temperature
 from vqlesson.runfolder import RunFolder
 from vqlesson.runs import DataChoice
 from vqlesson.runtime import get_device
@@ -84,8 +84,7 @@ def run_stages(out: Path, data: DataChoice, config: PipelineConfig, device: torc
     return rows
 
 
-def report(rows: list[tuple[str, float, str, str]], run: RunFolder, profile: str,
-           temperature: float) -> None:
+def report(rows: list[tuple[str, float, str, str]], run: RunFolder, profile: str) -> None:
     print("| stage | wall (s) | throughput | peak GPU memory (MiB) |")
     print("|---|---|---|---|")
     for stage, seconds, speed, peak in rows:
@@ -94,6 +93,7 @@ def report(rows: list[tuple[str, float, str, str]], run: RunFolder, profile: str
     metrics = json.loads(run.metrics.read_text())
     prior = json.loads(run.prior_metrics.read_text())
     analysis = json.loads(run.analysis.read_text())
+    temperature = run_temperature(run)  # chosen on the validation split, or --temperature
     at_t = next(r for r in analysis["temperatures"] if r["temperature"] == temperature)
     test = metrics["test"]
     print(f"\nprofile {profile}: {metrics['data']}")
@@ -130,7 +130,7 @@ def main() -> None:
     config = PipelineConfig(num_samples=args.num_samples, device=str(device))
     try:
         rows = run_stages(out, data, config, device)
-        report(rows, RunFolder(out), profile.name, config.temperature)
+        report(rows, RunFolder(out), profile.name)
     finally:
         if not args.out and not args.keep:
             shutil.rmtree(out, ignore_errors=True)

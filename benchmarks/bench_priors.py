@@ -14,8 +14,8 @@ The priors (the profile's sizes, about 1 M parameters each at ``cpu``):
 
 - ``old``: the Gated PixelCNN before issue 24 (no position, no dilation: it sees 10 positions);
 - ``position``: with the position map only; ``dilation``: with dilated blocks only;
-- ``gated``: with both (the pipeline's default);
-- ``transformer``: the causal transformer (token + learnt position embeddings).
+- ``gated``: with both (`--prior-arch gated`);
+- ``transformer``: the causal transformer (token + learnt position embeddings; the pipeline's default).
 
     python benchmarks/bench_priors.py --run runs/NAME [--priors old,gated,transformer]
         [--epochs 12 | --seconds S] [--temperature T] [--seed 0] [--threads N] [--out DIR]

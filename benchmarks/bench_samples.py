@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import torch
 
 from vqlesson.checkpoint import load_checkpoint
+from vqlesson.cli.pipeline import run_temperature
 from vqlesson.codes import flat_codes
 from vqlesson.data import make_loaders
 from vqlesson.memorisation import MemorisationConfig, diversity, memorisation
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     run, clock = RunFolder(args.run), {}
     options = json.loads(run.pipeline_state.read_text())["options"]
-    temperature = options["temperature"] if args.temperature is None else args.temperature
+    # The run's temperature: --temperature, else the one its pipeline chose (temperature.json)
+    temperature = run_temperature(run) if args.temperature is None else args.temperature
     given = sys.argv[1:] if argv is None else argv
     print("$ python benchmarks/bench_samples.py " + " ".join(map(shlex.quote, given)))
     print(f"run {run.root}: data {options['data']}, profile {options['profile']}, model "

@@ -793,3 +793,116 @@ def test_leaked_positions_marks_only_moves_at_or_before_the_change():
     assert leaks.nonzero().tolist() == [[1, 1]]
     with pytest.raises(ValueError, match="mistake"):
         mistaken_forward(forward_net(0), torch.zeros(1, 3, 3, dtype=torch.int64), "no shift")
+# Notebook 06: level-by-level sampling, which level decides the layout
+# --------------------------------------------------------------------------------------------
+def sample_hierarchy(model, top_prior, bottom_prior, n, generator, cond=lambda top: top,
+                     shapes=lambda model: model.latent_shapes(), swap_out=False):
+    top_shape, bottom_shape = shapes(model)
+    top = top_prior.sample(n, top_shape, generator=generator)
+    cond_map = cond(top)
+    bottom = bottom_prior.sample(n, bottom_shape, generator=generator,
+                                 **({} if cond_map is None else {"cond_map": cond_map}))
+    images = model.decode_indices(top, bottom)
+    return (bottom, top, images) if swap_out else (top, bottom, images)
+
+
+def layout_follows_top(model, a, b, pooled=True, own=True, both=True):
+    with torch.no_grad():
+        (ta, ba), (tb, bb) = model.encode(a), model.encode(b)
+        ab, ba_ = model.decode_indices(ta, bb), model.decode_indices(tb, ba)
+        ra, rb = (model.decode_indices(ta, ba), model.decode_indices(tb, bb)) if own else (a, b)
+    cell = a.shape[-1] // ta.shape[-1]
+    pool = (lambda x: F.avg_pool2d(x, cell)) if pooled else (lambda x: x)
+    pairs = [(ab, ra, rb), (ba_, rb, ra)][: 2 if both else 1]
+    d_top = sum((pool(h) - pool(t)).pow(2).mean() for h, t, _ in pairs) / len(pairs)
+    d_bottom = sum((pool(h) - pool(m)).pow(2).mean() for h, _, m in pairs) / len(pairs)
+    return float(d_bottom / (d_top + d_bottom))
+
+
+HIERARCHICAL = {
+    "sample_hierarchy": (checks.check_sample_hierarchy, sample_hierarchy),
+    "swap_levels": (checks.check_swap_levels, layout_follows_top),
+}
+HIERARCHICAL_TEMPLATES = {  # the student version's cells: the body is `...`
+    "sample_hierarchy": lambda model, top_prior, bottom_prior, n, generator: None,
+    "swap_levels": lambda model, a, b: None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HIERARCHICAL))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_notebook_06_references_pass_for_two_seeds(name, seed, one_thread):
+    check, fn = HIERARCHICAL[name]
+    result = check(fn, seed=seed)
+    assert result.passed, result.message
+    assert repr(result).startswith(f"✅ {name}: passed")
+
+
+@pytest.mark.parametrize("name", sorted(HIERARCHICAL))
+def test_notebook_06_templates_fail_as_not_done(name):
+    check, _ = HIERARCHICAL[name]
+    result = check(HIERARCHICAL_TEMPLATES[name])
+    assert not result.passed and "not done yet" in result.message
+
+
+HIERARCHICAL_MISTAKES = [
+    (checks.check_sample_hierarchy, lambda *a: sample_hierarchy(*a, cond=lambda top: None),
+     "sampled without the top codes"),
+    (checks.check_sample_hierarchy, lambda *a: sample_hierarchy(*a, cond=torch.zeros_like),
+     "given a map of zeros"),
+    (checks.check_sample_hierarchy,
+     lambda *a: sample_hierarchy(*a, shapes=lambda model: model.latent_shapes()[::-1]),
+     "the levels are swapped"),
+    (checks.check_sample_hierarchy, lambda *a: sample_hierarchy(*a, swap_out=True),
+     "the levels are swapped"),
+    (checks.check_sample_hierarchy, lambda m, t, b, n, g: sample_hierarchy(m, t, b, n, None),
+     "pass generator=generator"),
+    (checks.check_sample_hierarchy,
+     lambda *a: sample_hierarchy(*a)[:2] + (torch.zeros(3, 3, 32, 32),), "decode both levels"),
+    (checks.check_swap_levels, lambda *a: layout_follows_top(*a, pooled=False), "average-pool"),
+    (checks.check_swap_levels, lambda *a: layout_follows_top(*a, own=False),
+     "compare with the reconstructions"),
+    (checks.check_swap_levels, lambda *a: 1 - layout_follows_top(*a), "*bottom* donor"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, hint", HIERARCHICAL_MISTAKES,
+                         ids=[f"{c.__name__}-{h}" for c, _, h in HIERARCHICAL_MISTAKES])
+def test_notebook_06_mistakes_get_their_hint(check, wrong, hint, one_thread):
+    result = check(wrong)
+    assert not result.passed
+    assert hint in result.message, result.message
+    assert "Traceback" not in result.message
+
+
+class _TopDecides(torch.nn.Module):
+    """A two-level stand-in whose decode is its top codes alone (the bottom is ignored)."""
+
+    levels = ("top", "bottom")
+    Codes = tuple
+
+    def encode(self, x):
+        top = (x[:, 0, ::8, ::8] > 0).long()  # (B, S/8, S/8)
+        return top, top.repeat_interleave(2, 1).repeat_interleave(2, 2)  # (B, S/4, S/4)
+
+    def decode_indices(self, top, bottom):
+        image = top.float().repeat_interleave(8, 1).repeat_interleave(8, 2)  # (B, S, S)
+        return image[:, None].expand(-1, 3, -1, -1)  # (B, 3, S, S)
+
+    def latent_shapes(self, image_size=None):
+        return (2, 2), (4, 4)
+
+
+def test_swap_layout_measures_which_level_the_decode_follows():
+    from vqlesson.configs import vqvae2_config
+    from vqlesson.experiments import swap_layout
+    from vqlesson.vqvae2 import VQVAE2
+
+    a, b = torch.ones(2, 3, 16, 16), -torch.ones(2, 3, 16, 16)
+    swapped = swap_layout(_TopDecides(), a, b)
+    assert swapped.top_share == pytest.approx(1.0)  # the decode is the top donor's
+    assert torch.equal(swapped.a_top_b_bottom, swapped.recon_a)
+    with pytest.raises(TypeError, match="VQVAE2"):
+        swap_layout(torch.nn.Linear(1, 1), a, b)
+    with pytest.raises(ValueError, match="same shape"):
+        swap_layout(VQVAE2(vqvae2_config("ci", image_size=16)), a, b[:1])

@@ -325,7 +325,7 @@ def test_command_line_under_torchrun(tmp_path):
     checkpoint = load_checkpoint(out / "checkpoint.pt", expected_class=VQVAE)
     assert checkpoint.epoch == 1 and checkpoint.step == 2  # 32 images / (2 x 8) per step
 
-    result = _torchrun("train-prior", "--vqvae", str(out))
+    result = _torchrun("train-prior", "--vqvae", str(out), "--prior-arch", "gated")
     assert result.stdout.count("codes prior: 1 epochs") == 1
     summary = json.loads((out / "prior_metrics.json").read_text())
     assert summary["processes"] == WORLD and summary["test"]["bits_per_code"] > 0

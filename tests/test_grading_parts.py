@@ -19,6 +19,7 @@ import torch
 from grading_course import make_tiny_course
 from vqlesson import checks
 from vqlesson.check_core import Mismatch, Opaque, Outputs, collect_safely
+from vqlesson.pixelcnn import PriorConfig
 from vqlesson.grading.report import SubmissionResult, csv_safe, read_csv, summary, write_csv
 from vqlesson.grading.io import (UnsafeFileError, decode_inputs, encode_inputs, load_outputs,
                                  parse_metrics, read_regular_file, save_arrays)
@@ -88,7 +89,8 @@ def test_inputs_travel_as_arrays_and_come_back_equal(tmp_path):
     save_arrays(tmp_path / "in.npz", encode_inputs(inputs))
     with np.load(tmp_path / "in.npz", allow_pickle=False) as data:
         back = decode_inputs({k: data[k] for k in data.files})
-    assert back.keys() == inputs.keys() and back["prior_config"] == inputs["prior_config"]
+    assert back.keys() == inputs.keys()  # the config as data: tuples come back as lists
+    assert PriorConfig(**back["prior_config"]) == PriorConfig(**inputs["prior_config"])
     assert all(torch.equal(back[k], v) for k, v in inputs.items() if isinstance(v, torch.Tensor))
     with pytest.raises(TypeError, match="cannot be sent"):
         encode_inputs({"fn": print})

@@ -349,6 +349,14 @@ class Outputs:
         return cls(records, {k: v for k, v in arrays.items() if k != RECORDS_KEY})
 
 
+def collect_settings(fn: Callable, inputs: dict) -> Outputs:
+    """``collect`` of an open exercise whose function takes nothing and returns the settings the
+    judge repeats a run with (recorded under ``"settings"``)."""
+    outputs = Outputs()
+    outputs.call("settings", fn)
+    return outputs
+
+
 def collect_safely(exercise: Exercise, fn: Callable, inputs: dict) -> Outputs:
     """``exercise.collect(fn, inputs)`` on one CPU thread with the global random state
     restored afterwards; an error outside the student's function (e.g. in backpropagation

@@ -10,7 +10,8 @@ The exercises themselves (inputs, the call of the student's function, the compar
 hints) live in :mod:`vqlesson.exercises_vq` (notebook 02: van den Oord et al. 2017 §3.1-3.2
 and appendix A.1), :mod:`vqlesson.exercises_hierarchy` (notebook 03: Razavi et al. 2019 §3.1) and :mod:`vqlesson.exercises_prior` (notebooks 04-05:
 van den Oord et al. 2016, PixelRNN §3.4 and Gated PixelCNN §2; :mod:`vqlesson.analysis`) and
-:mod:`vqlesson.exercises_pixelcnn` (notebook 04: the Gated PixelCNN's forward pass). The
+:mod:`vqlesson.exercises_pixelcnn` (notebook 04: the Gated PixelCNN's forward pass) and
+:mod:`vqlesson.exercises_hierarchical_prior` (notebook 06: Razavi et al. 2019 §3.2). The
 grader (:mod:`vqlesson.grading`) runs the same exercises split in two: the student's function is
 called inside a sandbox and only its outputs, as data, reach a separate process that compares
 them (:mod:`vqlesson.grading.judge`), so instant feedback and grades agree and a notebook cannot change
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from . import (
     exercises_heldout,
+    exercises_hierarchical_prior,
     exercises_hierarchy,
     exercises_pixelcnn,
     exercises_prior,
@@ -44,7 +46,7 @@ EXERCISES: dict[str, Exercise] = {
     exercise.name: exercise
     for exercise in (exercises_vq.EXERCISES + exercises_hierarchy.EXERCISES
                      + exercises_prior.EXERCISES + exercises_pixelcnn.EXERCISES
-                     + exercises_heldout.EXERCISES)}
+                     + exercises_heldout.EXERCISES + exercises_hierarchical_prior.EXERCISES)}
 __all__ = ["CheckResult", "EXERCISES", "METRICS_ENV", "NOT_DONE", "record_metrics"] + [
     f"check_{name}" for name in EXERCISES]
 
@@ -394,6 +396,52 @@ def check_heldout_prior(fit_prior: Callable[[CodeDataset, CodeDataset], object],
         seed: seeds the code maps and the check's samples (the hidden test uses another seed).
     """
     return run_check(EXERCISES["heldout_prior"], fit_prior, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook 06: the hierarchy's prior (references in vqlesson.sampling and vqlesson.experiments)
+# --------------------------------------------------------------------------------------------
+def check_sample_hierarchy(sample_hierarchy: Callable[..., Sequence[Tensor]], seed: int = 0
+                           ) -> CheckResult:
+    """Check ``sample_hierarchy(model, top_prior, bottom_prior, n, generator) -> (top, bottom,
+    images)``, VQ-VAE-2's level-by-level sampling (Razavi et al. 2019, Algorithm 2): the top
+    codes from the top prior, then the bottom codes from the bottom prior *given* them
+    (``cond_map=top``), both with ``generator``, then the decode of both levels.
+
+    Compared with :func:`vqlesson.sampling.sample_codes` and
+    :func:`~vqlesson.sampling.decode_codes` on a small seeded VQ-VAE-2 (32 px: a 4 x 4 top grid,
+    an 8 x 8 bottom grid) and two small Gated PixelCNN priors with fixed, sharply peaked weights;
+    the bottom sampled without (or with other) top codes, the levels swapped, a generator left
+    out and a missing decode get their hints.
+
+    Args:
+        sample_hierarchy: the student's function; ``model`` a :class:`~vqlesson.vqvae2.VQVAE2`,
+            ``top_prior`` and ``bottom_prior`` :class:`~vqlesson.pixelcnn_prior.PixelCNNPrior`
+            (the bottom one conditioned on the top codes), ``n`` samples, ``generator`` a
+            ``torch.Generator`` -> ``top`` (n, S/8, S/8) int64, ``bottom`` (n, S/4, S/4) int64,
+            ``images`` (n, 3, S, S) float in [-1, 1].
+        seed: seeds the networks' weights and the generator (the hidden test uses another seed).
+    """
+    return run_check(EXERCISES["sample_hierarchy"], sample_hierarchy, seed)
+
+
+def check_swap_levels(layout_follows_top: Callable[..., float], seed: int = 0) -> CheckResult:
+    """Check ``layout_follows_top(model, a, b) -> float``: decode the top codes of ``a`` with
+    the bottom codes of ``b`` and the reverse, and return the share of the decodes' coarse
+    layout (average-pooled to the top grid) that follows the top donor,
+    ``d_bottom / (d_top + d_bottom)`` (1: the top level decides the layout, 0: the bottom).
+
+    Graded by repeating the measurement: :func:`vqlesson.experiments.swap_layout` on a small
+    seeded VQ-VAE-2 and 4 pairs of synthetic lesions (32 px); no pooling, the originals instead
+    of the reconstructions, the inverted share and one swap only get their hints.
+
+    Args:
+        layout_follows_top: the student's function; ``model`` a
+            :class:`~vqlesson.vqvae2.VQVAE2`, ``a`` and ``b`` (B, 3, S, S) float in [-1, 1] ->
+            a float in [0, 1].
+        seed: seeds the model's weights and the lesions.
+    """
+    return run_check(EXERCISES["swap_levels"], layout_follows_top, seed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, Verdict, as_float, as_sequence, as_tensor,
-                         close, compare, compare_number, equal_if_tensor, generator)
+from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, Verdict, as_float, as_sequence,
+                         as_tensor, close, collect_settings, compare, compare_number,
+                         equal_if_tensor, generator)
 from .validate import check_int, check_number
 
 HIERARCHY_FIXED = ((32, 64, 64), (64, 256, 256), (128, 512, 16), (256, 16, 512))  # (S, Kt, Kb)
@@ -280,13 +281,7 @@ def _top_level_judge(inputs: dict, outputs: Outputs) -> Verdict:
     return Verdict(measured, figures)
 
 
-def _settings_collect(fn: Callable, inputs: dict) -> Outputs:
-    outputs = Outputs()
-    outputs.call("settings", fn)
-    return outputs
-
-
-TOP_LEVEL = Exercise("top_level", _top_level_inputs, _settings_collect, _top_level_judge)
+TOP_LEVEL = Exercise("top_level", _top_level_inputs, collect_settings, _top_level_judge)
 
 
 EXERCISES = (HIERARCHY_BITS, TOP_ONLY_CODES, PSNR, CODE_PERPLEXITY, TOP_LEVEL)

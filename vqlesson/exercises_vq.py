@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .check_core import (NOT_DONE, Exercise, Mismatch, Outputs, Verdict, as_sequence, as_tensor,
-                         compare, compare_number, equal_if_tensor, generator)
+                         collect_settings, compare, compare_number, equal_if_tensor,
+                         generator)
 from .validate import check_int, check_number
 
 NEAREST_CODE_CASES = ((2, 4, 3, 3, 8), (1, 16, 4, 5, 32), (3, 2, 1, 1, 1))  # (B, D, H, W, K)
@@ -371,12 +372,6 @@ def _revive_inputs(seed: int) -> dict:
             "stream_seed": seed}
 
 
-def _revive_collect(fn: Callable, inputs: dict) -> Outputs:
-    outputs = Outputs()
-    outputs.call("settings", fn)
-    return outputs
-
-
 def _revive_settings(got: Any) -> tuple[int | None, float]:
     """``(restart_dead_after, decay)`` from what the student returned, or a hint."""
     restart, decay = as_sequence(
@@ -433,7 +428,7 @@ def _revive_judge(inputs: dict, outputs: Outputs) -> Verdict:
                    f"(restart_dead_after={restart}, decay={decay})", measured)
 
 
-REVIVE_CODEBOOK = Exercise("revive_codebook", _revive_inputs, _revive_collect, _revive_judge)
+REVIVE_CODEBOOK = Exercise("revive_codebook", _revive_inputs, collect_settings, _revive_judge)
 
 
 EXERCISES = (NEAREST_CODE, STRAIGHT_THROUGH, VQVAE_LOSS, EMA_UPDATE, REVIVE_CODEBOOK)

@@ -12,7 +12,8 @@ PixelCNN cannot look, so the gated and plain priors must differ on them.
 *Level use* (:func:`level_use`) measures whether a trained VQ-VAE-2 uses its top level: the
 top-only reconstruction (every bottom code set to one code) against the best constant guess (the
 mean image), and how far swapping top codes between two lesions moves the coarse layout;
-:func:`top_level_use` trains a small VQ-VAE-2 with given settings and measures it (notebook
+:func:`swap_layout` swaps the levels both ways between two image sets and measures which level
+the decoded layout follows (notebook 06); :func:`top_level_use` trains a small VQ-VAE-2 with given settings and measures it (notebook
 03's open exercise).
 """
 
@@ -158,18 +159,86 @@ def level_use(model: DiscreteAutoencoder, x: torch.Tensor) -> LevelUse:
     )
 
 
+class SwapLayout(NamedTuple):
+    """Two image sets decoded with their levels swapped, and which level the layout follows.
+
+    Attributes:
+        top_share: in [0, 1], the share of the swapped decodes' coarse layout (images
+            average-pooled to the top grid) that follows the image whose *top* codes they got:
+            ``d_bottom / (d_top + d_bottom)``, with ``d_top`` (``d_bottom``) the mean squared
+            distance, over both swaps and the whole batch, between a swapped decode and the
+            reconstruction of its top (bottom) donor. 1: the top level decides the layout,
+            0: the bottom level does, 0.5: neither more than the other.
+        a_top_b_bottom, b_top_a_bottom: (B, 3, S, S) float in [-1, 1], the two swapped decodes.
+        recon_a, recon_b: (B, 3, S, S) float in [-1, 1], each set decoded from its own codes.
+    """
+
+    top_share: float
+    a_top_b_bottom: torch.Tensor
+    b_top_a_bottom: torch.Tensor
+    recon_a: torch.Tensor
+    recon_b: torch.Tensor
+
+
+@torch.no_grad()
+def swap_layout(model: DiscreteAutoencoder, a: torch.Tensor, b: torch.Tensor) -> SwapLayout:
+    """Decode the top codes of ``a`` with the bottom codes of ``b`` and the reverse, and measure
+    which level the decoded coarse layout follows (:class:`SwapLayout`; notebook 06).
+
+    Args:
+        model: a two-level :class:`~vqlesson.vqvae2.VQVAE2` (put in eval mode; its device is used).
+        a, b: (B, 3, S, S) float in [-1, 1], the same shape, S a multiple of 8.
+
+    Returns:
+        :class:`SwapLayout`, images on the CPU.
+
+    Raises:
+        TypeError: ``model`` is not a two-level autoencoder.
+        ValueError: ``a`` and ``b`` of different shapes, or bad images (see ``VQVAE2.encode``).
+    """
+    if not isinstance(model, DiscreteAutoencoder) or len(model.levels) != 2:
+        raise TypeError(f"model must be a VQVAE2 (a top level above a bottom level), got "
+                        f"{type(model).__name__}")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    model.eval()
+    device = model_device(model)
+    (top_a, bottom_a), (top_b, bottom_b) = model.encode(a.to(device)), model.encode(b.to(device))
+    decoded = [model.decode_indices(t, bm).float().cpu() for t, bm in
+               ((top_a, bottom_b), (top_b, bottom_a), (top_a, bottom_a), (top_b, bottom_b))]
+    ab, ba, recon_a, recon_b = decoded  # (B, 3, S, S) each
+    pool = a.shape[-1] // top_a.shape[-1]  # pixels per top code
+
+    def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (F.avg_pool2d(x, pool) - F.avg_pool2d(y, pool)).pow(2).mean()  # (B, 3, S/8, S/8)
+
+    d_top = (distance(ab, recon_a) + distance(ba, recon_b)) / 2
+    d_bottom = (distance(ab, recon_b) + distance(ba, recon_a)) / 2
+    share = float(d_bottom / (d_top + d_bottom).clamp_min(1e-12))
+    return SwapLayout(share, ab, ba, recon_a, recon_b)
+
+
 #: top_level_use: the ci-sized VQ-VAE-2 on synthetic lesions of TOP_SIZE px, TOP_TRAIN training
 #: and TOP_HELD_OUT held-out images, TOP_EPOCHS epochs in batches of TOP_BATCH at rate TOP_LR.
 TOP_SIZE, TOP_TRAIN, TOP_HELD_OUT, TOP_EPOCHS, TOP_BATCH, TOP_LR = 32, 192, 32, 15, 16, 2e-3
 
 
-def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 0) -> LevelUse:
+class SmallHierarchy(NamedTuple):
+    """What :func:`train_small_vqvae2` returns: the trained model (eval mode, CPU) and its
+    :data:`TOP_HELD_OUT` held-out lesions, (N, 3, TOP_SIZE, TOP_SIZE) float in [-1, 1]."""
+
+    model: VQVAE2
+    held_out: torch.Tensor
+
+
+def train_small_vqvae2(bottom_dropout: float, codebook_size_bottom: int, seed: int = 0
+                       ) -> SmallHierarchy:
     """Train the ``ci``-sized :class:`~vqlesson.vqvae2.VQVAE2` with these settings on
     ``seed``-drawn synthetic lesions (:data:`TOP_SIZE` px, :data:`TOP_TRAIN` images,
-    :data:`TOP_EPOCHS` epochs, on the CPU; about 2 s) and measure its level use on
-    :data:`TOP_HELD_OUT` held-out lesions -> :class:`LevelUse` (PSNR in dB). One thread, as in
-    notebook 03's check; the caller's random generators and thread count are left as they
-    were."""
+    :data:`TOP_EPOCHS` epochs, on the CPU; about 2 s) -> :class:`SmallHierarchy`. One thread,
+    as in the checks (check_core): the same weights in every process; the caller's random
+    generators and thread count are left as they were."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from .checkpoint import get_rng_state, set_rng_state
@@ -188,9 +257,22 @@ def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 
                                      codebook_size_bottom=codebook_size_bottom))
         train_vqvae(model, loader, None, TrainConfig(epochs=TOP_EPOCHS, lr=TOP_LR, seed=seed,
                                                      device="cpu", progress=False))
-        return level_use(model, x[TOP_TRAIN:])
+        return SmallHierarchy(model.eval(), x[TOP_TRAIN:])
     finally:
         set_rng_state(state)
+        torch.set_num_threads(threads)
+
+
+def top_level_use(bottom_dropout: float, codebook_size_bottom: int, seed: int = 0) -> LevelUse:
+    """Train the small VQ-VAE-2 of :func:`train_small_vqvae2` with these settings and measure
+    its level use on its :data:`TOP_HELD_OUT` held-out lesions -> :class:`LevelUse` (PSNR in
+    dB; notebook 03's open exercise)."""
+    small = train_small_vqvae2(bottom_dropout, codebook_size_bottom, seed)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        return level_use(small.model, small.held_out)
+    finally:
         torch.set_num_threads(threads)
 
 

@@ -180,8 +180,9 @@ def check_config(config: Mapping, expect: Mapping[str, object] | None = None) ->
     except ValueError as error:
         raise WeightsError(str(error)) from None
     known = set(CONFIG_LIMITS) | {"dropout", "arch", "skip_connections"}
+    as_file = json.loads(json.dumps(values, default=str))  # tuples as lists, as a file holds them
     for name in sorted(set(values) - known):
-        if values[name] != defaults[name]:
+        if as_file[name] != defaults[name]:
             raise WeightsError(f"config field {name} must keep its default "
                                f"{defaults[name]!r} here, got {values[name]!r}")
     for name, wanted in (expect or {}).items():

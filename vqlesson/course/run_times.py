@@ -57,9 +57,9 @@ RUN_TIMES: dict[str, RunTime] = {
              "prints this run's time."),
     "06_hierarchical_prior": RunTime(
         ci=5, cpu=111, gpu=None,
-        note="With notebook 03's VQ-VAE-2 already in `runs/`; add notebook 03's main model "
-             "otherwise. Two priors are trained; finished ones in `runs/` are continued. The last "
-             "cell prints this run's time."),
+        note="With both of notebook 03's VQ-VAE-2 models already in `runs/`; add notebook 03's "
+             "time otherwise. Four priors are trained (top and bottom, for each model); finished "
+             "ones in `runs/` are continued. The last cell prints this run's time."),
 }
 
 
