@@ -55,6 +55,8 @@ def test_profiles_grow_from_ci_to_gpu():
     assert ci.image_size < cpu.image_size < gpu.image_size
     assert ci.epochs < cpu.epochs < gpu.epochs
     assert ci.dataset_size < cpu.dataset_size
+    for profile in (ci, cpu, gpu):  # a notebook's prior budget is at most the pipeline's
+        assert 1 <= profile.notebook_prior_epochs <= profile.prior_epochs
     changed = cpu.with_overrides(epochs=1, batch_size=None)
     assert isinstance(changed, Profile) and changed.epochs == 1 and changed.batch_size == cpu.batch_size
 

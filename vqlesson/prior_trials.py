@@ -16,6 +16,8 @@ dilated blocks (PixelSNAIL §3's background; dilation as in WaveNet), and the ca
 
 Equal training time: :func:`step_seconds` times a few training steps of each prior, and
 :func:`epochs_for` turns a budget in seconds into each prior's number of epochs.
+:func:`prior_trial` trains one prior for the budget and measures it; :func:`measure_prior`
+measures a prior trained elsewhere (notebook 04's three class-conditional priors) alike.
 """
 
 from __future__ import annotations
@@ -186,26 +188,67 @@ def prior_trial(name: str, config: Any, vqvae: DiscreteAutoencoder,
     torch.manual_seed(trial.seed)
     prior = build_prior(config)
     epochs, seconds, history = _train(name, prior, codes, trial)
-    prior.eval()
-    table, temperature = "", trial.temperature
+    return measure_prior(name, prior.eval(), history, vqvae, codes, images,
+                         MeasureConfig(trial.temperature, trial.seed), seconds)
+
+
+@dataclass
+class MeasureConfig:
+    """How :func:`measure_prior` samples: ``temperature`` (``None``: chosen on the validation
+    images by :func:`~vqlesson.temperature.choose_temperature`), ``seed`` of the samples and the
+    tests (>= 0), and ``label``: the class label of each sample, (N_t,) int64, e.g. the test
+    codes' labels for a class-conditional prior (``None``: unconditional)."""
+
+    temperature: float | None = None
+    seed: int = 0
+    label: Tensor | None = None
+
+
+def measure_prior(name: str, prior: AutoregressivePrior, history: dict, vqvae: DiscreteAutoencoder,
+                  codes: Mapping[str, CodeDataset], images: TrialImages,
+                  measure: MeasureConfig | None = None,
+                  train_seconds: float | None = None) -> PriorTrial:
+    """Measure a trained prior alike with the others of a comparison (module docstring): as many
+    samples as test images, at the given or chosen temperature.
+
+    Args:
+        name: its label in tables. prior: trained, one level. history: its
+            :func:`~vqlesson.prior.train_prior` history (epochs, and the training time when
+            ``train_seconds`` is ``None``: the sum of its ``epoch_time_s``).
+        vqvae, codes, images: as :func:`prior_trial`. measure: :class:`MeasureConfig`.
+
+    Returns:
+        :class:`PriorTrial`.
+
+    Raises:
+        ValueError: labels without a temperature (the choice here is unconditional).
+    """
+    measure = measure if measure is not None else MeasureConfig()
+    table, temperature = "", measure.temperature
     if temperature is None:
-        choice = choose_temperature(vqvae, (prior,), images.val, TemperatureSearch(seed=trial.seed))
+        if measure.label is not None:
+            raise ValueError("measure_prior: give MeasureConfig.temperature for labelled samples "
+                             "(choose it with choose_temperature and the validation labels)")
+        choice = choose_temperature(vqvae, (prior,), images.val, TemperatureSearch(seed=measure.seed))
         table, temperature = choice.table, choice.temperature
     n = len(images.test)
-    generator = torch.Generator(device=model_device(vqvae)).manual_seed(trial.seed)
+    generator = torch.Generator(device=model_device(vqvae)).manual_seed(measure.seed)
     start = time.perf_counter()
-    sampled = sample_codes(vqvae, (prior,), n, None, generator, SampleOptions(temperature=temperature))
+    sampled = sample_codes(vqvae, (prior,), n, measure.label, generator,
+                           SampleOptions(temperature=temperature))
     sample_ms = 1000 * (time.perf_counter() - start) / n
     samples = decode_codes(vqvae, sampled).float().cpu()  # (n, 3, S, S)
     report = realism_report(samples, images.reconstructions, images.test,
-                            RealismConfig(seed=trial.seed))
+                            RealismConfig(seed=measure.seed))
     sample_flat = flat_codes(tuple(c.cpu() for c in sampled), "samples")
     copies = memorisation(sample_flat, flat_codes(codes["train"], "train"),
                           near_copy_hamming=MemorisationConfig().near_copy_hamming)
+    seconds = train_seconds if train_seconds is not None else sum(history.get("epoch_time_s", []))
     return PriorTrial(
-        name, prior, sum(p.numel() for p in prior.parameters()), epochs, seconds, history,
-        evaluate_prior(prior, codes["test"])["bits_per_code"], temperature, table, sample_ms,
-        samples, report, copies.near_copy_fraction, diversity(sample_flat, samples).code_hamming,
+        name, prior, sum(p.numel() for p in prior.parameters()), len(history.get("epoch", [])),
+        seconds, history, evaluate_prior(prior, codes["test"])["bits_per_code"], temperature,
+        table, sample_ms, samples, report, copies.near_copy_fraction,
+        diversity(sample_flat, samples).code_hamming,
         diversity(codes["test"], images.test).code_hamming)
 
 

@@ -35,7 +35,10 @@ class Profile:
             training images used (``None``: all of them).
         batch_size: mini-batch size for every model.
         epochs: training epochs of the VQ-VAE / VQ-VAE-2.
-        prior_epochs: training epochs of the PixelCNN prior.
+        prior_epochs: training epochs of the prior in the command line and the pipeline (the
+            run the gallery shows), enough for the validation NLL to level off.
+        notebook_prior_epochs: the shorter budget of the priors the notebooks train (several
+            each, within the notebook's run time; the notebooks say what the full run reaches).
         hidden_channels: width of the VQ-VAE encoder/decoder (paper: 128 on CIFAR-10).
         codebook_size: K, number of codes.
         code_dim: D, length of each code vector.
@@ -61,6 +64,7 @@ class Profile:
     batch_size: int
     epochs: int
     prior_epochs: int
+    notebook_prior_epochs: int
     hidden_channels: int = 128
     codebook_size: int = 512
     code_dim: int = 64
@@ -83,14 +87,16 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", image_size=32, dataset_size=64, batch_size=16, epochs=1, prior_epochs=1,
+                  notebook_prior_epochs=1,
                   hidden_channels=32, codebook_size=64, code_dim=16, residual_channels=8,
                   prior_embed_dim=16, prior_channels=16, prior_layers=2, prior_cond_layers=1,
                   transformer_width=16, transformer_layers=1, transformer_heads=2),
-    "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=15, prior_epochs=10,
+    "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=15, prior_epochs=50,
+                   notebook_prior_epochs=5,
                    hidden_channels=64, codebook_size=256, code_dim=32, residual_channels=16,
                    prior_embed_dim=64, prior_channels=64, prior_layers=8, prior_cond_layers=2),
     "gpu": Profile("gpu", image_size=128, dataset_size=None, batch_size=64, epochs=60,
-                   prior_epochs=60, hidden_channels=128, codebook_size=512, code_dim=64,
+                   prior_epochs=60, notebook_prior_epochs=60, hidden_channels=128, codebook_size=512, code_dim=64,
                    residual_channels=32, prior_embed_dim=128, prior_channels=128, prior_layers=12,
                    prior_cond_layers=2, num_workers=4),
 }
