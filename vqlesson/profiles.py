@@ -92,7 +92,7 @@ PROFILES: dict[str, Profile] = {
                   prior_embed_dim=16, prior_channels=16, prior_layers=2, prior_cond_layers=1,
                   transformer_width=16, transformer_layers=1, transformer_heads=2),
     "cpu": Profile("cpu", image_size=64, dataset_size=1200, batch_size=32, epochs=15, prior_epochs=50,
-                   notebook_prior_epochs=5,
+                   notebook_prior_epochs=4,
                    hidden_channels=64, codebook_size=256, code_dim=32, residual_channels=16,
                    prior_embed_dim=64, prior_channels=64, prior_layers=8, prior_cond_layers=2),
     "gpu": Profile("gpu", image_size=128, dataset_size=None, batch_size=64, epochs=60,
