@@ -147,9 +147,9 @@ def epochs_for(seconds: float, step_s: float, maps: int, batch_size: int) -> int
     return max(1, round(seconds / (step_s * math.ceil(maps / batch_size))))
 
 
-def _train(name: str, prior: AutoregressivePrior, codes: Mapping[str, CodeDataset],
-           trial: TrialConfig) -> tuple[int, float, dict]:
-    """Train ``prior`` on the codes within the trial's budget: (epochs, seconds, history)."""
+def _train(prior: AutoregressivePrior, codes: Mapping[str, CodeDataset],
+           trial: TrialConfig) -> tuple[float, dict]:
+    """Train ``prior`` on the codes within the trial's budget: (seconds, history)."""
     epochs = trial.epochs
     if trial.seconds is not None:
         step_s = step_seconds(prior, codes["train"], trial.batch_size)
@@ -159,7 +159,7 @@ def _train(name: str, prior: AutoregressivePrior, codes: Mapping[str, CodeDatase
                               early_stopping_patience=None, device=trial.device)
     start = time.perf_counter()
     history = train_prior(prior, codes["train"], codes["val"], config)
-    return epochs, time.perf_counter() - start, history
+    return time.perf_counter() - start, history
 
 
 def prior_trial(name: str, config: Any, vqvae: DiscreteAutoencoder,
@@ -187,7 +187,7 @@ def prior_trial(name: str, config: Any, vqvae: DiscreteAutoencoder,
     trial = trial if trial is not None else TrialConfig()
     torch.manual_seed(trial.seed)
     prior = build_prior(config)
-    epochs, seconds, history = _train(name, prior, codes, trial)
+    seconds, history = _train(prior, codes, trial)
     return measure_prior(name, prior.eval(), history, vqvae, codes, images,
                          MeasureConfig(trial.temperature, trial.seed), seconds)
 
