@@ -30,6 +30,8 @@ def test_train_prior_then_sample_a_vqvae_run(tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--n", "4"]) == 2
     assert "train-prior --vqvae" in capsys.readouterr().err  # no prior trained yet
 
+    assert main(["train-prior", "--vqvae", str(run), *DATA, "--bottom-arch", "gated"]) == 2
+    assert "one-level VQ-VAE" in capsys.readouterr().err  # a VQ-VAE has no bottom prior
     assert main(["train-prior", "--vqvae", str(run), *DATA, *GATED, "--epochs", "2"]) == 0
     printed = capsys.readouterr().out
     assert "bits per code" in printed and "sample --run" in printed
@@ -123,6 +125,15 @@ def test_label_conditional_priors_of_a_vqvae2_run(tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--n", "2", "--label", "nevus"]) == 2
     err = capsys.readouterr().err
     assert "unknown label 'nevus'" in err and "benign, malignant" in err
+
+    # the paper's split: a self-attention top prior, a conditioned PixelCNN bottom prior
+    assert main(["train-prior", "--vqvae", str(run), *DATA, "--epochs", "1",
+                 "--bottom-arch", "gated"]) == 0
+    summary = json.loads((run / "prior_metrics.json").read_text())
+    top, bottom = summary["priors"]["top"], summary["priors"]["bottom"]
+    assert top["model"] == "TransformerPrior" and bottom["model"] == "PixelCNNPrior"
+    assert bottom["config"]["cond_codebook_size"] == 64 and bottom["config"]["position"]
+    assert main(["sample", "--run", str(run), "--n", "2", "--out", str(out)]) == 0
 
 
 def test_missing_runs_are_clear_errors(tmp_path, capsys):

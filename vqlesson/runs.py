@@ -366,6 +366,9 @@ class PriorRunConfig:
         prior_arch: ``transformer``, a causal transformer over the flattened code map (the
             most realistic samples, benchmarks/RESULTS.md), or ``gated``, the Gated PixelCNN
             with position and dilated blocks.
+        bottom_arch: the bottom level's prior of a VQ-VAE-2, if it differs from ``prior_arch``
+            (VQ-VAE-2 §3.2 pairs a self-attention top prior with a conditioned PixelCNN bottom:
+            ``--bottom-arch gated``); default: ``prior_arch``. Not for a one-level VQ-VAE.
         epochs: prior epochs (default: the profile's ``prior_epochs``).
         label_conditional: condition the prior(s) on the class label (benign/malignant).
         dropout: dropout in the prior's blocks, against overfitting (default: 0, the model's).
@@ -380,6 +383,7 @@ class PriorRunConfig:
     """
 
     prior_arch: Literal["gated", "transformer"] = "transformer"
+    bottom_arch: Literal["gated", "transformer"] | None = None
     epochs: int | None = None
     label_conditional: bool = False
     dropout: float | None = None
@@ -425,6 +429,9 @@ def _check_prior_run(run: RunFolder, vq: Any, data: DataChoice, config: PriorRun
         )
     if config.augment_passes < 1:
         raise ValueError(f"--augment-passes must be >= 1, got {config.augment_passes}")
+    if config.bottom_arch is not None and len(vq.model.levels) < 2:
+        raise ValueError(f"--bottom-arch names the bottom prior of a VQ-VAE-2; {run.checkpoint} "
+                         "holds a one-level VQ-VAE: leave --bottom-arch out, use --prior-arch")
 
 
 def _extract_splits(model: torch.nn.Module, loaders: Loaders, run: RunFolder, device: Any,
@@ -465,11 +472,12 @@ def _train_level(job: _PriorJob, level: Level, say: Report) -> tuple[Any, dict, 
     k = job.codes["train"].codebook_sizes[name]
     cond = job.codes["train"].codebook_sizes[level.condition] if level.condition else None
     grid = job.codes["train"].grid(name)
+    arch = c.bottom_arch if level.condition and c.bottom_arch else c.prior_arch
     prior_config = prior_config_for(
-        job.profile, k, arch=c.prior_arch,
+        job.profile, k, arch=arch,
         num_classes=len(job.classes) if c.label_conditional else 0, dropout=c.dropout,
         cond_codebook_size=cond,
-        **({"position_grid": max(grid)} if c.prior_arch == "transformer" else {}))
+        **({"position_grid": max(grid)} if arch == "transformer" else {}))
     if c.resume and path.exists():  # the stored config wins: a run continues as it started
         prior_config = load_checkpoint(path).config
     prior = build_prior(prior_config)
