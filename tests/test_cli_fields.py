@@ -30,7 +30,7 @@ DOCUMENTED = {
     "data-preview": [*DATA, "--out"],
     "train-prior": ["--vqvae", *DATA, "--num-workers", "--epochs", "--label-conditional",
                     "--dropout", "--augment-passes", "--patience", "--lr", "--resume", "--no-amp",
-                    "--device", "--threads", "--prior-arch", "--lr-schedule", "--warmup-steps"],
+                    "--device", "--threads", "--prior-arch", "--bottom-arch", "--lr-schedule", "--warmup-steps"],
     "sample": ["--run", "--n", "--temperature", "--top-k", "--label", "--seed", "--out",
                "--device", "--threads"],
     "pipeline": [*DATA, "--out", "--model", "--label-conditional", "--temperature",

@@ -366,9 +366,9 @@ class PriorRunConfig:
         prior_arch: ``transformer``, a causal transformer over the flattened code map (the
             most realistic samples, benchmarks/RESULTS.md), or ``gated``, the Gated PixelCNN
             with position and dilated blocks.
-        bottom_arch: the bottom level's prior of a VQ-VAE-2, if it differs from ``prior_arch``
-            (VQ-VAE-2 §3.2 pairs a self-attention top prior with a conditioned PixelCNN bottom:
-            ``--bottom-arch gated``); default: ``prior_arch``. Not for a one-level VQ-VAE.
+        bottom_arch: the bottom level's prior of a VQ-VAE-2 (default: ``prior_arch``);
+            ``gated`` under a transformer top is VQ-VAE-2 §3.2's split (self-attention at the
+            top, a conditioned PixelCNN below). Not for a one-level VQ-VAE.
         epochs: prior epochs (default: the profile's ``prior_epochs``).
         label_conditional: condition the prior(s) on the class label (benign/malignant).
         dropout: dropout in the prior's blocks, against overfitting (default: 0, the model's).
