@@ -60,7 +60,7 @@ def test_every_notebook_starts_with_the_generated_colab_cell_and_run_time():
 
 def test_run_times_are_measured_figures_or_say_not_measured():
     text = course.runtime_markdown("01_data_and_augmentation")
-    assert "about 11 s under the `cpu` profile" in text
+    assert "about 14 s under the `cpu` profile" in text
     assert "not measured yet under the `gpu` profile" in text
     assert "not measured yet" in course.runtime_markdown("99_unknown")
 

@@ -36,29 +36,29 @@ class RunTime:
 
 RUN_TIMES: dict[str, RunTime] = {
     "01_data_and_augmentation": RunTime(
-        ci=7, cpu=11, gpu=None,
+        ci=7, cpu=14, gpu=None,
         note="With ISIC 2016 the first run also resizes the 1279 images once (about a minute)."),
     "02_vqvae": RunTime(
-        ci=8, cpu=231, gpu=None,
+        ci=8, cpu=343, gpu=None,
         note="Most of the time goes to the side studies (equal-budget runs, two seeds of the "
              "reference); a finished main run in `runs/` is loaded instead of retrained."),
     "03_vqvae2_hierarchy": RunTime(
-        ci=26, cpu=348, gpu=None,
+        ci=26, cpu=354, gpu=None,
         note="Two VQ-VAE-2 models (the bypass and the course's) and the rate-distortion points; "
              "finished runs in `runs/` are loaded instead of retrained."),
     "04_pixelcnn_prior": RunTime(
-        ci=22, cpu=346, gpu=None,
+        ci=22, cpu=325, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "Six priors (three compared at equal time, the plain one, the two probes) and three "
              "one-epoch mistake nets are trained; finished priors in `runs/` are loaded. The last "
              "cell prints this run's time."),
     "05_test_set_failure_analysis": RunTime(
-        ci=14, cpu=290, gpu=None,
+        ci=14, cpu=262, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
              "prints this run's time."),
     "06_hierarchical_prior": RunTime(
-        ci=19, cpu=220, gpu=None,
+        ci=19, cpu=188, gpu=None,
         note="With both of notebook 03's VQ-VAE-2 models already in `runs/`; add notebook 03's "
              "time otherwise. Four priors are trained (top and bottom, for each model); finished "
              "ones in `runs/` are continued. The last cell prints this run's time."),
