@@ -39,7 +39,7 @@ RUN_TIMES: dict[str, RunTime] = {
         ci=7, cpu=14, gpu=None,
         note="With ISIC 2016 the first run also resizes the 1279 images once (about a minute)."),
     "02_vqvae": RunTime(
-        ci=8, cpu=343, gpu=None,
+        ci=9, cpu=343, gpu=None,
         note="Most of the time goes to the side studies (equal-budget runs, two seeds of the "
              "reference); a finished main run in `runs/` is loaded instead of retrained."),
     "03_vqvae2_hierarchy": RunTime(
@@ -53,12 +53,12 @@ RUN_TIMES: dict[str, RunTime] = {
              "one-epoch mistake nets are trained; finished priors in `runs/` are loaded. The last "
              "cell prints this run's time."),
     "05_test_set_failure_analysis": RunTime(
-        ci=14, cpu=262, gpu=None,
+        ci=15, cpu=262, gpu=None,
         note="With notebook 02's VQ-VAE already in `runs/`; add notebook 02's time otherwise. "
              "Five priors are trained; a finished one in `runs/` is loaded instead. The last cell "
              "prints this run's time."),
     "06_hierarchical_prior": RunTime(
-        ci=19, cpu=188, gpu=None,
+        ci=21, cpu=188, gpu=None,
         note="With both of notebook 03's VQ-VAE-2 models already in `runs/`; add notebook 03's "
              "time otherwise. Four priors are trained (top and bottom, for each model); finished "
              "ones in `runs/` are continued. The last cell prints this run's time."),
